@@ -1,0 +1,319 @@
+"""Experiment configuration: frozen dataclasses owned by each stage, named presets, dotted overrides.
+
+An :class:`ExperimentConfig` composes one small config per stage (data, CAM network, CAM
+inference, pseudo-masks, segmentation, context adjustment). Presets give whole experiments:
+
+- ``smoke``: seconds, for tests and notebook smoke runs (tiny images, tiny networks);
+- ``cpu``: minutes on 2 CPU cores (the synthetic benchmark, small networks trained from scratch);
+- ``gpu``: one GPU, full data (ResNet-50 CAM network, DeepLab-v2 ResNet-101, shorter schedules);
+- ``paper``: the hyper-parameters of CONTA/IRNet as recorded in ``shared/method.md`` section 4.
+
+Overrides are ``section.key=value`` strings (``cam.epochs=3``, ``seed=1``); an unknown key or a
+value that does not parse raises :class:`~causal_wsss.errors.ConfigError` naming the key.
+The resolved config is saved as ``config.json`` with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are fed to the networks."""
+
+    dataset: str = "voc"  # registry name: voc | coco | synthetic
+    root: str = ""  # folder holding VOCdevkit/ (or VOC2012/ itself), or the COCO folder
+    train_split: str = "train_aug"  # CAM / segmentation training images (falls back to train)
+    eval_split: str = "train"  # CAM and pseudo-mask evaluation (has ground truth)
+    val_split: str = "val"  # segmentation evaluation
+    num_workers: int = 2
+    max_images: int = 0  # 0 = all; >0 truncates every split (smoke runs)
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """The CAM classification network and its training (IRNet ``train_cam``)."""
+
+    backbone: str = "resnet50"  # resnet50 | resnet18 | resnet34 | tiny
+    weights: str = "imagenet"  # imagenet | none | a path to a local state dict
+    output_stride: int = 16
+    trunk_depth: int = 4  # ResNet stages kept (3 cuts after layer3, as in the CPU prototype)
+    freeze_bn: bool = True  # IRNet FixedBatchNorm
+    freeze_stem: bool = True  # IRNet: conv1/bn1 frozen, stage-2 output detached
+    epochs: int = 5
+    batch_size: int = 16
+    crop_size: int = 512
+    resize_long: tuple[int, int] = (320, 640)
+    optimizer: str = "sgd"  # sgd (IRNet PolyOptimizer) | adamw
+    lr: float = 0.1
+    head_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    momentum: float = 1e-4  # IRNet quirk: weight decay lands in SGD's momentum slot (method.md 7.5)
+    poly_power: float = 0.9
+    amp: bool = True  # bf16 autocast (CUDA with bf16 support, or CPU)
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class CamInferConfig:
+    """Multi-scale + flip CAM inference and CAM evaluation (IRNet ``make_cam``/``eval_cam``)."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    bg_threshold: float = 0.15  # IRNet cam_eval_thres
+    sweep: tuple[float, float, float] = (0.05, 0.60, 0.01)  # start, stop (inclusive), step
+    batch_size: int = 8
+    max_side: int = 0  # 0 = native size; >0 caps the long side during inference
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """From CAMs to pseudo-masks."""
+
+    refine: str = "none"  # none | crf | irn
+    bg_threshold: float = 0.15
+    # IRNet relation stage (issue: IRN refinement)
+    conf_fg_threshold: float = 0.30
+    conf_bg_threshold: float = 0.05
+    sem_seg_bg_threshold: float = 0.25
+    beta: float = 10.0
+    exp_times: int = 8
+    irn_radius: int = 10
+    irn_epochs: int = 3
+    irn_batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    """The segmentation network trained on pseudo-masks (DeepLab)."""
+
+    arch: str = "deeplabv2"  # deeplabv2 | deeplabv3 | tiny
+    backbone: str = "resnet101"
+    weights: str = "imagenet"
+    iterations: int = 20000
+    batch_size: int = 10
+    crop_size: int = 321
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    optimizer: str = "sgd"
+    amp: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """CONTA's confounder dictionary and context adjustment (method.md sections 2, 3, 7)."""
+
+    grid: int = 64  # dictionary / query grid h = w
+    prior: str = "freq"  # freq | uniform
+    query: str = "binary"  # binary | onehot
+    agree_with_labels: bool = True  # S_i only from images whose label contains class i
+    fuse_at: str = "layer4"
+    m_scale: str = "identity"  # identity | max
+    l2_normalize: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One whole CONTA experiment: the stages plus the run's identity."""
+
+    preset: str = "paper"
+    seed: int = 0
+    rounds: int = 3
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    cam_infer: CamInferConfig = field(default_factory=CamInferConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready nested dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as JSON, atomically."""
+        from .io import write_json
+
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Rebuild a config from :meth:`to_dict` output; unknown keys raise ConfigError."""
+        return _from_dict(cls, data, prefix="")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        """Read a config saved by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; expected one of: "
+                              + ", ".join(sorted(known)))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert ``value`` (a string from the command line, or JSON) to the field type ``hint``."""
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is tuple:
+            args = typing.get_args(hint)
+            if isinstance(value, str):
+                value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+            items = list(value)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(v, args[0], key) for v in items)
+            if len(items) != len(args):
+                raise ValueError(f"expected {len(args)} values")
+            return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+        if origin in (types.UnionType, typing.Union):
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key '{key}': cannot read {value!r} as {_type_name(hint)}") from exc
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | tuple[str, ...]) -> ExperimentConfig:
+    """Return ``cfg`` with ``section.key=value`` overrides applied.
+
+    >>> apply_overrides(preset("smoke"), ["cam.epochs=2", "seed=3"]).cam.epochs
+    2
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. cam.epochs=3)")
+        key, value = item.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), value.strip(), full_key=key.strip())
+    return cfg
+
+
+def _set(obj: Any, path: list[str], value: str, full_key: str) -> Any:
+    known = {f.name for f in fields(obj)}
+    head = path[0]
+    if head not in known:
+        raise ConfigError(f"unknown config key '{full_key}'; '{head}' is not one of: "
+                          + ", ".join(sorted(known)))
+    current = getattr(obj, head)
+    if len(path) == 1:
+        if dataclasses.is_dataclass(current):
+            raise ConfigError(f"config key '{full_key}' is a section; set one of its keys, e.g. "
+                              f"{full_key}.{fields(current)[0].name}=...")
+        hint = typing.get_type_hints(type(obj))[head]
+        return replace(obj, **{head: _coerce(value, hint, full_key)})
+    if not dataclasses.is_dataclass(current):
+        raise ConfigError(f"config key '{full_key}': '{head}' has no sub-keys")
+    return replace(obj, **{head: _set(current, path[1:], value, full_key)})
+
+
+def _smoke() -> ExperimentConfig:
+    return ExperimentConfig(
+        preset="smoke", rounds=1,
+        data=DataConfig(dataset="voc", train_split="train", num_workers=0, max_images=0),
+        cam=CamConfig(backbone="tiny", weights="none", freeze_bn=False, freeze_stem=False,
+                      epochs=2, batch_size=8, crop_size=64, resize_long=(56, 80),
+                      optimizer="adamw", lr=3e-3, head_lr_mult=1.0, weight_decay=1e-4,
+                      momentum=0.9),
+        cam_infer=CamInferConfig(scales=(1.0, 0.5), batch_size=8),
+        pseudo=PseudoConfig(irn_epochs=1, irn_batch_size=8, irn_radius=3, exp_times=4),
+        seg=SegConfig(arch="tiny", backbone="tiny", weights="none", iterations=20, batch_size=8,
+                      crop_size=64, scales=(0.75, 1.0, 1.25), optimizer="adamw", lr=3e-3),
+        context=ContextConfig(grid=16),
+    )
+
+
+def _cpu() -> ExperimentConfig:
+    return ExperimentConfig(
+        preset="cpu", rounds=2,
+        data=DataConfig(dataset="voc", train_split="train", num_workers=2),
+        cam=CamConfig(backbone="resnet18", weights="none", trunk_depth=3, freeze_bn=False,
+                      freeze_stem=False, epochs=30, batch_size=16, crop_size=128,
+                      resize_long=(112, 176), optimizer="adamw", lr=2e-3, head_lr_mult=1.0,
+                      weight_decay=1e-4, momentum=0.9),
+        cam_infer=CamInferConfig(scales=(1.0, 0.5, 1.5), batch_size=16),
+        seg=SegConfig(arch="tiny", backbone="resnet18", weights="none", iterations=600,
+                      batch_size=16, crop_size=128, optimizer="adamw", lr=2e-3),
+        context=ContextConfig(grid=32),
+    )
+
+
+def _gpu() -> ExperimentConfig:
+    return ExperimentConfig(
+        preset="gpu", rounds=3,
+        data=DataConfig(num_workers=8),
+        cam=CamConfig(),
+        cam_infer=CamInferConfig(batch_size=16),
+        pseudo=PseudoConfig(refine="irn"),
+        seg=SegConfig(iterations=10000),
+    )
+
+
+def _paper() -> ExperimentConfig:
+    return ExperimentConfig(preset="paper", rounds=3, data=DataConfig(num_workers=8),
+                            pseudo=PseudoConfig(refine="irn"))
+
+
+PRESETS = {"smoke": _smoke, "cpu": _cpu, "gpu": _gpu, "paper": _paper}
+
+
+def preset(name: str) -> ExperimentConfig:
+    """The named preset: ``smoke``, ``cpu``, ``gpu`` or ``paper``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; expected one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def resolve(name: str, overrides: list[str] | tuple[str, ...] = (), **top: Any) -> ExperimentConfig:
+    """Preset ``name`` plus keyword fields (``seed=1``, ``rounds=2``) plus dotted overrides."""
+    cfg = preset(name)
+    extra = [f"{k}={v}" for k, v in top.items() if v is not None]
+    return apply_overrides(cfg, [*extra, *overrides])

@@ -1,0 +1,22 @@
+"""The project's exception types: one clear message naming the file or key and what was expected."""
+
+from __future__ import annotations
+
+
+class CausalWSSSError(Exception):
+    """Base class: the command line prints these as one line, without a traceback."""
+
+
+class DataError(CausalWSSSError, ValueError):
+    """A data set folder, list, image or annotation is missing or unreadable."""
+
+
+class ConfigError(CausalWSSSError, KeyError):
+    """A configuration key or value is unknown or malformed."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(CausalWSSSError, RuntimeError):
+    """Pretrained weights were asked for and cannot be had."""
