@@ -1,0 +1,125 @@
+"""Run-time plumbing: seeding, device choice, torch.distributed set-up, run directories, logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the one place that touches global random state)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def choose_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto`` picks CUDA when available (the local rank's GPU under torchrun), else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            idx = local_rank if local_rank is not None else 0
+            return torch.device("cuda", idx)
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError(f"config key 'device' asks for {name!r} but CUDA is not available; "
+                          "use device=cpu or device=auto")
+    return device
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the device supports it (CUDA with bf16, or the CPU), else fp16 on older GPUs."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """``torch.autocast`` for ``device`` with :func:`amp_dtype`, or a disabled context."""
+    dtype = amp_dtype(device)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(enabled and dtype))
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly one-process) torch.distributed job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group that torchrun describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
+
+    NCCL on CUDA, gloo on the CPU. Without torchrun's variables this is a one-process job and
+    nothing is initialised. Returns the rank information and the device of this process.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = choose_device(device_name, local_rank=local)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world_size=world, local_rank=local), device
+
+
+def barrier() -> None:
+    """Synchronise ranks (no-op in a one-process job)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def get_dist() -> DistInfo:
+    """The current process's rank information (one process when torch.distributed is not up)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(),
+                        int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def setup_logging(run_dir: str | Path | None = None, name: str = "causal_wsss",
+                  filename: str = "log.txt") -> logging.Logger:
+    """A logger that prints to stderr and, with ``run_dir``, appends to ``run_dir/filename``."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in logger.handlers):
+        stream = logging.StreamHandler()
+        stream.setFormatter(fmt)
+        logger.addHandler(stream)
+    if run_dir is not None:
+        path = Path(run_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+                h.close()
+        handler = logging.FileHandler(path)
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger
