@@ -242,6 +242,7 @@ def dowhy_backdoor_set(graph: nx.DiGraph, treatment: str = "X", outcome: str = "
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=SyntaxWarning)
+        warnings.simplefilter("ignore", category=UserWarning)  # "variables assumed unobserved"
         model = CausalModel(data=frame, treatment=treatment, outcome=outcome,
                             graph=nx.DiGraph(graph.edges))
         estimand = model.identify_effect(proceed_when_unidentifiable=True)

@@ -1,0 +1,155 @@
+"""Benchmark batched CAM extraction (``causal_wsss.cam``) against the one-image IRNet-style reference: images per second and the largest CAM difference.
+
+Example (a small CPU run):
+
+    .venv/bin/python bench/bench_cam.py --device cpu --images 6 --backbone resnet18 \
+        --sizes 200x150,133x200,112x200 --json bench_cam.json
+
+Both paths use the same randomly initialised network and the same random images and labels.
+Sizes are WIDTHxHEIGHT (VOC's 500x375 is landscape). Timings count source images per second
+over the whole multi-scale + flip extraction, best of ``--repeat`` runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reference_make_cam import reference_cams  # noqa: E402
+
+from causal_wsss.cam import IRNET_SCALES, extract_cams_list  # noqa: E402
+from causal_wsss.checkpoint import load_checkpoint  # noqa: E402
+from causal_wsss.io import write_json  # noqa: E402
+from causal_wsss.models import build_cam_net  # noqa: E402
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'500x375,333x500' -> [(H, W), ...] = [(375, 500), (500, 333)]."""
+    sizes = []
+    for item in text.split(","):
+        w, h = item.lower().split("x")
+        sizes.append((int(h), int(w)))
+    return sizes
+
+
+def make_inputs(n: int, sizes: list[tuple[int, int]], num_classes: int, seed: int):
+    """n normalised images cycling through ``sizes`` and multi-hot labels with 1-3 positives."""
+    gen = torch.Generator().manual_seed(seed)
+    images = [torch.randn(3, *sizes[i % len(sizes)], generator=gen) for i in range(n)]
+    labels = torch.zeros(n, num_classes)
+    for i in range(n):
+        k = int(torch.randint(1, 4, (1,), generator=gen))
+        labels[i, torch.randperm(num_classes, generator=gen)[:k]] = 1.0
+    return images, labels
+
+
+def time_best(fn, repeat: int) -> tuple[float, object]:
+    """Best wall time of ``repeat`` calls (after one warm-up) and the last result."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def cam_diff(ref: list, ours: list) -> tuple[float, float, float]:
+    """Largest |difference| of the full-resolution and of the stride-4 maps over all images,
+    and the mean |difference| of the full-resolution maps."""
+    for (keys, _, _), o in zip(ref, ours):
+        if not torch.equal(keys, o.keys.cpu()):
+            raise AssertionError(f"kept classes differ: {keys.tolist()} vs {o.keys.tolist()}")
+    high = max(float((r[1] - o.high_res.cpu()).abs().max()) for r, o in zip(ref, ours))
+    low = max(float((r[2] - o.stride4.cpu()).abs().max()) for r, o in zip(ref, ours))
+    mean = (sum(float((r[1] - o.high_res.cpu()).abs().sum()) for r, o in zip(ref, ours))
+            / sum(r[1].numel() for r in ref))
+    return high, low, mean
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=8, help="number of source images")
+    parser.add_argument("--sizes", default="500x375,333x500,281x500",
+                        help="comma-separated WIDTHxHEIGHT sizes, cycled over the images")
+    parser.add_argument("--backbone", default="resnet50",
+                        choices=["resnet50", "resnet18", "resnet101", "tiny"])
+    parser.add_argument("--trunk-depth", type=int, default=4, choices=[3, 4])
+    parser.add_argument("--classes", type=int, default=20, help="foreground classes K")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained CamNet checkpoint (causal_wsss.checkpoint) instead of "
+                             "random weights; random weights exaggerate bf16 differences, "
+                             "because a random classifier's CAM is a small difference of "
+                             "large feature sums")
+    parser.add_argument("--scales", default=",".join(map(str, IRNET_SCALES)))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    scales = tuple(float(s) for s in args.scales.split(","))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = build_cam_net(args.classes, backbone=args.backbone, weights="none",
+                              trunk_depth=args.trunk_depth)
+    if args.checkpoint is not None:
+        load_checkpoint(args.checkpoint, model=model)
+    model = model.to(device).eval()
+    images, labels = make_inputs(args.images, parse_sizes(args.sizes), args.classes, args.seed)
+
+    def run_reference():
+        return [reference_cams(model, im, lab, scales=scales, device=device)
+                for im, lab in zip(images, labels)]
+
+    def run_ours(amp: bool):
+        def run():
+            net = model.to(memory_format=torch.channels_last if amp or device.type == "cuda"
+                           else torch.contiguous_format)
+            return extract_cams_list(net, images, labels, batch_size=args.batch_size,
+                                     scales=scales, amp=amp, device=device)
+        return run
+
+    t_ref, ref = time_best(run_reference, args.repeat)
+    t_fp32, ours_fp32 = time_best(run_ours(False), args.repeat)
+    t_amp, ours_amp = time_best(run_ours(True), args.repeat)
+    rows = [("reference (1 image, fp32)", t_ref, (0.0, 0.0, 0.0)),
+            ("batched fp32", t_fp32, cam_diff(ref, ours_fp32)),
+            ("batched amp (bf16)", t_amp, cam_diff(ref, ours_amp))]
+    print(f"device={device} backbone={args.backbone} images={args.images} sizes={args.sizes} "
+          f"scales={scales} batch={args.batch_size} threads={torch.get_num_threads()}")
+    print(f"{'path':28s} {'time s':>8s} {'img/s':>8s} {'speed-up':>8s} {'max|d| high':>12s} "
+          f"{'max|d| s4':>10s} {'mean|d| high':>12s}")
+    results = []
+    for name, t, (d_high, d_low, d_mean) in rows:
+        print(f"{name:28s} {t:8.3f} {args.images / t:8.2f} {t_ref / t:8.2f} {d_high:12.2e} "
+              f"{d_low:10.2e} {d_mean:12.2e}")
+        results.append({"path": name, "seconds": t, "images_per_s": args.images / t,
+                        "speedup_vs_reference": t_ref / t, "max_abs_diff_high_res": d_high,
+                        "max_abs_diff_stride4": d_low, "mean_abs_diff_high_res": d_mean})
+    report = {"device": str(device), "backbone": args.backbone, "images": args.images,
+              "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+              "sizes": args.sizes, "scales": list(scales), "batch_size": args.batch_size,
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "results": results}
+    if args.json is not None:
+        write_json(args.json, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

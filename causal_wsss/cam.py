@@ -1,0 +1,359 @@
+"""Batched multi-scale + flip CAM extraction on the device (IRNet ``make_cam``) and the on-disk CAM cache of one round."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .errors import DataError
+from .io import atomic_path
+
+IRNET_SCALES = (1.0, 0.5, 1.5, 2.0)
+"""IRNet ``cam_scales`` (method.md section 4, CAM inference)."""
+
+CAM_SUFFIX = ".npz"
+
+
+@dataclass
+class ImageCams:
+    """The CAMs of one image, positive classes only (IRNet's saved ``keys``/``cam``/``high_res``).
+
+    keys: (P,) int64 foreground class indices (0-based: VOC label = key + 1).
+    high_res: (P, H, W) float32 in [0, 1], each map divided by its own max (+1e-5).
+    stride4: (P, ceil(H/4), ceil(W/4)) float32, normalised the same way, or None.
+    """
+
+    keys: torch.Tensor
+    high_res: torch.Tensor
+    stride4: torch.Tensor | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the full-resolution maps."""
+        return int(self.high_res.shape[-2]), int(self.high_res.shape[-1])
+
+    def dense(self, num_classes_fg: int) -> torch.Tensor:
+        """(K, H, W) maps with zeros on the negative classes."""
+        out = self.high_res.new_zeros((num_classes_fg, *self.size))
+        out[self.keys] = self.high_res
+        return out
+
+    def to(self, device: torch.device | str) -> ImageCams:
+        """A copy on ``device``."""
+        s4 = None if self.stride4 is None else self.stride4.to(device)
+        return ImageCams(self.keys.to(device), self.high_res.to(device), s4)
+
+
+@dataclass
+class CamBatch:
+    """CAMs of a batch of same-sized images, packed: only the positive (image, class) pairs.
+
+    labels: (B, K) bool, the classes kept. high_res: (P, H, W) and stride4: (P, h4, w4) (or
+    None), P = labels.sum(), rows in row-major (image, class) order, i.e. ``labels.nonzero()``.
+    """
+
+    labels: torch.Tensor
+    high_res: torch.Tensor
+    stride4: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def images(self) -> list[ImageCams]:
+        """One :class:`ImageCams` per image, in batch order (views, no copy)."""
+        counts = self.labels.sum(1).tolist()
+        highs = self.high_res.split(counts)
+        s4s = self.stride4.split(counts) if self.stride4 is not None else [None] * len(counts)
+        return [ImageCams(row.nonzero().squeeze(1), h, s)
+                for row, h, s in zip(self.labels, highs, s4s)]
+
+    def dense(self) -> torch.Tensor:
+        """(B, K, H, W) full-resolution maps with zeros on the negative classes."""
+        out = self.high_res.new_zeros((*self.labels.shape, *self.high_res.shape[-2:]))
+        out[self.labels] = self.high_res
+        return out
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) in [0, 255] -> float32 ImageNet-normalised (B, 3, H, W), on its device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255.0
+    return (images.float() - mean) / std
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(round(H * s), round(W * s)), as skimage's ``rescale`` in IRNet's MSF data set."""
+    return round(size[0] * scale), round(size[1] * scale)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The CamNet inside DistributedDataParallel / DataParallel wrappers."""
+    return model.module if hasattr(model, "module") else model
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                 scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
+                 out_size: tuple[int, int] | None = None, context: torch.Tensor | None = None,
+                 amp: bool = True, stride4: bool = True) -> CamBatch:
+    """Multi-scale + flip CAMs of a batch of same-sized images (IRNet ``make_cam``, batched).
+
+    images: (B, 3, H, W) normalised, on the model's device; labels: (B, K) multi-hot;
+    context: (B, Cc, Hc, Wc) image-aligned map for a CamNet with context channels (resized
+    straight to each scale's feature grid by the network, mirrored for the flipped copy:
+    method.md section 7, item 8).
+
+    For each scale s the batch is resized to (round(H s), round(W s)) (bilinear,
+    align_corners=False, antialiased when shrinking, as IRNet's anti-aliased rescale), stacked
+    with its mirror image and run in ONE forward pass; CAM = ReLU(W * F), and the mirrored
+    half is flipped back and added. Each scale's maps of the positive classes are resized to
+    (a) the stride-4 grid (ceil(H/4), ceil(W/4)) and (b) the output-stride-padded size
+    (os ceil(H/os)) then cropped to (H, W), as IRNet's ``strided_up_size``; both are summed
+    over scales in fp32 and each map is divided by its own max + 1e-5.
+    ``out_size`` = (H', W') gives the full-resolution output another size than the input
+    (e.g. inference on a downscaled image); the stride-4 grid follows it.
+    bf16 autocast (fp16 on GPUs without bf16) when ``amp``; channels_last on CUDA and with amp.
+    """
+    net = _unwrap(model)
+    if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise DataError(f"images have shape {tuple(images.shape)} and dtype {images.dtype}; "
+                        "expected a normalised float batch (B, 3, H, W)")
+    batch, _, height, width = images.shape
+    if labels.shape != (batch, net.num_classes):
+        raise DataError(f"labels have shape {tuple(labels.shape)}; expected ({batch}, "
+                        f"{net.num_classes})")
+    if context is not None and context.shape[0] != batch:
+        raise DataError(f"context has {context.shape[0]} rows for {batch} images")
+    if not scales:
+        raise DataError("extract_cams needs at least one scale")
+    device = images.device
+    out_h, out_w = out_size if out_size is not None else (height, width)
+    stride = net.output_stride
+    # IRNet's strided_up_size, carried over to the output size when it differs from the input
+    up_size = (round(stride * math.ceil(height / stride) * out_h / height),
+               round(stride * math.ceil(width / stride) * out_w / width))
+    grid4 = (math.ceil(out_h / 4), math.ceil(out_w / 4))
+    positive = labels > 0  # (B, K)
+    rows = positive.flatten().nonzero().squeeze(1)  # (P,) indices into B * K
+    channels_last = device.type == "cuda" or amp
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    high = torch.zeros((rows.numel(), out_h, out_w), device=device)  # (P, H, W)
+    low = torch.zeros((rows.numel(), *grid4), device=device) if stride4 else None
+    ctx = context
+    if flip and context is not None:
+        ctx = torch.cat([context, context.flip(-1)])  # (2B, Cc, Hc, Wc)
+    with torch.no_grad(), _eval_mode(net):
+        x = images.float()
+        for scale in scales:
+            size = scaled_size((height, width), scale)
+            xs = x if size == (height, width) else F.interpolate(
+                x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            if flip:
+                xs = torch.cat([xs, xs.flip(-1)])  # (2B, 3, h_s, w_s)
+            xs = xs.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=_amp_dtype(device), enabled=amp):
+                maps = net.cams(xs, ctx)  # (2B, K, h, w)
+            maps = maps.float()
+            if flip:
+                maps = maps[:batch] + maps[batch:].flip(-1)  # (B, K, h, w)
+            maps = maps.flatten(0, 1)[rows].unsqueeze(1)  # (P, 1, h, w)
+            high += F.interpolate(maps, size=up_size, mode="bilinear",
+                                  align_corners=False)[:, 0, :out_h, :out_w]
+            if low is not None:
+                low += F.interpolate(maps, size=grid4, mode="bilinear", align_corners=False)[:, 0]
+        high /= high.amax(dim=(-2, -1), keepdim=True) + 1e-5
+        if low is not None:
+            low /= low.amax(dim=(-2, -1), keepdim=True) + 1e-5
+    return CamBatch(positive, high, low)
+
+
+def extract_cams_list(model: nn.Module, images: Sequence[torch.Tensor],
+                      labels: torch.Tensor | Sequence[torch.Tensor], *, batch_size: int = 8,
+                      contexts: Sequence[torch.Tensor] | None = None,
+                      device: torch.device | str | None = None, **kwargs) -> list[ImageCams]:
+    """:func:`extract_cams` over images of different sizes, batched by size, in input order.
+
+    images: sequence of normalised (3, H_i, W_i) tensors (any device; moved to ``device``,
+    default the model's); labels: (N, K) or N tensors (K,); contexts: N tensors (Cc, Hc, Wc)
+    of one shape, or None. Images of one size go through the network ``batch_size`` at a
+    time (VOC has few distinct sizes, so most batches are full). ``kwargs`` go to
+    :func:`extract_cams`.
+    """
+    if len(images) != len(labels) or (contexts is not None and len(contexts) != len(images)):
+        raise DataError(f"extract_cams_list: {len(images)} images, {len(labels)} label rows, "
+                        f"{'no' if contexts is None else len(contexts)} contexts; expected equal")
+    if device is None:
+        device = next(_unwrap(model).parameters()).device
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        buckets.setdefault(tuple(image.shape[-2:]), []).append(i)
+    out: list[ImageCams | None] = [None] * len(images)
+    for indices in buckets.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = torch.stack([images[i] for i in chunk]).to(device)  # (b, 3, H, W)
+            lab = torch.stack([torch.as_tensor(labels[i]) for i in chunk]).to(device)  # (b, K)
+            ctx = None if contexts is None else torch.stack([contexts[i] for i in chunk]).to(device)
+            for i, cams in zip(chunk, extract_cams(model, batch, lab, context=ctx,
+                                                   **kwargs).images()):
+                out[i] = cams
+    return out  # type: ignore[return-value]
+
+
+def save_cams(path: str | Path, high_res: torch.Tensor, keys: torch.Tensor,
+              stride4: torch.Tensor | None = None) -> None:
+    """Write one image's CAMs atomically as an uncompressed ``.npz`` of float16 maps.
+
+    high_res: (P, H, W) positive classes only; keys: (P,) their foreground indices;
+    stride4: (P, ceil(H/4), ceil(W/4)) or None. Arrays ``keys`` (int16), ``high_res`` and
+    ``cam`` (IRNet's names). float16 keeps values in [0, 1] to within 2.5e-4.
+    """
+    if high_res.dim() != 3 or keys.shape != (high_res.shape[0],):
+        raise DataError(f"save_cams({path}): high_res {tuple(high_res.shape)} and keys "
+                        f"{tuple(keys.shape)}; expected (P, H, W) and (P,)")
+    arrays = {"keys": keys.detach().to("cpu", torch.int16).numpy(),
+              "high_res": high_res.detach().to("cpu", torch.float16).numpy()}
+    if stride4 is not None:
+        arrays["cam"] = stride4.detach().to("cpu", torch.float16).numpy()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_cams(path: str | Path) -> ImageCams:
+    """Read a file written by :func:`save_cams` -> float32 :class:`ImageCams` on the CPU."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            keys = torch.from_numpy(data["keys"].astype(np.int64))
+            high = torch.from_numpy(data["high_res"].astype(np.float32))
+            low = torch.from_numpy(data["cam"].astype(np.float32)) if "cam" in data else None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read CAM file {path}: {exc}; expected an .npz with arrays "
+                        "'keys', 'high_res' (and 'cam') written by causal_wsss.cam.save_cams") from exc
+    return ImageCams(keys, high, low)
+
+
+class CamCache:
+    """The CAMs of one round: ``<dir>/<name>.npz`` per image.
+
+    Each file is written atomically, so a crashed run leaves only complete files and a rerun
+    skips them. Under torch.distributed every rank writes the names of its own shard (the
+    caller picks ``rank::world_size``, as :func:`make_cams`) and the caller puts a barrier
+    before any rank reads the whole cache.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    def path(self, name: str) -> Path:
+        """File of image ``name``."""
+        return self.dir / f"{name}{CAM_SUFFIX}"
+
+    def exists(self, name: str) -> bool:
+        """Whether image ``name`` has a complete CAM file."""
+        return self.path(name).is_file()
+
+    def put(self, name: str, cams: ImageCams) -> None:
+        """Store one image's CAMs (float16)."""
+        save_cams(self.path(name), cams.high_res, cams.keys, cams.stride4)
+
+    def get(self, name: str) -> ImageCams:
+        """Load one image's CAMs (float32, CPU); DataError when absent or unreadable."""
+        if not self.exists(name):
+            raise DataError(f"no CAMs for image {name!r}: {self.path(name)} does not exist; run "
+                            "make_cams for this round first")
+        return load_cams(self.path(name))
+
+
+def _as_list(items: list[dict]) -> list[dict]:
+    return items
+
+
+def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: int = 8,
+              scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
+              device: torch.device | str = "cpu", amp: bool = True, progress: bool = True,
+              rank: int = 0, world_size: int = 1, num_workers: int = 0,
+              context_fn: Callable[[list[dict]], torch.Tensor] | None = None) -> dict[str, int]:
+    """Compute and cache the CAMs of this rank's shard (``indices rank::world_size``) of ``dataset``.
+
+    dataset: a SegmentationDataset (``names``; items with uint8 ``image`` (3, H, W), ``labels``
+    (K,), ``name``). Images already in the cache are skipped, so an interrupted run resumes.
+    Images are batched by size (at most ``4 * batch_size`` wait for a full batch; beyond that
+    the largest waiting group goes through), normalised on ``device`` and passed to
+    :func:`extract_cams`. ``context_fn(items)`` -> (b, Cc, Hc, Wc) gives the image-aligned
+    context maps of a group of items (CONTA). The model is moved to ``device``
+    (channels_last on CUDA or with amp); :func:`extract_cams` runs it in eval mode.
+    Returns counts: ``total`` (this shard), ``skipped`` (already cached), ``written``.
+    """
+    names = getattr(dataset, "names", None)
+    if names is None or len(names) != len(dataset):
+        raise DataError(f"make_cams needs a data set with a 'names' list of {len(dataset)} image "
+                        "ids (causal_wsss.data SegmentationDataset)")
+    if not 0 <= rank < world_size:
+        raise DataError(f"make_cams: rank {rank} is outside world_size {world_size}")
+    device = torch.device(device)
+    cache = CamCache(cache_dir)
+    shard = range(rank, len(dataset), world_size)
+    todo = [i for i in shard if not cache.exists(names[i])]
+    net = _unwrap(model).to(device)
+    if device.type == "cuda" or amp:
+        net = net.to(memory_format=torch.channels_last)
+    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=_as_list,
+                        pin_memory=device.type == "cuda")
+    waiting: dict[tuple[int, int], list[dict]] = {}
+
+    def flush(size: tuple[int, int]) -> None:
+        items = waiting.pop(size)
+        images = torch.stack([it["image"] for it in items]).to(device, non_blocking=True)
+        if images.dtype != torch.uint8:
+            raise DataError(f"data set item {items[0]['name']!r}: 'image' is {images.dtype}; "
+                            "expected uint8 (3, H, W) (normalisation happens on the device)")
+        labels = torch.stack([torch.as_tensor(it["labels"]) for it in items]).to(device)
+        context = context_fn(items) if context_fn is not None else None
+        cams = extract_cams(net, normalize_images(images), labels, scales=scales, flip=flip,
+                            context=context, amp=amp)
+        for item, image_cams in zip(items, cams.images()):
+            cache.put(item["name"], image_cams)
+        bar.update(len(items))
+
+    with tqdm(total=len(todo), desc=f"CAMs rank {rank}", disable=not progress) as bar:
+        for items in loader:
+            for item in items:
+                size = tuple(item["image"].shape[-2:])
+                waiting.setdefault(size, []).append(item)
+                if len(waiting[size]) == batch_size:
+                    flush(size)
+            while sum(map(len, waiting.values())) > 4 * batch_size:
+                flush(max(waiting, key=lambda s: len(waiting[s])))
+        for size in list(waiting):
+            flush(size)
+    return {"total": len(shard), "skipped": len(shard) - len(todo), "written": len(todo)}

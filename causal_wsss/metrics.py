@@ -1,0 +1,605 @@
+"""Segmentation metrics on the device: confusion-matrix mIoU, one-pass CAM threshold sweeps, CAM leakage."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .constants import IGNORE_INDEX
+from .errors import ConfigError, DataError
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "ConfusionMatrix",
+    "LeakageMeter",
+    "SegmentationScores",
+    "ThresholdSweep",
+    "cams_to_labels",
+    "iou_per_class",
+    "miou",
+    "scores_from_confusion",
+    "threshold_grid",
+]
+
+DeviceLike = str | torch.device | None
+
+
+def threshold_grid(start: float = 0.05, stop: float = 0.60, step: float = 0.01) -> tuple[float, ...]:
+    """Background thresholds ``start, start + step, ..., stop`` (``stop`` included).
+
+    Values are rounded to 10 decimals so that ``0.15`` in the grid is the literal ``0.15``
+    (``np.arange`` alone gives ``0.15000000000000002``). method.md section 5: report IRNet's
+    fixed 0.15 and the best of the 0.05-0.60 sweep in 0.01 steps (``CamInferConfig.sweep``).
+    """
+    if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0:
+        raise ConfigError(f"threshold_grid: expected finite start/stop and step > 0, "
+                          f"got start={start}, stop={stop}, step={step}")
+    if stop < start:
+        raise ConfigError(f"threshold_grid: stop ({stop}) is below start ({start})")
+    values = np.arange(start, stop + 1e-9, step)
+    return tuple(round(float(v), 10) for v in values)
+
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = threshold_grid()
+"""The 56 thresholds 0.05, 0.06, ..., 0.60 of method.md section 5."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores from a confusion matrix
+# ---------------------------------------------------------------------------------------------
+
+
+def iou_per_class(conf: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU of a confusion matrix ``conf[..., target, pred]`` of shape ``(..., C, C)``.
+
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c) = conf[c, c] / (row_c + col_c - conf[c, c])``, in
+    float64, NaN where the union is empty (class absent from both target and prediction).
+    A class that is predicted but absent from the target has IoU 0, not NaN.
+    """
+    _check_square(conf)
+    conf = conf.to(torch.float64)
+    tp = conf.diagonal(dim1=-2, dim2=-1)  # (..., C)
+    union = conf.sum(-1) + conf.sum(-2) - tp  # (..., C)
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, math.nan))
+
+
+def miou(conf: torch.Tensor) -> float:
+    """Mean IoU of a ``(C, C)`` confusion matrix: ``nanmean_c IoU_c`` in [0, 1] (NaN if empty)."""
+    if conf.dim() != 2:
+        raise DataError(f"miou: expected a (C, C) confusion matrix, got shape {tuple(conf.shape)}")
+    return float(torch.nanmean(iou_per_class(conf)))
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    """Scores of one confusion matrix; per-class tuples are indexed by label (0 = background).
+
+    ``iou[c] = TP/(TP+FP+FN)``, ``precision[c] = TP/(TP+FP)``, ``recall[c] = TP/(TP+FN)``, each
+    NaN where its denominator is 0; ``miou = nanmean(iou)``; ``pixel_accuracy = trace/total``;
+    ``mean_accuracy = nanmean(recall)``; ``pixels`` is the number of scored (non-ignored) pixels.
+    """
+
+    iou: tuple[float, ...]
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    miou: float
+    pixel_accuracy: float
+    mean_accuracy: float
+    pixels: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.iou)
+
+    @property
+    def miou_percent(self) -> float:
+        """mIoU in percent, as papers report it."""
+        return 100.0 * self.miou
+
+    def as_dict(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """A JSON-ready dict (NaN becomes ``None``); per-class entries are keyed by class name."""
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ConfigError(f"SegmentationScores.as_dict: {len(class_names)} class names for "
+                              f"{self.num_classes} classes")
+        names = list(class_names) if class_names is not None else [str(c) for c in
+                                                                    range(self.num_classes)]
+        return {
+            "miou": _json_float(self.miou),
+            "miou_percent": _json_float(self.miou_percent),
+            "pixel_accuracy": _json_float(self.pixel_accuracy),
+            "mean_accuracy": _json_float(self.mean_accuracy),
+            "pixels": self.pixels,
+            "per_class": {
+                name: {"iou": _json_float(i), "precision": _json_float(p), "recall": _json_float(r)}
+                for name, i, p, r in zip(names, self.iou, self.precision, self.recall)
+            },
+        }
+
+
+def scores_from_confusion(conf: torch.Tensor) -> SegmentationScores:
+    """All :class:`SegmentationScores` of a ``(C, C)`` confusion matrix ``conf[target, pred]``."""
+    if conf.dim() != 2:
+        raise DataError(f"scores_from_confusion: expected a (C, C) matrix, got {tuple(conf.shape)}")
+    iou = iou_per_class(conf)
+    conf = conf.to(torch.float64).cpu()
+    tp = conf.diagonal()
+    predicted, actual = conf.sum(0), conf.sum(1)  # (C,) columns = predictions, rows = targets
+    nan = torch.full_like(tp, math.nan)
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), nan)
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), nan)
+    total = float(conf.sum())
+    return SegmentationScores(
+        iou=tuple(iou.cpu().tolist()),
+        precision=tuple(precision.tolist()),
+        recall=tuple(recall.tolist()),
+        miou=float(torch.nanmean(iou)),
+        pixel_accuracy=float(tp.sum()) / total if total > 0 else math.nan,
+        mean_accuracy=float(torch.nanmean(recall)),
+        pixels=int(total),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Confusion matrix
+# ---------------------------------------------------------------------------------------------
+
+
+class ConfusionMatrix:
+    """Accumulates ``state[target, pred]`` pixel counts, a ``(C, C)`` int64 tensor on ``device``.
+
+    ``update`` takes ``(B, H, W)`` or ``(H, W)`` integer label maps on any device, drops pixels
+    whose target is ``ignore_index`` and counts the rest with one ``bincount`` over
+    ``target * C + pred``, computed where the inputs live. ``all_reduce`` sums the matrix over
+    ``torch.distributed`` ranks, so each rank can score its shard of the data.
+    """
+
+    def __init__(self, num_classes: int, device: DeviceLike = None,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        _check_num_classes("ConfusionMatrix", num_classes, ignore_index)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self._state = torch.zeros(num_classes, num_classes, dtype=torch.int64,
+                                  device=torch.device(device or "cpu"))
+
+    @classmethod
+    def from_state(cls, state: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> ConfusionMatrix:
+        """Rebuild a matrix from a saved ``state`` tensor (``(C, C)`` integer counts)."""
+        _check_square(state)
+        if state.dtype.is_floating_point or state.dim() != 2:
+            raise DataError(f"ConfusionMatrix.from_state: expected a (C, C) integer tensor, got "
+                            f"{state.dtype} {tuple(state.shape)}")
+        matrix = cls(state.shape[0], device=state.device, ignore_index=ignore_index)
+        matrix._state += state.to(torch.int64)
+        return matrix
+
+    @property
+    def state(self) -> torch.Tensor:
+        """The ``(C, C)`` int64 count tensor, rows = target class, columns = predicted class."""
+        return self._state
+
+    @property
+    def device(self) -> torch.device:
+        return self._state.device
+
+    def reset(self) -> None:
+        self._state.zero_()
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Count ``pred`` against ``target``, both ``(B, H, W)`` or ``(H, W)`` integer tensors.
+
+        Raises ``DataError`` (a ``ValueError``) on a shape mismatch, a float input, or a class
+        outside ``[0, C)`` in ``pred`` or in the non-ignored part of ``target``; only pixels that
+        are scored (target != ignore_index) are checked in ``pred``.
+        """
+        if pred.shape != target.shape or pred.dim() not in (2, 3):
+            raise DataError(f"ConfusionMatrix.update: expected pred and target of the same shape "
+                            f"(B, H, W) or (H, W), got {tuple(pred.shape)} and "
+                            f"{tuple(target.shape)}")
+        _check_integer("ConfusionMatrix.update", "pred", pred)
+        _check_integer("ConfusionMatrix.update", "target", target)
+        target = target.to(pred.device)
+        valid = target != self.ignore_index
+        g = target[valid].to(torch.int64)  # (P,) scored pixels
+        p = pred[valid].to(torch.int64)  # (P,)
+        _check_range("ConfusionMatrix.update", "target", g, self.num_classes, self.ignore_index)
+        _check_range("ConfusionMatrix.update", "pred", p, self.num_classes)
+        counts = torch.bincount(g * self.num_classes + p, minlength=self.num_classes ** 2)
+        self._state += counts.view(self.num_classes, self.num_classes).to(self.device)
+
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """Add another matrix's counts into this one (e.g. from another worker); returns self."""
+        if not isinstance(other, ConfusionMatrix) or other.num_classes != self.num_classes:
+            raise ConfigError(f"ConfusionMatrix.merge: expected a ConfusionMatrix with "
+                              f"{self.num_classes} classes, got {other!r}")
+        self._state += other.state.to(self.device)
+        return self
+
+    def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        return self.merge(other)
+
+    def all_reduce(self, group: Any = None) -> ConfusionMatrix:
+        """Sum the counts over all ranks of ``group`` (no-op without torch.distributed); returns self."""
+        _all_reduce_sum_(self._state, group)
+        return self
+
+    def compute(self) -> SegmentationScores:
+        return scores_from_confusion(self._state)
+
+    def miou(self) -> float:
+        return miou(self._state)
+
+    def __repr__(self) -> str:
+        return (f"ConfusionMatrix(num_classes={self.num_classes}, pixels={int(self._state.sum())}, "
+                f"device={self.device})")
+
+
+# ---------------------------------------------------------------------------------------------
+# CAM -> labels and the one-pass threshold sweep
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def cams_to_labels(cams: torch.Tensor, threshold: float,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+    """IRNet's CAM prediction: ``argmax`` over ``[threshold ; cams]`` with ties to background.
+
+    ``cams``: ``(B, K, H, W)`` or ``(K, H, W)`` non-negative normalised CAMs of the K foreground
+    classes; ``labels``: optional ``(B, K)`` / ``(K,)`` multi-hot image labels, whose zero entries
+    zero the CAM (the same as IRNet keeping only the label classes, for ``threshold >= 0``).
+    Returns int64 ``(B, H, W)`` / ``(H, W)``: ``0`` where ``max_k cam_k <= threshold``, else
+    ``1 + argmax_k cam_k`` (the first maximum on ties). The comparison is done in the CAM's
+    dtype (float32 for bf16/half input), as IRNet's ``np.pad`` with the threshold does.
+    """
+    batched = cams.dim() == 4
+    cams, _ = _prepare_cams("cams_to_labels", cams, None, labels)
+    value, index = cams.max(dim=1)  # (B, H, W) each
+    thr = torch.tensor(threshold, dtype=value.dtype, device=value.device)
+    pred = torch.where(value > thr, index + 1, torch.zeros_like(index))
+    return pred if batched else pred[0]
+
+
+class ThresholdSweep:
+    """CAM mIoU for every background threshold of a grid, in one pass over the data.
+
+    For each scored pixel let ``v = max_k cam_k`` and ``c = 1 + argmax_k cam_k``; at threshold
+    ``t`` the prediction is ``0`` if ``v <= t`` else ``c`` (:func:`cams_to_labels`). With the
+    sorted thresholds ``t_0 < ... < t_{T-1}``, ``bin = #{j : t_j < v}`` (``searchsorted``)
+    decides everything: the pixel is foreground at ``t_j`` exactly when ``bin > j``. One
+    ``bincount`` over ``(target, c, bin)`` gives ``counts[g, c-1, b]``, shape ``(C, C-1, T+1)``;
+    the confusion matrix at ``t_j`` is ``conf[g, c] = sum_{b > j} counts[g, c-1, b]`` for
+    ``c >= 1`` and ``conf[g, 0] = total_g - sum_{c >= 1} conf[g, c]`` (suffix sums over bins).
+
+    Contract of ``update(cams, target, labels=None)``: ``cams`` ``(B, K, H, W)`` non-negative
+    (normalised) CAMs of all ``K = num_classes - 1`` foreground classes at the target's
+    resolution, zero for classes not in the image label (or pass ``labels (B, K)`` to have them
+    zeroed); ``target`` ``(B, H, W)`` integer masks, ``ignore_index`` pixels are skipped.
+    """
+
+    def __init__(self, num_classes: int, thresholds: Sequence[float] | np.ndarray = DEFAULT_THRESHOLDS,
+                 device: DeviceLike = None, ignore_index: int = IGNORE_INDEX) -> None:
+        _check_num_classes("ThresholdSweep", num_classes, ignore_index)
+        thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if thr.size == 0 or not np.all(np.isfinite(thr)) or np.any(np.diff(thr) <= 0) or thr[0] < 0:
+            raise ConfigError(f"ThresholdSweep: thresholds must be a non-empty, strictly increasing "
+                              f"sequence of finite values >= 0, got {thr.tolist()}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.thresholds: tuple[float, ...] = tuple(float(t) for t in thr)
+        device = torch.device(device or "cpu")
+        self._thresholds = torch.tensor(thr, dtype=torch.float64, device=device)
+        self._counts = torch.zeros(num_classes, num_classes - 1, len(thr) + 1, dtype=torch.int64,
+                                   device=device)
+
+    @property
+    def state(self) -> torch.Tensor:
+        """The ``(C, C-1, T+1)`` int64 counts over ``(target, predicted class - 1, bin)``."""
+        return self._counts
+
+    @property
+    def device(self) -> torch.device:
+        return self._counts.device
+
+    def reset(self) -> None:
+        self._counts.zero_()
+
+    @torch.no_grad()
+    def update(self, cams: torch.Tensor, target: torch.Tensor,
+               labels: torch.Tensor | None = None) -> None:
+        """Count one batch for all thresholds (see the class docstring for the contract)."""
+        cams, target = _prepare_cams("ThresholdSweep.update", cams, target, labels,
+                                     num_fg=self.num_classes - 1)
+        _check_finite("ThresholdSweep.update", cams)
+        value, index = cams.max(dim=1)  # (B, H, W) each: v and c - 1
+        valid = target != self.ignore_index
+        g = target[valid].to(torch.int64)  # (P,)
+        _check_range("ThresholdSweep.update", "target", g, self.num_classes, self.ignore_index)
+        v = value[valid]  # (P,)
+        thr = self._thresholds.to(device=v.device, dtype=v.dtype)
+        bins = torch.searchsorted(thr, v)  # (P,) number of thresholds strictly below v
+        nfg, nbins = self.num_classes - 1, thr.numel() + 1
+        flat = (g * nfg + index[valid]) * nbins + bins
+        counts = torch.bincount(flat, minlength=self._counts.numel())
+        self._counts += counts.view_as(self._counts).to(self.device)
+
+    def confusion_matrices(self) -> torch.Tensor:
+        """The ``(T, C, C)`` int64 confusion matrices ``conf[j, target, pred]``, one per threshold."""
+        suffix = self._counts.flip(-1).cumsum(-1).flip(-1)  # (C, C-1, T+1): sum over bins >= b
+        fg = suffix[..., 1:].permute(2, 0, 1)  # (T, C, C-1): predicted foreground at t_j
+        total = self._counts.sum(dim=(1, 2))  # (C,)
+        background = total.unsqueeze(0) - fg.sum(-1)  # (T, C)
+        return torch.cat([background.unsqueeze(-1), fg], dim=-1)  # (T, C, C)
+
+    def compute(self) -> list[tuple[float, float]]:
+        """``[(threshold, mIoU), ...]`` in threshold order (mIoU in [0, 1], NaN before any update)."""
+        mious = torch.nanmean(iou_per_class(self.confusion_matrices()), dim=-1)  # (T,)
+        return list(zip(self.thresholds, mious.cpu().tolist()))
+
+    def best(self) -> tuple[float, float]:
+        """``(threshold, mIoU)`` of the best threshold; the smallest one wins ties."""
+        curve = [(t, m) for t, m in self.compute() if not math.isnan(m)]
+        if not curve:
+            raise DataError("ThresholdSweep.best: no pixels were counted; call update() first")
+        return max(curve, key=lambda tm: (tm[1], -tm[0]))
+
+    def at(self, threshold: float) -> SegmentationScores:
+        """All scores at one threshold of the grid (e.g. IRNet's 0.15)."""
+        return scores_from_confusion(self.confusion_matrices()[self._index_of(threshold)])
+
+    def merge(self, other: ThresholdSweep) -> ThresholdSweep:
+        """Add another sweep's counts (same classes and thresholds); returns self."""
+        if (not isinstance(other, ThresholdSweep) or other.num_classes != self.num_classes
+                or other.thresholds != self.thresholds):
+            raise ConfigError(f"ThresholdSweep.merge: expected a sweep with {self.num_classes} "
+                              f"classes and the same {len(self.thresholds)} thresholds")
+        self._counts += other.state.to(self.device)
+        return self
+
+    def __iadd__(self, other: ThresholdSweep) -> ThresholdSweep:
+        return self.merge(other)
+
+    def all_reduce(self, group: Any = None) -> ThresholdSweep:
+        """Sum the counts over all ranks of ``group`` (no-op without torch.distributed); returns self."""
+        _all_reduce_sum_(self._counts, group)
+        return self
+
+    def _index_of(self, threshold: float) -> int:
+        for j, t in enumerate(self.thresholds):
+            if abs(t - threshold) <= 1e-9:
+                return j
+        raise ConfigError(f"ThresholdSweep.at: threshold {threshold} is not in the grid "
+                          f"({self.thresholds[0]}..{self.thresholds[-1]}, "
+                          f"{len(self.thresholds)} values)")
+
+
+# ---------------------------------------------------------------------------------------------
+# CAM leakage
+# ---------------------------------------------------------------------------------------------
+
+
+class LeakageMeter:
+    """How much of each present class's CAM mass falls outside its ground-truth region.
+
+    For image ``b`` and a foreground class ``k`` in its label, with CAM ``a = a_k >= 0`` and the
+    scored pixels ``S = {target != ignore}``:
+
+    - ``mass = sum_S a``; ``inside = sum_{S, target = k} a``;
+    - ``leakage_background = sum_{S, target = 0} a / mass`` (CAM on background / context);
+    - ``leakage_cooccur = sum_{S, target not in {0, k}} a / mass`` (CAM on other objects);
+    - ``leakage = leakage_cooccur + leakage_background = 1 - inside / mass``.
+
+    The ratios do not depend on the CAM's scale. ``update`` is vectorised over images and
+    classes; its temporaries are the size of ``cams``. ``compute`` averages them over the
+    (image, present class) pairs, each pair weighing the same whatever its mass, overall and
+    per class; pairs with ``mass = 0`` are skipped and counted in ``skipped_pairs``. The state is
+    sums and counts, so meters merge and ``all_reduce`` exactly.
+    """
+
+    _KEYS = ("leakage", "leakage_cooccur", "leakage_background")
+
+    def __init__(self, num_classes: int, device: DeviceLike = None,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        _check_num_classes("LeakageMeter", num_classes, ignore_index)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        device = torch.device(device or "cpu")
+        self._ratio_sums = torch.zeros(num_classes - 1, 3, dtype=torch.float64, device=device)
+        self._pairs = torch.zeros(num_classes - 1, 2, dtype=torch.int64, device=device)
+
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ratio_sums (K, 3) float64 [leakage, cooccur, background], pairs (K, 2) int64
+        [counted, skipped])`` for the K foreground classes."""
+        return self._ratio_sums, self._pairs
+
+    @property
+    def device(self) -> torch.device:
+        return self._ratio_sums.device
+
+    def reset(self) -> None:
+        self._ratio_sums.zero_()
+        self._pairs.zero_()
+
+    @torch.no_grad()
+    def update(self, cams: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one batch: ``cams (B, K, H, W) >= 0``, ``target (B, H, W)``, ``labels (B, K)`` 0/1.
+
+        Unbatched ``(K, H, W)``, ``(H, W)``, ``(K,)`` inputs are accepted too. Raises
+        ``DataError`` on negative CAM values (apply ReLU first) or non-0/1 labels.
+        """
+        if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
+            cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
+        cams, target = _prepare_cams("LeakageMeter.update", cams, target, None,
+                                     num_fg=self.num_classes - 1)
+        if labels.shape != cams.shape[:2]:
+            raise DataError(f"LeakageMeter.update: expected labels of shape {tuple(cams.shape[:2])},"
+                            f" got {tuple(labels.shape)}")
+        labels = labels.to(cams.device)
+        if bool(((labels != 0) & (labels != 1)).any()):
+            raise DataError("LeakageMeter.update: labels must be multi-hot 0/1 values")
+        _check_finite("LeakageMeter.update", cams)
+        if bool((cams < 0).any()):
+            raise DataError("LeakageMeter.update: CAMs must be non-negative (apply ReLU first)")
+        valid = target != self.ignore_index  # (B, H, W)
+        _check_range("LeakageMeter.update", "target", target[valid], self.num_classes,
+                     self.ignore_index)
+        b, k = cams.shape[:2]
+        cams = cams.flatten(2)  # (B, K, N)
+        target = target.flatten(1).unsqueeze(1)  # (B, 1, N)
+        valid = valid.flatten(1).unsqueeze(1)  # (B, 1, N)
+        zero = cams.new_zeros(())
+        class_ids = torch.arange(1, k + 1, device=cams.device).view(1, k, 1)  # (1, K, 1)
+        mass = torch.where(valid, cams, zero).sum(-1, dtype=torch.float64)  # (B, K)
+        inside = torch.where(target == class_ids, cams, zero).sum(-1, dtype=torch.float64)
+        background = torch.where(target == 0, cams, zero).sum(-1, dtype=torch.float64)
+        cooccur = (mass - inside - background).clamp_min(0)  # float rounding only
+        present = labels.bool()  # (B, K)
+        counted = present & (mass > 0)
+        denom = torch.where(counted, mass, torch.ones_like(mass))
+        share_cooccur = torch.where(counted, cooccur / denom, torch.zeros_like(mass))
+        share_background = torch.where(counted, background / denom, torch.zeros_like(mass))
+        ratios = torch.stack([share_cooccur + share_background, share_cooccur, share_background],
+                             dim=-1)  # (B, K, 3)
+        pairs = torch.stack([counted.sum(0), (present & ~counted).sum(0)], dim=-1)  # (K, 2)
+        self._ratio_sums += ratios.sum(0).to(self.device)
+        self._pairs += pairs.to(device=self.device, dtype=torch.int64)
+
+    def merge(self, other: LeakageMeter) -> LeakageMeter:
+        """Add another meter's sums and counts; returns self."""
+        if not isinstance(other, LeakageMeter) or other.num_classes != self.num_classes:
+            raise ConfigError(f"LeakageMeter.merge: expected a LeakageMeter with "
+                              f"{self.num_classes} classes, got {other!r}")
+        ratio_sums, pairs = other.state
+        self._ratio_sums += ratio_sums.to(self.device)
+        self._pairs += pairs.to(self.device)
+        return self
+
+    def __iadd__(self, other: LeakageMeter) -> LeakageMeter:
+        return self.merge(other)
+
+    def all_reduce(self, group: Any = None) -> LeakageMeter:
+        """Sum the state over all ranks of ``group`` (no-op without torch.distributed); returns self."""
+        _all_reduce_sum_(self._ratio_sums, group)
+        _all_reduce_sum_(self._pairs, group)
+        return self
+
+    def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Averages over (image, present class) pairs, overall and per class.
+
+        Returns ``{"leakage", "leakage_cooccur", "leakage_background", "pairs", "skipped_pairs",
+        "per_class"}``; ``per_class`` maps each foreground class (its name from ``class_names``,
+        which includes background at index 0, else its label 1..K) to the same three averages
+        and its ``pairs``. Averages over no pairs are NaN.
+        """
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ConfigError(f"LeakageMeter.compute: {len(class_names)} class names for "
+                              f"{self.num_classes} classes (background included)")
+        sums = self._ratio_sums.cpu()
+        counted = self._pairs[:, 0].cpu()
+        total = int(counted.sum())
+        overall = sums.sum(0) / total if total > 0 else torch.full((3,), math.nan)
+        per_class: dict[str | int, dict[str, float | int]] = {}
+        for k in range(self.num_classes - 1):
+            n = int(counted[k])
+            means = (sums[k] / n).tolist() if n > 0 else [math.nan] * 3
+            key = class_names[k + 1] if class_names is not None else k + 1
+            per_class[key] = {**dict(zip(self._KEYS, means)), "pairs": n}
+        return {**dict(zip(self._KEYS, overall.tolist())), "pairs": total,
+                "skipped_pairs": int(self._pairs[:, 1].sum()), "per_class": per_class}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _all_reduce_sum_(tensor: torch.Tensor, group: Any) -> None:
+    """In-place sum over ranks when torch.distributed is initialised; NCCL gets a CUDA copy."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend(group) == "nccl" and tensor.device.type != "cuda":
+        buffer = tensor.cuda()
+        dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+        tensor.copy_(buffer)
+    else:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+
+
+def _check_num_classes(owner: str, num_classes: int, ignore_index: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"{owner}: num_classes must be an int >= 2 (background included), "
+                          f"got {num_classes!r}")
+    if 0 <= ignore_index < num_classes:
+        raise ConfigError(f"{owner}: ignore_index {ignore_index} collides with a class label "
+                          f"(0..{num_classes - 1})")
+
+
+def _check_square(conf: torch.Tensor) -> None:
+    if conf.dim() < 2 or conf.shape[-1] != conf.shape[-2]:
+        raise DataError(f"expected a confusion matrix of shape (..., C, C), got {tuple(conf.shape)}")
+
+
+def _check_integer(owner: str, name: str, tensor: torch.Tensor) -> None:
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise DataError(f"{owner}: {name} must hold integer class labels, got dtype {tensor.dtype}")
+
+
+def _check_range(owner: str, name: str, values: torch.Tensor, num_classes: int,
+                 ignore_index: int | None = None) -> None:
+    if values.numel() == 0:
+        return
+    lo, hi = torch.aminmax(values)
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= num_classes:
+        skip = f" (ignore_index {ignore_index} excluded)" if ignore_index is not None else ""
+        raise DataError(f"{owner}: {name} holds labels in [{lo}, {hi}]{skip}, expected values in "
+                        f"[0, {num_classes - 1}] for num_classes={num_classes}")
+
+
+def _check_finite(owner: str, cams: torch.Tensor) -> None:
+    if not bool(torch.isfinite(cams).all()):
+        raise DataError(f"{owner}: cams contain NaN or infinite values")
+
+
+def _prepare_cams(owner: str, cams: torch.Tensor, target: torch.Tensor | None,
+                  labels: torch.Tensor | None, num_fg: int | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Batch, type-check and label-mask CAMs; returns ``(cams (B, K, H, W), target (B, H, W))``."""
+    if not cams.dtype.is_floating_point:
+        raise DataError(f"{owner}: cams must be a float tensor, got dtype {cams.dtype}")
+    if cams.dim() == 3:
+        cams = cams.unsqueeze(0)
+        target = target.unsqueeze(0) if target is not None and target.dim() == 2 else target
+        labels = labels.unsqueeze(0) if labels is not None and labels.dim() == 1 else labels
+    if cams.dim() != 4:
+        raise DataError(f"{owner}: expected cams of shape (B, K, H, W) or (K, H, W), got "
+                        f"{tuple(cams.shape)}")
+    if num_fg is not None and cams.shape[1] != num_fg:
+        raise DataError(f"{owner}: expected {num_fg} foreground CAM channels (num_classes - 1), "
+                        f"got {cams.shape[1]}")
+    if cams.dtype not in (torch.float32, torch.float64):
+        cams = cams.float()
+    if labels is not None:
+        if labels.shape != cams.shape[:2]:
+            raise DataError(f"{owner}: expected labels of shape {tuple(cams.shape[:2])}, got "
+                            f"{tuple(labels.shape)}")
+        present = labels.to(device=cams.device) != 0  # (B, K)
+        cams = cams.masked_fill(~present[:, :, None, None], 0.0)
+    if target is not None:
+        expected = (cams.shape[0], *cams.shape[2:])
+        if tuple(target.shape) != expected:
+            raise DataError(f"{owner}: expected target of shape {expected} (the CAMs' batch and "
+                            f"resolution), got {tuple(target.shape)}")
+        _check_integer(owner, "target", target)
+        target = target.to(cams.device)
+    return cams, target
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else value
