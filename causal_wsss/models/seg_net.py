@@ -69,12 +69,18 @@ def load_state_dict_file(path: str | Path, *, option: str = "seg.weights") -> di
 def _load_trunk(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a ResNet state dict into ``module`` (the classification ``fc`` is not needed)."""
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
+    expected = {k for k in module.state_dict() if not k.startswith("fc.")}
+    missing = sorted(k for k in expected - set(state) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in set(state) - expected if not k.endswith("num_batches_tracked"))
     if missing or unexpected:
-        raise WeightsError(f"weights from {source} do not fit the ResNet trunk: "
-                           f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                           f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        raise WeightsError(f"weights from {source} do not fit the ResNet trunk: {len(missing)} "
+                           f"missing key(s) {missing[:5]}, {len(unexpected)} unexpected key(s) "
+                           f"{unexpected[:5]}; expected a torchvision ResNet state dict "
+                           "(keys like 'conv1.weight', 'layer1.0.bn1.weight')")
+    try:
+        module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise WeightsError(f"weights from {source} do not fit the ResNet trunk: {exc}") from exc
 
 
 def _resnet_state(backbone: str, weights: str) -> tuple[dict | None, str]:

@@ -1,0 +1,549 @@
+"""The CONTA pipeline: round 0 (the IRNet-style baseline) and CONTA rounds 1..T, each stage cached.
+
+One round (method.md section 4, Fig. 4 of the paper):
+
+0. (rounds >= 1) build the confounder dictionary C and prior P(c) from the previous round's
+   segmentation predictions on the training images (:mod:`causal_wsss.confounders`);
+1. train the CAM classifier, with the context adjustment of Eq. 3 concatenated at the last
+   features from round 1 on (:mod:`causal_wsss.models.context`);
+2. multi-scale + flip CAMs of the training images (:mod:`causal_wsss.cam`) and their evaluation
+   (mIoU at the fixed background threshold and the best over a sweep, leakage);
+3. pseudo-masks (threshold, optionally CRF or IRN refinement) and their mIoU;
+4. train the segmentation model on the pseudo-masks, evaluate on ``val``, predict the training
+   images for the next round's dictionary.
+
+Every network is retrained from its initialisation in every round (method.md 7.10). Each stage
+writes ``round_k/<stage>.json`` when it is finished; a rerun skips finished stages and resumes an
+interrupted one (checkpoints per epoch, per-image files skipped). ``report.json`` holds one entry
+per finished round, mIoU in percent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ExperimentConfig, resolve
+from .errors import ConfigError, DataError
+from .io import write_json
+
+STAGES = ("confounders", "cam_train", "cams", "cam_eval", "pseudo", "pseudo_eval", "seg_train",
+          "seg_eval", "seg_predict")
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+class ContextCamNet(nn.Module):
+    """A CamNet whose context channel is CONTA's m, computed from the images' queries.
+
+    ``cam_net.new_modules["context"]`` holds the :class:`ContextAdjustment` (so W1, W2 train in
+    the 10x group with the classifier). ``forward(images, rows, crop_box, flipped)``: ``rows``
+    index the query buffer; the image-aligned m is carried through the crop geometry.
+    """
+
+    def __init__(self, cam_net: nn.Module) -> None:
+        super().__init__()
+        self.cam_net = cam_net
+
+    @property
+    def context(self):
+        return self.cam_net.new_modules["context"]
+
+    def forward(self, images: torch.Tensor, rows: torch.Tensor, crop_box: torch.Tensor,
+                flipped: torch.Tensor):
+        from .models.context import ContextAdjustment
+
+        m = self.context(index=rows).m  # (B, 1, g, g) on the full-image grid
+        h, w = images.shape[-2:]
+        out_size = (max(1, h // 4), max(1, w // 4))
+        aligned = ContextAdjustment.align(m, crop_box, flipped, out_size)  # (B, 1, h/4, w/4)
+        return self.cam_net(images, context=aligned)
+
+
+def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.Module | None = None):
+    """The CAM network of the config; with ``context`` (a ContextAdjustment) the CONTA variant."""
+    from .models.cam_net import build_cam_net
+
+    c = cfg.cam
+    net = build_cam_net(num_classes_fg, backbone=c.backbone, weights=c.weights,
+                        output_stride=c.output_stride, trunk_depth=c.trunk_depth,
+                        freeze_bn=c.freeze_bn, freeze_stem=c.freeze_stem,
+                        context_channels=0 if context is None else 1)
+    if context is not None:
+        net.new_modules["context"] = context
+    return net
+
+
+def _train_split(cfg: ExperimentConfig) -> str:
+    return cfg.data.train_split
+
+
+def load_datasets(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The train / eval / val data sets of the config (train_aug falls back to train)."""
+    from .data import build_dataset
+
+    d = cfg.data
+    if not d.root:
+        raise ConfigError("config key 'data.root' is empty; pass --root or set CAUSAL_WSSS_DATA")
+    sets = {}
+    try:
+        sets["train"] = build_dataset(d.dataset, d.root, d.train_split, max_images=d.max_images)
+    except DataError:
+        if d.train_split != "train_aug":
+            raise
+        sets["train"] = build_dataset(d.dataset, d.root, "train", max_images=d.max_images)
+    sets["eval"] = build_dataset(d.dataset, d.root, d.eval_split, max_images=d.max_images)
+    sets["val"] = build_dataset(d.dataset, d.root, d.val_split, max_images=d.max_images)
+    return sets
+
+
+class _StageLog:
+    """Reads and writes ``round_k/<stage>.json``: a stage is done when its file exists."""
+
+    def __init__(self, round_dir: Path, is_main: bool) -> None:
+        self.dir, self.is_main = round_dir, is_main
+
+    def get(self, stage: str) -> dict | None:
+        path = self.dir / f"{stage}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        return None
+
+    def put(self, stage: str, result: dict) -> dict:
+        if self.is_main:
+            write_json(self.dir / f"{stage}.json", result)
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_confounders(cfg: ExperimentConfig, prev_dir: Path, round_dir: Path,
+                      query_names: list[str], train_labels: np.ndarray, classes, *,
+                      progress: bool) -> dict:
+    """Build C, P(c) and the query grids from the previous round's predictions."""
+    from .confounders import build_confounder_dictionary, load_label_grids, save_label_grids
+
+    grids = load_label_grids(prev_dir / "pred", query_names, cfg.context.grid, progress=progress)
+    n_train = train_labels.shape[0]
+    dictionary = build_confounder_dictionary(grids[:n_train], train_labels, classes=classes,
+                                             prior=cfg.context.prior,
+                                             agree_with_labels=cfg.context.agree_with_labels)
+    folder = round_dir / "confounders"
+    dictionary.save(folder)
+    save_label_grids(folder / "queries.npy", grids)
+    return {"classes_with_masks": int(dictionary.valid.sum()),
+            "prior_max": float(dictionary.prior.max()), "grid": cfg.context.grid}
+
+
+def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int):
+    """The round's ContextAdjustment, with its dictionary, prior and query buffer."""
+    from .confounders import ConfounderDictionary, queries_from_grids
+    from .models.context import ContextAdjustment
+
+    folder = round_dir / "confounders"
+    dictionary = ConfounderDictionary.load(folder)
+    grids = np.load(folder / "queries.npy")
+    queries = queries_from_grids(grids, mode=cfg.context.query, num_classes=num_classes)
+    return ContextAdjustment(dictionary.masks, dictionary.prior, queries=queries,
+                             valid=dictionary.valid, m_scale=cfg.context.m_scale,
+                             l2_normalize=cfg.context.l2_normalize)
+
+
+def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir: Path, *,
+                    device: torch.device, dist_info, progress: bool, logger) -> dict:
+    """Train the (context-adjusted) CAM classifier with the multi-label soft-margin loss."""
+    from .data.transforms import TrainTransform, normalize
+    from .train import LogEpochs, build_optimizer, fit, make_loader, poly_lambda
+
+    c = cfg.cam
+    dataset = _with_transform(train_ds, TrainTransform(c.crop_size, resize_long=c.resize_long,
+                                                       seed=cfg.seed))
+    loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
+                         num_workers=cfg.data.num_workers, dist_info=dist_info,
+                         pin_memory=device.type == "cuda")
+    cam_net = model.cam_net if isinstance(model, ContextCamNet) else model
+    model = model.to(device)
+    if device.type == "cuda" and c.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cam_net.param_groups(c.lr, c.head_lr_mult), name=c.optimizer,
+                                lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
+    total = c.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, c.poly_power))
+    wrapped = _ddp(model, device, dist_info)
+    with_context = isinstance(model, ContextCamNet)
+
+    def loss_fn(net: nn.Module, batch: dict) -> torch.Tensor:
+        images = normalize(batch["image"].to(device, non_blocking=True))
+        if device.type == "cuda" and c.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = batch["labels"].to(device)
+        if with_context:
+            out = net(images, batch["index"].to(device), batch["crop_box"].to(device),
+                      batch["flipped"].to(device))
+        else:
+            out = net(images)
+        return F.multilabel_soft_margin_loss(out.logits.float(), labels)
+
+    state = fit(wrapped, loader, optimizer, epochs=c.epochs, loss_fn=loss_fn, device=device,
+                scheduler=scheduler, checkpoint_path=round_dir / "cam_net.pt",
+                config=cfg.to_dict(), amp=c.amp, callbacks=[LogEpochs(logger, "cam")],
+                progress=progress, desc="cam epoch", dist_info=dist_info)
+    result = {"epochs": c.epochs, "final_loss": state.epoch_loss, "history": state.history}
+    if with_context:
+        weight = cam_net.context_weight()[:, 0]  # (K,)
+        feat_w = cam_net.classifier.weight.detach()[:, : cam_net.feature_channels].abs().mean()
+        result["context_weight_mean_abs"] = float(weight.abs().mean())
+        result["context_weight_vs_feature_weight"] = float(weight.abs().mean() / feat_w)
+        logger.info("round context channel: mean |w_M| = %.4g (%.3gx the mean feature weight)",
+                    result["context_weight_mean_abs"], result["context_weight_vs_feature_weight"])
+    return result
+
+
+def _ddp(model: nn.Module, device: torch.device, dist_info) -> nn.Module:
+    if not dist_info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+class _TransformView(torch.utils.data.Dataset):
+    """A data set seen through a transform, without copying or mutating the original."""
+
+    def __init__(self, base, transform) -> None:
+        self.base, self.transform = base, transform
+        self.names = base.names
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.transform(self.base[i])
+
+
+def _with_transform(dataset, transform):
+    return _TransformView(dataset, transform)
+
+
+def context_fn_for(model: nn.Module, rows_by_name: dict[str, int]) -> Callable[[list[dict]], torch.Tensor]:
+    """``make_cams`` hook: the image-aligned m of a group of items, looked up by image name."""
+    context = model.context
+
+    def fn(items: list[dict]) -> torch.Tensor:
+        rows = torch.tensor([rows_by_name[it["name"]] for it in items])
+        with torch.no_grad():
+            return context(index=rows).m  # (b, 1, g, g): the grid covers the whole image
+    return fn
+
+
+def stage_cams(cfg: ExperimentConfig, model: nn.Module, datasets: list, cache_dir: Path, *,
+               device: torch.device, dist_info, progress: bool,
+               context_fn: Callable | None) -> dict:
+    """Cache multi-scale + flip CAMs for every image of ``datasets`` (sharded by rank)."""
+    from .cam import make_cams
+
+    cam_net = model.cam_net if isinstance(model, ContextCamNet) else model
+    total = {"written": 0, "skipped": 0}
+    t0 = time.perf_counter()
+    for ds in datasets:
+        counts = make_cams(cam_net, ds, cache_dir, batch_size=cfg.cam_infer.batch_size,
+                           scales=cfg.cam_infer.scales, flip=cfg.cam_infer.flip, device=device,
+                           amp=cfg.cam.amp, progress=progress, rank=dist_info.rank,
+                           world_size=dist_info.world_size, context_fn=context_fn)
+        for k in total:
+            total[k] += counts.get(k, 0)
+    total["seconds"] = time.perf_counter() - t0
+    return total
+
+
+def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: torch.device,
+                   dist_info, progress: bool) -> dict:
+    """CAM mIoU at the fixed threshold and the best over the sweep, plus leakage (method.md 5)."""
+    from tqdm.auto import tqdm
+
+    from .cam import CamCache
+    from .metrics import LeakageMeter, ThresholdSweep, threshold_grid
+
+    num_classes = eval_ds.num_classes
+    grid = sorted(set(threshold_grid(*cfg.cam_infer.sweep)) | {round(cfg.cam_infer.bg_threshold, 10)})
+    sweep = ThresholdSweep(num_classes, grid)
+    leak = LeakageMeter(num_classes)
+    cache = CamCache(cache_dir)
+    labels_all = eval_ds.label_matrix()
+    for i in tqdm(range(dist_info.rank, len(eval_ds), dist_info.world_size), desc="eval CAMs",
+                  disable=not progress, leave=False):
+        mask = eval_ds.load_mask(i)
+        if mask is None:
+            raise DataError(f"split '{cfg.data.eval_split}' has no ground-truth masks; CAM "
+                            "evaluation needs them (set data.eval_split to a split with masks)")
+        cams = cache.get(eval_ds.names[i]).dense(num_classes - 1)[None].float()  # (1, K, H, W)
+        target = torch.from_numpy(mask.astype(np.int64))[None]  # (1, H, W)
+        labels = torch.from_numpy(labels_all[i])[None].float()
+        sweep.update(cams, target)
+        leak.update(cams, target, labels)
+    sweep.all_reduce()
+    leak.all_reduce()
+    fixed = sweep.at(round(cfg.cam_infer.bg_threshold, 10))
+    best_t, best = sweep.best()
+    leakage = leak.compute(class_names=list(eval_ds.classes))
+    return {"cam_miou": 100 * fixed.miou, "cam_threshold": cfg.cam_infer.bg_threshold,
+            "cam_miou_best": 100 * best, "cam_threshold_best": best_t,
+            "leakage": leakage["leakage"], "leakage_cooccur": leakage["leakage_cooccur"],
+            "leakage_background": leakage["leakage_background"],
+            "cam_iou_per_class": fixed.as_dict(list(eval_ds.classes))["iou"],
+            "sweep": [[t, 100 * v] for t, v in sweep.compute()]}
+
+
+def stage_pseudo(cfg: ExperimentConfig, datasets: list, cache_dir: Path, out_dir: Path, *,
+                 dist_info, progress: bool) -> dict:
+    """Pseudo-masks for every image of ``datasets`` (palette PNGs, resumable)."""
+    from .pseudo_masks import make_pseudo_masks
+
+    t0 = time.perf_counter()
+    for ds in datasets:
+        make_pseudo_masks(ds, cache_dir, out_dir, bg_threshold=cfg.pseudo.bg_threshold,
+                          refine=cfg.pseudo.refine, progress=progress, rank=dist_info.rank,
+                          world_size=dist_info.world_size, num_workers=cfg.data.num_workers)
+    return {"refine": cfg.pseudo.refine, "seconds": time.perf_counter() - t0}
+
+
+def score_label_folder(dataset, folder: Path, *, dist_info, progress: bool,
+                       void_to_background: bool = True) -> dict:
+    """mIoU of the label PNGs ``folder/<name>.png`` against the data set's masks.
+
+    As IRNet's evaluation, 255 in a prediction counts as background.
+    """
+    from tqdm.auto import tqdm
+
+    from .data.base import read_label_png
+    from .metrics import ConfusionMatrix
+
+    conf = ConfusionMatrix(dataset.num_classes)
+    for i in tqdm(range(dist_info.rank, len(dataset), dist_info.world_size), desc="score masks",
+                  disable=not progress, leave=False):
+        pred = read_label_png(folder / f"{dataset.names[i]}.png", 256).astype(np.int64)
+        if void_to_background:
+            pred[pred == 255] = 0
+        mask = dataset.load_mask(i)
+        conf.update(torch.from_numpy(pred), torch.from_numpy(mask.astype(np.int64)))
+    conf.all_reduce()
+    scores = conf.compute()
+    return {"miou": 100 * scores.miou,
+            "iou_per_class": scores.as_dict(list(dataset.classes))["iou"]}
+
+
+def stage_seg_train(cfg: ExperimentConfig, train_ds, pseudo_dir: Path, round_dir: Path, *,
+                    device: torch.device, dist_info, progress: bool):
+    """Train the segmentation network on the pseudo-masks (255 ignored)."""
+    from .models.seg_net import build_seg_net
+    from .pseudo_masks import PseudoMaskDataset
+    from .segmentation import train_segmentation
+
+    s = cfg.seg
+    model = build_seg_net(train_ds.num_classes, arch=s.arch, backbone=s.backbone, weights=s.weights)
+    dataset = PseudoMaskDataset(train_ds, pseudo_dir)
+    result = train_segmentation(model, dataset, s, device=device, out_dir=round_dir,
+                                seed=cfg.seed, progress=progress, dist_info=dist_info,
+                                num_workers=cfg.data.num_workers)
+    return model, result
+
+
+# --------------------------------------------------------------------------------------------
+# rounds
+
+
+def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: torch.device,
+              dist_info, progress: bool, logger) -> dict:
+    """Run (or resume) round ``r``; returns its report entry."""
+    from .checkpoint import load_checkpoint
+    from .runtime import barrier
+
+    round_dir = out / f"round_{r}"
+    round_dir.mkdir(parents=True, exist_ok=True)
+    log = _StageLog(round_dir, dist_info.is_main)
+    train_ds, eval_ds, val_ds = sets["train"], sets["eval"], sets["val"]
+    classes = train_ds.classes
+    num_fg = len(classes) - 1
+    train_names = list(train_ds.names)
+    extra_eval = [n for n in eval_ds.names if n not in set(train_names)]
+    query_names = train_names + extra_eval
+    rows_by_name = {n: i for i, n in enumerate(query_names)}
+    cam_datasets = [train_ds] + ([eval_ds] if extra_eval else [])
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn: Callable[[], dict]) -> dict:
+        done = log.get(stage)
+        if done is not None:
+            return done
+        logger.info("round %d: %s", r, stage)
+        t0 = time.perf_counter()
+        result = fn()
+        result["seconds"] = result.get("seconds", time.perf_counter() - t0)
+        timings[stage] = result["seconds"]
+        barrier()
+        return log.put(stage, result)
+
+    context = None
+    if r > 0:
+        timed("confounders", lambda: stage_confounders(
+            cfg, out / f"round_{r - 1}", round_dir, query_names, train_ds.label_matrix(), classes,
+            progress=progress))
+        context = load_context_module(cfg, round_dir, len(classes))
+    cam_net = build_cam_model(cfg, num_fg, context=context)
+    model = ContextCamNet(cam_net) if context is not None else cam_net
+
+    cam_train = timed("cam_train", lambda: stage_cam_train(
+        cfg, model, train_ds, round_dir, device=device, dist_info=dist_info, progress=progress,
+        logger=logger))
+    load_checkpoint(round_dir / "cam_net.pt", model=model, map_location=device)
+    model.to(device)
+    ctx_fn = context_fn_for(model, rows_by_name) if context is not None else None
+    cache_dir = round_dir / "cams"
+    timed("cams", lambda: stage_cams(cfg, model, cam_datasets, cache_dir, device=device,
+                                     dist_info=dist_info, progress=progress, context_fn=ctx_fn))
+    cam_eval = timed("cam_eval", lambda: stage_cam_eval(cfg, eval_ds, cache_dir, device=device,
+                                                        dist_info=dist_info, progress=progress))
+    pseudo_dir = round_dir / "pseudo"
+    timed("pseudo", lambda: stage_pseudo(cfg, cam_datasets, cache_dir, pseudo_dir,
+                                         dist_info=dist_info, progress=progress))
+    pseudo_eval = timed("pseudo_eval", lambda: score_label_folder(
+        eval_ds, pseudo_dir, dist_info=dist_info, progress=progress))
+
+    seg_holder: dict[str, nn.Module] = {}
+
+    def seg_train() -> dict:
+        model_, result = stage_seg_train(cfg, train_ds, pseudo_dir, round_dir, device=device,
+                                         dist_info=dist_info, progress=progress)
+        seg_holder["model"] = model_
+        return result
+
+    timed("seg_train", seg_train)
+
+    def seg_model() -> nn.Module:
+        if "model" not in seg_holder:
+            from .models.seg_net import build_seg_net
+
+            s = cfg.seg
+            net = build_seg_net(len(classes), arch=s.arch, backbone=s.backbone, weights="none")
+            load_checkpoint(round_dir / "seg.pt", model=net, map_location=device)
+            seg_holder["model"] = net.to(device)
+        return seg_holder["model"]
+
+    def seg_eval() -> dict:
+        from .segmentation import evaluate_segmentation
+
+        scores = evaluate_segmentation(seg_model(), val_ds, device=device,
+                                       num_classes=len(classes), batch_size=1,
+                                       progress=progress, dist_info=dist_info)
+        return {"seg_miou": 100 * scores.miou,
+                "iou_per_class": scores.as_dict(list(classes))["iou"]}
+
+    seg_eval_res = timed("seg_eval", seg_eval)
+    if r < cfg.rounds:
+        def seg_predict() -> dict:
+            from .segmentation import predict_masks
+
+            for ds in cam_datasets:
+                predict_masks(seg_model(), ds, round_dir / "pred", device=device,
+                              progress=progress, rank=dist_info.rank,
+                              world_size=dist_info.world_size)
+            return {"images": len(query_names)}
+
+        timed("seg_predict", seg_predict)
+
+    entry = {"round": r, "cam_miou": cam_eval["cam_miou"], "cam_threshold": cam_eval["cam_threshold"],
+             "cam_miou_best": cam_eval["cam_miou_best"],
+             "cam_threshold_best": cam_eval["cam_threshold_best"],
+             "pseudo_miou": pseudo_eval["miou"], "seg_miou": seg_eval_res["seg_miou"],
+             "leakage": cam_eval["leakage"], "leakage_cooccur": cam_eval["leakage_cooccur"],
+             "leakage_background": cam_eval["leakage_background"]}
+    if "context_weight_mean_abs" in cam_train:
+        entry["context_weight_mean_abs"] = cam_train["context_weight_mean_abs"]
+        entry["context_weight_vs_feature_weight"] = cam_train["context_weight_vs_feature_weight"]
+    return entry
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Run round 0 and CONTA rounds 1..``cfg.rounds`` into ``out``; returns the report.
+
+    Rerunning with the same config resumes; a different config for an existing ``out`` is an
+    error (only ``rounds`` may grow).
+    """
+    from .runtime import init_distributed, seed_everything, setup_logging
+
+    out = Path(out)
+    dist_info, device = init_distributed(cfg.device)
+    seed_everything(cfg.seed)
+    logger = setup_logging(out if dist_info.is_main else None)
+    _check_config(cfg, out, dist_info.is_main)
+    sets = load_datasets(cfg)
+    logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d", cfg.data.dataset,
+                len(sets["train"]), len(sets["eval"]), len(sets["val"]), device,
+                dist_info.world_size)
+    report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
+    for r in range(cfg.rounds + 1):
+        report["rounds"].append(run_round(cfg, r, out, sets, device=device, dist_info=dist_info,
+                                          progress=progress, logger=logger))
+        if dist_info.is_main:
+            write_json(out / "report.json", report)
+    return report
+
+
+def _check_config(cfg: ExperimentConfig, out: Path, is_main: bool) -> None:
+    path = out / "config.json"
+    if path.is_file():
+        old = ExperimentConfig.load(path)
+        if replace(old, rounds=cfg.rounds) != cfg:
+            raise ConfigError(f"{path} holds a different configuration; rerun with the same "
+                              "preset and overrides to resume, or choose another --out")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(path)
+
+
+def format_report_table(report: dict) -> str:
+    """A readable per-round table of a report (mIoU in percent)."""
+    head = (f"{'round':>5} {'CAM mIoU@t':>11} {'CAM best (t)':>14} {'pseudo':>7} {'seg val':>8} "
+            f"{'leak':>6} {'co-occ':>7} {'backgr':>7}")
+    lines = [f"{report['dataset']} / preset {report['preset']} / seed {report['seed']}", head,
+             "-" * len(head)]
+    for e in report["rounds"]:
+        lines.append(
+            f"{e['round']:>5} {e['cam_miou']:>6.1f}@{e['cam_threshold']:<4.2f} "
+            f"{e['cam_miou_best']:>8.1f} ({e['cam_threshold_best']:.2f}) {e['pseudo_miou']:>7.1f} "
+            f"{e['seg_miou']:>8.1f} {e['leakage']:>6.3f} {e['leakage_cooccur']:>7.3f} "
+            f"{e['leakage_background']:>7.3f}")
+    return "\n".join(lines)
+
+
+def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
+             preset: str = "cpu", rounds: int = 2, seed: int = 0,
+             overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
+             n_train: int = 400, n_val: int = 100, rho: float = 0.9,
+             figures_dir: str | Path | None = None) -> dict:
+    """The main job: synthetic confounded data (cached), round 0 + CONTA rounds, figures, table."""
+    from .data.synthetic import generate_synthetic
+
+    generate_synthetic(data, n_train=n_train, n_val=n_val, rho=rho, seed=seed, progress=progress)
+    cfg = resolve(preset, [f"data.root={data}", *overrides], seed=seed, rounds=rounds)
+    report = run_experiment(cfg, out, progress=progress)
+    print(format_report_table(report))
+    from .viz import save_demo_figures
+
+    for path in save_demo_figures(report, out, figures_dir=figures_dir):
+        print(f"figure: {path}")
+    return report
