@@ -33,7 +33,7 @@ def cams_to_mask(cams: np.ndarray | torch.Tensor, keys: Sequence[int] | np.ndarr
 
     ``cams``: ``(K, H, W)`` or ``(B, K, H, W)`` CAMs normalised to [0, 1]; ``keys``: the
     0-based foreground class ids of the K channels, ``(K,)`` (or ``(B, K)`` for a batch), or
-    ``None`` for channel k = class k. A pixel is background (0) where ``max_k cam_k <=
+    ``None`` for channel k = foreground id k (all classes in order). A pixel is background (0) where ``max_k cam_k <=
     bg_threshold`` (ties go to background), else ``keys[argmax_k cam_k] + 1`` (first maximum on
     ties). Returns ``uint8 (H, W)`` / ``(B, H, W)``, a NumPy array for NumPy input.
     """
@@ -133,22 +133,34 @@ def refine_threshold_crf(image: np.ndarray, cams: ImageCams, bg_threshold: float
 REFINERS: dict[str, Refiner] = {"none": refine_none, "crf": refine_threshold_crf}
 """Pseudo-mask refiners by name (``pseudo.refine``); the IRNet random walk registers ``"irn"``."""
 
+_IN_WORKERS = {"none", "crf"}
 
-def register_refiner(name: str, fn: Refiner) -> None:
-    """Make ``fn`` available as ``make_pseudo_masks(..., refine=name)`` (replacing any older one)."""
+
+def register_refiner(name: str, fn: Refiner, *, in_workers: bool = False) -> None:
+    """Make ``fn`` available as ``make_pseudo_masks(..., refine=name)`` (replacing any older one).
+
+    ``in_workers=True`` lets ``fn`` run inside DataLoader worker processes (CPU-only code such
+    as the CRF); otherwise it runs in the calling process and the workers only load the inputs
+    (needed for refiners that hold a CUDA model).
+    """
     if not callable(fn):
         raise ConfigError(f"register_refiner('{name}'): expected a callable, got {type(fn).__name__}")
     REFINERS[name] = fn
+    if in_workers:
+        _IN_WORKERS.add(name)
+    else:
+        _IN_WORKERS.discard(name)
 
 
-def _get_refiner(refine: str | Refiner) -> Refiner:
+def _get_refiner(refine: str | Refiner) -> tuple[Refiner, bool]:
+    """The refiner and whether it may run in DataLoader workers."""
     if callable(refine):
-        return refine
+        return refine, False
     if refine not in REFINERS:
         hint = " (the IRNet stage registers it when it runs)" if refine == "irn" else ""
         raise ConfigError(f"config key 'pseudo.refine': unknown refiner '{refine}'{hint}; "
                           "expected one of " + ", ".join(sorted(REFINERS)))
-    return REFINERS[refine]
+    return REFINERS[refine], refine in _IN_WORKERS
 
 
 def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
@@ -163,26 +175,23 @@ def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
 
 
 class _PseudoMaskJobs(Dataset):
-    """One item per image still to do: loads its CAMs and image and runs the refiner (in workers)."""
+    """One item per image still to do: its name, image and CAMs, or (with ``refine``) its saved name."""
 
     def __init__(self, dataset: SegmentationDataset, indices: list[int],
-                 load: Callable[[str], ImageCams], refiner: Refiner, bg_threshold: float,
-                 out_dir: Path) -> None:
-        self.dataset, self.indices, self.load = dataset, indices, load
-        self.refiner, self.bg_threshold, self.out_dir = refiner, bg_threshold, out_dir
+                 load: Callable[[str], ImageCams], refine: Callable[[str, np.ndarray, ImageCams], None]
+                 | None) -> None:
+        self.dataset, self.indices, self.load, self.refine = dataset, indices, load, refine
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int) -> str:
+    def __getitem__(self, j: int) -> tuple[str, np.ndarray, ImageCams] | str:
         i = self.indices[j]
         name = self.dataset.names[i]
-        image = self.dataset.load_image(i)  # (H, W, 3)
-        mask = np.asarray(self.refiner(image, self.load(name), self.bg_threshold))
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"pseudo-mask of image '{name}' has shape {mask.shape} but the image is "
-                            f"{image.shape[0]}x{image.shape[1]}; are the CAMs from this data set?")
-        save_mask_png(self.out_dir / f"{name}.png", mask.astype(np.uint8))
+        image, cams = self.dataset.load_image(i), self.load(name)  # (H, W, 3), (K_pos, H, W)
+        if self.refine is None:
+            return name, image, cams
+        self.refine(name, image, cams)
         return name
 
 
@@ -199,14 +208,15 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     CAMs come from the cache folder (:class:`causal_wsss.cam.CamCache`, ``<dir>/<name>.npz``)
     or from a callable ``name -> ImageCams``. ``refine`` is a :data:`REFINERS` name or a :data:`Refiner`.
     Rank ``r`` of ``world_size`` handles images ``r, r + world_size, ...``; images whose PNG
-    exists are skipped, so an interrupted run resumes. ``num_workers > 0`` refines in DataLoader
-    worker processes. Returns ``{"images", "written", "skipped"}`` for this rank.
+    exists are skipped, so an interrupted run resumes. ``num_workers > 0`` loads in DataLoader
+    worker processes, and refines there too for refiners registered with ``in_workers=True``
+    ("none", "crf"). Returns ``{"images", "written", "skipped"}`` for this rank.
     """
     from tqdm.auto import tqdm
 
     if not 0 <= rank < world_size:
         raise ConfigError(f"make_pseudo_masks: rank {rank} outside world_size {world_size}")
-    refiner = _get_refiner(refine)
+    refiner, in_workers = _get_refiner(refine)
     if callable(cam_dir_or_loader):
         load = cam_dir_or_loader
     else:
@@ -220,10 +230,19 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     mine = list(range(rank, len(dataset), world_size))
     done = {p[:-4] for p in os.listdir(out_dir) if p.endswith(".png")}
     todo = [i for i in mine if dataset.names[i] not in done]
-    jobs = _PseudoMaskJobs(dataset, todo, load, refiner, bg_threshold, out_dir)
+
+    def refine_and_save(name: str, image: np.ndarray, cams: ImageCams) -> None:
+        mask = np.asarray(refiner(image, cams, bg_threshold))
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"pseudo-mask of image '{name}' has shape {mask.shape} but the image "
+                            f"is {image.shape[0]}x{image.shape[1]}; are the CAMs from this data set?")
+        save_mask_png(out_dir / f"{name}.png", mask.astype(np.uint8))
+
+    jobs = _PseudoMaskJobs(dataset, todo, load, refine_and_save if in_workers else None)
     loader = DataLoader(jobs, batch_size=1, num_workers=num_workers, collate_fn=_first)
-    for _ in tqdm(loader, total=len(jobs), desc="pseudo-masks", disable=not progress):
-        pass
+    for item in tqdm(loader, total=len(jobs), desc="pseudo-masks", disable=not progress):
+        if not in_workers:
+            refine_and_save(*item)
     return {"images": len(mine), "written": len(todo), "skipped": len(mine) - len(todo)}
 
 

@@ -66,7 +66,10 @@ def train_segmentation(model: nn.Module, dataset, cfg: SegConfig, *, device: tor
     ``cfg.scales``, flip, ``cfg.crop_size`` crop padded with the mean / 255), ImageNet
     normalisation on the device, cross-entropy ignoring 255 (:func:`segmentation_loss`), the
     model's ``param_groups`` (DeepLab-v2: ASPP weights 10x, biases 20x lr without decay) and
-    the poly schedule ``lr (1 - step / max_step) ** cfg.poly_power`` updated every step.
+    the poly schedule ``lr (1 - step / max_step) ** cfg.poly_power`` updated every step
+    (deeplab-pytorch updates it every 10 steps and accumulates 2 batches of 5; here one batch
+    of ``cfg.batch_size``; ImageNet RGB statistics replace its caffe BGR mean, to match the
+    torchvision weights).
     ``cfg.batch_size`` is the global batch: each of the ``W`` DDP ranks loads
     ``batch_size // W``. The run lasts ``epochs = ceil(iterations / steps_per_epoch)`` whole
     epochs (``max_step = epochs * steps_per_epoch >= iterations``), so that :func:`train.fit`

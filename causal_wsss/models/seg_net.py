@@ -16,6 +16,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..errors import ConfigError, WeightsError
 
 ARCHS = ("deeplabv2", "deeplabv3", "tiny")
+DEEPLABV2_TEST_SCALES = (1.0, 0.5, 0.75)
+"""DeepLab-v2's test-time scales, combined by pixel-wise max (method.md 4); pass to :func:`predict`."""
 
 _RESNETS = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
