@@ -178,8 +178,7 @@ class _PseudoMaskJobs(Dataset):
     """One item per image still to do: its name, image and CAMs, or (with ``refine``) its saved name."""
 
     def __init__(self, dataset: SegmentationDataset, indices: list[int],
-                 load: Callable[[str], ImageCams], refine: Callable[[str, np.ndarray, ImageCams], None]
-                 | None) -> None:
+                 load: Callable[[str], ImageCams], refine: _RefineAndSave | None) -> None:
         self.dataset, self.indices, self.load, self.refine = dataset, indices, load, refine
 
     def __len__(self) -> int:
@@ -193,6 +192,20 @@ class _PseudoMaskJobs(Dataset):
             return name, image, cams
         self.refine(name, image, cams)
         return name
+
+
+class _RefineAndSave:
+    """Refine one image's CAMs and write the PNG (a picklable object, for DataLoader workers)."""
+
+    def __init__(self, refiner: Refiner, bg_threshold: float, out_dir: Path) -> None:
+        self.refiner, self.bg_threshold, self.out_dir = refiner, bg_threshold, out_dir
+
+    def __call__(self, name: str, image: np.ndarray, cams: ImageCams) -> None:
+        mask = np.asarray(self.refiner(image, cams, self.bg_threshold))
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"pseudo-mask of image '{name}' has shape {mask.shape} but the image "
+                            f"is {image.shape[0]}x{image.shape[1]}; are the CAMs from this data set?")
+        save_mask_png(self.out_dir / f"{name}.png", mask.astype(np.uint8))
 
 
 def _first(batch: list) -> Any:
@@ -230,14 +243,7 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     mine = list(range(rank, len(dataset), world_size))
     done = {p[:-4] for p in os.listdir(out_dir) if p.endswith(".png")}
     todo = [i for i in mine if dataset.names[i] not in done]
-
-    def refine_and_save(name: str, image: np.ndarray, cams: ImageCams) -> None:
-        mask = np.asarray(refiner(image, cams, bg_threshold))
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"pseudo-mask of image '{name}' has shape {mask.shape} but the image "
-                            f"is {image.shape[0]}x{image.shape[1]}; are the CAMs from this data set?")
-        save_mask_png(out_dir / f"{name}.png", mask.astype(np.uint8))
-
+    refine_and_save = _RefineAndSave(refiner, bg_threshold, out_dir)
     jobs = _PseudoMaskJobs(dataset, todo, load, refine_and_save if in_workers else None)
     loader = DataLoader(jobs, batch_size=1, num_workers=num_workers, collate_fn=_first)
     for item in tqdm(loader, total=len(jobs), desc="pseudo-masks", disable=not progress):

@@ -162,6 +162,21 @@ def test_make_pseudo_masks_writes_palette_pngs_and_resumes(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+@pytest.mark.parametrize("refine", ["none", "main_process"])
+def test_make_pseudo_masks_with_loader_workers(tmp_path, monkeypatch, refine):
+    dataset, _ = _toy(tmp_path)
+    monkeypatch.setattr(pseudo_masks, "REFINERS", dict(pseudo_masks.REFINERS))
+    register_refiner("main_process", pseudo_masks.refine_none)  # not in_workers: runs here
+    serial = make_pseudo_masks(dataset, tmp_path / "cams", tmp_path / "a", bg_threshold=0.4,
+                               progress=False)
+    parallel = make_pseudo_masks(dataset, tmp_path / "cams", tmp_path / "b", bg_threshold=0.4,
+                                 refine=refine, progress=False, num_workers=2)
+    assert serial == parallel
+    for i in range(3):
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "a" / f"img_{i}.png")),
+                                      np.array(Image.open(tmp_path / "b" / f"img_{i}.png")))
+
+
 def test_make_pseudo_masks_shards_by_rank(tmp_path):
     dataset, _ = _toy(tmp_path)
     counts = make_pseudo_masks(dataset, tmp_path / "cams", tmp_path / "m", bg_threshold=0.2,
