@@ -338,7 +338,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
             raise DataError(f"data set item {items[0]['name']!r}: 'image' is {images.dtype}; "
                             "expected uint8 (3, H, W) (normalisation happens on the device)")
         labels = torch.stack([torch.as_tensor(it["labels"]) for it in items]).to(device)
-        context = context_fn(items) if context_fn is not None else None
+        context = context_fn(items).to(device) if context_fn is not None else None
         cams = extract_cams(net, normalize_images(images), labels, scales=scales, flip=flip,
                             context=context, amp=amp)
         for item, image_cams in zip(items, cams.images()):

@@ -91,7 +91,7 @@ class ConfounderDictionary:
 def resize_labels(label_map: np.ndarray | torch.Tensor, grid: int | tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of one (H, W) label map to ``grid`` (aspect not preserved)."""
     h, w = (grid, grid) if isinstance(grid, int) else grid
-    t = torch.as_tensor(np.asarray(label_map)).to(torch.uint8)[None, None]  # (1, 1, H, W)
+    t = torch.from_numpy(np.array(label_map, dtype=np.uint8))[None, None]  # (1, 1, H, W)
     return F.interpolate(t, size=(h, w), mode="nearest-exact")[0, 0].numpy()
 
 

@@ -108,6 +108,12 @@ def load_datasets(cfg: ExperimentConfig) -> dict[str, Any]:
     return sets
 
 
+def _iou_by_class(scores, classes) -> dict[str, float | None]:
+    """{class: IoU in percent} for the classes present (absent classes are left out)."""
+    per = scores.as_dict(list(classes))["per_class"]
+    return {k: 100 * v["iou"] for k, v in per.items() if v["iou"] is not None}
+
+
 class _StageLog:
     """Reads and writes ``round_k/<stage>.json``: a stage is done when its file exists."""
 
@@ -292,7 +298,7 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
                             "evaluation needs them (set data.eval_split to a split with masks)")
         cams = cache.get(eval_ds.names[i]).dense(num_classes - 1)[None].float()  # (1, K, H, W)
         target = torch.from_numpy(mask.astype(np.int64))[None]  # (1, H, W)
-        labels = torch.from_numpy(labels_all[i])[None].float()
+        labels = torch.tensor(labels_all[i], dtype=torch.float32)[None]
         sweep.update(cams, target)
         leak.update(cams, target, labels)
     sweep.all_reduce()
@@ -304,7 +310,7 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
             "cam_miou_best": 100 * best, "cam_threshold_best": best_t,
             "leakage": leakage["leakage"], "leakage_cooccur": leakage["leakage_cooccur"],
             "leakage_background": leakage["leakage_background"],
-            "cam_iou_per_class": fixed.as_dict(list(eval_ds.classes))["iou"],
+            "cam_iou_per_class": _iou_by_class(fixed, eval_ds.classes),
             "sweep": [[t, 100 * v] for t, v in sweep.compute()]}
 
 
@@ -343,7 +349,7 @@ def score_label_folder(dataset, folder: Path, *, dist_info, progress: bool,
     conf.all_reduce()
     scores = conf.compute()
     return {"miou": 100 * scores.miou,
-            "iou_per_class": scores.as_dict(list(dataset.classes))["iou"]}
+            "iou_per_class": _iou_by_class(scores, dataset.classes)}
 
 
 def stage_seg_train(cfg: ExperimentConfig, train_ds, pseudo_dir: Path, round_dir: Path, *,
@@ -450,7 +456,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
                                        num_classes=len(classes), batch_size=1,
                                        progress=progress, dist_info=dist_info)
         return {"seg_miou": 100 * scores.miou,
-                "iou_per_class": scores.as_dict(list(classes))["iou"]}
+                "iou_per_class": _iou_by_class(scores, classes)}
 
     seg_eval_res = timed("seg_eval", seg_eval)
     if r < cfg.rounds:

@@ -126,6 +126,8 @@ def test_param_groups_split_backbone_and_new_modules():
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     assert len(all_ids) == len(set(all_ids)) and set(all_ids) == trainable
     assert id(net.backbone.conv1.weight) not in all_ids
+    assert id(net.backbone.layer2[0].weight) not in all_ids  # behind the stage-2 detach
+    assert id(net.backbone.layer3[0].weight) in all_ids
     torch.optim.SGD([backbone, new], lr=0.1)  # the groups are valid optimiser groups
 
 

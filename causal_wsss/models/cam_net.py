@@ -71,8 +71,10 @@ class CamNet(nn.Module):
     - ``freeze_bn``: every BatchNorm of the trunk stays in eval mode, i.e. uses its running
       statistics, whatever ``train()`` is called with. Its affine parameters stay trainable,
       as with IRNet's ``FixedBatchNorm`` (only bn1 is frozen, by ``freeze_stem``).
-    - ``freeze_stem``: conv1/bn1 get ``requires_grad=False`` and the output of layer2 (IRNet's
-      "stage 2") is detached, so only layer3, layer4 and the new modules learn.
+    - ``freeze_stem``: conv1/bn1 are frozen and the output of layer2 (IRNet's "stage 2") is
+      detached, so only layer3, layer4 and the new modules learn. layer1/layer2 can then get no
+      gradient, so their parameters are also marked ``requires_grad=False`` (same updates as
+      IRNet, and DistributedDataParallel needs no ``find_unused_parameters``).
 
     ``new_modules`` is a :class:`~torch.nn.ModuleDict` for modules added later (e.g. CONTA's
     context adjustment); :meth:`param_groups` puts them with the classifier in the group
@@ -94,8 +96,8 @@ class CamNet(nn.Module):
                                     self.num_classes, 1, bias=False)
         self.new_modules = nn.ModuleDict()
         if self.freeze_stem:
-            for p in [*trunk.conv1.parameters(), *trunk.bn1.parameters()]:
-                p.requires_grad_(False)
+            for module in (trunk.conv1, trunk.bn1, trunk.layer1, trunk.layer2):
+                module.requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> CamNet:
