@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .data.transforms import normalize
 from .errors import DataError
 from .io import atomic_path
 
@@ -84,13 +84,6 @@ class CamBatch:
         out = self.high_res.new_zeros((*self.labels.shape, *self.high_res.shape[-2:]))
         out[self.labels] = self.high_res
         return out
-
-
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) in [0, 255] -> float32 ImageNet-normalised (B, 3, H, W), on its device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255.0
-    return (images.float() - mean) / std
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -339,7 +332,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
                             "expected uint8 (3, H, W) (normalisation happens on the device)")
         labels = torch.stack([torch.as_tensor(it["labels"]) for it in items]).to(device)
         context = context_fn(items).to(device) if context_fn is not None else None
-        cams = extract_cams(net, normalize_images(images), labels, scales=scales, flip=flip,
+        cams = extract_cams(net, normalize(images), labels, scales=scales, flip=flip,
                             context=context, amp=amp)
         for item, image_cams in zip(items, cams.images()):
             cache.put(item["name"], image_cams)

@@ -267,6 +267,7 @@ def stage_cams(cfg: ExperimentConfig, model: nn.Module, datasets: list, cache_di
     t0 = time.perf_counter()
     for ds in datasets:
         counts = make_cams(cam_net, ds, cache_dir, batch_size=cfg.cam_infer.batch_size,
+                           num_workers=cfg.data.num_workers,
                            scales=cfg.cam_infer.scales, flip=cfg.cam_infer.flip, device=device,
                            amp=cfg.cam.amp, progress=progress, rank=dist_info.rank,
                            world_size=dist_info.world_size, context_fn=context_fn)

@@ -17,9 +17,9 @@ from causal_wsss.cam import (
     extract_cams_list,
     load_cams,
     make_cams,
-    normalize_images,
     save_cams,
 )
+from causal_wsss.data.transforms import normalize
 from causal_wsss.errors import DataError
 from causal_wsss.models import CamNet, build_cam_net
 
@@ -239,7 +239,7 @@ class FakeDataset(torch.utils.data.Dataset):
 
 
 def expected_cams(net, ds, context_fn=None):
-    images = [normalize_images(im.unsqueeze(0))[0] for im in ds.images]
+    images = [normalize(im.unsqueeze(0))[0] for im in ds.images]
     contexts = None
     if context_fn is not None:
         contexts = [context_fn([ds[i]])[0] for i in range(len(ds))]
@@ -300,7 +300,7 @@ def test_make_cams_many_sizes_and_context_fn(tmp_path):
 
 def test_normalize_images_matches_imagenet_formula():
     x = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1)
-    got = normalize_images(x).flatten()
+    got = normalize(x).flatten()
     want = (np.array([0, 128, 255]) / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array(
         [0.229, 0.224, 0.225])
     assert np.allclose(got.numpy(), want, atol=1e-6)
