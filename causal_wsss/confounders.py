@@ -19,9 +19,9 @@ Saved per round as ``dictionary.npy`` (n+1, h, w) float32, ``prior.npy`` (n,) fl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ def build_confounder_dictionary(label_grids: np.ndarray, image_labels: np.ndarra
     n_labels = len(classes)
     n = n_labels - 1
     grids = torch.as_tensor(np.asarray(label_grids)).long()  # (N, h, w)
-    labels = torch.as_tensor(np.asarray(image_labels)).bool()  # (N, n)
+    labels = torch.from_numpy(np.array(image_labels, dtype=bool))  # (N, n)
     if grids.ndim != 3 or labels.shape != (grids.shape[0], n):
         raise ValueError(f"expected label_grids (N, h, w) and image_labels (N, {n}); got "
                          f"{tuple(grids.shape)} and {tuple(labels.shape)}")

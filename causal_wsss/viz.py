@@ -248,3 +248,77 @@ def save_demo_figures(report: dict, run_dir: str | Path, *, figures_dir: str | P
             paths.append(save_figure(fig, folder / "demo_cams.png"))
         plt.close(fig)
     return paths
+
+
+def plot_curves(x: Sequence[float], curves: dict[str, Sequence[float]], *,
+                marker: float | None = None, xlabel: str = "", ylabel: str = "",
+                title: str = "", styles: dict[str, str] | None = None, ax: Any = None) -> Figure:
+    """Several curves over one shared x axis (``curves`` maps a legend label to len(x) values);
+    ``marker`` draws a vertical line at the current x (the slider position of a widget)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    else:
+        fig = ax.figure
+    styles = styles or {}
+    for label, values in curves.items():
+        ax.plot(x, values, styles.get(label, "o-"), label=label, markersize=3)
+    if marker is not None:
+        ax.axvline(marker, color="0.4", linestyle=":", linewidth=1.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_bars(groups: Sequence[str], series: dict[str, Sequence[float]], *,
+              reference: float | None = None, reference_label: str = "", ylabel: str = "",
+              title: str = "", ax: Any = None) -> Figure:
+    """Grouped bar chart: one group of bars per entry of ``groups``, one bar per series
+    (``series`` maps a legend label to len(groups) values), each bar labelled with its value;
+    ``reference`` draws a dashed horizontal line (a target such as the true effect or rho)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.0 + 0.5 * len(groups) * max(1, len(series))), 3.4))
+    else:
+        fig = ax.figure
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(series))
+    for k, (label, values) in enumerate(series.items()):
+        bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width=width, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1.2,
+                   label=reference_label or None)
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.set_xticks(x, list(groups), rotation=30 if len(groups) > 4 else 0,
+                  ha="right" if len(groups) > 4 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.margins(y=0.15)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_image_mask_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
+                         titles: Sequence[str] = (), ncols: int = 6,
+                         size: float = 2.0) -> Figure:
+    """Images (uint8 (H, W, 3)) above their label masks ((H, W), VOC palette, 255 = void),
+    ``ncols`` images per block of two rows."""
+    if len(images) != len(masks) or not images:
+        raise ValueError(f"plot_image_mask_grid: expected as many masks as images (at least "
+                         f"one), got {len(images)} images and {len(masks)} masks")
+    ncols = min(ncols, len(images))
+    blocks = int(np.ceil(len(images) / ncols))
+    fig, axes = plt.subplots(2 * blocks, ncols, figsize=(size * ncols, 2 * size * blocks * 0.9),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        row, col = 2 * (k // ncols), k % ncols
+        axes[row, col].imshow(image)
+        axes[row + 1, col].imshow(colorize_labels(mask))
+        if k < len(titles):
+            axes[row, col].set_title(titles[k], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,179 @@
+"""The pipeline end to end in the smoke preset: two rounds, resuming, clear errors, DDP with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from causal_wsss.config import resolve
+from causal_wsss.data.synthetic import generate_synthetic
+from causal_wsss.pipeline import format_report_table, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    generate_synthetic(out, n_train=24, n_val=8, rho=0.9, seed=0, size=96)
+    return out
+
+
+def _cfg(root, *extra, rounds=1):
+    return resolve("smoke", [f"data.root={root}", *extra], seed=0, rounds=rounds)
+
+
+def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
+    out = tmp_path / "run"
+    report = run_experiment(_cfg(synth), out, progress=False)
+    assert [e["round"] for e in report["rounds"]] == [0, 1]
+    for entry in report["rounds"]:
+        for key in ("cam_miou", "cam_threshold", "cam_miou_best", "pseudo_miou", "seg_miou",
+                    "leakage", "leakage_cooccur", "leakage_background"):
+            assert key in entry
+        assert 0 <= entry["cam_miou"] <= entry["cam_miou_best"] <= 100
+        assert entry["leakage"] == pytest.approx(entry["leakage_cooccur"]
+                                                 + entry["leakage_background"], abs=1e-6)
+    assert "context_weight_mean_abs" in report["rounds"][1]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert (out / "config.json").is_file() and (out / "log.txt").is_file()
+    assert (out / "round_1" / "confounders" / "dictionary.npy").is_file()
+    assert len(list((out / "round_0" / "cams").glob("*.npz"))) == 24
+    assert len(list((out / "round_0" / "pred").glob("*.png"))) == 24
+    table = format_report_table(report)
+    assert "round" in table and len(table.splitlines()) == 5
+    # a rerun finds every stage finished and trains nothing
+    stamp = (out / "round_1" / "cam_net.pt").stat().st_mtime_ns
+    again = run_experiment(_cfg(synth), out, progress=False)
+    assert again == report
+    assert (out / "round_1" / "cam_net.pt").stat().st_mtime_ns == stamp
+    # a different configuration in the same folder is refused
+    from causal_wsss.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_experiment(_cfg(synth, "cam.epochs=5"), out, progress=False)
+
+
+def test_interrupted_cam_training_resumes_to_the_same_weights(synth, tmp_path, monkeypatch):
+    import causal_wsss.train as train_mod
+    from causal_wsss.pipeline import build_cam_model, load_datasets, stage_cam_train
+    from causal_wsss.runtime import DistInfo, seed_everything, setup_logging
+
+    cfg = _cfg(synth, "cam.epochs=3", rounds=0)
+    sets = load_datasets(cfg)
+    logger = setup_logging(None)
+
+    def train(folder):
+        model = build_cam_model(cfg, 20)
+        stage_cam_train(cfg, model, sets["train"], folder, device=torch.device("cpu"),
+                        dist_info=DistInfo(), progress=False, logger=logger)
+        return model.state_dict()
+
+    class KillAfterFirstEpoch:
+        """Stands in for the epoch logger; 'kills' the run once epoch 1 is checkpointed."""
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def on_epoch_end(self, state):
+            raise KeyboardInterrupt
+
+    seed_everything(0)
+    full = train(tmp_path / "a")
+    seed_everything(0)
+    with monkeypatch.context() as patch:
+        patch.setattr(train_mod, "LogEpochs", KillAfterFirstEpoch)
+        with pytest.raises(KeyboardInterrupt):
+            train(tmp_path / "b")
+    seed_everything(123)  # a new process does not share the old random state
+    resumed = train(tmp_path / "b")
+    for key in full:
+        torch.testing.assert_close(full[key], resumed[key], rtol=0, atol=0, msg=key)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "causal_wsss", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def test_run_bad_inputs_give_one_clear_line(synth, tmp_path):
+    res = _cli("run", "--root", str(tmp_path / "missing"), "--preset", "smoke", "--out",
+               str(tmp_path / "o1"), "--no-progress")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert str(tmp_path / "missing") in res.stderr
+    res = _cli("run", "--root", str(synth), "--preset", "smoke", "--out", str(tmp_path / "o2"),
+               "cam.nope=1")
+    assert res.returncode == 2 and "cam.nope" in res.stderr and "Traceback" not in res.stderr
+    res = _cli("run", "--dataset", "pascal", "--root", str(synth), "--preset", "smoke", "--out",
+               str(tmp_path / "o3"))
+    assert res.returncode == 2 and "pascal" in res.stderr and "Traceback" not in res.stderr
+    # a corrupt image is named in the message
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(synth, broken)
+    image_dir = broken / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    victim = sorted(image_dir.glob("*.jpg"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    res = _cli("run", "--root", str(broken), "--preset", "smoke", "--rounds", "0", "--out",
+               str(tmp_path / "o4"), "--no-progress")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert victim.name in res.stderr and "Traceback" not in res.stderr
+
+
+DDP_SCRIPT = r"""
+import sys, torch
+from causal_wsss.cam import make_cams
+from causal_wsss.data import build_dataset
+from causal_wsss.models import build_cam_net
+from causal_wsss.runtime import barrier, init_distributed
+info, device = init_distributed("cpu")
+torch.manual_seed(0)
+net = build_cam_net(20, backbone="tiny", weights="none", freeze_bn=False, freeze_stem=False)
+ds = build_dataset("voc", sys.argv[1], "train")
+make_cams(net, ds, sys.argv[2], batch_size=4, scales=(1.0, 0.5), device=device, amp=False,
+          progress=False, rank=info.rank, world_size=info.world_size)
+barrier()
+"""
+
+
+def test_two_gloo_processes_give_the_same_cams_as_one(synth, tmp_path):
+    from causal_wsss.cam import CamCache
+
+    script = tmp_path / "cams.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(synth), str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", str(script), str(synth), str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = CamCache(tmp_path / "one"), CamCache(tmp_path / "two")
+    names = sorted(p.stem for p in (tmp_path / "one").glob("*.npz"))
+    assert len(names) == 24 and sorted(p.stem for p in (tmp_path / "two").glob("*.npz")) == names
+    for name in names:
+        x, y = a.get(name), b.get(name)
+        assert torch.equal(x.keys, y.keys)
+        torch.testing.assert_close(x.high_res, y.high_res, rtol=0, atol=0)
+
+
+def test_smoke_pipeline_under_torchrun(synth, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "causal_wsss", "run", "--root", str(synth),
+                          "--preset", "smoke", "--rounds", "1", "--out", str(out),
+                          "--no-progress"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [e["round"] for e in report["rounds"]] == [0, 1]
+    assert len(list((out / "round_0" / "cams").glob("*.npz"))) == 24
