@@ -296,7 +296,7 @@ def plot_bars(groups: Sequence[str], series: dict[str, Sequence[float]], *,
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.15)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

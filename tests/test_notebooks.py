@@ -1,0 +1,104 @@
+"""The course notebooks: conventions, jupytext pairing, and a smoke-mode run of each one with nbclient."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NB_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
+CELL_TIMEOUT_S = 600
+
+
+def _ids(path: Path) -> str:
+    return path.name
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Top-level names in ``folder`` with their modification times (empty if absent)."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+def test_course_has_notebooks():
+    assert NOTEBOOKS, f"no notebooks NN_name.ipynb in {NB_DIR}"
+    assert {p.stem for p in NOTEBOOKS} == {p.stem for p in SOURCES}, \
+        "every notebook needs its jupytext pair: run `jupytext --set-formats ipynb,py:percent`"
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=_ids)
+def test_paired_files_in_sync(py: Path):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.is_file(), f"{py.name} has no {ipynb.name}: run `jupytext --sync {py}`"
+
+    def cells(nb):
+        return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+    assert cells(jupytext.read(py)) == cells(jupytext.read(ipynb)), f"run: jupytext --sync {py}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_conventions(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", \
+        f"{path.name}: set the kernel (`jupytext --set-kernel python3`), or JupyterLab asks for one"
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent"
+    first, second = nb.cells[0], nb.cells[1]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), \
+        f"{path.name}: the first cell must be markdown starting with the title"
+    for topic in ("learn", "Before", "Run time"):
+        assert topic in first.source, f"{path.name}: the first cell should say '{topic} ...'"
+    assert second.cell_type == "code" and "parameters" in second.metadata.get("tags", []), \
+        f"{path.name}: the second cell must be a code cell tagged 'parameters'"
+    assert "CAUSAL_WSSS_SMOKE" in second.source, f"{path.name}: parameters must read smoke mode"
+    assert nb.cells[-1].cell_type == "markdown" and ".ipynb)" in nb.cells[-1].source, \
+        f"{path.name}: end with what we saw and a link to the next notebook"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, \
+                f"{path.name}: commit without outputs (run nbstripout {path})"
+    assert "widgets" not in nb.metadata, f"{path.name}: widget state saved; run nbstripout"
+
+
+@pytest.fixture(scope="session")
+def python3_kernel(tmp_path_factory) -> str:
+    """A kernelspec ``python3`` running this interpreter, ahead of any user-level ``python3``
+    (JUPYTER_PATH beats the user and system folders)."""
+    from ipykernel.kernelspec import install
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    prefix = tmp_path_factory.mktemp("jupyter")
+    install(kernel_name="python3", prefix=str(prefix))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+        spec = KernelSpecManager().get_kernel_spec("python3")
+        assert spec.argv[0] == sys.executable, spec.argv
+        yield "python3"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_runs_in_smoke_mode(path: Path, python3_kernel: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("CAUSAL_WSSS_SMOKE", "1")
+    monkeypatch.delenv("CAUSAL_WSSS_DATA", raising=False)  # smoke mode makes its own stand-in
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # Agg would swallow every inline figure
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' temp folders land here
+    nb = nbformat.read(path, as_version=4)
+    before = {name: _listing(REPO / name) for name in ("figures", "data")}
+    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=python3_kernel,
+                   resources={"metadata": {"path": str(NB_DIR)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), \
+        f"{path.name} drew no figure (image/png output)"
+    assert not [o for o in outputs if o.output_type == "error"]
+    after = {name: _listing(REPO / name) for name in ("figures", "data")}
+    assert after == before, f"{path.name} wrote into the repository in smoke mode; use a temp " \
+                            "folder (tempfile honours TMPDIR)"
