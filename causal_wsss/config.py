@@ -84,6 +84,7 @@ class PseudoConfig:
     # IRNet relation stage (issue: IRN refinement)
     conf_fg_threshold: float = 0.30
     conf_bg_threshold: float = 0.05
+    ir_crf: bool = False  # dense CRF on the IR label maps (IRNet does; needs causal-wsss[crf])
     sem_seg_bg_threshold: float = 0.25
     beta: float = 10.0
     exp_times: int = 8
@@ -296,14 +297,14 @@ def _gpu() -> ExperimentConfig:
         data=DataConfig(num_workers=8),
         cam=CamConfig(),
         cam_infer=CamInferConfig(batch_size=16),
-        pseudo=PseudoConfig(refine="irn"),
+        pseudo=PseudoConfig(refine="irn", ir_crf=True),
         seg=SegConfig(iterations=10000),
     )
 
 
 def _paper() -> ExperimentConfig:
     return ExperimentConfig(preset="paper", rounds=3, data=DataConfig(num_workers=8),
-                            pseudo=PseudoConfig(refine="irn"))
+                            pseudo=PseudoConfig(refine="irn", ir_crf=True))
 
 
 PRESETS = {"smoke": _smoke, "cpu": _cpu, "gpu": _gpu, "paper": _paper}

@@ -247,7 +247,8 @@ def affinity_labels(labels: torch.Tensor, paths: PathIndex
     labels: (B, h, w) integer class ids, 255 = ignore -> ``(bg_pos, fg_pos, neg)``, each bool
     (B, O, h, w) for the pairs (p, p + offsets[o]): positive when both ends carry the same
     label (background 0 / a foreground class), negative when they differ; pairs touching 255
-    or leaving the map are in none of the three.
+    or leaving the map are in none of the three. Every pair inside the map counts (IRNet keeps
+    only sources at least radius - 1 pixels from the left, right and bottom borders).
     """
     if labels.dim() != 3:
         raise DataError(f"labels have shape {tuple(labels.shape)}; expected (B, h, w)")
@@ -420,16 +421,16 @@ def transition_matrix(boundary: torch.Tensor, *, beta: float, radius: int = WALK
     rf = radius - 1
     side = 2 * rf + 1
     weights = _window_weights(boundary, beta=beta, radius=radius).view(side * side, h * w)
-    dev = boundary.device
-    ys = torch.arange(h, device=dev).repeat_interleave(w)  # (N,)
-    xs = torch.arange(w, device=dev).repeat(h)  # (N,)
-    oy = torch.arange(-rf, rf + 1, device=dev).repeat_interleave(side).view(-1, 1)  # (K, 1)
-    ox = torch.arange(-rf, rf + 1, device=dev).repeat(side).view(-1, 1)  # (K, 1)
+    dev, idx = boundary.device, torch.int32  # int32 indices: half the memory of int64
+    ys = torch.arange(h, device=dev, dtype=idx).repeat_interleave(w)  # (N,)
+    xs = torch.arange(w, device=dev, dtype=idx).repeat(h)  # (N,)
+    oy = torch.arange(-rf, rf + 1, device=dev, dtype=idx).repeat_interleave(side).view(-1, 1)
+    ox = torch.arange(-rf, rf + 1, device=dev, dtype=idx).repeat(side).view(-1, 1)  # (K, 1)
     ty, tx = ys + oy, xs + ox  # (K, N)
     keep = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w) & (weights != 0)  # (K, N)
     # row-major (pixel, window) order: rows ascending, columns ascending within a row
     keep, cols, vals = keep.T, (ty * w + tx).T, weights.T  # (N, K)
-    crow = F.pad(keep.sum(1).cumsum(0), (1, 0))  # (N + 1,)
+    crow = F.pad(keep.sum(1, dtype=idx).cumsum(0, dtype=idx), (1, 0))  # (N + 1,)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(crow, cols[keep], vals[keep], (h * w, h * w),

@@ -36,7 +36,7 @@ from .config import ExperimentConfig, resolve
 from .errors import ConfigError, DataError
 from .io import write_json
 
-STAGES = ("confounders", "cam_train", "cams", "cam_eval", "pseudo", "pseudo_eval", "seg_train",
+STAGES = ("confounders", "cam_train", "cams", "cam_eval", "ir_labels", "irn_train", "pseudo", "pseudo_eval", "seg_train",
           "seg_eval", "seg_predict")
 
 
@@ -328,6 +328,28 @@ def stage_pseudo(cfg: ExperimentConfig, datasets: list, cache_dir: Path, out_dir
     return {"refine": cfg.pseudo.refine, "seconds": time.perf_counter() - t0}
 
 
+def _irn_stages(cfg: ExperimentConfig, cam_net: nn.Module, train_ds, cache_dir: Path,
+                round_dir: Path, timed: Callable, *, device: torch.device, dist_info,
+                progress: bool, logger) -> None:
+    """IRNet's relation stage (method.md 4): IR labels, the boundary network, the random walk."""
+    from .irn import make_ir_label_files, make_irn_refiner, train_irn
+    from .pseudo_masks import register_refiner
+    from .train import LogEpochs
+
+    p = cfg.pseudo
+    timed("ir_labels", lambda: make_ir_label_files(
+        train_ds, cache_dir, round_dir / "ir_label", fg_threshold=p.conf_fg_threshold,
+        bg_threshold=p.conf_bg_threshold, crf=p.ir_crf, progress=progress, rank=dist_info.rank,
+        world_size=dist_info.world_size, num_workers=cfg.data.num_workers))
+    timed("irn_train", lambda: train_irn(
+        cam_net, train_ds, round_dir / "ir_label", p, crop_size=cfg.cam.crop_size, device=device,
+        out_dir=round_dir, seed=cfg.seed, progress=progress, dist_info=dist_info,
+        num_workers=cfg.data.num_workers, momentum=cfg.cam.momentum,
+        callbacks=[LogEpochs(logger, "irn")]))
+    register_refiner("irn", make_irn_refiner(cam_net, round_dir / "irn.pt", p, device=device),
+                     in_workers=False)
+
+
 def score_label_folder(dataset, folder: Path, *, dist_info, progress: bool,
                        void_to_background: bool = True) -> dict:
     """mIoU of the label PNGs ``folder/<name>.png`` against the data set's masks.
@@ -424,6 +446,9 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
                                      dist_info=dist_info, progress=progress, context_fn=ctx_fn))
     cam_eval = timed("cam_eval", lambda: stage_cam_eval(cfg, eval_ds, cache_dir, device=device,
                                                         dist_info=dist_info, progress=progress))
+    if cfg.pseudo.refine == "irn":
+        _irn_stages(cfg, cam_net, train_ds, cache_dir, round_dir, timed, device=device,
+                    dist_info=dist_info, progress=progress, logger=logger)
     pseudo_dir = round_dir / "pseudo"
     timed("pseudo", lambda: stage_pseudo(cfg, cam_datasets, cache_dir, pseudo_dir,
                                          dist_info=dist_info, progress=progress))

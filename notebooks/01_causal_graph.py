@@ -56,14 +56,13 @@ import pandas as pd
 import torch
 from dowhy import CausalModel
 
-pd.set_option("display.max_colwidth", None)
-
 from causal_wsss import scm
-from causal_wsss.backdoor import (compare_estimates, expected_sigmoid, nwgm_error_bound,
-                                  nwgm_sigmoid)
+from causal_wsss.backdoor import compare_estimates, expected_sigmoid, nwgm_error_bound, nwgm_sigmoid
 from causal_wsss.simulate import default_scm
 from causal_wsss.viz import plot_bars, plot_graph, save_figure
 from causal_wsss.widgets import confounding_figure, confounding_widget
+
+pd.set_option("display.max_colwidth", None)  # show the node descriptions in full
 
 # %% [markdown]
 # ## 1. Why context confounds image-level classification

@@ -57,8 +57,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from causal_wsss.data import build_dataset
-from causal_wsss.data.stats import (conditional_probability, cooccurrence_stats,
-                                    format_stats_table)
+from causal_wsss.data.stats import conditional_probability, cooccurrence_stats, format_stats_table
 from causal_wsss.data.synthetic import SPEC, generate_synthetic, measured_cooccurrence
 from causal_wsss.errors import DataError
 from causal_wsss.viz import plot_bars, plot_cooccurrence, plot_image_mask_grid, save_figure

@@ -177,3 +177,18 @@ def test_smoke_pipeline_under_torchrun(synth, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert [e["round"] for e in report["rounds"]] == [0, 1]
     assert len(list((out / "round_0" / "cams").glob("*.npz"))) == 24
+
+
+def test_irn_refinement_stage_in_the_smoke_pipeline(synth, tmp_path):
+    out = tmp_path / "irn"
+    cfg = _cfg(synth, "pseudo.refine=irn", rounds=0)
+    report = run_experiment(cfg, out, progress=False)
+    round_dir = out / "round_0"
+    for stage in ("ir_labels", "irn_train", "pseudo"):
+        assert (round_dir / f"{stage}.json").is_file()
+    assert (round_dir / "irn.pt").is_file()
+    assert len(list((round_dir / "ir_label").glob("*.png"))) == 24
+    assert 0 < report["rounds"][0]["pseudo_miou"] <= 100
+    stamp = (round_dir / "irn.pt").stat().st_mtime_ns
+    assert run_experiment(cfg, out, progress=False) == report
+    assert (round_dir / "irn.pt").stat().st_mtime_ns == stamp
