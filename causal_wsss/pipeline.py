@@ -169,8 +169,17 @@ def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int
 
 
 def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir: Path, *,
-                    device: torch.device, dist_info, progress: bool, logger) -> dict:
-    """Train the (context-adjusted) CAM classifier with the multi-label soft-margin loss."""
+                    device: torch.device, dist_info=None, progress: bool = True, logger=None,
+                    callbacks: tuple = ()) -> dict:
+    """Train the (context-adjusted) CAM classifier with the multi-label soft-margin loss.
+
+    Checkpoints ``round_dir/cam_net.pt`` every epoch and resumes from it. ``callbacks`` (e.g.
+    :class:`causal_wsss.train.LossHistory`) see every step.
+    """
+    from .runtime import get_dist, setup_logging
+
+    dist_info = dist_info or get_dist()
+    logger = logger or setup_logging(None)
     from .data.transforms import TrainTransform, normalize
     from .train import LogEpochs, build_optimizer, fit, make_loader, poly_lambda
 
@@ -205,7 +214,7 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
 
     state = fit(wrapped, loader, optimizer, epochs=c.epochs, loss_fn=loss_fn, device=device,
                 scheduler=scheduler, checkpoint_path=round_dir / "cam_net.pt",
-                config=cfg.to_dict(), amp=c.amp, callbacks=[LogEpochs(logger, "cam")],
+                config=cfg.to_dict(), amp=c.amp, callbacks=[LogEpochs(logger, "cam"), *callbacks],
                 progress=progress, desc="cam epoch", dist_info=dist_info)
     result = {"epochs": c.epochs, "final_loss": state.epoch_loss, "history": state.history}
     if with_context:

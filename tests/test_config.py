@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from causal_wsss.config import ExperimentConfig, PRESETS, apply_overrides, preset, resolve
+from causal_wsss.config import PRESETS, ExperimentConfig, apply_overrides, preset, resolve
 from causal_wsss.errors import ConfigError
 
 

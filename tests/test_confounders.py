@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from causal_wsss.confounders import (
-    ConfounderDictionary, build_confounder_dictionary, queries_from_grids, resize_labels)
+    ConfounderDictionary,
+    build_confounder_dictionary,
+    queries_from_grids,
+    resize_labels,
+)
 
 CLASSES = ("background", "a", "b", "c")
 
