@@ -222,9 +222,39 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
         feat_w = cam_net.classifier.weight.detach()[:, : cam_net.feature_channels].abs().mean()
         result["context_weight_mean_abs"] = float(weight.abs().mean())
         result["context_weight_vs_feature_weight"] = float(weight.abs().mean() / feat_w)
-        logger.info("round context channel: mean |w_M| = %.4g (%.3gx the mean feature weight)",
-                    result["context_weight_mean_abs"], result["context_weight_vs_feature_weight"])
+        result["context_share"] = context_share(model, next(iter(loader)), device=device,
+                                                amp=c.amp)
+        logger.info("context channel: mean |w_M| = %.4g (%.3gx the mean feature weight); it "
+                    "makes %.3g%% of the positive classes' pre-ReLU CAM magnitude",
+                    result["context_weight_mean_abs"], result["context_weight_vs_feature_weight"],
+                    100 * result["context_share"])
     return result
+
+
+@torch.no_grad()
+def context_share(model: ContextCamNet, batch: dict, *, device: torch.device,
+                  amp: bool = True) -> float:
+    """How much the M channel moves the CAMs: mean |w_kM m| / mean |w_k . [F ; m]| (positive classes).
+
+    The diagnostic of practical.md 0b: a faithful m (at most max_i P(c_i)) next to hundreds of
+    post-ReLU feature channels contributes a tiny share unless its weight grows to match.
+    """
+    from .data.transforms import normalize
+    from .runtime import autocast
+
+    model.eval()
+    images = normalize(batch["image"].to(device))
+    with autocast(device, amp):
+        out = model(images, batch["index"].to(device), batch["crop_box"].to(device),
+                    batch["flipped"].to(device))
+    cam_net = model.cam_net
+    features = out.features.float()  # (B, C + 1, h, w)
+    weight = cam_net.classifier.weight.float()[:, :, 0, 0]  # (K, C + 1)
+    total = torch.einsum("kc,bchw->bkhw", weight, features).abs().mean(dim=(2, 3))  # (B, K)
+    ctx = (weight[:, -1][None, :, None, None] * features[:, -1:]).abs().mean(dim=(2, 3))  # (B, K)
+    positive = batch["labels"].to(device) > 0
+    model.train()
+    return float(ctx[positive].sum() / total[positive].sum().clamp_min(1e-12))
 
 
 def _ddp(model: nn.Module, device: torch.device, dist_info) -> nn.Module:
@@ -512,9 +542,9 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
              "pseudo_miou": pseudo_eval["miou"], "seg_miou": seg_eval_res["seg_miou"],
              "leakage": cam_eval["leakage"], "leakage_cooccur": cam_eval["leakage_cooccur"],
              "leakage_background": cam_eval["leakage_background"]}
-    if "context_weight_mean_abs" in cam_train:
-        entry["context_weight_mean_abs"] = cam_train["context_weight_mean_abs"]
-        entry["context_weight_vs_feature_weight"] = cam_train["context_weight_vs_feature_weight"]
+    for key in ("context_weight_mean_abs", "context_weight_vs_feature_weight", "context_share"):
+        if key in cam_train:
+            entry[key] = cam_train[key]
     return entry
 
 

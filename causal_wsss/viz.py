@@ -322,3 +322,495 @@ def plot_image_mask_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarra
             axes[row, col].set_title(titles[k], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 03-05: training curves, threshold sweeps, leakage, label maps
+
+
+def plot_loss_history(steps: Sequence[int], losses: Sequence[float], *,
+                      epochs: Sequence[dict] = (), window: int = 10, title: str = "",
+                      ax: Any = None) -> Figure:
+    """Training loss per step (thin), its running mean over ``window`` steps, and the mean loss
+    of each epoch (``epochs``: ``fit``'s history entries ``{"epoch", "loss"}``) at the epoch's
+    last step."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    else:
+        fig = ax.figure
+    steps, losses = np.asarray(steps, float), np.asarray(losses, float)
+    if len(losses):
+        ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="loss per step")
+        w = max(1, min(int(window), len(losses)))
+        running = np.convolve(losses, np.ones(w) / w, mode="valid")  # (n - w + 1,)
+        ax.plot(steps[w - 1:], running, color="tab:blue", linewidth=2,
+                label=f"running mean ({w} steps)")
+    if epochs:
+        per_epoch = len(steps) / len(epochs) if len(steps) else 1.0
+        ax.plot([round(e["epoch"] * per_epoch) for e in epochs], [e["loss"] for e in epochs],
+                "o", color="tab:orange", label="epoch mean")
+    ax.set_xlabel("step" if len(steps) else "epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
+                         fixed: float | None = 0.15, ylabel: str = "mIoU (%)", title: str = "",
+                         ax: Any = None) -> Figure:
+    """mIoU against the background threshold, one curve per entry of ``curves`` (label ->
+    ``[(threshold, miou), ...]``): a star on each curve's best threshold and a dotted line at
+    the ``fixed`` one (IRNet's 0.15, method.md section 5), both labelled with their values."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    else:
+        fig = ax.figure
+    if fixed is not None:
+        ax.axvline(fixed, color="0.4", linestyle=":", linewidth=1.5, label=f"fixed t = {fixed:.2f}")
+    for k, (label, curve) in enumerate(curves.items()):
+        t, m = (np.asarray(v, float) for v in zip(*curve))
+        color = f"C{k}"
+        best = int(np.nanargmax(m))
+        ax.plot(t, m, "-", color=color, label=f"{label} (best {m[best]:.1f} at {t[best]:.2f})")
+        ax.plot(t[best], m[best], "*", color=color, markersize=13)
+        if fixed is not None:
+            near = int(np.argmin(np.abs(t - fixed)))
+            ax.plot(t[near], m[near], "o", color=color)
+            ax.annotate(f"{m[near]:.1f}", (t[near], m[near]), textcoords="offset points",
+                        xytext=(4, -12), fontsize=8, color=color)
+    ax.set_xlabel("background threshold t")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_leakage_split(per_class: dict[str, dict], *, title: str = "", ax: Any = None) -> Figure:
+    """Stacked bars per class: the share of its CAM mass on co-occurring objects and on the
+    background / context (``LeakageMeter.compute()["per_class"]``; classes without pairs are
+    left out); the bar's top is the total leakage."""
+    names = [c for c, v in per_class.items() if v.get("pairs", 0) > 0]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(names) + 2.5), 3.4))
+    else:
+        fig = ax.figure
+    x = np.arange(len(names))
+    cooccur = np.array([per_class[c]["leakage_cooccur"] for c in names])
+    background = np.array([per_class[c]["leakage_background"] for c in names])
+    ax.bar(x, background, color="tab:green", label="on background / context")
+    bars = ax.bar(x, cooccur, bottom=background, color="tab:red",
+                  label="on co-occurring objects")
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in cooccur + background], fontsize=7, padding=2)
+    ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0,
+                  ha="right" if len(names) > 4 else "center")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("share of CAM mass outside the object")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def plot_share_matrix(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], *,
+                      title: str = "", xlabel: str = "", ylabel: str = "",
+                      ax: Any = None) -> Figure:
+    """Annotated heat map of a (len(rows), len(cols)) array of shares in [0, 1] (e.g. where
+    each class's CAM mass lands)."""
+    values = np.asarray(values, float)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.4 + 0.62 * len(cols), 1.2 + 0.45 * len(rows)))
+    else:
+        fig = ax.figure
+    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cols)), list(cols), rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), list(rows))
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if values[i, j] < 0.6 else "black")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def plot_label_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndarray]], *,
+                    col_titles: Sequence[str] = (), figsize_per: float = 2.1) -> Figure:
+    """Columns = images; the first row shows the image, then one row per entry of ``rows``
+    (a row title -> one (H, W) label map per image, VOC palette, 255 = void/ignore)."""
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(rows), n, squeeze=False,
+                             figsize=(figsize_per * n, figsize_per * (1 + len(rows)) * 0.85))
+    for j, image in enumerate(images):
+        axes[0, j].imshow(image)
+        if j < len(col_titles):
+            axes[0, j].set_title(col_titles[j], fontsize=9)
+        for r, (title, labels) in enumerate(rows.items(), start=1):
+            axes[r, j].imshow(colorize_labels(labels[j]))
+            if j == 0:
+                axes[r, j].set_ylabel(title, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def error_map(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) comparison of two boolean masks: true positives green, false
+    positives red, false negatives blue, the rest black (``valid`` False: grey)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    out = np.zeros((*pred.shape, 3), np.uint8)
+    out[pred & truth] = (40, 180, 60)
+    out[pred & ~truth] = (220, 40, 40)
+    out[~pred & truth] = (50, 90, 230)
+    if valid is not None:
+        out[~np.asarray(valid, bool)] = (128, 128, 128)
+    return out
+
+
+def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarray,
+                        labels: np.ndarray | None = None, truth: np.ndarray | None = None, *,
+                        titles: Sequence[str] = ("image", "CAM", "mask at t",
+                                                 "ground truth")) -> Figure:
+    """One image and one class: the image, its CAM overlaid, the class's mask at the threshold
+    (``predicted`` bool (H, W); with ``truth`` bool (H, W) drawn as :func:`error_map`) and the
+    ground-truth label map ``labels`` (H, W) (panel left blank when None)."""
+    fig, axes = plt.subplots(1, 4, figsize=(11.0, 3.1))
+    axes[0].imshow(image)
+    axes[1].imshow(overlay_cam(image, cam))
+    if truth is not None:
+        axes[1].contour(np.asarray(truth, float), levels=[0.5], colors="white", linewidths=1)
+        axes[2].imshow(error_map(predicted, truth, None if labels is None else labels != 255))
+    else:
+        axes[2].imshow(np.asarray(predicted, bool), cmap="gray", vmin=0, vmax=1)
+    if labels is not None:
+        axes[3].imshow(colorize_labels(labels))
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if labels is None:
+        axes[3].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 06-07: one image's context adjustment, CAMs over rounds, evidence over seeds
+
+
+def plot_context_panel(image: np.ndarray, query: np.ndarray, alpha: np.ndarray, m: np.ndarray,
+                       classes: Sequence[str], prior: np.ndarray | None = None, *,
+                       title: str = "") -> Figure:
+    """One image through Eq. 3 (method.md section 3): the image (H, W, 3), its query X_m (h, w)
+    on the dictionary grid, the attention alpha (n,) over the classes (``plot_attention``) and
+    the resulting m = sum_i alpha_i P(c_i) c_i (h, w), on its own colour scale."""
+    fig = plt.figure(figsize=(13.0, 3.1))
+    grid = fig.add_gridspec(1, 4, width_ratios=[1.0, 1.0, 2.3, 1.25])
+    ax_img, ax_q, ax_a, ax_m = (fig.add_subplot(grid[0, i]) for i in range(4))
+    ax_img.imshow(image)
+    ax_img.set_title(title or "image", fontsize=9)
+    ax_q.imshow(query, cmap="gray", vmin=0, vmax=1)
+    ax_q.set_title(f"X_m: predicted foreground\n({query.shape[0]}x{query.shape[1]} grid)", fontsize=9)
+    plot_attention(alpha, classes, prior, ax=ax_a)
+    ax_a.set_title("attention alpha over C", fontsize=9)
+    shown = ax_m.imshow(m, cmap="magma", vmin=0, vmax=max(float(m.max()), 1e-12))
+    ax_m.set_title(f"m = sum alpha P(c) c\n(max {float(m.max()):.3g})", fontsize=9)
+    fig.colorbar(shown, ax=ax_m, fraction=0.046)
+    for ax in (ax_img, ax_q, ax_m):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_cam_rounds(image: np.ndarray, mask: np.ndarray | None, cams: dict[str, np.ndarray], *,
+                    title: str = "") -> Figure:
+    """One image in a row: the image, its ground truth (VOC palette, if given) and one CAM
+    overlay (H, W) in [0, 1] per entry of ``cams``, titled by its key (notebook 07)."""
+    n = 1 + (mask is not None) + len(cams)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image)
+    axes[0].set_title(title or "image", fontsize=9)
+    k = 1
+    if mask is not None:
+        axes[1].imshow(colorize_labels(mask))
+        axes[1].set_title("ground truth", fontsize=9)
+        k = 2
+    for j, (label, cam) in enumerate(cams.items()):
+        axes[k + j].imshow(overlay_cam(image, cam))
+        axes[k + j].set_title(label, fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+EVIDENCE_KEYS = ("cam_miou_best", "pseudo_miou", "seg_miou", "leakage")
+"""Metrics drawn by :func:`plot_evidence` (keys of a report's round entries)."""
+
+
+def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
+    """Mean +- std over seeds per round, one line per rho, one panel per metric.
+
+    ``summary``: ``{rho: {round: {key: (mean, std, n_seeds)}}}``, as ``summarise()`` of
+    ``scripts/conta_evidence.py`` returns it. Round 0 is the baseline.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for rho in sorted(summary):
+            rounds = sorted(summary[rho])
+            mean = [summary[rho][r][key][0] for r in rounds]
+            std = [summary[rho][r][key][1] for r in rounds]
+            seeds = summary[rho][rounds[0]][key][2]
+            ax.errorbar(rounds, mean, yerr=std, marker="o", capsize=3,
+                        label=f"rho={rho} ({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.set_xticks(sorted({r for per in summary.values() for r in per}))
+        ax.set_xlabel("round (0 = baseline)")
+        ax.set_title(key, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 08-10: full-scale runs, published numbers, the results
+
+
+PUBLISHED_MIOU: dict[str, tuple[dict[str, Any], ...]] = {
+    "voc": (
+        {"method": "IRNet", "cam": 48.3, "pseudo": 66.5, "seg_val": 63.5, "seg_test": 64.8,
+         "source": "paper, method.md 6 [V-issue/2nd] (IRNet's own paper, ResNet-50 DeepLab)"},
+        {"method": "IRNet + CONTA", "cam": 48.8, "pseudo": 67.9, "seg_val": 65.3, "seg_test": 66.1,
+         "source": "paper, method.md 6 [U] (seg values approximate, low confidence)"},
+        {"method": "SEAM", "cam": 55.4, "pseudo": 63.6, "seg_val": 64.5, "seg_test": 65.7,
+         "source": "paper, method.md 6 [V] (SEAM's own paper, ResNet-38)"},
+        {"method": "SEAM + CONTA", "cam": 56.2, "pseudo": 65.4, "seg_val": 66.1, "seg_test": 66.7,
+         "source": "paper, method.md 6: seg val/test [V-2nd], CAM/pseudo-mask [U]"},
+    ),
+    "coco": (
+        {"method": "IRNet*", "seg_val": 32.6, "source": "paper, method.md 6 [U]"},
+        {"method": "IRNet* + CONTA", "seg_val": 33.4,
+         "source": "paper, method.md 6 [V-2nd] (33.4 verified; its pairing with IRNet* [U])"},
+        {"method": "SEAM*", "seg_val": 31.9, "source": "paper, method.md 6 [U]"},
+        {"method": "SEAM* + CONTA", "seg_val": 32.8, "source": "paper, method.md 6 [U]"},
+    ),
+}
+"""mIoU (%) published for CONTA and its baselines (method.md section 6; "*" = re-implemented in
+the CONTA paper); the tag in ``source`` says how far each number was verified."""
+
+RESULT_COLUMNS = {"cam": "CAM (train)", "pseudo": "pseudo-mask (train)", "seg_val": "seg (val)",
+                  "seg_test": "seg (test)"}
+"""Columns of :func:`results_table`: key of :data:`PUBLISHED_MIOU` -> column title."""
+
+PAPER_PRESET_SOURCES: dict[str, str] = {
+    "preset": "the `paper` preset (causal_wsss/config.py)",
+    "seed": "ours; method.md 6 asks for means over seeds",
+    "rounds": "method.md 4: T = 3 [U]",
+    "device": "ours (auto: CUDA when present)",
+    "data.dataset": "method.md 5: PASCAL VOC 2012",
+    "data.root": "your copy (--root / CAUSAL_WSSS_DATA)",
+    "data.train_split": "method.md 4-5: train_aug, 10,582 images (falls back to train)",
+    "data.eval_split": "method.md 5: CAM and pseudo-mask mIoU on VOC train (1,464)",
+    "data.val_split": "method.md 5: segmentation mIoU on VOC val (1,449)",
+    "data.num_workers": "ours (loader processes; no effect on results)",
+    "data.max_images": "ours (0 = every image)",
+    "cam.backbone": "method.md 4 CAM stage [V-code]: ResNet-50",
+    "cam.weights": "method.md 4: torchvision ImageNet weights",
+    "cam.output_stride": "method.md 4: strides (2,2,2,1), OS 16",
+    "cam.trunk_depth": "method.md 4: all four ResNet stages",
+    "cam.freeze_bn": "method.md 4: FixedBatchNorm",
+    "cam.freeze_stem": "method.md 4: conv1/bn1 frozen, stage-2 output detached",
+    "cam.epochs": "method.md 4: 5 epochs",
+    "cam.batch_size": "method.md 4: batch 16",
+    "cam.crop_size": "method.md 4: random crop 512",
+    "cam.resize_long": "method.md 4: long side resized to [320, 640]",
+    "cam.optimizer": "method.md 4: SGD (IRNet PolyOptimizer)",
+    "cam.lr": "method.md 4: 0.1 backbone",
+    "cam.head_lr_mult": "method.md 4: head 1.0 = 10x",
+    "cam.weight_decay": "method.md 4: 1e-4",
+    "cam.momentum": "method.md 4 and 7.5: IRNet's effective momentum 1e-4",
+    "cam.poly_power": "method.md 4: poly 0.9",
+    "cam.amp": "ours (bf16 autocast for speed; IRNet trains in fp32)",
+    "cam.channels_last": "ours (memory layout; no effect on results)",
+    "cam_infer.scales": "method.md 4: scales (1.0, 0.5, 1.5, 2.0)",
+    "cam_infer.flip": "method.md 4: each scale with its flip",
+    "cam_infer.bg_threshold": "method.md 5: IRNet cam_eval_thres 0.15",
+    "cam_infer.sweep": "method.md 5 [R]: best over 0.05-0.60, step 0.01",
+    "cam_infer.batch_size": "ours (throughput)",
+    "cam_infer.max_side": "method.md 4: native image size (0)",
+    "pseudo.refine": "method.md 4 pseudo-mask stage: IRNet (IR labels, IRNet, random walk)",
+    "pseudo.bg_threshold": "method.md 5: 0.15, used by refine none/crf only",
+    "pseudo.conf_fg_threshold": "method.md 4: conf_fg_thres 0.30",
+    "pseudo.conf_bg_threshold": "method.md 4: conf_bg_thres 0.05",
+    "pseudo.ir_crf": "method.md 4: dense CRF on the IR label maps",
+    "pseudo.sem_seg_bg_threshold": "method.md 4: sem_seg_bg_thres 0.25",
+    "pseudo.beta": "method.md 4: beta 10",
+    "pseudo.exp_times": "method.md 4: exp_times 8 (256 steps)",
+    "pseudo.irn_radius": "method.md 4: path-index radius 10",
+    "pseudo.irn_epochs": "method.md 4: 3 epochs",
+    "pseudo.irn_batch_size": "method.md 4: batch 32",
+    "seg.arch": "method.md 4 segmentation stage [V-code]: DeepLab-v2",
+    "seg.backbone": "method.md 4: ResNet-101",
+    "seg.weights": "method.md 4 and 7.6: ImageNet initialisation",
+    "seg.iterations": "method.md 4: 20,000 (VOC; COCO config 100,000)",
+    "seg.batch_size": "method.md 4: 5 x iter_size 2 = 10",
+    "seg.crop_size": "method.md 4: crop 321",
+    "seg.scales": "method.md 4: random scale {0.5, 0.75, 1.0, 1.25, 1.5}",
+    "seg.lr": "method.md 4: 2.5e-4",
+    "seg.momentum": "method.md 4: 0.9",
+    "seg.weight_decay": "method.md 4: 5e-4",
+    "seg.poly_power": "method.md 4: poly 0.9",
+    "seg.optimizer": "method.md 4: SGD",
+    "seg.amp": "ours (bf16 autocast for speed)",
+    "seg.channels_last": "ours (memory layout; no effect on results)",
+    "context.grid": "method.md 2 [R]: 64 x 64 grid",
+    "context.prior": "method.md 2 and 7.4 [R]: empirical frequency",
+    "context.query": "method.md 2 [R] step 5: binary foreground map",
+    "context.agree_with_labels": "method.md 2 [R] step 3: intersect with image labels",
+    "context.fuse_at": "method.md 3 and 7.6 [R]: concatenated at layer4",
+    "context.m_scale": "method.md 3 [R]: identity (faithful)",
+    "context.l2_normalize": "method.md 7.3 [R]: off",
+}
+"""Where each value of the ``paper`` preset comes from (``shared/method.md`` sections; "ours"
+marks engineering settings that do not change what is computed)."""
+
+
+def config_sources_table(cfg: Any, sources: dict[str, str] | None = None) -> Any:
+    """A pandas table (one row per config key ``section.key``): its value in ``cfg`` (an
+    ``ExperimentConfig``) and its source (``sources``, default :data:`PAPER_PRESET_SOURCES`;
+    keys it lacks read "not in the source list")."""
+    import pandas as pd
+
+    sources = PAPER_PRESET_SOURCES if sources is None else sources
+    rows = []
+    for key, value in cfg.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, val in items:
+            name = key if sub is None else f"{key}.{sub}"
+            shown = tuple(val) if isinstance(val, list) else val
+            rows.append({"key": name, "value": str(shown),
+                         "source": sources.get(name, "not in the source list")})
+    return pd.DataFrame(rows).set_index("key")
+
+
+def _measured(report: dict, path: Path) -> str:
+    import datetime
+
+    day = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()
+    return f"measured here: {report['preset']}, seed {report['seed']}, {day}"
+
+
+def load_report(path: str | Path) -> tuple[dict, str]:
+    """A run's ``report.json`` and its note ``measured here: <preset>, seed S, <date>`` (the
+    date is the file's modification day)."""
+    import json
+
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+        return report, _measured(report, path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read run report {path}: {exc}; expected the report.json a "
+                         "`causal-wsss run` writes") from exc
+
+
+def collect_reports(runs_dir: str | Path) -> dict[str, tuple[dict, str]]:
+    """Every run report under ``runs_dir`` as ``label -> (report, note)`` (:func:`load_report`):
+    ``<run>/report.json`` (label ``<run>``) and the ``{"rho/seed": report}`` bundle
+    ``evidence/reports.json`` of ``scripts/conta_evidence.py`` (labels ``evidence/rho/seed``)."""
+    import json
+
+    runs_dir = Path(runs_dir)
+    found = {path.parent.name: load_report(path)
+             for path in sorted(runs_dir.glob("*/report.json"))}
+    bundle = runs_dir / "evidence" / "reports.json"
+    if bundle.is_file():
+        try:
+            for tag, report in json.loads(bundle.read_text()).items():
+                found[f"evidence/{tag}"] = (report, _measured(report, bundle))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"cannot read report bundle {bundle}: {exc}; expected "
+                             "{'rho/seed': report} as scripts/conta_evidence.py writes") from exc
+    return found
+
+
+def results_table(dataset: str, report: dict | None = None, measured: str = "") -> Any:
+    """Published mIoU (%) of :data:`PUBLISHED_MIOU` for ``dataset`` (voc | coco) above our rows.
+
+    Our rows come from a run ``report``: round 0 (the IRNet-style baseline) and each CONTA round
+    t >= 1, with CAM mIoU at the fixed threshold (method.md 5), pseudo-mask mIoU on the eval
+    split and segmentation mIoU on val; ``measured`` (e.g. from :func:`load_report`) fills
+    their source. Without a report one row says "not run yet". NaN = not reported.
+    """
+    import pandas as pd
+
+    if dataset not in PUBLISHED_MIOU:
+        raise ValueError(f"results_table: no published numbers for data set '{dataset}'; "
+                         f"expected one of: {', '.join(PUBLISHED_MIOU)}")
+    rows = [dict(row) for row in PUBLISHED_MIOU[dataset]]
+    if report is None:
+        rows.append({"method": "ours", "source": "not run yet"})
+    else:
+        for e in report["rounds"]:
+            name = "ours, round 0 (baseline)" if e["round"] == 0 else f"ours + CONTA, round {e['round']}"
+            rows.append({"method": name, "cam": e["cam_miou"], "pseudo": e["pseudo_miou"],
+                         "seg_val": e["seg_miou"], "source": measured or "measured here"})
+    table = pd.DataFrame(rows, columns=["method", *RESULT_COLUMNS, "source"])
+    return table.rename(columns=RESULT_COLUMNS).set_index("method")
+
+
+def plot_results_table(table: Any, *, title: str = "") -> Figure:
+    """Horizontal grouped bars of a :func:`results_table` (one group per method, one bar per
+    reported metric, NaN left out); our measured rows are labelled in bold."""
+    metrics = [c for c in RESULT_COLUMNS.values() if c in table and table[c].notna().any()]
+    methods = list(table.index)
+    fig, ax = plt.subplots(figsize=(8.0, 1.0 + 0.22 * len(methods) * max(2, len(metrics))))
+    y = np.arange(len(methods))
+    height = 0.8 / max(1, len(metrics))
+    for k, column in enumerate(metrics):
+        values = table[column].to_numpy(dtype=float)
+        ok = ~np.isnan(values)
+        bars = ax.barh(y[ok] + (k - (len(metrics) - 1) / 2) * height, values[ok], height=height,
+                       label=column, color=f"C{k}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    for i, method in enumerate(methods):
+        if not any(np.isfinite(float(table.loc[method, c])) for c in metrics):
+            ax.text(0.5, i, str(table.loc[method, "source"]) if "source" in table else "no numbers",
+                    va="center", fontsize=8, color="0.35", style="italic")
+    ax.set_yticks(y, methods)
+    for label in ax.get_yticklabels():
+        if label.get_text().startswith("ours"):
+            label.set_fontweight("bold")
+    ax.set_ylim(len(methods) - 0.5, -0.5)  # first method on top, every row shown
+    ax.set_xlabel("mIoU (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.margins(x=0.12)
+    if metrics:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_conta_scm(title: str = "the CONTA SCM; backdoor path in red") -> Figure:
+    """The SCM of ``scm.conta_graph()`` (C -> X, C -> M, X -> M, X -> Y, M -> Y) with short node
+    captions and its backdoor path X <- C -> M -> Y in red (notebook 01's figure)."""
+    import networkx as nx
+
+    from . import scm
+
+    graph = scm.conta_graph()
+    drawn = graph.copy()
+    nx.set_node_attributes(drawn, {"C": "context prior", "X": "image",
+                                   "M": "image-specific context", "Y": "labels"}, "description")
+    path = scm.backdoor_paths(graph, "X", "Y")[0]
+    edges = [(u, v) if graph.has_edge(u, v) else (v, u) for u, v in zip(path, path[1:])]
+    return plot_graph(drawn, scm.conta_layout(), highlight=edges, title=title)

@@ -243,3 +243,409 @@ class CooccurrenceExplorer:
                                     value=pairs[0], description="pair")
         out = widgets.interactive_output(self.show, {"rho": slider, "pair": dropdown})
         return widgets.VBox([widgets.HBox([slider, dropdown]), out])
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 04: the CAMs of one round, image by image and over the data set
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """IoU and CAM leakage of one (image, class) pair (:func:`pair_stats`)."""
+
+    iou: float
+    leakage: float
+    leakage_cooccur: float
+    leakage_background: float
+
+
+def pair_stats(cams: torch.Tensor, mask: np.ndarray, label: int, threshold: float) -> PairStats:
+    """IoU of class ``label`` (1..K) and the leakage of its CAM in one image.
+
+    cams: (K, H, W) non-negative normalised CAMs, zero on the classes absent from the image
+    label; mask: (H, W) ground truth, 255 = void. The prediction is IRNet's argmax over
+    [threshold ; cams] (``metrics.cams_to_labels``); IoU = |P & G| / |P | G| over the non-void
+    pixels for P = {pred = label}, G = {mask = label} (NaN when both are empty). Leakage is
+    ``metrics.LeakageMeter`` for this single pair: the share of the CAM's mass outside G, split
+    into other objects and background (method.md section 5); it does not depend on the threshold.
+    """
+    from .constants import IGNORE_INDEX
+    from .metrics import LeakageMeter, cams_to_labels
+
+    num_fg = cams.shape[0]
+    if not 1 <= label <= num_fg:
+        raise ConfigError(f"pair_stats: class label {label} outside 1..{num_fg}")
+    target = torch.from_numpy(np.asarray(mask, dtype=np.int64))  # (H, W)
+    valid = target != IGNORE_INDEX
+    pred = cams_to_labels(cams, threshold)  # (H, W)
+    p, g = (pred == label) & valid, target == label
+    union = int((p | g).sum())
+    iou = int((p & g).sum()) / union if union else math.nan
+    present = torch.zeros(num_fg)
+    present[label - 1] = 1
+    meter = LeakageMeter(num_fg + 1)
+    meter.update(cams, target, present)
+    leak = meter.compute()["per_class"][label]
+    return PairStats(iou, leak["leakage"], leak["leakage_cooccur"], leak["leakage_background"])
+
+
+@dataclass(frozen=True)
+class CamImage:
+    """One image of :class:`CamExplorer`: ``image`` uint8 (H, W, 3); ``mask`` uint8 (H, W),
+    255 = void; ``keys`` (P,) and ``high_res`` (P, H, W) its cached CAMs of the positive
+    classes (``cam.ImageCams``: 0-based keys, maps divided by their maxima); ``present`` its
+    image-level labels 1..K; ``context`` its background's name (synthetic benchmark) or
+    "background"."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    keys: torch.Tensor
+    high_res: torch.Tensor
+    present: tuple[int, ...]
+    context: str
+
+    def cam(self, label: int) -> torch.Tensor:
+        """(H, W) CAM of class ``label`` (1..K); zeros when the class has no cached map."""
+        hit = (self.keys == label - 1).nonzero()
+        if hit.numel() == 0:
+            return self.high_res.new_zeros(self.high_res.shape[-2:])
+        return self.high_res[int(hit[0, 0])]
+
+    def dense(self, num_fg: int) -> torch.Tensor:
+        """(K, H, W) CAMs with zeros on the classes without a map."""
+        out = self.high_res.new_zeros((num_fg, *self.high_res.shape[-2:]))
+        out[self.keys] = self.high_res
+        return out
+
+
+class CamExplorer:
+    """The cached CAMs of round ``round_index`` of a run (``run_experiment``), loaded once with
+    the images and masks of the run's evaluation split, so that the widget only redraws
+    (notebook 04). ``max_images`` > 0 keeps the first images only.
+
+    Data-set-level views over the loaded images: :meth:`sweep` (mIoU against the background
+    threshold), :meth:`leakage` (``LeakageMeter``, overall and per class) and
+    :meth:`mass_shares` (where each class's CAM mass lands).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, round_index: int = 0, *, max_images: int = 0,
+                 progress: bool = False) -> None:
+        from .cam import CamCache
+        from .config import ExperimentConfig
+        from .errors import DataError
+        from .pipeline import load_datasets
+
+        run_dir = Path(run_dir)
+        self.cfg = ExperimentConfig.load(run_dir / "config.json")
+        self.dataset = load_datasets(self.cfg)["eval"]
+        self.classes: tuple[str, ...] = tuple(self.dataset.classes)
+        self.num_fg = len(self.classes) - 1
+        cache = CamCache(run_dir / f"round_{round_index}" / "cams")
+        contexts = getattr(self.dataset, "context_names", None)
+        labels = self.dataset.label_matrix()  # (N, K)
+        count = len(self.dataset) if max_images <= 0 else min(max_images, len(self.dataset))
+        self.images: dict[str, CamImage] = {}
+        for i in tqdm(range(count), desc="load CAMs", disable=not progress):
+            name = self.dataset.names[i]
+            mask = self.dataset.load_mask(i)
+            if mask is None:
+                raise DataError(f"CamExplorer: image '{name}' of split "
+                                f"'{self.cfg.data.eval_split}' has no ground-truth mask")
+            context = contexts[self.dataset.contexts[i]] if contexts else "background"
+            cams = cache.get(name)
+            self.images[name] = CamImage(
+                name, self.dataset.load_image(i), mask, cams.keys, cams.high_res,
+                tuple(int(k) + 1 for k in np.flatnonzero(labels[i])), context)
+
+    @property
+    def names(self) -> list[str]:
+        """The loaded images, in data-set order."""
+        return list(self.images)
+
+    def classes_of(self, name: str) -> list[str]:
+        """The class names in image ``name``'s label."""
+        return [self.classes[k] for k in self._get(name).present]
+
+    def _get(self, name: str) -> CamImage:
+        if name not in self.images:
+            raise ConfigError(f"image '{name}' is not loaded; expected one of "
+                              f"{', '.join(self.names[:5])}, ...")
+        return self.images[name]
+
+    def stats(self, name: str, cls: str, threshold: float) -> PairStats:
+        """:func:`pair_stats` of class ``cls`` in image ``name``."""
+        item = self._get(name)
+        return pair_stats(item.dense(self.num_fg), item.mask, self.classes.index(cls),
+                          threshold)
+
+    def figure(self, name: str, cls: str, threshold: float,
+               show_gt: bool = True) -> tuple[Figure, str]:
+        """Image, CAM of ``cls``, its mask at ``threshold`` (against the ground truth when
+        ``show_gt``: green hit, red leak, blue miss) and the ground truth. A class not in the
+        image's label falls back to its first class. Returns the figure and the line
+        ``image=N class=C t=T IoU=I leakage=L (objects O, background 'ctx' B)``."""
+        from .metrics import cams_to_labels
+        from .viz import plot_cam_inspection
+
+        item = self._get(name)
+        if cls not in self.classes_of(name):
+            cls = self.classes_of(name)[0]
+        label = self.classes.index(cls)
+        s = self.stats(name, cls, threshold)
+        predicted = (cams_to_labels(item.dense(self.num_fg), threshold)
+                     == label).numpy()  # (H, W)
+        truth = item.mask == label if show_gt else None
+        fig = plot_cam_inspection(
+            item.image, item.cam(label).numpy(), predicted,
+            item.mask if show_gt else None, truth,
+            titles=(f"{name} ({item.context})", f"CAM: {cls}",
+                    f"{cls} at t={threshold:.2f}: IoU {s.iou:.2f}",
+                    "ground truth" if show_gt else "(ground truth hidden)"))
+        line = (f"image={name} class={cls} t={threshold:.2f} IoU={s.iou:.2f} "
+                f"leakage={s.leakage:.2f} (objects {s.leakage_cooccur:.2f}, background "
+                f"'{item.context}' {s.leakage_background:.2f})")
+        return fig, line
+
+    def show(self, name: str, cls: str, threshold: float, show_gt: bool = True) -> str:
+        """Update function of :meth:`widget`: print the line of :meth:`figure`, draw it."""
+        return _show(*self.figure(name, cls, threshold, show_gt))
+
+    def widget(self, name: str | None = None, threshold: float | None = None) -> widgets.VBox:
+        """Image dropdown, class dropdown (the image's classes), threshold slider and a
+        ground-truth toggle over :meth:`show`."""
+        name = name or self.names[0]
+        threshold = self.cfg.cam_infer.bg_threshold if threshold is None else threshold
+        image = widgets.Dropdown(options=[(f"{n}: {', '.join(self.classes_of(n))}", n)
+                                          for n in self.names], value=name, description="image")
+        cls = widgets.Dropdown(options=self.classes_of(name), description="class")
+        slider = widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01,
+                                     description="threshold", readout_format=".2f",
+                                     continuous_update=False)
+        gt = widgets.Checkbox(value=True, description="ground truth")
+
+        def new_image(change: dict) -> None:
+            cls.options = self.classes_of(change["new"])  # resets the class to the first one
+
+        image.observe(new_image, names="value")
+        out = widgets.interactive_output(self.show, {"name": image, "cls": cls,
+                                                     "threshold": slider, "show_gt": gt})
+        return widgets.VBox([widgets.HBox([image, cls]), widgets.HBox([slider, gt]), out])
+
+    def sweep(self, thresholds: Sequence[float] | None = None):
+        """A ``metrics.ThresholdSweep`` over the loaded images (default grid: the run's
+        ``cam_infer.sweep`` plus its fixed ``bg_threshold``)."""
+        from .metrics import ThresholdSweep, threshold_grid
+
+        if thresholds is None:
+            c = self.cfg.cam_infer
+            thresholds = sorted(set(threshold_grid(*c.sweep)) | {round(c.bg_threshold, 10)})
+        sweep = ThresholdSweep(len(self.classes), thresholds)
+        for item in self.images.values():
+            sweep.update(item.dense(self.num_fg)[None],
+                         torch.from_numpy(item.mask.astype(np.int64))[None])
+        return sweep
+
+    def leakage(self) -> dict:
+        """``metrics.LeakageMeter.compute`` over the loaded images, per class by name."""
+        from .metrics import LeakageMeter
+
+        meter = LeakageMeter(len(self.classes))
+        for item in self.images.values():
+            present = torch.zeros(self.num_fg)
+            present[[k - 1 for k in item.present]] = 1
+            meter.update(item.dense(self.num_fg),
+                         torch.from_numpy(item.mask.astype(np.int64)), present)
+        return meter.compute(class_names=list(self.classes))
+
+    def mass_shares(self) -> tuple[np.ndarray, list[str], list[str]]:
+        """Where each class's CAM mass lands: ``(shares (R, J), rows, cols)``.
+
+        Rows: the classes present in some loaded image. Columns: every such class's ground-truth
+        region, then the background split by the image's context (``bg: grass``; one
+        ``bg: background`` column outside the synthetic benchmark). Entry (k, j): the share of
+        the non-void CAM mass of class k on region j, averaged over the (image, k present)
+        pairs with non-zero mass (as ``LeakageMeter``); each row sums to 1.
+        """
+        present = sorted({k for item in self.images.values() for k in item.present})
+        contexts = sorted({item.context for item in self.images.values()})
+        cols = [self.classes[k] for k in present] + [f"bg: {c}" for c in contexts]
+        sums, pairs = np.zeros((len(present), len(cols))), np.zeros(len(present))
+        for item in self.images.values():
+            mask = item.mask.astype(np.int64)
+            regions = [mask == k for k in present] + [
+                (mask == 0) & (c == item.context) for c in contexts]  # J masks (H, W)
+            for k in item.present:
+                cam = item.cam(k).double().numpy() * (mask != 255)  # (H, W)
+                mass = cam.sum()
+                if mass > 0:
+                    r = present.index(k)
+                    sums[r] += [cam[region].sum() / mass for region in regions]
+                    pairs[r] += 1
+        shares = sums / np.maximum(pairs, 1)[:, None]
+        return shares, [self.classes[k] for k in present], cols
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 06: the attention of Eq. 3 over the confounder dictionary, image by image
+
+
+class AttentionExplorer:
+    """Precomputed Eq. 3 quantities of a round's images, one dropdown entry per image (notebook 06).
+
+    Args:
+        names: N image ids; images: N uint8 (H, W, 3) images.
+        queries: (N, h, w) the query X_m of each image on the dictionary grid.
+        alpha: (N, n) attention weights over the n foreground classes (each row sums to 1).
+        m: (N, h, w) context maps m = sum_i alpha_i P(c_i) c_i.
+        classes: n + 1 label names, background first; prior: (n,) P(c_i) or None.
+    """
+
+    def __init__(self, names: Sequence[str], images: Sequence[np.ndarray], queries: np.ndarray,
+                 alpha: np.ndarray, m: np.ndarray, classes: Sequence[str],
+                 prior: np.ndarray | None = None) -> None:
+        from .errors import DataError
+
+        self.names = [str(n) for n in names]
+        self.images = list(images)
+        self.queries = np.asarray(queries, dtype=np.float32)
+        self.alpha = np.asarray(alpha, dtype=np.float64)
+        self.m = np.asarray(m, dtype=np.float64)
+        self.classes = tuple(classes)
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        n = len(self.classes) - 1
+        counts = {len(self.names), len(self.images), len(self.queries), len(self.alpha), len(self.m)}
+        if len(counts) != 1 or not self.names:
+            raise DataError(f"AttentionExplorer: expected as many (at least one) names, images, "
+                            f"queries, alpha rows and m maps, got {len(self.names)}, "
+                            f"{len(self.images)}, {len(self.queries)}, {len(self.alpha)}, {len(self.m)}")
+        if self.alpha.shape[1:] != (n,) or self.queries.ndim != 3 or self.m.shape != self.queries.shape:
+            raise DataError(f"AttentionExplorer: expected alpha (N, {n}) and queries, m (N, h, w) "
+                            f"of one shape, got {self.alpha.shape}, {self.queries.shape}, {self.m.shape}")
+        if self.prior is not None and self.prior.shape != (n,):
+            raise DataError(f"AttentionExplorer: expected prior ({n},), got {self.prior.shape}")
+        self._rows = {name: i for i, name in enumerate(self.names)}
+
+    def _row(self, name: str) -> int:
+        if name not in self._rows:
+            raise ConfigError(f"AttentionExplorer: unknown image {name!r}")
+        return self._rows[name]
+
+    def top(self, name: str) -> tuple[str, float]:
+        """The class with the largest attention weight for image ``name``, and that weight."""
+        a = self.alpha[self._row(name)]
+        k = int(np.argmax(a))
+        return self.classes[k + 1], float(a[k])
+
+    def figure(self, name: str) -> tuple[Figure, str]:
+        """Image, X_m, alpha and m of ``name``; the line ``image=NAME top=CLASS alpha=A``."""
+        from .viz import plot_context_panel
+
+        i = self._row(name)
+        cls, a = self.top(name)
+        fig = plot_context_panel(self.images[i], self.queries[i], self.alpha[i], self.m[i],
+                                 self.classes, self.prior, title=name)
+        return fig, f"image={name} top={cls} alpha={a:.2f}"
+
+    def show(self, name: str) -> str:
+        """Update function of :meth:`widget`: print the line and draw the figure."""
+        return _show(*self.figure(name))
+
+    def widget(self, value: str | None = None) -> widgets.VBox:
+        """An image dropdown over :meth:`show`."""
+        dropdown = widgets.Dropdown(options=self.names, value=value or self.names[0],
+                                    description="image")
+        out = widgets.interactive_output(self.show, {"name": dropdown})
+        return widgets.VBox([dropdown, out])
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 07: baseline vs de-confounded CAMs of the same images
+
+
+class CamRoundsExplorer:
+    """The CAMs of the same images in several rounds of a run, with their leakage (notebook 07).
+
+    ``arrays`` is :func:`causal_wsss.viz.cam_comparison_arrays` output for ``names`` (the CAM of
+    each image's first class, per round); ``leakage[r][j]`` is the share of that CAM's mass
+    outside its object in round ``r`` (:class:`causal_wsss.metrics.LeakageMeter`, 255 ignored).
+    """
+
+    def __init__(self, names: Sequence[str], arrays: dict, leakage: dict[int, Sequence[float]]) -> None:
+        from .errors import DataError
+
+        self.names = [str(n) for n in names]
+        self.arrays = arrays
+        self.rounds = sorted(int(r) for r in arrays["cams"])
+        self.leakage = {int(r): [float(x) for x in v] for r, v in leakage.items()}
+        if not self.names or set(self.leakage) != set(self.rounds) or any(
+                len(arrays["cams"][r]) != len(self.names) or len(self.leakage[r]) != len(self.names)
+                for r in self.rounds):
+            raise DataError(f"CamRoundsExplorer: expected one CAM and one leakage value per image "
+                            f"({len(self.names)}) for each round {self.rounds}")
+        self._rows = {name: j for j, name in enumerate(self.names)}
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, dataset, names: Sequence[str],
+                 rounds: Sequence[int]) -> CamRoundsExplorer:
+        """Read the CAM caches ``run_dir/round_r/cams`` of ``names`` (images of ``dataset``, which
+        needs masks) and measure each shown CAM's leakage; the first round is the baseline."""
+        from .cam import CamCache
+        from .errors import DataError
+        from .metrics import LeakageMeter
+        from .viz import cam_comparison_arrays
+
+        arrays = cam_comparison_arrays(run_dir, dataset, names, rounds)
+        index = {n: i for i, n in enumerate(dataset.names)}
+        labels = dataset.label_matrix()
+        k_fg = dataset.num_classes - 1
+        leakage: dict[int, list[float]] = {int(r): [] for r in rounds}
+        for name, mask in zip(names, arrays["masks"]):
+            if mask is None:
+                raise DataError(f"CamRoundsExplorer: image {name!r} has no ground-truth mask")
+            caches = {r: CamCache(Path(run_dir) / f"round_{r}" / "cams").get(name) for r in rounds}
+            keys = caches[rounds[0]].keys
+            key = int(keys[0]) if len(keys) else 0  # the class cam_comparison_arrays shows
+            target = torch.from_numpy(mask.astype(np.int64))  # (H, W)
+            present = torch.from_numpy(labels[index[name]].astype(np.float32))  # (K,)
+            for r, cams in caches.items():
+                meter = LeakageMeter(dataset.num_classes)
+                meter.update(cams.dense(k_fg).float(), target, present)
+                leakage[int(r)].append(meter.compute()["per_class"][key + 1]["leakage"])
+        return cls(names, arrays, leakage)
+
+    def _row(self, name: str) -> int:
+        if name not in self._rows:
+            raise ConfigError(f"CamRoundsExplorer: unknown image {name!r}")
+        return self._rows[name]
+
+    def figure(self, name: str, r: int) -> tuple[Figure, str]:
+        """Image, ground truth, the baseline CAM and the CAM of round ``r``; the line
+        ``image=NAME round=R leakage=X``."""
+        from .viz import plot_cam_rounds
+
+        j = self._row(name)
+        if r not in self.leakage:
+            raise ConfigError(f"CamRoundsExplorer: round {r} not loaded; have {self.rounds}")
+        base = self.rounds[0]
+        cams = {f"round {base} (baseline)\nleakage {self.leakage[base][j]:.2f}":
+                self.arrays["cams"][base][j]}
+        if r != base:
+            cams[f"round {r} (CONTA)\nleakage {self.leakage[r][j]:.2f}"] = self.arrays["cams"][r][j]
+        fig = plot_cam_rounds(self.arrays["images"][j], self.arrays["masks"][j], cams,
+                              title=self.arrays["titles"][j])
+        return fig, f"image={name} round={r} leakage={self.leakage[r][j]:.2f}"
+
+    def show(self, name: str, r: int) -> str:
+        """Update function of :meth:`widget`: print the line and draw the figure."""
+        return _show(*self.figure(name, r))
+
+    def widget(self, name: str | None = None, r: int | None = None) -> widgets.VBox:
+        """An image dropdown and a round selector (default: the last round) over :meth:`show`."""
+        dropdown = widgets.Dropdown(options=self.names, value=name or self.names[0],
+                                    description="image")
+        buttons = widgets.ToggleButtons(options=[(f"round {k}", k) for k in self.rounds],
+                                        value=self.rounds[-1] if r is None else r,
+                                        description="compare")
+        out = widgets.interactive_output(self.show, {"name": dropdown, "r": buttons})
+        return widgets.VBox([widgets.HBox([dropdown, buttons]), out])

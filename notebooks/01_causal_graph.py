@@ -33,7 +33,7 @@
 #
 # **Before this:** nothing in the course; conditional probability and Bayes' rule are enough.
 #
-# **Run time and hardware:** about 20 s on a laptop CPU (under 15 s in smoke mode). No GPU and
+# **Run time and hardware:** about 20 s on a laptop CPU (under 10 s in smoke mode). No GPU and
 # no data set needed: everything here is simulated.
 
 # %% tags=["parameters"]
@@ -306,7 +306,7 @@ pd.DataFrame(rows).round(4)
 
 # %% [markdown]
 # Notebook 06 builds the dictionary from segmentation masks and trains the context adjustment
-# of Eq. 3: [06 · Confounder dictionary and context adjustment](06_context_adjustment.ipynb).
+# of Eq. 3: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).
 #
 # ## What we saw
 #

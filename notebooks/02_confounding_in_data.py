@@ -28,10 +28,10 @@
 # **Before this:** [01 · The causal graph](01_causal_graph.ipynb), which explains why such
 # co-occurrence confounds an image-level classifier.
 #
-# **Run time and hardware:** about 30 s on a laptop CPU (under 15 s in smoke mode); no GPU. It
-# writes the benchmark `make demo` uses (500 images, ~10 MB, in `../data/synth`; reused if
-# present). With real data, add the time to read the labels: seconds for VOC, about a minute
-# and a few GB of memory for COCO's training annotations.
+# **Run time and hardware:** about 15 s on a laptop CPU (under 10 s in smoke mode); no GPU. It
+# writes the benchmark `make demo` uses (500 images in `../data/synth`; reused if
+# present). With real data, add the time to read the labels: seconds for VOC, longer for COCO,
+# whose training annotation file is large.
 
 # %% tags=["parameters"]
 import os
@@ -48,7 +48,8 @@ N_VAL = 10 if SMOKE else 100
 SIZE = 96 if SMOKE else 150
 WIDGET_IMAGES = 40 if SMOKE else 150  # images per rho value in the widget (96 px)
 PROGRESS = not SMOKE
-WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_02_")  # widget cache (and all output in smoke mode)
+# Paths are relative to notebooks/, the kernel's working directory; ../data is git-ignored.
+WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_02_") if SMOKE else "../data/notebook02"
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
@@ -191,10 +192,10 @@ pd.DataFrame({"P(partner placed | anchor)": measured.partner_given_anchor,
 # ## 3. Explore rho
 #
 # The explorer below generates a small set (`WIDGET_IMAGES` images at 96 px) for each value of
-# the slider once, caches it, and then only redraws. Left: $P(b \mid a)$ over the classes at the
-# chosen `rho`, the selected pair outlined. Right: for the selected pair, $P(b \mid a)$ and
-# $P(b \mid \text{not } a)$, and how often $a$ sits on its preferred context, over all values of
-# `rho`. Small sets make the curves noisy; the trend is the point.
+# the slider once, caches it in `WORK_DIR`, and then only redraws. Left: $P(b \mid a)$ over the
+# classes at the chosen `rho`, the selected pair outlined. Right: for the selected pair,
+# $P(b \mid a)$ and $P(b \mid \text{not } a)$, and how often $a$ sits on its preferred context,
+# over all values of `rho`. Small sets make the curves noisy; the trend is the point.
 
 # %%
 explorer = CooccurrenceExplorer(f"{WORK_DIR}/widget", n_images=WIDGET_IMAGES, size=96,
@@ -225,4 +226,4 @@ explorer.widget(RHO_GRID, value=RHO)
 #   generator's parameter for classes that also appear as partners or extra objects.
 #
 # **Next:** train a CAM classifier on this benchmark and see where its CAMs leak:
-# [03 · CAM baseline](03_cam_baseline.ipynb).
+# [03 · CAM training](03_cam_training.ipynb).

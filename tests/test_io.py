@@ -24,3 +24,13 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text().strip() == '{\n  "v": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "p.txt"
+    write_text(target, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,304 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · CAM training (baseline)
+#
+# **What you will learn**
+#
+# - what a class activation map (CAM) is: global average pooling (GAP) plus a bias-free 1×1
+#   classifier, so that $\text{CAM}_k = \text{ReLU}(W_k \cdot F)$ at every position;
+# - the multi-label soft-margin loss that trains it from image-level labels alone;
+# - to train the baseline CAM network on the synthetic benchmark of notebook 02 and read its
+#   loss curve;
+# - what IRNet's multi-scale + flip inference does to the CAMs, measured as mIoU at IRNet's
+#   fixed background threshold 0.15 and at the best threshold of a sweep;
+# - the `paper` preset (IRNet's ResNet-50 recipe, with its momentum quirk) and how to run it
+#   on a GPU.
+#
+# **Before this:** [02 · Confounding in the data](02_confounding_in_data.ipynb), which builds the
+# benchmark used here.
+#
+# **Run time and hardware:** a few minutes on a laptop CPU with the `cpu` preset (20 epochs of a
+# ResNet-18 trunk on 400 images of 150 px; under 30 s in smoke mode). No GPU needed; the `gpu`
+# and `paper` presets on PASCAL VOC need one (see the end). The trained network is saved in
+# `RUN_DIR` (`../runs/course_r0`), where notebooks 04 and 05 pick it up.
+
+# %% tags=["parameters"]
+import os
+import tempfile
+
+SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: small sizes, temp folders
+DATA = os.environ.get("CAUSAL_WSSS_DATA", "")  # folder holding VOCdevkit/ (DATASET = "voc")
+DATASET = "synthetic"  # synthetic (the benchmark of notebook 02) | voc (needs DATA, a GPU preset)
+PRESET = "smoke" if SMOKE else "cpu"  # smoke | cpu | gpu | paper
+SEED = 0
+RHO = 0.9  # confounding strength of the benchmark
+N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of notebook 02 and `make demo`
+N_VAL = 8 if SMOKE else 100
+SIZE = 96 if SMOKE else 150
+N_SHOW = 6  # images in the CAM figure
+N_COMPARE = 24 if SMOKE else 100  # images scored with single-scale vs multi-scale CAMs
+PROGRESS = not SMOKE
+TMP_DIR = tempfile.mkdtemp(prefix="causal_wsss_03_") if SMOKE else ""  # all output in smoke mode
+SYNTH_DIR = f"{TMP_DIR}/synth" if SMOKE else "../data/synth"
+RUN_DIR = f"{TMP_DIR}/run" if SMOKE else "../runs/course_r0"  # shared with notebooks 04 and 05
+FIGURES_DIR = f"{TMP_DIR}/figures" if SMOKE else "../figures"
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from causal_wsss.cam import IRNET_SCALES, extract_cams_list
+from causal_wsss.config import ExperimentConfig, preset, resolve
+from causal_wsss.data.synthetic import generate_synthetic
+from causal_wsss.data.transforms import normalize
+from causal_wsss.errors import ConfigError
+from causal_wsss.metrics import ThresholdSweep, threshold_grid
+from causal_wsss.pipeline import build_cam_model, load_datasets, stage_cam_train
+from causal_wsss.runtime import choose_device, seed_everything
+from causal_wsss.train import LossHistory
+from causal_wsss.viz import plot_cam_grid, plot_loss_history, plot_threshold_sweep, save_figure
+
+# %% [markdown]
+# ## 1. What a CAM is
+#
+# A classifier trained from image-level labels has no notion of *where* an object is. The CAM
+# network of IRNet (and of CONTA, which keeps it) makes location readable by its shape
+# (method.md section 4, "Classification / CAM stage"):
+#
+# 1. a convolutional trunk maps the image to features $F \in \mathbb{R}^{C \times h \times w}$
+#    (ResNet-50 with output stride 16 in the paper: $h = H/16$);
+# 2. global average pooling: $\bar f = \frac{1}{hw} \sum_p F(p)$;
+# 3. a bias-free linear classifier (a 1×1 convolution) gives the logit of class $k$:
+#    $s_k = W_k \cdot \bar f$.
+#
+# Because steps 2 and 3 are linear, they commute:
+# $s_k = \frac{1}{hw} \sum_p W_k \cdot F(p)$. The logit is the average of a per-position score,
+# and that score map, with negative evidence cut off, is the class activation map
+#
+# $$\text{CAM}_k(p) = \text{ReLU}\big(W_k \cdot F(p)\big),$$
+#
+# divided by its maximum so that it lies in $[0, 1]$. Nothing forces the evidence to sit *on*
+# the object: any position whose features raise $s_k$ (grass under a horse, the horse's rider)
+# lights up. That is the leak CONTA targets.
+#
+# The check below uses an untrained network: the logit equals the spatial mean of the map
+# before the ReLU.
+
+# %%
+if DATASET == "synthetic":
+    generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
+                       progress=PROGRESS)
+root = SYNTH_DIR if DATASET == "synthetic" else DATA
+cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)
+sets = load_datasets(cfg)
+train, evalset = sets["train"], sets["eval"]
+num_fg = train.num_classes - 1
+print(f"{len(train)} training images, {num_fg} foreground classes, preset '{cfg.preset}'")
+
+seed_everything(SEED)
+model = build_cam_model(cfg, num_fg)
+x = normalize(train[0]["image"])[None]  # (1, 3, H, W)
+out = model(x)
+before_relu = F.conv2d(out.features, model.classifier.weight)  # (1, K, h, w)
+print(f"features {tuple(out.features.shape)}, CAMs {tuple(before_relu.shape)}")
+print("logit == mean of W . F(p) over positions:",
+      torch.allclose(out.logits, before_relu.mean(dim=(2, 3)), atol=1e-5))
+
+# %% [markdown]
+# ## 2. The multi-label soft-margin loss
+#
+# An image may hold several classes, so each class is its own binary problem. With labels
+# $y \in \{0, 1\}^K$ and logits $s$, the loss (PyTorch's `multilabel_soft_margin_loss`, IRNet's
+# `F.multilabel_soft_margin_loss`) is the mean binary cross-entropy
+#
+# $$L(s, y) = -\frac{1}{K} \sum_{k=1}^{K} \Big[y_k \log \sigma(s_k)
+#   + (1 - y_k) \log\big(1 - \sigma(s_k)\big)\Big].$$
+#
+# With $K = 20$ VOC classes and a fresh network ($s \approx 0$) it starts near $\log 2 = 0.693$.
+
+# %%
+labels = train[0]["labels"][None]  # (1, K)
+by_hand = -(labels * F.logsigmoid(out.logits) + (1 - labels) * F.logsigmoid(-out.logits)).mean()
+print(f"loss {F.multilabel_soft_margin_loss(out.logits, labels):.4f} = by hand {by_hand:.4f}")
+
+# %% [markdown]
+# ## 3. The presets
+#
+# The same network comes in four sizes. `smoke` is for tests; `cpu` is what this course runs:
+# a ResNet-18 trunk cut after `layer3` (output stride 16), trained from scratch with AdamW on
+# the synthetic benchmark (no ImageNet weights can be downloaded here). `gpu` and `paper` are
+# IRNet's recipe on PASCAL VOC `train_aug` (method.md section 4): ResNet-50 at output stride
+# 16 with frozen BatchNorm and stem, random resize of the long side to [320, 640], flip,
+# crop 512, batch 16, 5 epochs, SGD with learning rate 0.1 for the trunk and 1.0 (10×) for the
+# classifier, weight decay 1e-4, poly schedule $(1 - \text{step}/\text{max})^{0.9}$.
+#
+# One detail is copied on purpose: IRNet's `PolyOptimizer` passes the weight decay positionally
+# into SGD's *momentum* slot, so the effective momentum is 1e-4, not 0.9 (the "momentum 0.9"
+# in its code is the poly power). `cam.momentum = 0.0001` in the `paper` preset reproduces it.
+
+# %%
+keys = ["backbone", "weights", "trunk_depth", "output_stride", "freeze_bn", "crop_size",
+        "resize_long", "batch_size", "epochs", "optimizer", "lr", "head_lr_mult",
+        "weight_decay", "momentum", "poly_power"]
+pd.DataFrame({name: {k: getattr(preset(name).cam, k) for k in keys}
+              for name in ("smoke", "cpu", "gpu", "paper")}).astype(str)
+
+# %% [markdown]
+# ## 4. Train the baseline
+#
+# `stage_cam_train` is the pipeline's training stage: the training augmentation of the preset,
+# the loss above, a checkpoint in `RUN_DIR/round_0/cam_net.pt` after every epoch. Rerunning the
+# cell resumes from it (and trains nothing once it is complete). A `LossHistory` callback
+# records every step's loss.
+
+# %%
+run_dir = Path(RUN_DIR)
+saved = run_dir / "config.json"
+if saved.is_file() and ExperimentConfig.load(saved) != cfg:
+    raise ConfigError(f"{saved} holds another configuration; choose another RUN_DIR")
+cfg.save(saved)  # notebooks 04 and 05 run the rest of round 0 with this config
+
+device = choose_device(cfg.device)
+seed_everything(SEED)
+model = build_cam_model(cfg, num_fg)
+history = LossHistory()
+result = stage_cam_train(cfg, model, train, run_dir / "round_0", device=device,
+                         progress=PROGRESS, callbacks=(history,))
+print(f"{result['epochs']} epochs on {device}; mean loss of the last epoch "
+      f"{result['history'][-1]['loss']:.4f}")
+
+# %%
+fig = plot_loss_history(history.steps, history.losses, epochs=result["history"],
+                        title=f"CAM network, preset '{cfg.preset}'")
+save_figure(fig, f"{FIGURES_DIR}/03_cam_training_loss.png")
+plt.show()
+
+# %% [markdown]
+# The loss falls from about 0.69 as the classifier learns which classes are present. It is
+# noisy because each step sees one small batch of random crops. (When the checkpoint was already
+# complete, only the per-epoch means saved in it are drawn.)
+#
+# ## 5. CAMs on training images, and what multi-scale and flip do
+#
+# IRNet computes CAMs at four scales, (1.0, 0.5, 1.5, 2.0), each together with its mirror image:
+# every map is resized to the image, the eight maps are summed, and each class map is divided
+# by its maximum (`extract_cams`, method.md section 4, "CAM inference"). Small scales see whole
+# objects, large scales see detail, and the flip averages out left-right asymmetries of the
+# network. We compare three settings on the same images.
+
+# %%
+n = min(N_COMPARE, len(evalset))
+images = [normalize(torch.from_numpy(evalset.load_image(i)).permute(2, 0, 1)) for i in range(n)]
+image_labels = torch.tensor(evalset.label_matrix()[:n], dtype=torch.float32)  # (n, K)
+masks = [torch.from_numpy(evalset.load_mask(i).astype(np.int64)) for i in range(n)]
+variants = {"scale 1.0": ((1.0,), False), "scale 1.0 + flip": ((1.0,), True),
+            "IRNet: 4 scales + flips": (IRNET_SCALES, True)}
+thresholds = sorted(set(threshold_grid(*cfg.cam_infer.sweep)) | {cfg.cam_infer.bg_threshold})
+cams, sweeps = {}, {}
+for label, (scales, flip) in variants.items():
+    cams[label] = extract_cams_list(model, images, image_labels, scales=scales, flip=flip,
+                                    amp=cfg.cam.amp, device=device)
+    sweeps[label] = ThresholdSweep(evalset.num_classes, thresholds)
+    for c, mask in zip(cams[label], masks):
+        sweeps[label].update(c.dense(num_fg)[None], mask[None])
+
+# %%
+shown = range(min(N_SHOW, n))
+first = {i: int(cams["scale 1.0"][i].keys[0]) for i in shown}  # each image's first class
+fig = plot_cam_grid([evalset.load_image(i) for i in shown],
+                    {label: [cams[label][i].dense(num_fg)[first[i]].numpy() for i in shown]
+                     for label in ("scale 1.0", "IRNet: 4 scales + flips")},
+                    col_titles=[f"{evalset.names[i]}: {evalset.classes[first[i] + 1]}"
+                                for i in shown],
+                    masks=[masks[i].numpy() for i in shown])
+save_figure(fig, f"{FIGURES_DIR}/03_cam_training_cams.png")
+plt.show()
+
+# %% [markdown]
+# Each column is one image and the CAM of its first class. Expect the multi-scale maps to be
+# smoother and to cover more of the object, and both to spill onto the surroundings.
+#
+# ### mIoU at the fixed threshold and at the best one
+#
+# A CAM becomes a segmentation by IRNet's rule: a pixel is background when every class map is
+# at most the threshold $t$, otherwise it takes the class with the largest map (only the
+# image's own classes compete). The mIoU over the 21 VOC labels is then computed against the
+# ground truth. IRNet reports $t = 0.15$; SEAM reports the best $t$ of a sweep. We show both
+# (method.md section 5) and always say which.
+
+# %%
+fixed = cfg.cam_infer.bg_threshold
+rows = {}
+for label, sweep in sweeps.items():
+    best_t, best = sweep.best()
+    rows[label] = {f"mIoU @ t={fixed:.2f} (%)": 100 * sweep.at(fixed).miou,
+                   "best mIoU (%)": 100 * best, "best t": best_t}
+table = pd.DataFrame(rows).T.round(2)
+table
+
+# %%
+fig = plot_threshold_sweep({label: [(t, 100 * m) for t, m in sweep.compute()]
+                            for label, sweep in sweeps.items()}, fixed=fixed,
+                           title=f"CAM mIoU on {n} '{cfg.data.eval_split}' images")
+save_figure(fig, f"{FIGURES_DIR}/03_cam_training_sweep.png")
+plt.show()
+
+# %% [markdown]
+# Two things to read from the curves. First, the threshold matters as much as the inference
+# trick: CAMs of a network trained from scratch on small images are diffuse, so the best $t$
+# sits well above IRNet's 0.15 (the `cpu` preset therefore makes its pseudo-masks at 0.5, chosen
+# once from a round-0 sweep). Second, multi-scale + flip lifts the curve; how much varies from
+# seed to seed (about ±0.04 mIoU on this benchmark), so one run is an illustration, not a
+# measurement. In smoke mode the network has barely trained and the numbers mean nothing.
+#
+# ## 6. The paper recipe on a GPU
+#
+# The same cells train IRNet's ResNet-50 on PASCAL VOC 2012 when the parameters say so. On a
+# machine with a GPU and VOC (with SBD's `train_aug` list, if you have it) under `$VOC`:
+#
+# ```bash
+# CAUSAL_WSSS_DATA=$VOC papermill 03_cam_training.ipynb out/03_paper.ipynb \
+#     -p DATASET voc -p PRESET paper -p RUN_DIR ../runs/voc_paper_r0
+# ```
+#
+# (`paper` loads torchvision's ImageNet ResNet-50 weights from the torch hub cache: download them
+# once on a machine with network access.) That is about 3,300 steps of batch 16 at 512 px. Or
+# run the whole of round 0 from the command line, which writes the same run folder:
+#
+# ```bash
+# causal-wsss run --preset paper --root $VOC --rounds 0 --out runs/voc_paper_r0
+# ```
+#
+# IRNet reports 48.3 mIoU for these CAMs on VOC `train` at $t = 0.15$ (method.md section 8).
+#
+# ## What we saw
+#
+# - A CAM is the classifier applied at every position before pooling:
+#   $\text{CAM}_k = \text{ReLU}(W_k \cdot F)$; the image-level logit is its spatial mean, so
+#   anything that raises the logit lights up, object or not.
+# - The network learns from image-level labels alone with the multi-label soft-margin loss.
+# - IRNet's multi-scale + flip inference smooths the maps; the background threshold decides at
+#   least as much, so CAM quality is reported at the fixed 0.15 *and* at the best threshold.
+# - The trained network sits in `RUN_DIR/round_0/cam_net.pt`.
+#
+# **Next:** look at these CAMs image by image and measure where they leak:
+# [04 · CAMs up close](04_cams_up_close.ipynb).

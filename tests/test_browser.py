@@ -1,0 +1,204 @@
+"""Notebook 02's rho widget in a real browser: JupyterLab 4 in headless Debian chromium (Playwright).
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the ``playwright`` pip package
+(no ``playwright install``: the system browser is used); skipped with the reason when either is
+missing. ``scripts/install_browser.sh`` installs both. The recipe and its pitfalls are in
+``shared/practical.md`` section 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "02_confounding_in_data.ipynb"
+TOKEN = "causal-wsss-browser-test"
+START_TIMEOUT_S = 60
+KERNEL_TIMEOUT_MS = 90_000  # open the notebook and connect the kernel (cold start, busy CI)
+WIDGET_TIMEOUT_MS = 120_000  # run all cells in smoke mode until the slider is drawn
+UPDATE_TIMEOUT_MS = 60_000  # the redraw after the slider moves
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+# JupyterLab settings: no news / update toast over the page, no autosave of the notebook.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
+}
+
+
+def _requirements() -> tuple[object, str]:
+    """Playwright's sync API and the chromium executable, or skip with the reason."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the 'playwright' pip package is not installed (pip install playwright; "
+                    "no `playwright install` needed, see scripts/install_browser.sh)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium, see "
+                    "scripts/install_browser.sh)")
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        pytest.skip("jupyterlab is not installed in this environment")
+    return sync_playwright, chromium
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def _log_tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.is_file() else "(no log)"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """JupyterLab on a free 127.0.0.1 port with a token, private config/data/runtime folders, a
+    ``python3`` kernel running this interpreter, smoke mode, and a copy of notebook 02 as root
+    (so nothing the browser does can touch the repository)."""
+    sync_playwright, chromium = _requirements()
+    tmp = tmp_path_factory.mktemp("lab")
+    cfg, data, runtime, root, work = (tmp / d for d in ("config", "data", "runtime", "root", "tmp"))
+    for folder in (cfg / "labconfig", data / "kernels" / "python3", runtime, root, work):
+        folder.mkdir(parents=True)
+    (cfg / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_SETTINGS))
+    (data / "kernels" / "python3" / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CAUSAL_WSSS_DATA", "MPLBACKEND", "JUPYTER_PATH")}
+    env.update(CAUSAL_WSSS_SMOKE="1", TMPDIR=str(work), JUPYTER_CONFIG_DIR=str(cfg),
+               JUPYTER_DATA_DIR=str(data), JUPYTER_RUNTIME_DIR=str(runtime),
+               JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp / "jupyterlab.log"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+           "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={TOKEN}",
+           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited with code {proc.returncode}:\n{_log_tail(log_path)}")
+            try:
+                _get(f"{base}/api/status?token={TOKEN}", timeout=2.0)
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"jupyter lab not ready on {base} after {START_TIMEOUT_S} s:\n"
+                                f"{_log_tail(log_path)}")
+                time.sleep(0.3)
+        yield {"base": base, "notebook": NOTEBOOK.name, "log": log_path, "tmp": tmp,
+               "sync_playwright": sync_playwright, "chromium": chromium}
+    finally:
+        _stop(proc, base)
+
+
+def _stop(proc: subprocess.Popen, base: str) -> None:
+    """Ask the server to shut down (it stops its kernels), then terminate our process group."""
+    if proc.poll() is None:
+        try:
+            request = urllib.request.Request(f"{base}/api/shutdown?token={TOKEN}", method="POST")
+            urllib.request.urlopen(request, timeout=5.0).close()
+            proc.wait(timeout=15)
+        except (urllib.error.URLError, OSError, subprocess.TimeoutExpired):
+            pass
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
+    """Open notebook 02, run all cells (smoke mode), move the rho slider one step left with the
+    keyboard and wait for the widget's printed line to change from rho=0.90 to rho=0.80."""
+    sync_playwright, chromium = lab["sync_playwright"], lab["chromium"]
+    shot, page_shot = lab["tmp"] / "browser_widget.png", lab["tmp"] / "browser_page.png"
+    t0 = time.perf_counter()
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(lab["tmp"] / "profile"), executable_path=chromium, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+        try:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.goto(f"{lab['base']}/lab/tree/{lab['notebook']}?reset&token={TOKEN}",
+                      timeout=KERNEL_TIMEOUT_MS)
+            # A cold start shows an idle indicator before the kernel is connected: wait for the
+            # session itself, then for the kernel's info reply (practical.md 3, pitfall 2).
+            page.wait_for_function(
+                "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel",
+                timeout=KERNEL_TIMEOUT_MS)
+            path = page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path")
+            assert path == lab["notebook"], f"JupyterLab opened {path!r}, not {lab['notebook']!r}"
+            page.evaluate("async () => { const sc = window.jupyterapp.shell.currentWidget"
+                          ".sessionContext; await sc.ready; await sc.session.kernel.info; }")
+            # Fire and forget: a returned command promise can deadlock evaluate (pitfall 3).
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            outputs = page.locator(".widget-output")
+            outputs.filter(has_text="rho=0.90 P(").first.wait_for(timeout=WIDGET_TIMEOUT_MS)
+            errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+            assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
+
+            handle = page.locator(".widget-slider .noUi-handle").first
+            handle.focus()
+            page.keyboard.press("ArrowLeft")
+            # Wait for the printed line, not for the image (pitfall 7).
+            outputs.filter(has_text="rho=0.80 P(").first.wait_for(timeout=UPDATE_TIMEOUT_MS)
+            readout = page.locator(".widget-slider .widget-readout").first.inner_text()
+            assert readout.strip() == "0.80", readout
+            image = outputs.filter(has_text="rho=0.80 P(").first.locator("img").first
+            image.wait_for(timeout=UPDATE_TIMEOUT_MS)
+            cell = page.locator(".jp-Cell").filter(has=page.locator(".widget-slider")).first
+            cell.evaluate("el => el.scrollIntoView({block: 'start'})")
+            image.evaluate("img => img.decode()")  # the PNG is painted before the screenshot
+            width = image.evaluate("img => img.naturalWidth")
+            assert width > 200, f"the redrawn figure is {width} px wide"
+            page.wait_for_timeout(500)
+            cell.screenshot(path=str(shot))
+            page.screenshot(path=str(page_shot))
+        except Exception:
+            page.screenshot(path=str(page_shot))
+            print(f"page at the failure: {page_shot}\njupyter lab log ({lab['log']}):\n"
+                  f"{_log_tail(lab['log'])}")
+            raise
+        finally:
+            ctx.close()
+    assert shot.is_file() and shot.stat().st_size > 10_000, shot
+    print(f"browser test: slider moved and redrawn in {time.perf_counter() - t0:.1f} s; "
+          f"screenshots: {shot} (the widget cell), {page_shot} (the page)")
