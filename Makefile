@@ -18,8 +18,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/causal-wsss demo
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q
+
+# The one real-browser test needs Debian's chromium and the playwright package (never
+# `playwright install`); without them (no root, no apt) it is skipped with the reason.
+browser-deps: $(STAMP)
+	-@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	-@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q "playwright>=1.45"
 
 lint: $(STAMP)
 	$(BIN)/ruff check causal_wsss tests bench

@@ -131,7 +131,7 @@ def _resolve_run_config(args: argparse.Namespace):
     if args.dataset:
         extra.append(f"data.dataset={args.dataset}")
     if root:
-        extra.append(f"data.root={root}")
+        extra.append(f"data.root={Path(root).expanduser().resolve()}")
     if args.refine:
         extra.append(f"pseudo.refine={args.refine}")
     return resolve(args.preset, [*extra, *args.overrides], **top)

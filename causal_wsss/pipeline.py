@@ -610,7 +610,8 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
     from .data.synthetic import generate_synthetic
 
     generate_synthetic(data, n_train=n_train, n_val=n_val, rho=rho, seed=seed, progress=progress)
-    cfg = resolve(preset, [f"data.root={data}", *overrides], seed=seed, rounds=rounds)
+    cfg = resolve(preset, [f"data.root={Path(data).resolve()}", *overrides], seed=seed,
+                  rounds=rounds)
     report = run_experiment(cfg, out, progress=progress)
     print(format_report_table(report))
     from .viz import save_demo_figures

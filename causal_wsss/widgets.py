@@ -432,6 +432,19 @@ class CamExplorer:
                                                      "threshold": slider, "show_gt": gt})
         return widgets.VBox([widgets.HBox([image, cls]), widgets.HBox([slider, gt]), out])
 
+    def pair_table(self, threshold: float) -> list[dict]:
+        """One row per (image, class in its label): ``image``, ``class``, ``context`` and the
+        :class:`PairStats` fields at ``threshold`` (for a pandas DataFrame)."""
+        rows = []
+        for name, item in self.images.items():
+            for cls in self.classes_of(name):
+                s = self.stats(name, cls, threshold)
+                rows.append({"image": name, "class": cls, "context": item.context,
+                             "iou": s.iou, "leakage": s.leakage,
+                             "leakage_cooccur": s.leakage_cooccur,
+                             "leakage_background": s.leakage_background})
+        return rows
+
     def sweep(self, thresholds: Sequence[float] | None = None):
         """A ``metrics.ThresholdSweep`` over the loaded images (default grid: the run's
         ``cam_infer.sweep`` plus its fixed ``bg_threshold``)."""

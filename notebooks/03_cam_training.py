@@ -252,8 +252,7 @@ for label, sweep in sweeps.items():
     best_t, best = sweep.best()
     rows[label] = {f"mIoU @ t={fixed:.2f} (%)": 100 * sweep.at(fixed).miou,
                    "best mIoU (%)": 100 * best, "best t": best_t}
-table = pd.DataFrame(rows).T.round(2)
-table
+pd.DataFrame(rows).T.round(2)
 
 # %%
 fig = plot_threshold_sweep({label: [(t, 100 * m) for t, m in sweep.compute()]
