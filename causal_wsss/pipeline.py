@@ -75,6 +75,11 @@ def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.M
     """The CAM network of the config; with ``context`` (a ContextAdjustment) the CONTA variant."""
     from .models.cam_net import build_cam_net
 
+    if context is not None and cfg.context.fuse_at != "layer4":
+        raise ConfigError(
+            f"config key 'context.fuse_at' is {cfg.context.fuse_at!r}; only 'layer4' (the last "
+            "backbone features) is implemented: with IRNet's frozen stem and detached stage 2 an "
+            "input-level M channel would never be trained (method.md section 3)")
     c = cfg.cam
     net = build_cam_net(num_classes_fg, backbone=c.backbone, weights=c.weights,
                         output_stride=c.output_stride, trunk_depth=c.trunk_depth,
