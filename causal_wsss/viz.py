@@ -555,6 +555,11 @@ def plot_cam_rounds(image: np.ndarray, mask: np.ndarray | None, cams: dict[str, 
 EVIDENCE_KEYS = ("cam_miou_best", "pseudo_miou", "seg_miou", "leakage")
 """Metrics drawn by :func:`plot_evidence` (keys of a report's round entries)."""
 
+_METRIC_TITLES = {"cam_miou": "CAM mIoU at 0.15 (%)", "cam_miou_best": "CAM mIoU, best t (%)",
+                  "pseudo_miou": "pseudo-mask mIoU (%)", "seg_miou": "seg mIoU, val (%)",
+                  "leakage": "CAM leakage", "leakage_background": "leakage on context",
+                  "leakage_cooccur": "leakage on co-occurring"}
+
 
 def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
     """Mean +- std over seeds per round, one line per rho, one panel per metric.
@@ -573,7 +578,7 @@ def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
                         label=f"rho={rho} ({seeds} seed{'s' if seeds > 1 else ''})")
         ax.set_xticks(sorted({r for per in summary.values() for r in per}))
         ax.set_xlabel("round (0 = baseline)")
-        ax.set_title(key, fontsize=10)
+        ax.set_title(_METRIC_TITLES.get(key, key), fontsize=10)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -814,3 +819,65 @@ def plot_conta_scm(title: str = "the CONTA SCM; backdoor path in red") -> Figure
     path = scm.backdoor_paths(graph, "X", "Y")[0]
     edges = [(u, v) if graph.has_edge(u, v) else (v, u) for u, v in zip(path, path[1:])]
     return plot_graph(drawn, scm.conta_layout(), highlight=edges, title=title)
+
+
+def plot_run_cams(run_dir: str | Path, report: dict, *, n_images: int = 6) -> Figure:
+    """Baseline (round 0) and last-round CAMs of the first ``n_images`` evaluation images of a
+    run, over their ground truth (:func:`cam_comparison_arrays`; reads the run's ``config.json``,
+    its data set and its CAM caches). Needs a report with at least two rounds."""
+    from .config import ExperimentConfig
+    from .pipeline import load_datasets
+
+    run_dir = Path(run_dir)
+    rounds = [e["round"] for e in report["rounds"]]
+    if len(rounds) < 2:
+        raise ValueError(f"plot_run_cams: the report of {run_dir} has rounds {rounds}; expected "
+                         "round 0 and at least one CONTA round")
+    eval_ds = load_datasets(ExperimentConfig.load(run_dir / "config.json"))["eval"]
+    first, last = rounds[0], rounds[-1]
+    arrays = cam_comparison_arrays(run_dir, eval_ds, list(eval_ds.names[:n_images]), [first, last])
+    return plot_cam_grid(arrays["images"], {f"baseline (round {first})": arrays["cams"][first],
+                                            f"CONTA (round {last})": arrays["cams"][last]},
+                         col_titles=arrays["titles"], masks=arrays["masks"])
+
+
+def save_run_figures(report: dict, run_dir: str | Path, figures_dir: str | Path, prefix: str, *,
+                     dataset: str | None = None, measured: str = "") -> list[Path]:
+    """A run's figures as notebooks 08 and 09 draw them: ``<prefix>_results.png`` (published vs
+    measured, :func:`results_table`; only with ``dataset`` voc | coco), ``<prefix>_rounds.png``
+    (:func:`plot_rounds`) and, with two rounds or more, ``<prefix>_cams.png``
+    (:func:`plot_run_cams`). Figures are closed after saving; returns the paths."""
+    figures_dir = Path(figures_dir)
+    made: list[tuple[str, Figure]] = []
+    if dataset is not None:
+        title = {"voc": "PASCAL VOC 2012", "coco": "MS-COCO 2014"}.get(dataset, dataset)
+        made.append(("results", plot_results_table(results_table(dataset, report, measured),
+                                                   title=f"{title}: published vs measured here "
+                                                         "(mIoU %)")))
+    made.append(("rounds", plot_rounds(report)))
+    if len(report["rounds"]) >= 2:
+        made.append(("cams", plot_run_cams(run_dir, report)))
+    paths = []
+    for name, fig in made:
+        paths.append(save_figure(fig, figures_dir / f"{prefix}_{name}.png"))
+        plt.close(fig)
+    return paths
+
+
+def plot_thumbnails(paths: Sequence[str | Path], *, ncols: int = 4, size: float = 3.2) -> Figure:
+    """PNG files side by side, ``ncols`` a row, each titled with its file name (a contact sheet
+    of a figures folder)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("plot_thumbnails: expected at least one image path, got none")
+    ncols = min(ncols, len(paths))
+    nrows = int(np.ceil(len(paths) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, 0.8 * size * nrows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, path in zip(axes.flat, paths):
+        ax.imshow(plt.imread(path))
+        ax.set_title(path.name, fontsize=8)
+    fig.tight_layout()
+    return fig

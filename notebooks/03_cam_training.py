@@ -52,6 +52,7 @@ SIZE = 96 if SMOKE else 150
 N_SHOW = 6  # images in the CAM figure
 N_COMPARE = 24 if SMOKE else 100  # images scored with single-scale vs multi-scale CAMs
 PROGRESS = not SMOKE
+TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0 = its default; 1 is fastest on tiny inputs)
 TMP_DIR = tempfile.mkdtemp(prefix="causal_wsss_03_") if SMOKE else ""  # all output in smoke mode
 SYNTH_DIR = f"{TMP_DIR}/synth" if SMOKE else "../data/synth"
 RUN_DIR = f"{TMP_DIR}/run" if SMOKE else "../runs/course_r0"  # shared with notebooks 04 and 05
@@ -76,6 +77,9 @@ from causal_wsss.pipeline import build_cam_model, load_datasets, stage_cam_train
 from causal_wsss.runtime import choose_device, seed_everything
 from causal_wsss.train import LossHistory
 from causal_wsss.viz import plot_cam_grid, plot_loss_history, plot_threshold_sweep, save_figure
+
+if TORCH_THREADS:
+    torch.set_num_threads(TORCH_THREADS)
 
 # %% [markdown]
 # ## 1. What a CAM is

@@ -23,17 +23,19 @@
 # - the prior $P(c)$ (class frequency, or uniform) and the per-image query $X_m$;
 # - Eq. 3, the attention that turns the backdoor sum into one forward pass (the NWGM
 #   approximation), with the choices of the official snippet ($e = n + 1$, $1/\sqrt{e}$);
-# - where the context map $m$ enters the classifier, and how small it is next to the features
+# - where the context map $m$ enters the classifier, and how large it is next to the features
 #   (widget: attention weights and $m$ image by image).
 #
-# **Before this:** [05 · Segmentation, round 0](05_segmentation_round0.ipynb), whose predictions
-# on the training images are the raw material of the dictionary, and
-# [01 · The causal graph](01_causal_graph.ipynb) for the backdoor adjustment and the NWGM.
+# **Before this:** [05 · From CAMs to pseudo-masks](05_cams_to_pseudo_masks.ipynb), which ends
+# round 0 (the baseline), whose segmentation predictions on the training images are the raw
+# material of the dictionary; [01 · The causal graph](01_causal_graph.ipynb) for the backdoor
+# adjustment and the NWGM.
 #
-# **Run time and hardware:** about 10 minutes on 2 CPU cores, no GPU: round 0 and one CONTA
-# round of the `cpu` preset on the 400-image benchmark of notebook 02, written to
-# `../runs/course` (notebook 07 continues that run; a finished run is only read). In smoke
-# mode (tests) under 90 s, on tiny images in a temporary folder.
+# **Run time and hardware:** about 5 minutes on 2 CPU cores, no GPU, when notebooks 03-05 left
+# round 0 in `../runs/course_r0` (about 10 minutes otherwise): one CONTA round of the `cpu`
+# preset on the 400-image benchmark of notebook 02, added to that run (notebook 07 continues it;
+# a finished round is only read). In smoke mode (tests) under 90 s, on tiny images in a
+# temporary folder.
 
 # %% tags=["parameters"]
 import os
@@ -43,14 +45,15 @@ SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: small sizes, t
 SEED = 0
 RHO = 0.9  # confounding strength of the benchmark (notebook 02)
 PRESET = "smoke" if SMOKE else "cpu"
-OVERRIDES = ["seg.iterations=8", "cam_infer.scales=1.0"] if SMOKE else []  # key=value, as the CLI
+OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
+             if SMOKE else [])  # key=value overrides, as on the command line
 N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of `make demo` and notebook 02
 N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 150
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_06_")  # all output in smoke mode
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
-RUN_DIR = f"{WORK_DIR}/run" if SMOKE else "../runs/course"  # shared with notebook 07
+RUN_DIR = f"{WORK_DIR}/run" if SMOKE else "../runs/course_r0"  # round 0 of notebooks 03-05
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
@@ -62,12 +65,23 @@ import torch
 
 from causal_wsss.checkpoint import load_checkpoint
 from causal_wsss.config import resolve
-from causal_wsss.confounders import (ConfounderDictionary, build_confounder_dictionary,
-                                     load_label_grids, queries_from_grids, resize_labels)
+from causal_wsss.confounders import (
+    ConfounderDictionary,
+    build_confounder_dictionary,
+    load_label_grids,
+    queries_from_grids,
+    resize_labels,
+)
 from causal_wsss.data.synthetic import generate_synthetic
 from causal_wsss.data.transforms import normalize
-from causal_wsss.pipeline import (ContextCamNet, build_cam_model, format_report_table,
-                                  load_context_module, load_datasets, run_experiment)
+from causal_wsss.pipeline import (
+    ContextCamNet,
+    build_cam_model,
+    format_report_table,
+    load_context_module,
+    load_datasets,
+    run_experiment,
+)
 from causal_wsss.viz import plot_bars, plot_dictionary, save_figure
 from causal_wsss.widgets import AttentionExplorer
 
@@ -96,12 +110,14 @@ from causal_wsss.widgets import AttentionExplorer
 # | $X_m$ | the image's own predicted foreground on the same grid (`context.query=binary`) |
 #
 # Round 0 has no context. The dictionary built from round 0's predictions feeds round 1, so we
-# run round 0 and one CONTA round (`rounds=1`) of the pipeline; the run is cached and resumable.
+# add one CONTA round (`rounds=1`) to the run of notebooks 03-05 (same configuration, same
+# `RUN_DIR`: round 0 is read from its cache, or computed if missing).
 
 # %%
 generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
                    progress=PROGRESS)
-cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", *OVERRIDES], seed=SEED, rounds=1)
+cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", "data.dataset=synthetic", *OVERRIDES],
+              seed=SEED, rounds=1)
 report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
 print(format_report_table(report))
 
@@ -178,11 +194,12 @@ plt.show()
 #
 # - $X_m$ (flattened, $D = h \cdot w$) is the image's predicted foreground on the grid; each
 #   $c_i$ is flattened the same way.
-# - $W_1, W_2$ are bias-free linear maps $D \to e$, learned with the classifier (10x learning
-#   rate group). The only CONTA code released, `segmentation/tools/m_t.py` (a VC R-CNN predictor,
+# - $W_1, W_2$ are linear maps $D \to e$, learned with the classifier (in its learning-rate
+#   group: 10x the trunk's in IRNet's recipe). The only CONTA code released, `segmentation/tools/m_t.py` (a VC R-CNN predictor,
 #   never called), fixes what the paper leaves open: $e = 21$ for VOC, i.e. $e = n + 1$, the
 #   scale $1/\sqrt{e}$, weights $\sim \mathcal N(0, 0.02)$, and $z = \sum_k P(c_k)\, \alpha_k\, c_k$
-#   concatenated to the features. We follow it (`causal_wsss.models.context.ContextAdjustment`).
+#   concatenated to the features. We follow it (`causal_wsss.models.context.ContextAdjustment`),
+#   without the biases, which the snippet initialises to zero.
 # - $\alpha_i$ says how much image $X$ "looks like" the context of class $i$; $P(c_i)$ then
 #   weights each stratum as the backdoor sum does.
 #
@@ -221,11 +238,16 @@ plt.show()
 explorer.widget()
 
 # %% [markdown]
-# Two things stand out. First, $\alpha$ hardly moves away from uniform: the scores
-# $q K^\top / \sqrt{e}$ start near zero (weights of size 0.02), and nothing in the
-# classification loss pushes $W_1, W_2$ hard. Second, $m$ is therefore close to the same map for
-# every image, $\approx \sum_i P(c_i)\, c_i / n_{\text{valid}}$: a soft, prior-weighted average
-# of the class blobs.
+# How far is $\alpha$ from uniform? The line printed above compares the largest weight of each
+# image with $1 / n_{\text{valid}}$. $W_1$ and $W_2$ start at weights of size 0.02, so the scores
+# $q K^\top / \sqrt{e}$ start near zero and $\alpha$ near uniform; only the classification loss
+# moves them. Two regimes follow:
+#
+# - $\alpha$ near uniform: $m \approx \sum_i P(c_i)\, c_i / n_{\text{valid}}$ is nearly the same
+#   map for every image, a prior-weighted average of the class blobs, and tells the classifier
+#   nothing about the image;
+# - $\alpha$ peaked on class $k$: $m \approx P(c_k)\, c_k$, the typical layout of the class the
+#   image seems to contain. The factor $P(c_k)$ scales the entries of rare classes down.
 #
 # ## 5. Where $m$ enters, and how big it is
 #
@@ -254,14 +276,19 @@ print(f"logit terms: |context| {context_term:.2e} vs |features| {feature_term:.2
 print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f}x on average")
 
 # %% [markdown]
-# The faithful $m$ is tiny: at most $\max_i P(c_i)$ (about 0.05 on VOC's 20 classes), while
-# post-ReLU features are of order one. Its weight $w_{k,M}$ would have to be huge for the
-# channel to matter, and with the same learning rate and weight decay as the other weights it
-# is not: in the CPU prototype (`shared/practical.md` 0b) the context term was about 0.06% of the
-# CAM's magnitude. `context.m_scale=max` (a deviation, off by default) divides $m$ by its
-# maximum so that the channel is of order one; in that prototype it raised the share to about
-# 0.5% and changed no metric beyond seed noise. How the context term is scaled decides whether
-# the adjustment can do anything at all, and the paper does not say.
+# How to read these numbers: $m$ is at most $\max_i P(c_i)$, about 0.05 with VOC's 20 classes
+# (larger here, where few classes share the prior), while a ResNet-50 has 2048 post-ReLU feature
+# channels of order one. For the channel to matter, its weight $w_{k,M}$ must grow until the
+# context term is a sizeable share of the logit, and nothing in the training asks for that. In
+# the CPU prototype of `shared/practical.md` (0b: ResNet-18 trunk, 400 images, faithful $m$) the
+# context term was about 0.06% of the CAM's magnitude. Compare the share printed above: this
+# run's trunk, data and training length decide it, so small smoke runs with their tiny trunk
+# can show a much larger share than a real network.
+#
+# `context.m_scale=max` (a deviation, off by default) divides $m$ by its maximum so that the
+# channel is of order one, by the factor printed above; in the prototype it raised the share to
+# about 0.5% and changed no metric beyond seed noise. How the context term is scaled decides
+# whether the adjustment can act at all, and the paper does not say.
 #
 # ## What we saw
 #
@@ -271,8 +298,10 @@ print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f
 # - Eq. 3 turns the backdoor sum into one forward pass: attention of the image's query $X_m$
 #   over the dictionary, then $m = \sum_i \alpha_i P(c_i) c_i$, concatenated as one extra
 #   channel to the last features.
-# - In practice $\alpha$ stays close to uniform and $m$ is small next to the features; the
-#   classifier can all but ignore it.
+# - Whether the adjustment acts depends on two numbers we can measure: how far $\alpha$ is from
+#   uniform (otherwise $m$ is the same map for every image), and the context term's share of the
+#   logits. In the CPU prototype the faithful $m$ was tiny next to the features, and the
+#   classifier all but ignored it.
 #
 # **Next:** run the rounds and compare the CAMs before and after the adjustment:
 # [07 · CONTA rounds](07_conta_rounds.ipynb).

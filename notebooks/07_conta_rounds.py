@@ -30,10 +30,10 @@
 # CONTA round adds to the baseline of notebooks 03-05).
 #
 # **Run time and hardware:** the `cpu` preset with `rounds=2` takes about 15 minutes on 2 CPU
-# cores, no GPU (less when notebook 06 already ran rounds 0 and 1 into `../runs/course`; a
-# finished run is only read). The sweep over `rho` and seeds runs outside the notebook (hours
-# on a CPU, see section 4). In smoke mode (tests) under 90 s, on tiny images in a temporary
-# folder, with one CONTA round and a two-point sweep.
+# cores, no GPU, from scratch; after notebooks 03-06 (rounds 0 and 1 cached in
+# `../runs/course_r0`) only round 2 remains, about 5 minutes. The sweep over `rho` and seeds runs
+# outside the notebook (hours on a CPU, section 4). In smoke mode (tests) under 90 s, on tiny
+# images in a temporary folder, with one CONTA round and a two-point sweep.
 
 # %% tags=["parameters"]
 import os
@@ -44,7 +44,8 @@ SEED = 0
 RHO = 0.9  # confounding strength of the benchmark (notebook 02)
 PRESET = "smoke" if SMOKE else "cpu"
 ROUNDS = 1 if SMOKE else 2  # CONTA rounds after round 0 (the paper uses 3)
-OVERRIDES = ["seg.iterations=8", "cam_infer.scales=1.0"] if SMOKE else []  # key=value, as the CLI
+OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
+             if SMOKE else [])  # key=value overrides, as on the command line
 N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of `make demo` and notebook 02
 N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 150
@@ -53,7 +54,7 @@ SWEEP_RHOS = (0.5,) if SMOKE else ()  # extra rho values run here; the full swee
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_07_")  # all output in smoke mode
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
-RUN_DIR = f"{WORK_DIR}/run" if SMOKE else "../runs/course"  # continues notebook 06's run
+RUN_DIR = f"{WORK_DIR}/run" if SMOKE else "../runs/course_r0"  # the run of notebooks 03-06
 EVIDENCE_DIR = f"{WORK_DIR}/evidence" if SMOKE else "../runs/evidence"
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
@@ -71,7 +72,7 @@ from causal_wsss.viz import EVIDENCE_KEYS, plot_cam_grid, plot_evidence, plot_ro
 from causal_wsss.widgets import CamRoundsExplorer
 
 sys.path.insert(0, str(Path("../scripts").resolve()))
-import conta_evidence  # noqa: E402  (scripts/conta_evidence.py: the seed and rho sweep)
+import conta_evidence  # scripts/conta_evidence.py: the sweep over seeds and rho
 
 # %% [markdown]
 # ## 1. The loop
@@ -94,7 +95,8 @@ import conta_evidence  # noqa: E402  (scripts/conta_evidence.py: the seed and rh
 # %%
 generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
                    progress=PROGRESS)
-cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", *OVERRIDES], seed=SEED, rounds=ROUNDS)
+cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", "data.dataset=synthetic", *OVERRIDES],
+              seed=SEED, rounds=ROUNDS)
 report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
 print(format_report_table(report))
 
@@ -173,7 +175,8 @@ if saved.is_file():
 for rho in SWEEP_RHOS:
     data = f"{EVIDENCE_DIR}/data/rho{rho}_seed{SEED}"
     generate_synthetic(data, n_train=N_TRAIN, n_val=N_VAL, rho=rho, seed=SEED, size=SIZE)
-    cfg_rho = resolve(PRESET, [f"data.root={data}", *OVERRIDES], seed=SEED, rounds=ROUNDS)
+    cfg_rho = resolve(PRESET, [f"data.root={data}", "data.dataset=synthetic", *OVERRIDES],
+                      seed=SEED, rounds=ROUNDS)
     reports[f"{rho}/{SEED}"] = run_experiment(cfg_rho, f"{EVIDENCE_DIR}/rho{rho}_seed{SEED}",
                                               progress=PROGRESS)
 summary = conta_evidence.summarise(reports)

@@ -48,6 +48,8 @@ ROUNDS = 3  # CONTA rounds after round 0 (method.md 4: T = 3)
 SEED = 0
 OVERRIDES: list[str] = []  # e.g. ["cam.weights=/w/resnet50.pth", "seg.weights=/w/resnet101.pth"]
 RUN_DIR = "../runs/voc_paper"  # the same folder as `causal-wsss run ... --out runs/voc_paper`
+STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
+SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: the `smoke` preset, smaller
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_08_")  # smoke mode: stand-in data and its run
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
@@ -67,12 +69,11 @@ from causal_wsss.errors import ConfigError, DataError, WeightsError
 from causal_wsss.models.seg_net import build_seg_net
 from causal_wsss.pipeline import build_cam_model, format_report_table, load_datasets, run_experiment
 from causal_wsss.viz import (
-    cam_comparison_arrays,
     config_sources_table,
     load_report,
-    plot_cam_grid,
     plot_results_table,
     plot_rounds,
+    plot_run_cams,
     results_table,
     save_figure,
 )
@@ -109,8 +110,7 @@ pd.set_option("display.max_rows", 100)
 
 # %%
 if SMOKE:
-    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", n_train=24, n_val=8, rho=0.9,
-                                  seed=SEED, size=96).parents[1])
+    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED, **STANDIN).parents[1])
 if DATA:
     voc = Path(DATA) / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationClassAug"):
@@ -253,7 +253,7 @@ else:
 
 # %%
 table = results_table("voc", report, measured)
-display(table)
+display(table.round(1))
 
 # %%
 fig = plot_results_table(table, title="PASCAL VOC 2012: published vs measured here (mIoU %)")
@@ -277,12 +277,7 @@ if report is not None:
 
 # %%
 if report is not None and len(report["rounds"]) > 1:
-    eval_ds = load_datasets(cfg)["eval"]
-    last = report["rounds"][-1]["round"]
-    arrays = cam_comparison_arrays(run_dir, eval_ds, list(eval_ds.names[:6]), [0, last])
-    fig = plot_cam_grid(arrays["images"], {"baseline (round 0)": arrays["cams"][0],
-                                           f"CONTA (round {last})": arrays["cams"][last]},
-                        col_titles=arrays["titles"], masks=arrays["masks"])
+    fig = plot_run_cams(run_dir, report)
     save_figure(fig, f"{FIGURES_DIR}/08_pascal_voc_cams.png")
     plt.show()
 

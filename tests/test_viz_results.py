@@ -12,6 +12,7 @@ import pytest
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
@@ -105,3 +106,55 @@ def test_plot_conta_scm_marks_the_backdoor_path():
     arrows = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
     red = [a for a in arrows if np.allclose(a.get_edgecolor(), to_rgba("tab:red"))]
     assert len(arrows) == 5 and len(red) == 3  # X <- C -> M -> Y
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A one-CONTA-round smoke run on 16 generated 64 px images (a few seconds)."""
+    import torch
+
+    from causal_wsss.data.synthetic import generate_synthetic
+    from causal_wsss.pipeline import run_experiment
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("smoke_run")
+    generate_synthetic(tmp / "synth", n_train=16, n_val=4, rho=0.9, seed=0, size=64)
+    cfg = resolve("smoke", [f"data.root={tmp / 'synth'}", "seg.iterations=4",
+                            "cam_infer.scales=1.0"], seed=0, rounds=1)
+    return run_experiment(cfg, tmp / "run", progress=False), tmp / "run"
+
+
+def test_save_run_figures_writes_the_notebook_08_set(smoke_run, tmp_path):
+    report, run_dir = smoke_run
+    plt.close("all")
+    paths = viz.save_run_figures(report, run_dir, tmp_path, "08_pascal_voc", dataset="voc",
+                                 measured="measured here: smoke")
+    assert [p.name for p in paths] == ["08_pascal_voc_results.png", "08_pascal_voc_rounds.png",
+                                       "08_pascal_voc_cams.png"]
+    assert all(p.is_file() and p.stat().st_size > 5_000 for p in paths)
+    one_round = {**report, "rounds": report["rounds"][:1]}
+    paths = viz.save_run_figures(one_round, run_dir, tmp_path / "b", "x")
+    assert [p.name for p in paths] == ["x_rounds.png"]
+    assert plt.get_fignums() == []  # every figure closed
+
+
+def test_plot_run_cams_shows_baseline_and_last_round(smoke_run):
+    report, run_dir = smoke_run
+    fig = viz.plot_run_cams(run_dir, report, n_images=3)
+    axes = fig.axes
+    assert len(axes) == 4 * 3  # image, ground truth, round 0, round 1 for 3 images
+    assert {a.get_ylabel() for a in axes} >= {"baseline (round 0)", "CONTA (round 1)"}
+    with pytest.raises(ValueError, match="at least one CONTA round"):
+        viz.plot_run_cams(run_dir, {**report, "rounds": report["rounds"][:1]})
+
+
+def test_plot_thumbnails_titles_each_file(tmp_path):
+    paths = []
+    for name in ("a.png", "b.png", "c.png"):
+        fig = viz.plot_conta_scm(title=name)
+        paths.append(viz.save_figure(fig, tmp_path / name))
+    fig = viz.plot_thumbnails(paths, ncols=2)
+    assert [a.get_title() for a in fig.axes if a.images] == ["a.png", "b.png", "c.png"]
+    assert len(fig.axes) == 4
+    with pytest.raises(ValueError, match="at least one"):
+        viz.plot_thumbnails([])

@@ -1,0 +1,244 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10 · Results
+#
+# **What you will learn**
+#
+# - which runs exist (`runs/*/report.json`, the seed and `rho` sweep in
+#   `runs/evidence/reports.json`) and what each one measured;
+# - which numbers in this course were **measured here**, with the preset, seed and date of the
+#   run, and which are **the paper's** (method.md section 6), with how far each was verified;
+# - how every figure in `figures/` is made: this notebook redraws the ones that come from runs
+#   and from the package, with the same functions the other notebooks call, and can re-execute
+#   the notebooks that draw the rest.
+#
+# **Before this:** the runs it reads: [07 · CONTA rounds](07_conta_rounds.ipynb) (the synthetic
+# benchmark and the sweep over seeds), [08 · PASCAL VOC](08_pascal_voc.ipynb) and
+# [09 · MS-COCO](09_ms_coco.ipynb) (full scale, on a GPU), and `make demo`.
+#
+# **Run time and hardware:** seconds to a minute on a CPU, whatever the runs (it reads their
+# reports and cached CAMs; it trains nothing). Re-executing course notebooks (`REBUILD`) adds
+# their own run times, given in their first cells. In smoke mode it makes one tiny run and
+# redraws into a temporary folder, under a minute.
+
+# %% tags=["parameters"]
+import os
+import tempfile
+
+SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: a tiny run, temp folders
+SEED = 0
+RUNS_DIR = "../runs"  # run folders: <name>/report.json, and evidence/reports.json
+REBUILD: tuple[str, ...] = ("01_causal_graph",) if SMOKE else ()  # notebooks to re-execute
+STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
+SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: the `smoke` preset, smaller
+PROGRESS = not SMOKE
+WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_10_")  # all output in smoke mode
+FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
+
+# %%
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nbformat
+import pandas as pd
+from IPython.display import display
+from nbclient import NotebookClient
+
+from causal_wsss.config import resolve
+from causal_wsss.data.synthetic import generate_synthetic
+from causal_wsss.io import write_json
+from causal_wsss.pipeline import format_report_table, run_experiment
+from causal_wsss.viz import (
+    PUBLISHED_MIOU,
+    collect_reports,
+    plot_conta_scm,
+    plot_evidence,
+    plot_results_table,
+    plot_rounds,
+    plot_thumbnails,
+    results_table,
+    save_demo_figures,
+    save_figure,
+    save_run_figures,
+)
+
+sys.path.insert(0, str(Path("../scripts").resolve()))
+import conta_evidence  # scripts/conta_evidence.py: the sweep over seeds and rho
+
+pd.set_option("display.max_colwidth", None)
+
+# %% [markdown]
+# ## 1. The runs
+#
+# Every `causal-wsss run` (and `make demo`, and notebooks 07-09) leaves a folder with a
+# `config.json` and a `report.json`: one entry per finished round, mIoU in percent. The folder
+# names this notebook knows:
+#
+# | folder | made by | figures redrawn here |
+# |---|---|---|
+# | `runs/demo` | `make demo` (cpu preset, synthetic benchmark) | `demo_rounds.png`, `demo_cams.png` |
+# | `runs/course_r0` | notebooks 03-07 (cpu preset, synthetic benchmark) | `07_conta_rounds_curves.png` |
+# | `runs/evidence` | `scripts/conta_evidence.py` (seeds x `rho`) | `07_conta_rounds_evidence.png` |
+# | `runs/voc_paper` | notebook 08 / `causal-wsss run --dataset voc --preset paper` | `08_pascal_voc_{results,rounds,cams}.png` |
+# | `runs/coco_paper` | notebook 09 / `causal-wsss run --dataset coco --preset paper` | `09_ms_coco_{results,rounds,cams}.png` |
+#
+# Any other run folder is listed and tabulated, but has no figure of its own. In smoke mode one
+# tiny run on a generated set stands in for all of them (copied under each name), so that
+# every cell runs; its numbers mean nothing.
+
+# %%
+if SMOKE:
+    RUNS_DIR = f"{WORK_DIR}/runs"
+    data = generate_synthetic(f"{WORK_DIR}/synth", n_train=16, n_val=4, rho=0.9, seed=SEED,
+                              size=64).parents[1]
+    cfg = resolve("smoke", [f"data.root={data}", "seg.iterations=4", "cam_infer.scales=1.0"],
+                  seed=SEED, rounds=1)
+    smoke_report = run_experiment(cfg, f"{RUNS_DIR}/voc_paper", progress=PROGRESS)
+    for name in ("demo", "course_r0"):
+        shutil.copytree(f"{RUNS_DIR}/voc_paper", f"{RUNS_DIR}/{name}")
+    write_json(f"{RUNS_DIR}/evidence/reports.json", {f"0.9/{SEED}": smoke_report})
+
+runs = collect_reports(RUNS_DIR)
+if runs:
+    display(pd.DataFrame([{"run": label, "data set": report["dataset"], "preset": report["preset"],
+                           "seed": report["seed"], "CONTA rounds": len(report["rounds"]) - 1,
+                           "seg mIoU, last round": round(report["rounds"][-1]["seg_miou"], 1),
+                           "source": note} for label, (report, note) in runs.items()]
+                         ).set_index("run"))
+else:
+    print(f"no run reports under {RUNS_DIR} yet")
+
+# %%
+for label, (report, _) in runs.items():
+    if not label.startswith("evidence/"):
+        print(f"== {label}\n{format_report_table(report)}\n")
+
+# %% [markdown]
+# ## 2. Measured here, or the paper's?
+#
+# Every number in the course comes from one of two places. **Measured here**: a run of this
+# package, recorded in its `report.json` (the note gives preset, seed and the report's date).
+# **The paper's**: the published values collected in method.md section 6, each tagged with how
+# far it was checked: [V-...] verified in a named source, [U] recalled from the paper and not
+# re-checked (the CONTA paper's own tables could not be consulted). Nothing else enters a
+# table or a figure.
+
+# %%
+provenance = [{"numbers": f"run {label}: {report['dataset']}, rounds 0-{len(report['rounds']) - 1}",
+               "kind": "measured here", "source": note} for label, (report, note) in runs.items()]
+provenance += [{"numbers": f"{dataset.upper()}: {row['method']}", "kind": "the paper's",
+                "source": row["source"]}
+               for dataset, rows in PUBLISHED_MIOU.items() for row in rows]
+pd.DataFrame(provenance).set_index("numbers")
+
+# %% [markdown]
+# The full-scale runs beside the published numbers (the tables of notebooks 08 and 09; a data
+# set without a run says "not run yet"). CAM and pseudo-mask mIoU are on the training split
+# (CAMs at the fixed threshold 0.15), segmentation on val.
+
+# %%
+for dataset, label in (("voc", "voc_paper"), ("coco", "coco_paper")):
+    report, note = runs.get(label, (None, ""))
+    print(f"== {dataset.upper()} ({RUNS_DIR}/{label})")
+    display(results_table(dataset, report, note).dropna(axis=1, how="all").round(1))
+
+# %%
+report, note = runs.get("voc_paper", (None, ""))
+fig = plot_results_table(results_table("voc", report, note),
+                         title="PASCAL VOC 2012: published vs measured here (mIoU %)")
+plt.show()
+
+# %% [markdown]
+# ## 3. Redrawing the figures
+#
+# The causal graph of notebook 01 comes from the package alone; every other figure redrawn here
+# comes from a run folder above, through the functions the notebooks call (`plot_rounds`,
+# `save_demo_figures`, `plot_evidence`, and `save_run_figures` for the results tables, rounds
+# and CAMs of notebooks 08 and 09). A run that is missing is skipped.
+
+# %%
+RUN_FIGURES = {"voc_paper": ("08_pascal_voc", "voc"), "coco_paper": ("09_ms_coco", "coco")}
+fig = plot_conta_scm()
+saved = [save_figure(fig, f"{FIGURES_DIR}/01_causal_graph_scm.png")]
+plt.close(fig)
+for label, (report, note) in runs.items():
+    run_dir = Path(RUNS_DIR) / label
+    if label in RUN_FIGURES:
+        prefix, dataset = RUN_FIGURES[label]
+        saved += save_run_figures(report, run_dir, FIGURES_DIR, prefix, dataset=dataset,
+                                  measured=note)
+    elif label == "demo":
+        saved += [p for p in save_demo_figures(report, run_dir, figures_dir=FIGURES_DIR)
+                  if p.parent == Path(FIGURES_DIR)]  # it also writes into the run folder
+    elif label == "course_r0":
+        fig = plot_rounds(report)
+        saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_curves.png"))
+        plt.close(fig)
+evidence = {k.removeprefix("evidence/"): r for k, (r, _) in runs.items() if k.startswith("evidence/")}
+if evidence:
+    fig = plot_evidence(conta_evidence.summarise(evidence))
+    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png"))
+    plt.close(fig)
+print("\n".join(str(p) for p in saved))
+
+# %%
+fig = plot_thumbnails(saved)
+plt.show()
+
+# %% [markdown]
+# ## 4. Every figure in `figures/`
+#
+# Each file is named after the notebook that draws it (`demo_*` after `make demo`). The list
+# below says which were redrawn just now; the others are redrawn by re-executing their
+# notebook: put its name in `REBUILD` (e.g. `("03_cam_training", "04_cams_up_close")`) and
+# run the next cells. Re-executing writes into `../figures` exactly as opening and running that
+# notebook would (in smoke mode, into its own temporary folder).
+
+# %%
+notebooks = {p.stem[:2]: p.name for p in sorted(Path(".").glob("[0-9][0-9]_*.ipynb"))}
+redrawn = {p.name for p in saved}
+inventory = pd.DataFrame([{"figure": p.name,
+                           "drawn by": "make demo (save_demo_figures)" if p.name.startswith("demo_")
+                           else notebooks.get(p.name[:2], "unknown"),
+                           "redrawn here": p.name in redrawn}
+                          for p in sorted(Path(FIGURES_DIR).glob("*.png"))])
+display(inventory.set_index("figure") if len(inventory) else f"no figures in {FIGURES_DIR}")
+
+# %%
+for name in REBUILD:
+    t0 = time.perf_counter()
+    notebook = nbformat.read(f"{name}.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=3600, kernel_name="python3",
+                   resources={"metadata": {"path": "."}}).execute()
+    print(f"{name}: executed in {time.perf_counter() - t0:.0f} s; its figures are rewritten")
+
+# %% [markdown]
+# ## What we saw
+#
+# - The runs of this course leave reports with one entry per round; this notebook lists them
+#   and marks every number **measured here** with the preset, seed and date of its run.
+# - The published numbers (method.md 6) stay apart, with their verification tags: several are
+#   unverified, and the reported gains of CONTA (about one to two points of mIoU) are the size
+#   of seed-to-seed differences, so only means over seeds (`runs/evidence`) compare fairly.
+# - Every figure in `figures/` is drawn by code: the run and graph figures here, the rest by
+#   the notebook that owns them, which `REBUILD` re-executes.
+#
+# **Next:** that is the end of the course. Back to the start, the causal graph behind it all:
+# [01 · The causal graph](01_causal_graph.ipynb), or the course index in [README](README.md).
