@@ -108,7 +108,10 @@ def load_datasets(cfg: ExperimentConfig) -> dict[str, Any]:
         if d.train_split != "train_aug":
             raise
         sets["train"] = build_dataset(d.dataset, d.root, "train", max_images=d.max_images)
-    sets["eval"] = build_dataset(d.dataset, d.root, d.eval_split, max_images=d.max_images)
+    if sets["train"].split == d.eval_split:  # e.g. COCO: one read of the large JSON
+        sets["eval"] = sets["train"]
+    else:
+        sets["eval"] = build_dataset(d.dataset, d.root, d.eval_split, max_images=d.max_images)
     sets["val"] = build_dataset(d.dataset, d.root, d.val_split, max_images=d.max_images)
     return sets
 

@@ -49,7 +49,7 @@ SEED = 0
 OVERRIDES: list[str] = []  # e.g. ["cam.weights=/w/resnet50.pth", "seg.weights=/w/resnet101.pth"]
 RUN_DIR = "../runs/voc_paper"  # the same folder as `causal-wsss run ... --out runs/voc_paper`
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
-SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: the `smoke` preset, smaller
+SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_08_")  # smoke mode: stand-in data and its run
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
@@ -106,12 +106,14 @@ pd.set_option("display.max_rows", 100)
 # Without `train_aug` the run falls back to `train`, which is a different, smaller experiment.
 #
 # In smoke mode a tiny stand-in is generated in exactly this layout (the synthetic benchmark
-# of notebook 02, 24 training and 8 validation images, 96 px); its numbers are not VOC's.
+# of notebook 02, 16 training and 4 validation images, 64 px); its numbers are not VOC's.
 
 # %%
 if SMOKE:
-    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED, **STANDIN).parents[1])
+    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED,
+                                  **STANDIN).parents[1])
 if DATA:
+    DATA = str(Path(DATA).expanduser().resolve())  # absolute, as `causal-wsss run` saves it
     voc = Path(DATA) / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationClassAug"):
         count = len(list((voc / sub).iterdir())) if (voc / sub).is_dir() else "missing"
@@ -189,8 +191,8 @@ config_sources_table(paper_cfg)
 # loader's message and nothing runs.
 
 # %%
-cfg = (resolve("smoke", ["data.dataset=voc", f"data.root={DATA}"], seed=SEED, rounds=1)
-       if SMOKE else paper_cfg)
+cfg = (resolve("smoke", ["data.dataset=voc", f"data.root={DATA}", *SMOKE_OVERRIDES], seed=SEED,
+               rounds=1) if SMOKE else paper_cfg)
 try:
     sets = load_datasets(cfg)
     for split, ds in sets.items():
@@ -201,19 +203,23 @@ except (DataError, ConfigError) as exc:
 
 # %%
 print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
-if cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf:
-    have_crf = importlib.util.find_spec("pydensecrf") is not None
-    print("pydensecrf:", "installed" if have_crf else "missing (pip install 'causal-wsss[crf]', "
+needs_crf = cfg.pseudo.refine == "crf" or (cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf)
+crf_ok = not needs_crf or importlib.util.find_spec("pydensecrf") is not None
+if needs_crf:
+    print("pydensecrf:", "installed" if crf_ok else "missing (pip install 'causal-wsss[crf]', "
           "or add 'pseudo.ir_crf=false' to OVERRIDES)")
-try:
-    build_cam_model(cfg, 20)
-    build_seg_net(21, arch=cfg.seg.arch, backbone=cfg.seg.backbone, weights=cfg.seg.weights)
-    weights_ok = True
-    print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
-          f"({cfg.seg.weights}) load")
-except WeightsError as exc:
-    weights_ok = False
-    print(f"weights: {exc}")
+weights_ok = False  # loading ImageNet weights may download them: only when running
+if SMOKE or FULL_SCALE:
+    try:
+        build_cam_model(cfg, 20)
+        build_seg_net(21, arch=cfg.seg.arch, backbone=cfg.seg.backbone, weights=cfg.seg.weights)
+        weights_ok = True
+        print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
+              f"({cfg.seg.weights}) load")
+    except WeightsError as exc:
+        print(f"weights: {exc}")
+else:
+    print("weights: checked when FULL_SCALE is set (building the networks may download them)")
 
 # %% [markdown]
 # ## 4. The run
@@ -225,14 +231,13 @@ except WeightsError as exc:
 
 # %%
 run_dir = Path(f"{WORK_DIR}/run" if SMOKE else RUN_DIR)
-if SMOKE or (FULL_SCALE and sets is not None and weights_ok):
-    report = run_experiment(cfg, run_dir, progress=PROGRESS)
+if SMOKE or (FULL_SCALE and sets is not None and crf_ok and weights_ok):
+    run_experiment(cfg, run_dir, progress=PROGRESS)
 elif FULL_SCALE:
-    report = None
     print("FULL_SCALE is set but the checks above failed: nothing was run.")
 else:
-    report = None
     print("FULL_SCALE is False: not running (set it, or use the command line of section 3).")
+report, measured = None, ""
 if (run_dir / "report.json").is_file():
     report, measured = load_report(run_dir / "report.json")
     if SMOKE:
@@ -240,7 +245,6 @@ if (run_dir / "report.json").is_file():
     print(format_report_table(report))
     print(measured)
 else:
-    measured = ""
     print(f"no report in {run_dir} yet")
 
 # %% [markdown]
@@ -291,9 +295,11 @@ if report is not None and len(report["rounds"]) > 1:
 #   the context enters) is our documented choice, not CONTA's.
 # - A full run is round 0 plus three CONTA rounds, each retraining everything: an estimated
 #   10-18 hours on one modern GPU.
-# - The published gains of CONTA over IRNet are about +0.5 CAM, +1.4 pseudo-mask and +1.8
-#   segmentation mIoU, partly unverified and about as large as the seed-to-seed spread of IRNet
-#   reproductions (method.md 7.4): compare means over several seeds, not one run.
+# - The published gains of CONTA over IRNet and SEAM are +0.5 to +0.8 CAM, +1.4 to +1.8
+#   pseudo-mask and +1.6 to +1.8 segmentation mIoU, partly unverified and about as large as the
+#   spread between IRNet reproductions (method.md 7, pitfall 4): compare means over several
+#   seeds, not one run.
 #   In smoke mode the measured rows come from a tiny stand-in and say nothing about VOC.
 #
-# **Next:** the same experiment on MS-COCO 2014: [09 · Full MS-COCO 2014 experiment](09_ms_coco.ipynb).
+# **Next:** the same experiment on MS-COCO 2014:
+# [09 · Full MS-COCO 2014 experiment](09_ms_coco.ipynb).

@@ -49,7 +49,7 @@ SEED = 0
 OVERRIDES: list[str] = ["seg.iterations=100000"]  # CONTA's COCO schedule (method.md 4)
 RUN_DIR = "../runs/coco_paper"  # the same folder as `causal-wsss run ... --out runs/coco_paper`
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
-SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: the `smoke` preset, smaller
+SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_09_")  # smoke mode: stand-in data and its run
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
@@ -100,15 +100,17 @@ pd.set_option("display.max_rows", 100)
 # ```
 #
 # `CAUSAL_WSSS_DATA` may point at `ROOT` itself or at a folder holding it as `coco/` (as in
-# notebook 02). In smoke mode the synthetic benchmark is written in this layout as well (24
-# training and 8 validation images; its numbers are not COCO's).
+# notebook 02). In smoke mode the synthetic benchmark is written in this layout as well (16
+# training and 4 validation images; its numbers are not COCO's).
 
 # %%
 if SMOKE:
-    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED, coco=True, **STANDIN).parents[1])
+    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED, coco=True,
+                                  **STANDIN).parents[1])
 coco_root = ""  # empty: the configuration below says which key is missing
 if DATA:
-    coco_root = Path(DATA) / "coco" if (Path(DATA) / "coco").is_dir() else Path(DATA)
+    data = Path(DATA).expanduser().resolve()  # absolute, as `causal-wsss run` saves it
+    coco_root = data / "coco" if (data / "coco").is_dir() else data
     for sub in ("train2014", "val2014", "annotations"):
         count = len(list((coco_root / sub).iterdir())) if (coco_root / sub).is_dir() else "missing"
         print(f"{str(coco_root / sub):60s} {count}")
@@ -126,8 +128,9 @@ else:
 missing_ids = sorted(set(range(1, 91)) - set(COCO_ID_TO_LABEL))
 print(f"{len(COCO_CATEGORIES)} categories, {len(COCO_CLASSES)} labels with background; "
       f"ids never used: {missing_ids}")
+shown_ids = (1, 11, 13, 25, 27, 90)  # around the first gaps, and the last id
 pd.DataFrame([{"COCO id": cid, "name": name, "label": COCO_ID_TO_LABEL[cid]}
-              for cid, name in COCO_CATEGORIES if cid in (1, 11, 13, 25, 27, 90)]).set_index("COCO id")
+              for cid, name in COCO_CATEGORIES if cid in shown_ids]).set_index("COCO id")
 
 # %% [markdown]
 # The loader (`causal_wsss.data.coco.COCOSegmentation`) draws each image's mask from its
@@ -152,8 +155,8 @@ pd.DataFrame([{"COCO id": cid, "name": name, "label": COCO_ID_TO_LABEL[cid]}
 # %%
 cfg_overrides = ["data.dataset=coco", f"data.root={coco_root}"]
 paper_cfg = resolve(PRESET, [*cfg_overrides, *OVERRIDES], seed=SEED, rounds=ROUNDS)
-cfg = (resolve("smoke", [*cfg_overrides, "data.train_split=train_aug"], seed=SEED, rounds=1)
-       if SMOKE else paper_cfg)
+cfg = (resolve("smoke", [*cfg_overrides, "data.train_split=train_aug", *SMOKE_OVERRIDES],
+               seed=SEED, rounds=1) if SMOKE else paper_cfg)
 try:
     sets = load_datasets(cfg)
     for split, ds in sets.items():
@@ -173,10 +176,10 @@ if sets is not None:
     shown = range(min(6, len(val)))
     crowd = sum(iscrowd for i in shown for _, iscrowd, _, _ in val.annotations(i))
     print(f"crowd instances among the {len(shown)} images below: {crowd}")
-    fig = plot_image_mask_grid([val.load_image(i) for i in shown], [val.load_mask(i) for i in shown],
-                               titles=[" + ".join(val.classes[k + 1] for k in
-                                                  val.label_matrix()[i].nonzero()[0])
-                                       for i in shown], ncols=3)
+    labels = val.label_matrix()
+    titles = [" + ".join(val.classes[k + 1] for k in labels[i].nonzero()[0]) for i in shown]
+    fig = plot_image_mask_grid([val.load_image(i) for i in shown],
+                               [val.load_mask(i) for i in shown], titles=titles, ncols=3)
     save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_examples.png")
     plt.show()
 
@@ -238,20 +241,24 @@ config_sources_table(paper_cfg, coco_sources)
 
 # %%
 print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
-if cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf:
-    have_crf = importlib.util.find_spec("pydensecrf") is not None
-    print("pydensecrf:", "installed" if have_crf else "missing (pip install 'causal-wsss[crf]', "
+needs_crf = cfg.pseudo.refine == "crf" or (cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf)
+crf_ok = not needs_crf or importlib.util.find_spec("pydensecrf") is not None
+if needs_crf:
+    print("pydensecrf:", "installed" if crf_ok else "missing (pip install 'causal-wsss[crf]', "
           "or add 'pseudo.ir_crf=false' to OVERRIDES)")
-try:
-    build_cam_model(cfg, len(COCO_CLASSES) - 1)
-    build_seg_net(len(COCO_CLASSES), arch=cfg.seg.arch, backbone=cfg.seg.backbone,
-                  weights=cfg.seg.weights)
-    weights_ok = True
-    print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
-          f"({cfg.seg.weights}) load")
-except WeightsError as exc:
-    weights_ok = False
-    print(f"weights: {exc}")
+weights_ok = False  # loading ImageNet weights may download them: only when running
+if SMOKE or FULL_SCALE:
+    try:
+        build_cam_model(cfg, len(COCO_CLASSES) - 1)
+        build_seg_net(len(COCO_CLASSES), arch=cfg.seg.arch, backbone=cfg.seg.backbone,
+                      weights=cfg.seg.weights)
+        weights_ok = True
+        print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
+              f"({cfg.seg.weights}) load")
+    except WeightsError as exc:
+        print(f"weights: {exc}")
+else:
+    print("weights: checked when FULL_SCALE is set (building the networks may download them)")
 
 # %% [markdown]
 # ## 4. The run
@@ -262,8 +269,8 @@ except WeightsError as exc:
 
 # %%
 run_dir = Path(f"{WORK_DIR}/run" if SMOKE else RUN_DIR)
-if SMOKE or (FULL_SCALE and sets is not None and weights_ok):
-    report = run_experiment(cfg, run_dir, progress=PROGRESS)
+if SMOKE or (FULL_SCALE and sets is not None and crf_ok and weights_ok):
+    run_experiment(cfg, run_dir, progress=PROGRESS)
 elif FULL_SCALE:
     print("FULL_SCALE is set but the checks above failed: nothing was run.")
 else:

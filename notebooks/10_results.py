@@ -44,7 +44,7 @@ SEED = 0
 RUNS_DIR = "../runs"  # run folders: <name>/report.json, and evidence/reports.json
 REBUILD: tuple[str, ...] = ("01_causal_graph",) if SMOKE else ()  # notebooks to re-execute
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
-SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: the `smoke` preset, smaller
+SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_10_")  # all output in smoke mode
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
@@ -106,10 +106,8 @@ pd.set_option("display.max_colwidth", None)
 # %%
 if SMOKE:
     RUNS_DIR = f"{WORK_DIR}/runs"
-    data = generate_synthetic(f"{WORK_DIR}/synth", n_train=16, n_val=4, rho=0.9, seed=SEED,
-                              size=64).parents[1]
-    cfg = resolve("smoke", [f"data.root={data}", "seg.iterations=4", "cam_infer.scales=1.0"],
-                  seed=SEED, rounds=1)
+    data = generate_synthetic(f"{WORK_DIR}/synth", rho=0.9, seed=SEED, **STANDIN).parents[1]
+    cfg = resolve("smoke", [f"data.root={data}", *SMOKE_OVERRIDES], seed=SEED, rounds=1)
     smoke_report = run_experiment(cfg, f"{RUNS_DIR}/voc_paper", progress=PROGRESS)
     for name in ("demo", "course_r0"):
         shutil.copytree(f"{RUNS_DIR}/voc_paper", f"{RUNS_DIR}/{name}")
@@ -191,7 +189,8 @@ for label, (report, note) in runs.items():
         fig = plot_rounds(report)
         saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_curves.png"))
         plt.close(fig)
-evidence = {k.removeprefix("evidence/"): r for k, (r, _) in runs.items() if k.startswith("evidence/")}
+evidence = {label.removeprefix("evidence/"): report for label, (report, _) in runs.items()
+            if label.startswith("evidence/")}
 if evidence:
     fig = plot_evidence(conta_evidence.summarise(evidence))
     saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png"))
@@ -235,7 +234,7 @@ for name in REBUILD:
 # - The runs of this course leave reports with one entry per round; this notebook lists them
 #   and marks every number **measured here** with the preset, seed and date of its run.
 # - The published numbers (method.md 6) stay apart, with their verification tags: several are
-#   unverified, and the reported gains of CONTA (about one to two points of mIoU) are the size
+#   unverified, and the reported gains of CONTA (half a point to two points of mIoU) are the size
 #   of seed-to-seed differences, so only means over seeds (`runs/evidence`) compare fairly.
 # - Every figure in `figures/` is drawn by code: the run and graph figures here, the rest by
 #   the notebook that owns them, which `REBUILD` re-executes.

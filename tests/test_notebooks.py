@@ -88,6 +88,7 @@ def test_notebook_runs_in_smoke_mode(path: Path, python3_kernel: str, tmp_path: 
     from nbclient import NotebookClient
 
     monkeypatch.setenv("CAUSAL_WSSS_SMOKE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 busy cores: oversubscribed torch threads crawl
     monkeypatch.delenv("CAUSAL_WSSS_DATA", raising=False)  # smoke mode makes its own stand-in
     monkeypatch.delenv("MPLBACKEND", raising=False)  # Agg would swallow every inline figure
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' temp folders land here
