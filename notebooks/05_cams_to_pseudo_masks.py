@@ -47,7 +47,7 @@ N_VAL = 8 if SMOKE else 100
 SIZE = 96 if SMOKE else 150
 N_SHOW = 5  # images in the figures
 PROGRESS = not SMOKE
-TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0 = its default; 1 is fastest on tiny inputs)
+TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fastest on tiny inputs)
 TMP_DIR = tempfile.mkdtemp(prefix="causal_wsss_05_") if SMOKE else ""  # all output in smoke mode
 SYNTH_DIR = f"{TMP_DIR}/synth" if SMOKE else "../data/synth"
 RUN_DIR = f"{TMP_DIR}/run" if SMOKE else "../runs/course_r0"  # shared with notebooks 03 and 04

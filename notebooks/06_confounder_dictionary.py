@@ -273,6 +273,8 @@ print(f"mean |w_M| = {w_context.abs().mean():.4f}, mean |w_feature| = {W[:, :-1]
 print(f"m: max {m.max():.4f}, mean {m.mean():.5f};  pooled features: mean {pooled.mean():.4f}")
 print(f"logit terms: |context| {context_term:.2e} vs |features| {feature_term:.2e} "
       f"({100 * context_term / feature_term:.2f}%)")
+print(f"pipeline's measure (CAMs of one training batch, positive classes): context term = "
+      f"{100 * report['rounds'][1]['context_share']:.2f}% of the CAM magnitude")
 print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f}x on average")
 
 # %% [markdown]

@@ -113,12 +113,14 @@ fig = plot_rounds(report)
 save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_curves.png")
 plt.show()
 for entry in report["rounds"][1:]:
-    print(f"round {entry['round']}: mean |w_M| = {entry['context_weight_mean_abs']:.4f}, "
-          f"{entry['context_weight_vs_feature_weight']:.2f}x the mean feature weight")
+    print(f"round {entry['round']}: mean |w_M| = {entry['context_weight_mean_abs']:.4f} "
+          f"({entry['context_weight_vs_feature_weight']:.2f}x the mean feature weight); the context "
+          f"term is {100 * entry['context_share']:.2f}% of the positive classes' CAM magnitude")
 
 # %% [markdown]
-# The last lines are the classifier's weight on the context channel $m$ after training
-# (notebook 06, section 5): how much room the adjustment had to act at all.
+# The last lines are the classifier's weight on the context channel $m$ after training and the
+# share of the CAMs that channel makes (notebook 06, section 5), measured on one training batch:
+# how much room the adjustment had to act at all.
 #
 # ## 3. Baseline and de-confounded CAMs on the same images
 #
