@@ -30,10 +30,11 @@
 # **Before this:** [03 · CAM training](03_cam_training.ipynb) (what a CAM is; its trained network
 # is reused when `RUN_DIR` is the same).
 #
-# **Run time and hardware:** a few minutes on a laptop CPU the first time (round 0 with the `cpu`
-# preset: the CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small
-# segmentation network), seconds once `RUN_DIR` holds the finished round; under 60 s in smoke
-# mode. No GPU needed.
+# **Run time and hardware:** CPU only. The first time it runs round 0 with the `cpu` preset: the
+# CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small segmentation network.
+# Measured on two heavily shared CPU cores with notebook 03's network: about 26 minutes, 18 of them
+# training the segmentation network; about 2 minutes once `RUN_DIR` holds the finished round.
+# Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
 import os

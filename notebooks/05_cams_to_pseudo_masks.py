@@ -28,9 +28,9 @@
 # **Before this:** [04 · CAMs up close](04_cams_up_close.ipynb) (round 0 of the pipeline and
 # where its CAMs leak).
 #
-# **Run time and hardware:** a minute or two on a laptop CPU once round 0 is in `RUN_DIR`
-# (notebook 04 leaves it there; otherwise add its few minutes); under 60 s in smoke mode. No
-# GPU needed.
+# **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
+# there; otherwise add its run time), measured on two heavily shared CPU cores: about 11 minutes,
+# mostly the boundary network and the random walk over 400 images. Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
 import os
@@ -290,15 +290,23 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 
 # %% [markdown]
 # The pipeline's own number (last line) is the threshold variant of the table, computed from
-# the PNGs it wrote. `causal-wsss run --refine irn` (or `pseudo.refine=irn`) makes the IRNet
-# variant the pseudo-masks of every round.
+# the PNGs it wrote. `causal-wsss run --refine irn` (or `pseudo.refine=irn`, the default of the
+# `gpu` and `paper` presets) makes the IRNet variant the pseudo-masks of every round.
 #
-# How much IRNet gains depends on the CAMs: the random walk can only spread mass within regions
-# the boundary map closes, and it can only learn boundaries from the confident labels. When the
-# CAM has leaked onto the context (grass under a horse), the leaked region becomes confident
-# "horse" in the IR labels and the walk fills it in: refinement sharpens errors as readily as
-# objects. In smoke mode the numbers are noise. On VOC, IRNet lifts CAMs of 48.3 mIoU to
-# pseudo-masks of 66.5 (method.md section 8).
+# In smoke mode the numbers are noise. In our `cpu` run (seed 0) the random walk did *worse*
+# than the plain threshold: about 21% mIoU against 31%. The IR labels show why. At IRNet's 0.30
+# these diffuse CAMs are "confident" almost everywhere (the horse covers the grass, the bird the
+# sky), only about a third of the confident pixels carried the right label, and the boundary
+# network learned from them. IRNet's thresholds were tuned for CAMs of an ImageNet ResNet-50 whose
+# best threshold is near 0.15; ours peak near 0.65. Matching the thresholds is not enough either:
+# a side run with IR thresholds 0.8 / 0.4 reached only about 20%, since a boundary branch on a
+# small network trained from scratch, for 36 steps, learns little.
+#
+# The general lesson: refinement amplifies what the CAMs say, errors included. The random walk
+# spreads CAM mass inside the regions the boundary map closes; when the CAM has leaked onto the
+# context, the leaked region is confident "horse" and the walk fills it in. No refinement removes
+# the confounder, because every variant starts from the same biased CAMs. On VOC, with the
+# `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
 #
 # ## What we saw
 #
@@ -307,8 +315,9 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # - A dense CRF snaps labels to colour edges (when `pydensecrf` is installed).
 # - IRNet keeps only confident labels (0.30 / 0.05), learns a boundary map from their relations,
 #   and lets the CAM random-walk inside regions (β = 10, 2^8 steps), thresholding at 0.25.
-# - Scored the same way on the same images, the variants differ; none removes the confounder
-#   itself, since they all start from the same biased CAMs.
+# - Scored the same way on the same images, the variants differ, and a refinement tuned for one
+#   kind of CAM can hurt another (in our `cpu` run the walk lost 10 mIoU points). None removes
+#   the confounder itself, since they all start from the same biased CAMs.
 #
 # **Next:** the confounder dictionary and the context adjustment that intervene on the
 # classifier: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).
