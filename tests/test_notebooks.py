@@ -81,12 +81,45 @@ def python3_kernel(tmp_path_factory) -> str:
         yield "python3"
 
 
+def _short_poll_client():
+    """NotebookClient polling the shell channel in 1 s slices (nbclient#312).
+
+    nbclient's Output-widget stand-in sends on the shell socket while the reply poll waits on
+    it, and the wake-up can be lost until the cell timeout; short polls recover at once.
+    """
+    import time
+    from queue import Empty
+
+    from nbclient import NotebookClient
+
+    class ShortPollClient(NotebookClient):
+        def async_start_new_kernel_client(self):
+            return self._wrap(super().async_start_new_kernel_client())
+
+        async def _wrap(self, coro):
+            kc = await coro
+            get_msg = kc.shell_channel.get_msg
+
+            async def sliced(timeout=None):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    left = 1.0 if deadline is None else deadline - time.monotonic()
+                    try:
+                        return await get_msg(timeout=max(0.0, min(1.0, left)))
+                    except Empty:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise
+
+            kc.shell_channel.get_msg = sliced
+            return kc
+
+    return ShortPollClient
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_notebook_runs_in_smoke_mode(path: Path, python3_kernel: str, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch):
-    from nbclient import NotebookClient
-
     monkeypatch.setenv("CAUSAL_WSSS_SMOKE", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 busy cores: oversubscribed torch threads crawl
     monkeypatch.delenv("CAUSAL_WSSS_DATA", raising=False)  # smoke mode makes its own stand-in
@@ -94,7 +127,7 @@ def test_notebook_runs_in_smoke_mode(path: Path, python3_kernel: str, tmp_path: 
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' temp folders land here
     nb = nbformat.read(path, as_version=4)
     before = {name: _listing(REPO / name) for name in ("figures", "data")}
-    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=python3_kernel,
+    _short_poll_client()(nb, timeout=CELL_TIMEOUT_S, kernel_name=python3_kernel,
                    resources={"metadata": {"path": str(NB_DIR)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs), \
