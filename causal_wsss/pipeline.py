@@ -224,7 +224,8 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
                 scheduler=scheduler, checkpoint_path=round_dir / "cam_net.pt",
                 config=cfg.to_dict(), amp=c.amp, callbacks=[LogEpochs(logger, "cam"), *callbacks],
                 progress=progress, desc="cam epoch", dist_info=dist_info)
-    result = {"epochs": c.epochs, "final_loss": state.epoch_loss, "history": state.history}
+    final = state.history[-1]["loss"] if state.history else None  # NaN-free on a resumed run
+    result = {"epochs": c.epochs, "final_loss": final, "history": state.history}
     if with_context:
         weight = cam_net.context_weight()[:, 0]  # (K,)
         feat_w = cam_net.classifier.weight.detach()[:, : cam_net.feature_channels].abs().mean()

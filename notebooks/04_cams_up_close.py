@@ -58,6 +58,8 @@ RUN_DIR = f"{TMP_DIR}/run" if SMOKE else "../runs/course_r0"  # shared with note
 FIGURES_DIR = f"{TMP_DIR}/figures" if SMOKE else "../figures"
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -93,6 +95,7 @@ if DATASET == "synthetic":
     generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
                        progress=PROGRESS)
 root = SYNTH_DIR if DATASET == "synthetic" else DATA
+root = str(Path(root).resolve()) if root else ""  # absolute: the saved config works anywhere
 cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)
 report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
 print(format_report_table(report))

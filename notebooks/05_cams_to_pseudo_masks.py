@@ -99,6 +99,7 @@ if DATASET == "synthetic":
     generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
                        progress=PROGRESS)
 root = SYNTH_DIR if DATASET == "synthetic" else DATA
+root = str(Path(root).resolve()) if root else ""  # absolute: the saved config works anywhere
 cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)
 report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
 sets = load_datasets(cfg)
