@@ -71,11 +71,17 @@ class ContextCamNet(nn.Module):
         return self.cam_net(images, context=aligned)
 
 
-def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.Module | None = None):
-    """The CAM network of the config; with ``context`` (a ContextAdjustment) the CONTA variant."""
+def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.Module | None = None,
+                    with_context: bool = False):
+    """The CAM network of the config; with ``context`` (a ContextAdjustment) the CONTA variant.
+
+    ``with_context=True`` builds the network with its context channel but leaves attaching the
+    ContextAdjustment (``net.new_modules["context"] = ...``) to the caller.
+    """
     from .models.cam_net import build_cam_net
 
-    if context is not None and cfg.context.fuse_at != "layer4":
+    with_context = with_context or context is not None
+    if with_context and cfg.context.fuse_at != "layer4":
         raise ConfigError(
             f"config key 'context.fuse_at' is {cfg.context.fuse_at!r}; only 'layer4' (the last "
             "backbone features) is implemented: with IRNet's frozen stem and detached stage 2 an "
@@ -84,7 +90,7 @@ def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.M
     net = build_cam_net(num_classes_fg, backbone=c.backbone, weights=c.weights,
                         output_stride=c.output_stride, trunk_depth=c.trunk_depth,
                         freeze_bn=c.freeze_bn, freeze_stem=c.freeze_stem,
-                        context_channels=0 if context is None else 1)
+                        context_channels=1 if with_context else 0)
     if context is not None:
         net.new_modules["context"] = context
     return net
@@ -382,6 +388,7 @@ def _irn_stages(cfg: ExperimentConfig, cam_net: nn.Module, train_ds, cache_dir: 
     """IRNet's relation stage (method.md 4): IR labels, the boundary network, the random walk."""
     from .irn import make_ir_label_files, make_irn_refiner, train_irn
     from .pseudo_masks import register_refiner
+    from .runtime import seed_everything, stage_seed
     from .train import LogEpochs
 
     p = cfg.pseudo
@@ -389,6 +396,7 @@ def _irn_stages(cfg: ExperimentConfig, cam_net: nn.Module, train_ds, cache_dir: 
         train_ds, cache_dir, round_dir / "ir_label", fg_threshold=p.conf_fg_threshold,
         bg_threshold=p.conf_bg_threshold, crf=p.ir_crf, progress=progress, rank=dist_info.rank,
         world_size=dist_info.world_size, num_workers=cfg.data.num_workers))
+    seed_everything(stage_seed(cfg.seed, "irn"))
     timed("irn_train", lambda: train_irn(
         cam_net, train_ds, round_dir / "ir_label", p, crop_size=cfg.cam.crop_size, device=device,
         out_dir=round_dir, seed=cfg.seed, progress=progress, dist_info=dist_info,
@@ -428,9 +436,11 @@ def stage_seg_train(cfg: ExperimentConfig, train_ds, pseudo_dir: Path, round_dir
     """Train the segmentation network on the pseudo-masks (255 ignored)."""
     from .models.seg_net import build_seg_net
     from .pseudo_masks import PseudoMaskDataset
+    from .runtime import seed_everything, stage_seed
     from .segmentation import train_segmentation
 
     s = cfg.seg
+    seed_everything(stage_seed(cfg.seed, "seg"))  # the same initial weights in every round
     model = build_seg_net(train_ds.num_classes, arch=s.arch, backbone=s.backbone, weights=s.weights)
     dataset = PseudoMaskDataset(train_ds, pseudo_dir)
     result = train_segmentation(model, dataset, s, device=device, out_dir=round_dir,
@@ -474,21 +484,28 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         barrier()
         return log.put(stage, result)
 
-    context = None
+    from .runtime import seed_everything, stage_seed
+
     if r > 0:
         timed("confounders", lambda: stage_confounders(
             cfg, out / f"round_{r - 1}", round_dir, query_names, train_ds.label_matrix(), classes,
             progress=progress))
-        context = load_context_module(cfg, round_dir, len(classes))
-    cam_net = build_cam_model(cfg, num_fg, context=context)
-    model = ContextCamNet(cam_net) if context is not None else cam_net
+    # Same initial trunk in every round (only the context channel differs), and the same on a
+    # resumed run as on an uninterrupted one.
+    seed_everything(stage_seed(cfg.seed, "cam"))
+    cam_net = build_cam_model(cfg, num_fg, with_context=r > 0)
+    model = cam_net
+    if r > 0:
+        seed_everything(stage_seed(cfg.seed, f"context_{r}"))
+        cam_net.new_modules["context"] = load_context_module(cfg, round_dir, len(classes))
+        model = ContextCamNet(cam_net)
 
     cam_train = timed("cam_train", lambda: stage_cam_train(
         cfg, model, train_ds, round_dir, device=device, dist_info=dist_info, progress=progress,
         logger=logger))
     load_checkpoint(round_dir / "cam_net.pt", model=model, map_location=device)
     model.to(device)
-    ctx_fn = context_fn_for(model, rows_by_name) if context is not None else None
+    ctx_fn = context_fn_for(model, rows_by_name) if r > 0 else None
     cache_dir = round_dir / "cams"
     timed("cams", lambda: stage_cams(cfg, model, cam_datasets, cache_dir, device=device,
                                      dist_info=dist_info, progress=progress, context_fn=ctx_fn))

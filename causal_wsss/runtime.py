@@ -20,6 +20,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage's initialisation: a function of the run's seed and the stage name only.
+
+    Every round seeds its networks with ``seed_everything(stage_seed(cfg.seed, "cam"))`` etc., so
+    round t's CAM network starts from the same weights as round 0's (the paired comparison of
+    method.md 7.10: only the context adjustment differs), and a resumed run initialises exactly
+    as an uninterrupted one.
+    """
+    import zlib
+
+    return (int(seed) * 1_000_003 + zlib.crc32(stage.encode())) % (2**31 - 1)
+
+
 def choose_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
     """``auto`` picks CUDA when available (the local rank's GPU under torchrun), else the CPU."""
     if name == "auto":

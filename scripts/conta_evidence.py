@@ -1,22 +1,70 @@
-"""Baseline vs CONTA on the synthetic benchmark over seeds and rho: the table of docs/results.md.
+"""Baseline vs CONTA on the synthetic benchmark over seeds and rho: the tables of docs/results.md.
 
 For every (rho, seed) it generates the synthetic set (cached), runs round 0 and CONTA rounds
 1..T with ``causal_wsss.pipeline.run_experiment`` (resumable: rerun to continue), then writes
-a markdown table of mean +- std over seeds per round, a JSON of every report and a figure.
+``table.md`` (mean +- std over seeds per round, and the paired differences round t - round 0
+per seed), ``reports.json`` (every report) and optionally a figure.
+
+Round t starts from the same initial weights, data order and augmentation as round 0 of the same
+seed (``runtime.stage_seed``), so the paired difference isolates what the context adjustment
+changes; its spread over seeds is the noise that any gain must beat.
 
     python scripts/conta_evidence.py --out runs/evidence --rhos 0.9 --seeds 0 1 2 --rounds 2
-    python scripts/conta_evidence.py --out runs/evidence --rhos 0.5 0.7 0.9 0.97 --seeds 0 1 2
+    python scripts/conta_evidence.py --out runs/evidence --rhos 0.5 0.7 0.97 --seeds 0 1 2 --rounds 1
+    # a variant of the adjustment, reusing the baseline rounds of runs/evidence:
+    python scripts/conta_evidence.py --out runs/ev_mmax --reuse runs/evidence --rounds 2 \\
+        context.m_scale=max
+    # IRN refinement against plain thresholds (reuses the trained CAM networks and CAMs):
+    python scripts/conta_evidence.py --out runs/ev_irn --reuse runs/evidence --rounds 0 \\
+        pseudo.refine=irn
+
+``--reuse DIR`` copies what does not depend on the changed keys from DIR's run of the same
+(rho, seed): all of round 0 when only ``context.*`` keys differ (round 0 has no context), its
+CAM stages when only ``pseudo.*`` / ``context.*`` keys differ. Any other difference is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 KEYS = ("cam_miou", "cam_miou_best", "pseudo_miou", "seg_miou", "leakage", "leakage_background",
         "leakage_cooccur")
+CAM_STAGE_FILES = ("cam_train.json", "cam_net.pt", "cams", "cam_eval.json", "cams.json")
+
+
+def _differing_sections(a: dict, b: dict) -> set[str]:
+    """Top-level config sections (or keys) whose values differ, ``rounds`` excepted."""
+    return {k for k in set(a) | set(b) if k != "rounds" and a.get(k) != b.get(k)}
+
+
+def reuse_round0(src_run: Path, dst_run: Path, cfg) -> str:
+    """Copy round 0 (or its CAM stages) of ``src_run`` into ``dst_run``; returns what was copied."""
+    if (dst_run / "round_0").exists() or not (src_run / "config.json").is_file():
+        return "nothing"
+    src_cfg = json.loads((src_run / "config.json").read_text())
+    differ = _differing_sections(src_cfg, cfg.to_dict())
+    if differ <= {"context"}:
+        names = None  # everything
+    elif differ <= {"context", "pseudo"}:
+        names = CAM_STAGE_FILES
+    else:
+        raise SystemExit(f"--reuse: {src_run} differs in {sorted(differ)}; only context.* and "
+                         "pseudo.* overrides can share round 0")
+    src, dst = src_run / "round_0", dst_run / "round_0"
+    tmp = dst.with_name("round_0.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for item in src.iterdir():
+        if names is not None and item.name not in names:
+            continue
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+    tmp.rename(dst)
+    return "round 0" if names is None else "round-0 CAM stages"
 
 
 def run_all(args: argparse.Namespace) -> dict:
@@ -27,11 +75,15 @@ def run_all(args: argparse.Namespace) -> dict:
     reports: dict = {}
     for rho in args.rhos:
         for seed in args.seeds:
-            data = Path(args.out) / "data" / f"rho{rho}_seed{seed}"
+            data_root = Path(args.reuse) if args.reuse else Path(args.out)
+            data = data_root / "data" / f"rho{rho}_seed{seed}"
             generate_synthetic(data, n_train=args.train, n_val=args.val, rho=rho, seed=seed)
-            cfg = resolve(args.preset, [f"data.root={data}", *args.overrides], seed=seed,
-                          rounds=args.rounds)
+            cfg = resolve(args.preset, [f"data.root={data.resolve()}", *args.overrides],
+                          seed=seed, rounds=args.rounds)
             run_dir = Path(args.out) / f"rho{rho}_seed{seed}"
+            if args.reuse:
+                copied = reuse_round0(Path(args.reuse) / run_dir.name, run_dir, cfg)
+                print(f"rho {rho} seed {seed}: reused {copied} from {args.reuse}")
             reports[f"{rho}/{seed}"] = run_experiment(cfg, run_dir, progress=not args.no_progress)
     return reports
 
@@ -49,51 +101,84 @@ def summarise(reports: dict) -> dict:
                   for r, cells in rounds.items()} for rho, rounds in table.items()}
 
 
+def paired_deltas(reports: dict) -> dict:
+    """{rho: {round t >= 1: {key: (mean, std, n, [per-seed deltas])}}} of round t - round 0."""
+    table: dict = {}
+    for tag, report in reports.items():
+        rho = float(tag.split("/")[0])
+        base = report["rounds"][0]
+        for entry in report["rounds"][1:]:
+            cell = table.setdefault(rho, {}).setdefault(entry["round"], {})
+            for key in KEYS:
+                cell.setdefault(key, []).append(entry[key] - base[key])
+    return {rho: {r: {k: (float(np.mean(v)), float(np.std(v)), len(v), [float(x) for x in v])
+                      for k, v in cells.items()}
+                  for r, cells in rounds.items()} for rho, rounds in table.items()}
+
+
+def _fmt(key: str, mean: float, std: float, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return (f"{mean:{sign}.1f} ± {std:.1f}" if "miou" in key else f"{mean:{sign}.3f} ± {std:.3f}")
+
+
+HEAD = ("CAM mIoU @t", "CAM mIoU best", "pseudo mIoU", "seg mIoU (val)", "leakage", "on context",
+        "on co-occurring")
+
+
 def markdown(summary: dict) -> str:
-    head = ("| rho | round | CAM mIoU @0.15 | CAM mIoU best | pseudo mIoU | seg mIoU (val) | "
-            "leakage | on context | on co-occurring |")
-    lines = [head, "|" + "---|" * 9]
+    """Mean ± std over seeds, one row per (rho, round)."""
+    lines = ["| rho | round | " + " | ".join(HEAD) + " | seeds |", "|" + "---|" * 10]
     for rho in sorted(summary):
         for r in sorted(summary[rho]):
             c = summary[rho][r]
-            cells = []
-            for key in KEYS:
-                mean, std, _ = c[key]
-                cells.append(f"{mean:.1f} ± {std:.1f}" if "miou" in key else f"{mean:.3f} ± {std:.3f}")
-            n = c[KEYS[0]][2]
-            lines.append(f"| {rho} | {r}{' (baseline)' if r == 0 else ''} | " + " | ".join(cells)
-                         + f" |{'' if n > 1 else ' (1 seed)'}")
+            cells = [_fmt(key, *c[key][:2]) for key in KEYS]
+            lines.append(f"| {rho} | {r}{' (baseline)' if r == 0 else ''} | "
+                         + " | ".join(cells) + f" | {c[KEYS[0]][2]} |")
+    return "\n".join(lines)
+
+
+def markdown_deltas(deltas: dict) -> str:
+    """Paired differences round t - round 0 (same rho, seed, data, initial weights)."""
+    lines = ["| rho | round - round 0 | " + " | ".join(f"Δ {h}" for h in HEAD) + " | seeds |",
+             "|" + "---|" * 10]
+    for rho in sorted(deltas):
+        for r in sorted(deltas[rho]):
+            c = deltas[rho][r]
+            cells = [_fmt(key, *c[key][:2], signed=True) for key in KEYS]
+            lines.append(f"| {rho} | {r} - 0 | " + " | ".join(cells) + f" | {c[KEYS[0]][2]} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/evidence")
-    p.add_argument("--rhos", type=float, nargs="+", default=[0.9])
+    p.add_argument("--out", default="runs/evidence", help="folder of the runs, data and tables")
+    p.add_argument("--rhos", type=float, nargs="+", default=[0.9], help="confounding strengths")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="CONTA rounds after round 0")
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--train", type=int, default=400)
-    p.add_argument("--val", type=int, default=100)
+    p.add_argument("--train", type=int, default=400, help="training images per set")
+    p.add_argument("--val", type=int, default=100, help="validation images per set")
+    p.add_argument("--reuse", default=None, metavar="DIR",
+                   help="copy round 0 (or its CAM stages) and the data from this evidence folder")
     p.add_argument("--figure", default=None, help="also write the per-round figure here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
-    reports = run_all(args)
-    summary = summarise(reports)
+    new = run_all(args)
     out = Path(args.out)
     from causal_wsss.io import write_json, write_text
 
-    write_json(out / "reports.json", reports)
-    table = markdown(summary)
+    saved = out / "reports.json"  # runs of earlier invocations (other rhos) are kept
+    reports = json.loads(saved.read_text()) if saved.is_file() else {}
+    reports.update(new)
+    write_json(saved, reports)
+    table = markdown(summarise(reports)) + "\n\n" + markdown_deltas(paired_deltas(reports))
     write_text(out / "table.md", table + "\n")
     print(table)
     if args.figure:
-        from causal_wsss.viz import plot_rounds, save_figure
+        from causal_wsss.viz import plot_evidence, save_figure
 
-        fig = plot_rounds({f"rho={tag.split('/')[0]} s{tag.split('/')[1]}": rep
-                           for tag, rep in reports.items()})
-        save_figure(fig, args.figure)
+        save_figure(plot_evidence(summarise(reports)), args.figure)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,22 @@ def test_irn_refinement_stage_in_the_smoke_pipeline(synth, tmp_path):
     stamp = (round_dir / "irn.pt").stat().st_mtime_ns
     assert run_experiment(cfg, out, progress=False) == report
     assert (round_dir / "irn.pt").stat().st_mtime_ns == stamp
+
+
+def test_every_round_starts_from_the_same_trunk(synth):
+    """Round t's CAM network starts where round 0's did; only the context channel differs."""
+    from causal_wsss.pipeline import build_cam_model
+    from causal_wsss.runtime import seed_everything, stage_seed
+
+    cfg = _cfg(synth)
+    assert stage_seed(0, "cam") == stage_seed(0, "cam") != stage_seed(1, "cam")
+    assert stage_seed(0, "cam") != stage_seed(0, "seg")
+    seed_everything(stage_seed(cfg.seed, "cam"))
+    base = build_cam_model(cfg, 20)
+    torch.rand(7)  # whatever earlier stages consumed does not matter
+    seed_everything(stage_seed(cfg.seed, "cam"))
+    conta = build_cam_model(cfg, 20, with_context=True)
+    assert conta.classifier.weight.shape[1] == base.classifier.weight.shape[1] + 1
+    for (name, a), b in zip(base.backbone.state_dict().items(),
+                            conta.backbone.state_dict().values()):
+        assert torch.equal(a, b), name
