@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint browser-deps clean
+.PHONY: venv demo test lint browser-deps crf-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/causal-wsss demo
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps crf-deps
 	$(BIN)/python -m pytest -q
 
 # The one real-browser test needs Debian's chromium and the playwright package (never
@@ -26,6 +26,11 @@ test: $(STAMP) browser-deps
 browser-deps: $(STAMP)
 	-@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	-@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q "playwright>=1.45"
+
+# The dense CRF (pseudo.refine=crf, pseudo.ir_crf=true) is an optional extra built from source
+# (pydensecrf2, about 2 minutes); if it cannot be built its tests are skipped with the reason.
+crf-deps: $(STAMP)
+	-@$(BIN)/python -c "import pydensecrf.densecrf" 2>/dev/null || $(BIN)/pip install -q -e ".[crf]"
 
 lint: $(STAMP)
 	$(BIN)/ruff check causal_wsss tests bench

@@ -124,6 +124,7 @@ class ContextConfig:
     fuse_at: str = "layer4"
     m_scale: str = "identity"  # identity | max
     l2_normalize: bool = False
+    attention: str = "learned"  # learned (Eq. 3) | uniform (control: one fixed m for all images)
 
 
 @dataclass(frozen=True)

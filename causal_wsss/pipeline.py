@@ -168,6 +168,25 @@ def stage_confounders(cfg: ExperimentConfig, prev_dir: Path, round_dir: Path,
             "prior_max": float(dictionary.prior.max()), "grid": cfg.context.grid}
 
 
+def check_context_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Raise ConfigError naming the key if a ``context.*`` value is not one the code knows."""
+    c = cfg.context
+    for key, value, allowed in (("prior", c.prior, ("freq", "uniform")),
+                                ("query", c.query, ("binary", "onehot")),
+                                ("m_scale", c.m_scale, ("identity", "max")),
+                                ("attention", c.attention, ("learned", "uniform")),
+                                ("fuse_at", c.fuse_at, ("layer4",))):
+        if value not in allowed:
+            raise ConfigError(f"config key 'context.{key}' is {value!r}; expected one of: "
+                              + ", ".join(allowed)
+                              + (" (layer3 and input are not implemented: with IRNet's frozen "
+                                 "stem an input-level channel would never be trained, method.md "
+                                 "section 3)" if key == "fuse_at" else ""))
+    if c.grid < 1:
+        raise ConfigError(f"config key 'context.grid' is {c.grid}; expected a positive grid size")
+    return cfg
+
+
 def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int):
     """The round's ContextAdjustment, with its dictionary, prior and query buffer."""
     from .confounders import ConfounderDictionary, queries_from_grids
@@ -177,9 +196,10 @@ def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int
     dictionary = ConfounderDictionary.load(folder)
     grids = np.load(folder / "queries.npy")
     queries = queries_from_grids(grids, mode=cfg.context.query, num_classes=num_classes)
+    c = check_context_config(cfg).context
     return ContextAdjustment(dictionary.masks, dictionary.prior, queries=queries,
-                             valid=dictionary.valid, m_scale=cfg.context.m_scale,
-                             l2_normalize=cfg.context.l2_normalize)
+                             valid=dictionary.valid, m_scale=c.m_scale,
+                             l2_normalize=c.l2_normalize, attention=c.attention)
 
 
 def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir: Path, *,
@@ -586,6 +606,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     dist_info, device = init_distributed(cfg.device)
     seed_everything(cfg.seed)
     logger = setup_logging(out if dist_info.is_main else None)
+    check_context_config(cfg)
     _check_config(cfg, out, dist_info.is_main)
     sets = load_datasets(cfg)
     logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d", cfg.data.dataset,

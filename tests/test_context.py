@@ -63,3 +63,27 @@ def test_align_identity_crop_and_flip():
     out = ContextAdjustment.align(m, pad, torch.tensor([False]), (4, 8))
     torch.testing.assert_close(out[..., :4], m)
     assert torch.all(out[..., 4:] == 0)
+
+
+def test_uniform_attention_control_gives_one_map_for_all_images():
+    mod, dictionary, prior, _ = _module(attention="uniform")
+    assert mod.w1 is None and mod.w2 is None and not list(mod.parameters())
+    out = mod(index=torch.tensor([0, 1, 5]))
+    # two valid classes (prior > 0): alpha = 1/2 each, m = sum_i alpha_i P(c_i) c_i
+    torch.testing.assert_close(out.alpha, torch.tensor([[0.5, 0.5, 0.0]]).expand(3, -1))
+    expected = 0.5 * (0.5 * dictionary[1] + 0.5 * dictionary[2])
+    for m in out.m:
+        torch.testing.assert_close(m[0], expected)
+
+
+def test_context_keys_are_checked_before_anything_runs(tmp_path):
+    import pytest
+
+    from causal_wsss.config import resolve
+    from causal_wsss.errors import ConfigError
+    from causal_wsss.pipeline import check_context_config
+
+    for key in ("attention=attend", "prior=zipf", "fuse_at=input", "m_scale=log", "query=rgb"):
+        cfg = resolve("smoke", [f"context.{key}", f"data.root={tmp_path}"])
+        with pytest.raises(ConfigError, match=f"context.{key.split('=')[0]}"):
+            check_context_config(cfg)

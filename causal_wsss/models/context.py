@@ -17,6 +17,12 @@ the official ``m_t.py`` snippet; W_1, W_2 bias-free (the snippet initialises the
 initialised N(0, 0.02); classes never predicted (|S_i| = 0) are masked out of the softmax.
 ``m_scale="max"`` (optional) divides m by its spatial maximum, a deviation that makes the channel
 comparable to post-ReLU features (the faithful default is "identity").
+
+``attention="uniform"`` is a control, not CONTA: alpha_i = 1 / (number of valid classes) for every
+image, so m = sum_i P(c_i) c_i / n is one fixed map, the same for all images, and W_1, W_2 do not
+exist. It keeps everything the extra channel brings (a learnable, class-specific spatial bias)
+and removes the image-specific attention, which is what Eq. 3 adds; a gain that the control
+matches is not a gain from the intervention (docs/results.md).
 """
 
 from __future__ import annotations
@@ -52,14 +58,18 @@ class ContextAdjustment(nn.Module):
         m_scale: "identity" (faithful) or "max".
         l2_normalize: L2-normalise queries and dictionary rows before projecting (an experiment
             flag of method.md 7.3).
+        attention: "learned" (Eq. 3) or "uniform" (the control described in the module docstring).
     """
 
     def __init__(self, dictionary: torch.Tensor | np.ndarray, prior: torch.Tensor | np.ndarray, *,
                  queries: torch.Tensor | np.ndarray | None = None, query_dim: int | None = None,
                  has_background: bool = True, valid: torch.Tensor | np.ndarray | None = None,
                  embed_dim: int | None = None, m_scale: str = "identity",
-                 l2_normalize: bool = False) -> None:
+                 l2_normalize: bool = False, attention: str = "learned") -> None:
         super().__init__()
+        if attention not in ("learned", "uniform"):
+            raise ValueError(f"attention must be 'learned' or 'uniform', not {attention!r}")
+        self.attention = attention
         masks = torch.as_tensor(np.asarray(dictionary), dtype=torch.float32)
         if has_background:
             masks = masks[1:]
@@ -85,6 +95,9 @@ class ContextAdjustment(nn.Module):
         if query_dim is None:
             query_dim = h * w
         self.embed_dim = embed_dim or n + 1
+        if attention == "uniform":  # no projections: nothing to learn, nothing unused under DDP
+            self.w1 = self.w2 = None
+            return
         self.w1 = nn.Linear(query_dim, self.embed_dim, bias=False)
         self.w2 = nn.Linear(h * w, self.embed_dim, bias=False)
         nn.init.normal_(self.w1.weight, std=0.02)
@@ -99,6 +112,11 @@ class ContextAdjustment(nn.Module):
             query = self.queries[index.to(self.queries.device)]
         query = query.float()
         dictionary = self.dictionary
+        if self.attention == "uniform":
+            valid = self.valid.float()
+            alpha = (valid / valid.sum()).expand(query.shape[0], -1)  # (B, n)
+            m = (alpha * self.prior) @ dictionary  # (B, D): the same map for every image
+            return self._finish(m, alpha)
         if self.l2_normalize:
             query = F.normalize(query, dim=-1)
             dictionary = F.normalize(dictionary, dim=-1)
@@ -106,7 +124,10 @@ class ContextAdjustment(nn.Module):
                                      scale=1.0 / math.sqrt(self.embed_dim), mask=self.valid)
         if self.l2_normalize:  # the attention used normalised rows; m averages the raw masks
             m = (alpha * self.prior) @ self.dictionary
-        m = m.reshape(-1, 1, *self.grid)  # (B, 1, h, w)
+        return self._finish(m, alpha)
+
+    def _finish(self, m: torch.Tensor, alpha: torch.Tensor) -> ContextOutput:
+        m = m.reshape(-1, 1, *self.grid)  # (B, D) -> (B, 1, h, w)
         if self.m_scale == "max":
             m = m / m.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None, None]
         return ContextOutput(m=m, alpha=alpha)
