@@ -187,6 +187,23 @@ def check_context_config(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def check_optional_packages(cfg: ExperimentConfig) -> None:
+    """Fail before any training when the config needs the dense CRF and it is not installed."""
+    p = cfg.pseudo
+    if p.refine not in ("none", "crf", "irn"):
+        raise ConfigError(f"config key 'pseudo.refine' is {p.refine!r}; expected none, crf or irn")
+    if p.refine == "crf" or (p.refine == "irn" and p.ir_crf):
+        from .errors import CausalWSSSError
+        from .pseudo_masks import _import_densecrf
+
+        try:
+            _import_densecrf()
+        except CausalWSSSError as exc:
+            key = "pseudo.refine=crf" if p.refine == "crf" else "pseudo.ir_crf=true (IRNet's IR labels)"
+            raise ConfigError(f"{key} needs the dense CRF, which is not installed: {exc}; or "
+                              "override it (pseudo.ir_crf=false keeps IRN without the CRF)") from exc
+
+
 def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int):
     """The round's ContextAdjustment, with its dictionary, prior and query buffer."""
     from .confounders import ConfounderDictionary, queries_from_grids
@@ -607,6 +624,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     seed_everything(cfg.seed)
     logger = setup_logging(out if dist_info.is_main else None)
     check_context_config(cfg)
+    check_optional_packages(cfg)
     _check_config(cfg, out, dist_info.is_main)
     sets = load_datasets(cfg)
     logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d", cfg.data.dataset,

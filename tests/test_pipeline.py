@@ -211,3 +211,17 @@ def test_every_round_starts_from_the_same_trunk(synth):
     for (name, a), b in zip(base.backbone.state_dict().items(),
                             conta.backbone.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_missing_crf_package_is_reported_before_training(synth, tmp_path, monkeypatch):
+    """The paper preset's IR labels use the dense CRF: without it the run stops at once."""
+    from causal_wsss.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)  # import pydensecrf -> ImportError
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    with pytest.raises(ConfigError, match="pseudo.ir_crf=true.*causal-wsss\\[crf\\]"):
+        run_experiment(_cfg(synth, "pseudo.refine=irn", "pseudo.ir_crf=true"), tmp_path / "r",
+                       progress=False)
+    assert not (tmp_path / "r" / "round_0").exists()
+    with pytest.raises(ConfigError, match="pseudo.refine"):
+        run_experiment(_cfg(synth, "pseudo.refine=sharpen"), tmp_path / "r2", progress=False)
