@@ -207,7 +207,10 @@ def test_every_round_starts_from_the_same_trunk(synth):
     torch.rand(7)  # whatever earlier stages consumed does not matter
     seed_everything(stage_seed(cfg.seed, "cam"))
     conta = build_cam_model(cfg, 20, with_context=True)
-    assert conta.classifier.weight.shape[1] == base.classifier.weight.shape[1] + 1
+    c = base.classifier.weight.shape[1]
+    assert conta.classifier.weight.shape[1] == c + 1
+    assert torch.equal(conta.classifier.weight[:, :c], base.classifier.weight)
+    assert torch.count_nonzero(conta.classifier.weight[:, c:]) == 0  # the M column starts at 0
     for (name, a), b in zip(base.backbone.state_dict().items(),
                             conta.backbone.state_dict().values()):
         assert torch.equal(a, b), name

@@ -92,8 +92,8 @@ class CamNet(nn.Module):
         self.output_stride = int(output_stride)
         self.freeze_bn = bool(freeze_bn)
         self.freeze_stem = bool(freeze_stem)
-        self.classifier = nn.Conv2d(self.feature_channels + self.context_channels,
-                                    self.num_classes, 1, bias=False)
+        self.classifier = _classifier(self.feature_channels, self.context_channels,
+                                      self.num_classes)
         self.new_modules = nn.ModuleDict()
         if self.freeze_stem:
             for module in (trunk.conv1, trunk.bn1, trunk.layer1, trunk.layer2):
@@ -179,6 +179,24 @@ class CamNet(nn.Module):
                if p.requires_grad]
         return [{"name": "backbone", "params": backbone, "lr": lr},
                 {"name": "new", "params": new, "lr": lr * head_lr_mult}]
+
+
+def _classifier(feature_channels: int, context_channels: int, num_classes: int) -> nn.Conv2d:
+    """The bias-free 1x1 head; its feature columns draw the same initial values as without context.
+
+    The context columns start at zero (the paper does not say how they start), so with the same
+    seed a CONTA network begins exactly where the baseline began and its logits first equal the
+    baseline's: every difference between the rounds is caused by the context channel.
+    """
+    head = nn.Conv2d(feature_channels, num_classes, 1, bias=False)  # default (Kaiming) init
+    if context_channels == 0:
+        return head
+    full = nn.utils.skip_init(nn.Conv2d, feature_channels + context_channels, num_classes, 1,
+                              bias=False)
+    with torch.no_grad():
+        full.weight.zero_()
+        full.weight[:, :feature_channels] = head.weight
+    return full
 
 
 def build_cam_net(num_classes_fg: int, *, backbone: str = "resnet50", weights: str = "imagenet",
