@@ -50,6 +50,18 @@ def make_inputs(n: int, sizes: list[tuple[int, int]], num_classes: int, seed: in
     return images, labels
 
 
+def load_inputs(root: Path, split: str, n: int, num_classes: int):
+    """The first n images of a VOC-layout split, normalised, and their multi-hot labels."""
+    from causal_wsss.data import build_dataset
+    from causal_wsss.data.transforms import normalize
+
+    dataset = build_dataset("voc", root, split, max_images=n)
+    if dataset.num_classes - 1 != num_classes:
+        raise SystemExit(f"--classes {num_classes} but {root} has {dataset.num_classes - 1}")
+    items = [dataset[i] for i in range(len(dataset))]
+    return [normalize(it["image"]) for it in items], torch.stack([it["labels"] for it in items])
+
+
 def time_best(fn, repeat: int) -> tuple[float, object]:
     """Best wall time of ``repeat`` calls (after one warm-up) and the last result."""
     result = fn()
@@ -91,6 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
                              "random weights; random weights exaggerate bf16 differences, "
                              "because a random classifier's CAM is a small difference of "
                              "large feature sums")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="read the first --images images and their labels from this data "
+                             "root (VOC layout, e.g. `causal-wsss synth` output) instead of "
+                             "random ones; --sizes is then ignored")
+    parser.add_argument("--split", default="train", help="split of --data (default train)")
     parser.add_argument("--scales", default=",".join(map(str, IRNET_SCALES)))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2)
@@ -110,7 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint is not None:
         load_checkpoint(args.checkpoint, model=model)
     model = model.to(device).eval()
-    images, labels = make_inputs(args.images, parse_sizes(args.sizes), args.classes, args.seed)
+    if args.data is not None:
+        images, labels = load_inputs(args.data, args.split, args.images, args.classes)
+        args.sizes = ",".join(sorted({f"{im.shape[2]}x{im.shape[1]}" for im in images}))
+    else:
+        images, labels = make_inputs(args.images, parse_sizes(args.sizes), args.classes,
+                                     args.seed)
 
     def run_reference():
         return [reference_cams(model, im, lab, scales=scales, device=device)
@@ -143,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "max_abs_diff_stride4": d_low, "mean_abs_diff_high_res": d_mean})
     report = {"device": str(device), "backbone": args.backbone, "images": args.images,
               "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+              "data": str(args.data) if args.data else None,
               "sizes": args.sizes, "scales": list(scales), "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "results": results}
