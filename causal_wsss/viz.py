@@ -585,6 +585,32 @@ def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
     return fig
 
 
+def plot_paired_deltas(deltas: dict[str, dict], keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
+    """Round t - round 0 per seed, for several variants of the adjustment, one panel per metric.
+
+    ``deltas``: ``{variant: {round: {key: (mean, std, n, per_seed)}}}`` (one rho), each value as
+    ``paired_deltas()`` of ``scripts/conta_evidence.py`` returns it for that rho. Dots are seeds,
+    the bar is the mean with its standard deviation; the dashed line is "no change".
+    """
+    columns = [(variant, r) for variant, per in deltas.items() for r in sorted(per)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    variant_color = {v: colors[i % len(colors)] for i, v in enumerate(deltas)}
+    for ax, key in zip(axes[0], keys):
+        for x, (variant, r) in enumerate(columns):
+            mean, std, _, per_seed = deltas[variant][r][key]
+            color = variant_color[variant]
+            ax.bar(x, mean, yerr=std, color=color, alpha=0.35, capsize=3)
+            ax.plot([x] * len(per_seed), per_seed, "o", color=color, ms=4)
+        ax.axhline(0, color="k", lw=0.8, ls="--")
+        ax.set_xticks(range(len(columns)), [f"{v}\nround {r}" for v, r in columns], fontsize=7,
+                      rotation=30, ha="right")
+        ax.set_title("Δ " + _METRIC_TITLES.get(key, key) + " vs round 0", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Notebooks 08-10: full-scale runs, published numbers, the results
 

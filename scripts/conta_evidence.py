@@ -18,6 +18,13 @@ changes; its spread over seeds is the noise that any gain must beat.
     python scripts/conta_evidence.py --out runs/ev_irn --reuse runs/evidence --rounds 0 \\
         pseudo.refine=irn
 
+``--compare LABEL=DIR ...`` runs nothing: it reads the ``reports.json`` of finished evidence
+folders and tabulates (and with ``--figure`` draws) their paired differences side by side, at
+each rho they share:
+
+    python scripts/conta_evidence.py --compare "Eq. 3=runs/evidence" \
+        "uniform control=runs/ev_uniform" --figure figures/07_conta_rounds_paired.png
+
 ``--reuse DIR`` copies what does not depend on the changed keys from DIR's run of the same
 (rho, seed): all of round 0 when only ``context.*`` keys differ (round 0 has no context), its
 CAM stages when only ``pseudo.*`` / ``context.*`` keys differ. Any other difference is an error.
@@ -47,7 +54,7 @@ def reuse_round0(src_run: Path, dst_run: Path, cfg) -> str:
     if (dst_run / "round_0").exists() or not (src_run / "config.json").is_file():
         return "nothing"
     src_cfg = json.loads((src_run / "config.json").read_text())
-    differ = _differing_sections(src_cfg, cfg.to_dict())
+    differ = _differing_sections(src_cfg, json.loads(json.dumps(cfg.to_dict())))  # tuples: lists
     if differ <= {"context"}:
         names = None  # everything
     elif differ <= {"context", "pseudo"}:
@@ -149,6 +156,31 @@ def markdown_deltas(deltas: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(variants: dict[str, Path], rho: float | None = None) -> tuple[str, dict]:
+    """Markdown of the paired differences of several evidence folders, and the deltas drawn.
+
+    Returns the table and ``{variant: {round: {key: (mean, std, n, per_seed)}}}`` at ``rho``
+    (default: the largest rho every folder has).
+    """
+    deltas = {}
+    for label, folder in variants.items():
+        path = Path(folder) / "reports.json"
+        if not path.is_file():
+            raise SystemExit(f"--compare: {path} does not exist; run the evidence for {label} first")
+        deltas[label] = paired_deltas(json.loads(path.read_text()))
+    shared = set.intersection(*(set(d) for d in deltas.values()))
+    if not shared:
+        raise SystemExit("--compare: the folders share no rho")
+    rho = max(shared) if rho is None else rho
+    lines = ["| variant | round - round 0 | " + " | ".join(f"Δ {h}" for h in HEAD)
+             + " | seeds |", "|" + "---|" * 10]
+    for label, per_rho in deltas.items():
+        for r, c in sorted(per_rho[rho].items()):
+            cells = [_fmt(key, *c[key][:2], signed=True) for key in KEYS]
+            lines.append(f"| {label} | {r} - 0 | " + " | ".join(cells) + f" | {c[KEYS[0]][2]} |")
+    return f"rho = {rho}\n\n" + "\n".join(lines), {k: v[rho] for k, v in deltas.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/evidence", help="folder of the runs, data and tables")
@@ -162,8 +194,21 @@ def main() -> None:
                    help="copy round 0 (or its CAM stages) and the data from this evidence folder")
     p.add_argument("--figure", default=None, help="also write the per-round figure here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--compare", nargs="+", default=None, metavar="LABEL=DIR",
+                   help="only compare the paired differences of finished evidence folders")
+    p.add_argument("--at-rho", type=float, default=None,
+                   help="with --compare: the rho to compare (default: the largest shared one)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
+    if args.compare:
+        variants = dict(item.split("=", 1) for item in args.compare)
+        table, deltas = compare({k: Path(v) for k, v in variants.items()}, args.at_rho)
+        print(table)
+        if args.figure:
+            from causal_wsss.viz import plot_paired_deltas, save_figure
+
+            save_figure(plot_paired_deltas(deltas), args.figure)
+        return
     new = run_all(args)
     out = Path(args.out)
     from causal_wsss.io import write_json, write_text
