@@ -125,6 +125,7 @@ class ContextConfig:
     m_scale: str = "identity"  # identity | max
     l2_normalize: bool = False
     attention: str = "learned"  # learned (Eq. 3) | uniform (control: one fixed m for all images)
+    source: str = "seg"  # seg (last round's predictions) | gt (upper bound: ground-truth masks)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,30 @@ def load_label_grids(folder: str | Path, names: Sequence[str], grid: int,
     return out
 
 
+def ground_truth_grids(datasets: Sequence, names: Sequence[str], grid: int,
+                       progress: bool = False) -> np.ndarray:
+    """The ground-truth masks of ``names`` (looked up in ``datasets``) resized to the grid.
+
+    For the upper-bound ablation ``context.source=gt`` only: weak supervision never sees these.
+    Returns (N, grid, grid) uint8 (255 = void).
+    """
+    from tqdm.auto import tqdm
+
+    where = {name: (ds, i) for ds in datasets for i, name in enumerate(ds.names)}
+    out = np.zeros((len(names), grid, grid), dtype=np.uint8)
+    for k, name in enumerate(tqdm(names, desc="label grids (gt)", disable=not progress,
+                                  leave=False)):
+        if name not in where:
+            raise DataError(f"context.source=gt: image {name} is in none of the data sets")
+        ds, i = where[name]
+        mask = ds.load_mask(i)
+        if mask is None:
+            raise DataError(f"context.source=gt needs ground-truth masks, but split "
+                            f"'{getattr(ds, 'split', '?')}' has none for image {name}")
+        out[k] = resize_labels(mask, grid)
+    return out
+
+
 def build_confounder_dictionary(label_grids: np.ndarray, image_labels: np.ndarray, *,
                                 classes: Sequence[str], prior: str = "freq",
                                 agree_with_labels: bool = True,

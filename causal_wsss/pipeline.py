@@ -152,11 +152,25 @@ class _StageLog:
 
 def stage_confounders(cfg: ExperimentConfig, prev_dir: Path, round_dir: Path,
                       query_names: list[str], train_labels: np.ndarray, classes, *,
-                      progress: bool) -> dict:
-    """Build C, P(c) and the query grids from the previous round's predictions."""
-    from .confounders import build_confounder_dictionary, load_label_grids, save_label_grids
+                      progress: bool, datasets: list | None = None) -> dict:
+    """Build C, P(c) and the query grids from the previous round's predictions.
 
-    grids = load_label_grids(prev_dir / "pred", query_names, cfg.context.grid, progress=progress)
+    With ``context.source=gt`` (an upper bound, not weak supervision: the paper's ablation of
+    the mask source) the ground-truth masks of ``datasets`` replace the predictions.
+    """
+    from .confounders import (
+        build_confounder_dictionary,
+        ground_truth_grids,
+        load_label_grids,
+        save_label_grids,
+    )
+
+    if cfg.context.source == "gt":
+        grids = ground_truth_grids(datasets or [], query_names, cfg.context.grid,
+                                   progress=progress)
+    else:
+        grids = load_label_grids(prev_dir / "pred", query_names, cfg.context.grid,
+                                 progress=progress)
     n_train = train_labels.shape[0]
     dictionary = build_confounder_dictionary(grids[:n_train], train_labels, classes=classes,
                                              prior=cfg.context.prior,
@@ -175,6 +189,7 @@ def check_context_config(cfg: ExperimentConfig) -> ExperimentConfig:
                                 ("query", c.query, ("binary", "onehot")),
                                 ("m_scale", c.m_scale, ("identity", "max")),
                                 ("attention", c.attention, ("learned", "uniform")),
+                                ("source", c.source, ("seg", "gt")),
                                 ("fuse_at", c.fuse_at, ("layer4",))):
         if value not in allowed:
             raise ConfigError(f"config key 'context.{key}' is {value!r}; expected one of: "
@@ -526,7 +541,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
     if r > 0:
         timed("confounders", lambda: stage_confounders(
             cfg, out / f"round_{r - 1}", round_dir, query_names, train_ds.label_matrix(), classes,
-            progress=progress))
+            progress=progress, datasets=cam_datasets))
     # Same initial trunk in every round (only the context channel differs), and the same on a
     # resumed run as on an uninterrupted one.
     seed_everything(stage_seed(cfg.seed, "cam"))

@@ -228,3 +228,24 @@ def test_missing_crf_package_is_reported_before_training(synth, tmp_path, monkey
     assert not (tmp_path / "r" / "round_0").exists()
     with pytest.raises(ConfigError, match="pseudo.refine"):
         run_experiment(_cfg(synth, "pseudo.refine=sharpen"), tmp_path / "r2", progress=False)
+
+
+def test_ground_truth_confounder_source_uses_the_masks(synth, tmp_path):
+    """context.source=gt (the paper's upper-bound ablation) builds C from the true masks."""
+    import numpy as np
+
+    from causal_wsss.confounders import ConfounderDictionary, ground_truth_grids, resize_labels
+    from causal_wsss.pipeline import load_datasets
+
+    cfg = _cfg(synth, "context.source=gt")
+    report = run_experiment(cfg, tmp_path / "gt", progress=False)
+    assert [e["round"] for e in report["rounds"]] == [0, 1]
+    train = load_datasets(cfg)["train"]
+    queries = np.load(tmp_path / "gt" / "round_1" / "confounders" / "queries.npy")
+    np.testing.assert_array_equal(queries[0], resize_labels(train.load_mask(0), cfg.context.grid))
+    dictionary = ConfounderDictionary.load(tmp_path / "gt" / "round_1" / "confounders")
+    assert dictionary.valid.sum() == len({c for row in train.label_matrix() for c in np.flatnonzero(row)})
+    from causal_wsss.errors import DataError
+
+    with pytest.raises(DataError, match="none of the data sets"):
+        ground_truth_grids([train], ["no_such_image"], 8)
