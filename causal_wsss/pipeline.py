@@ -295,7 +295,40 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
                     "makes %.3g%% of the positive classes' pre-ReLU CAM magnitude",
                     result["context_weight_mean_abs"], result["context_weight_vs_feature_weight"],
                     100 * result["context_share"])
+        result.update(attention_summary(cam_net.new_modules["context"]))
+        logger.info("attention: mean max alpha %.3f (uniform: %.3f); %.0f%% of the images put "
+                    "their largest weight on the same class; m varies across images by %.3g "
+                    "of its mean", result["alpha_max_mean"], result["alpha_uniform"],
+                    100 * result["alpha_top_class_share"], result["m_spread"])
     return result
+
+
+@torch.no_grad()
+def attention_summary(context: nn.Module, batch_size: int = 512) -> dict:
+    """Does the learned attention of Eq. 3 depend on the image? Statistics over every query.
+
+    ``alpha_max_mean``: mean over images of the largest alpha (``alpha_uniform`` = 1 / number of
+    valid classes is the no-information value); ``alpha_top_class_share``: share of images whose
+    largest alpha falls on the most common such class (1.0 = the same class for every image);
+    ``m_spread``: the per-cell standard deviation of m across images, averaged over cells,
+    divided by the mean of m (0 = one map for every image).
+    """
+    was_training = context.training
+    context.eval()
+    n = context.queries.shape[0]
+    alphas, ms = [], []
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(n, start + batch_size), device=context.queries.device)
+        out = context(index=rows)
+        alphas.append(out.alpha.float().cpu())
+        ms.append(out.m.float().flatten(1).cpu())
+    context.train(was_training)
+    alpha, m = torch.cat(alphas), torch.cat(ms)  # (N, n), (N, D)
+    top = alpha.argmax(dim=1)
+    return {"alpha_max_mean": float(alpha.max(dim=1).values.mean()),
+            "alpha_uniform": float(1.0 / context.valid.sum().clamp_min(1)),
+            "alpha_top_class_share": float(torch.bincount(top).max() / n),
+            "m_spread": float(m.std(dim=0).mean() / m.mean().clamp_min(1e-12)) if n > 1 else 0.0}
 
 
 @torch.no_grad()
@@ -620,7 +653,8 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
              "pseudo_miou": pseudo_eval["miou"], "seg_miou": seg_eval_res["seg_miou"],
              "leakage": cam_eval["leakage"], "leakage_cooccur": cam_eval["leakage_cooccur"],
              "leakage_background": cam_eval["leakage_background"]}
-    for key in ("context_weight_mean_abs", "context_weight_vs_feature_weight", "context_share"):
+    for key in ("context_weight_mean_abs", "context_weight_vs_feature_weight", "context_share",
+                "alpha_max_mean", "alpha_top_class_share", "m_spread"):
         if key in cam_train:
             entry[key] = cam_train[key]
     return entry

@@ -87,3 +87,25 @@ def test_context_keys_are_checked_before_anything_runs(tmp_path):
         cfg = resolve("smoke", [f"context.{key}", f"data.root={tmp_path}"])
         with pytest.raises(ConfigError, match=f"context.{key.split('=')[0]}"):
             check_context_config(cfg)
+
+
+def test_attention_summary_tells_a_constant_attention_from_an_image_specific_one():
+    from causal_wsss.pipeline import attention_summary
+
+    mod, *_ = _module(attention="uniform")
+    s = attention_summary(mod)
+    assert s["alpha_max_mean"] == s["alpha_uniform"] == 0.5
+    assert s["alpha_top_class_share"] == 1.0 and abs(s["m_spread"]) < 1e-6
+    # two disjoint class blobs; each image's query is one of them; W1 = W2 = 10 I
+    dictionary = torch.zeros(3, 4, 4)
+    dictionary[1].view(-1)[:8] = 1.0
+    dictionary[2].view(-1)[8:] = 1.0
+    queries = dictionary[[1, 2, 1, 2]].reshape(4, -1)
+    learned = ContextAdjustment(dictionary, torch.tensor([0.5, 0.5]), queries=queries,
+                                embed_dim=16)
+    with torch.no_grad():
+        learned.w1.weight.copy_(10 * torch.eye(16))
+        learned.w2.weight.copy_(10 * torch.eye(16))
+    s = attention_summary(learned)
+    assert s["alpha_max_mean"] > 0.99 and s["alpha_top_class_share"] == 0.5
+    assert s["m_spread"] > 0.5

@@ -41,6 +41,9 @@ def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
         assert entry["leakage"] == pytest.approx(entry["leakage_cooccur"]
                                                  + entry["leakage_background"], abs=1e-6)
     assert "context_weight_mean_abs" in report["rounds"][1]
+    r1 = report["rounds"][1]
+    assert 0 < r1["alpha_max_mean"] <= 1 and 0 < r1["alpha_top_class_share"] <= 1
+    assert r1["m_spread"] >= 0
     saved = json.loads((out / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert (out / "config.json").is_file() and (out / "log.txt").is_file()
