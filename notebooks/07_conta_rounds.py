@@ -56,6 +56,9 @@ WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_07_")  # all output in smoke mod
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
 RUN_DIR = f"{WORK_DIR}/run" if SMOKE else "../runs/course_r0"  # the run of notebooks 03-06
 EVIDENCE_DIR = f"{WORK_DIR}/evidence" if SMOKE else "../runs/evidence"
+CONTROL_DIRS = ({"uniform control": f"{WORK_DIR}/ev_uniform"} if SMOKE else  # variants to compare
+                {"uniform control": "../runs/ev_uniform", "m_scale=max": "../runs/ev_mmax",
+                 "ground-truth masks": "../runs/ev_gt"})
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
@@ -67,8 +70,15 @@ import matplotlib.pyplot as plt
 
 from causal_wsss.config import resolve
 from causal_wsss.data.synthetic import SPEC, generate_synthetic
+from causal_wsss.io import write_json
 from causal_wsss.pipeline import format_report_table, load_datasets, run_experiment
-from causal_wsss.viz import EVIDENCE_KEYS, plot_cam_grid, plot_evidence, plot_rounds, save_figure
+from causal_wsss.viz import (
+    plot_cam_grid,
+    plot_evidence,
+    plot_paired_deltas,
+    plot_rounds,
+    save_figure,
+)
 from causal_wsss.widgets import CamRoundsExplorer
 
 sys.path.insert(0, str(Path("../scripts").resolve()))
@@ -190,13 +200,45 @@ save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png")
 plt.show()
 
 # %% [markdown]
-# The fair comparison is paired: same rho, same seed, same data, last round minus round 0.
+# The fair comparison is paired: same rho, same seed, same data, **and the same initial
+# weights**. Every round seeds its networks from the run's seed and the stage name only
+# (`causal_wsss.runtime.stage_seed`), and the CONTA classifier starts from the baseline's head
+# with the weight of the M channel at zero. So round $t$ minus round 0 of one seed is caused by
+# the context channel alone, and its spread over seeds is the noise a gain has to beat.
+#
+# A **control** tells what kind of cause. `context.attention=uniform` keeps the extra channel
+# but gives every image the same $\alpha_i = 1/n$, so $m$ is one fixed map: a learnable,
+# class-specific spatial bias with no image-specific context. If CONTA's differences are no
+# larger than the control's, the image-specific attention of Eq. 3 is not what caused them.
+# The variants come from the same script (`--reuse` shares round 0):
+#
+# ```bash
+# .venv/bin/python scripts/conta_evidence.py --out runs/ev_uniform --reuse runs/evidence \
+#     --rhos 0.9 --seeds 0 1 2 --rounds 2 context.attention=uniform
+# .venv/bin/python scripts/conta_evidence.py --compare "Eq. 3 (CONTA)=runs/evidence" \
+#     "uniform control=runs/ev_uniform" --figure figures/07_conta_rounds_paired.png
+# ```
+#
+# Dots below are seeds, bars their mean; in smoke mode one tiny control run stands in.
 
 # %%
-for tag, rep in sorted(reports.items()):
-    first, last = rep["rounds"][0], rep["rounds"][-1]
-    print(f"rho/seed {tag:>8}, round {last['round']} - round 0: "
-          + "  ".join(f"{k} {last[k] - first[k]:+.2f}" for k in EVIDENCE_KEYS))
+if SMOKE:  # stand-ins for the script's folders: this notebook's runs
+    write_json(f"{EVIDENCE_DIR}/reports.json", reports)
+    cfg_u = resolve(PRESET, [f"data.root={SYNTH_DIR}", "data.dataset=synthetic", *OVERRIDES,
+                             "context.attention=uniform"], seed=SEED, rounds=ROUNDS)
+    control = run_experiment(cfg_u, f"{CONTROL_DIRS['uniform control']}/run", progress=PROGRESS)
+    write_json(f"{CONTROL_DIRS['uniform control']}/reports.json", {f"{RHO}/{SEED}": control})
+variants = {"Eq. 3 (CONTA)": Path(EVIDENCE_DIR)}
+variants.update({label: Path(folder) for label, folder in CONTROL_DIRS.items()
+                 if (Path(folder) / "reports.json").is_file()})
+if (Path(EVIDENCE_DIR) / "reports.json").is_file():
+    table, deltas = conta_evidence.compare(variants, RHO)
+    print(table)
+    fig = plot_paired_deltas(deltas)
+    save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_paired.png")
+    plt.show()
+else:
+    print(f"no {EVIDENCE_DIR}/reports.json yet: run scripts/conta_evidence.py (above)")
 
 # %% [markdown]
 # ## 5. What to expect, honestly
