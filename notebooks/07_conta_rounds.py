@@ -174,7 +174,7 @@ explorer.widget()
 #     --seeds 0 1 2 --rounds 2 --figure figures/07_conta_rounds_evidence.png
 # ```
 #
-# That is 12 runs of about 15 minutes each on 2 CPU cores (rerun it to resume). This notebook
+# That is 12 runs of about 10 minutes each on 2 idle CPU cores (rerun it to resume). This notebook
 # reads its `reports.json` when present; otherwise it shows the run above, plus (in smoke mode)
 # one more `rho` on the same tiny setting.
 
