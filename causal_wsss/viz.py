@@ -709,6 +709,8 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.fuse_at": "method.md 3 and 7.6 [R]: concatenated at layer4",
     "context.m_scale": "method.md 3 [R]: identity (faithful)",
     "context.l2_normalize": "method.md 7.3 [R]: off",
+    "context.attention": "Eq. 3 (learned); 'uniform' is our control (docs/method-decisions.md)",
+    "context.source": "method.md 7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
 }
 """Where each value of the ``paper`` preset comes from (``shared/method.md`` sections; "ours"
 marks engineering settings that do not change what is computed)."""
