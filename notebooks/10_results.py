@@ -70,6 +70,7 @@ from causal_wsss.viz import (
     collect_reports,
     plot_conta_scm,
     plot_evidence,
+    plot_paired_deltas,
     plot_results_table,
     plot_rounds,
     plot_thumbnails,
@@ -96,6 +97,7 @@ pd.set_option("display.max_colwidth", None)
 # | `runs/demo` | `make demo` (cpu preset, synthetic benchmark) | `demo_rounds.png`, `demo_cams.png` |
 # | `runs/course_r0` | notebooks 03-07 (cpu preset, synthetic benchmark) | `07_conta_rounds_curves.png` |
 # | `runs/evidence` | `scripts/conta_evidence.py` (seeds x `rho`) | `07_conta_rounds_evidence.png` |
+# | `runs/ev_uniform`, `runs/ev_mmax`, `runs/ev_gt` | the same script with `--reuse runs/evidence` and a `context.*` override (docs/results.md) | `07_conta_rounds_paired.png` |
 # | `runs/voc_paper` | notebook 08 / `causal-wsss run --dataset voc --preset paper` | `08_pascal_voc_{results,rounds,cams}.png` |
 # | `runs/coco_paper` | notebook 09 / `causal-wsss run --dataset coco --preset paper` | `09_ms_coco_{results,rounds,cams}.png` |
 #
@@ -112,6 +114,7 @@ if SMOKE:
     for name in ("demo", "course_r0"):
         shutil.copytree(f"{RUNS_DIR}/voc_paper", f"{RUNS_DIR}/{name}")
     write_json(f"{RUNS_DIR}/evidence/reports.json", {f"0.9/{SEED}": smoke_report})
+    write_json(f"{RUNS_DIR}/ev_uniform/reports.json", {f"0.9/{SEED}": smoke_report})
 
 runs = collect_reports(RUNS_DIR)
 if runs:
@@ -173,6 +176,8 @@ plt.show()
 
 # %%
 RUN_FIGURES = {"voc_paper": ("08_pascal_voc", "voc"), "coco_paper": ("09_ms_coco", "coco")}
+PAIRED_VARIANTS = {"Eq. 3 (CONTA)": "evidence", "uniform control": "ev_uniform",
+                   "m_scale=max": "ev_mmax", "ground-truth masks": "ev_gt"}
 fig = plot_conta_scm()
 saved = [save_figure(fig, f"{FIGURES_DIR}/01_causal_graph_scm.png")]
 plt.close(fig)
@@ -194,6 +199,13 @@ evidence = {label.removeprefix("evidence/"): report for label, (report, _) in ru
 if evidence:
     fig = plot_evidence(conta_evidence.summarise(evidence))
     saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png"))
+    plt.close(fig)
+variants = {label: Path(RUNS_DIR) / folder for label, folder in PAIRED_VARIANTS.items()
+            if (Path(RUNS_DIR) / folder / "reports.json").is_file()}
+if "Eq. 3 (CONTA)" in variants and len(variants) > 1:  # notebook 07, section 4
+    _, deltas = conta_evidence.compare(variants, 0.9)
+    fig = plot_paired_deltas(deltas)
+    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_paired.png"))
     plt.close(fig)
 print("\n".join(str(p) for p in saved))
 
