@@ -585,6 +585,29 @@ def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
     return fig
 
 
+def plot_rho_sweep(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS, rounds: Sequence[int] = (0, 1)
+                   ) -> Figure:
+    """Each metric against the confounding strength rho, one line per round (mean +- std over seeds).
+
+    ``summary``: ``{rho: {round: {key: (mean, std, n_seeds)}}}`` (``summarise()`` of
+    ``scripts/conta_evidence.py``); rounds a rho lacks are skipped.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for r in rounds:
+            rhos = [rho for rho in sorted(summary) if r in summary[rho]]
+            mean = [summary[rho][r][key][0] for rho in rhos]
+            std = [summary[rho][r][key][1] for rho in rhos]
+            ax.errorbar(rhos, mean, yerr=std, marker="o", capsize=3,
+                        label="baseline (round 0)" if r == 0 else f"CONTA round {r}")
+        ax.set_xlabel("rho (confounding strength)")
+        ax.set_title(_METRIC_TITLES.get(key, key), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_paired_deltas(deltas: dict[str, dict], keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
     """Round t - round 0 per seed, for several variants of the adjustment, one panel per metric.
 

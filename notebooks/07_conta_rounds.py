@@ -76,6 +76,7 @@ from causal_wsss.viz import (
     plot_cam_grid,
     plot_evidence,
     plot_paired_deltas,
+    plot_rho_sweep,
     plot_rounds,
     save_figure,
 )
@@ -197,6 +198,9 @@ print(conta_evidence.markdown(summary))
 # %%
 fig = plot_evidence(summary)
 save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png")
+plt.show()
+fig = plot_rho_sweep(summary)  # the same numbers against rho: what confounding costs
+save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_rho_sweep.png")
 plt.show()
 
 # %% [markdown]

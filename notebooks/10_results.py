@@ -72,6 +72,7 @@ from causal_wsss.viz import (
     plot_evidence,
     plot_paired_deltas,
     plot_results_table,
+    plot_rho_sweep,
     plot_rounds,
     plot_thumbnails,
     results_table,
@@ -96,7 +97,7 @@ pd.set_option("display.max_colwidth", None)
 # |---|---|---|
 # | `runs/demo` | `make demo` (cpu preset, synthetic benchmark) | `demo_rounds.png`, `demo_cams.png` |
 # | `runs/course_r0` | notebooks 03-07 (cpu preset, synthetic benchmark) | `07_conta_rounds_curves.png` |
-# | `runs/evidence` | `scripts/conta_evidence.py` (seeds x `rho`) | `07_conta_rounds_evidence.png` |
+# | `runs/evidence` | `scripts/conta_evidence.py` (seeds x `rho`) | `07_conta_rounds_evidence.png`, `07_conta_rounds_rho_sweep.png` |
 # | `runs/ev_uniform`, `runs/ev_mmax`, `runs/ev_gt` | the same script with `--reuse runs/evidence` and a `context.*` override (docs/results.md) | `07_conta_rounds_paired.png` |
 # | `runs/voc_paper` | notebook 08 / `causal-wsss run --dataset voc --preset paper` | `08_pascal_voc_{results,rounds,cams}.png` |
 # | `runs/coco_paper` | notebook 09 / `causal-wsss run --dataset coco --preset paper` | `09_ms_coco_{results,rounds,cams}.png` |
@@ -199,6 +200,9 @@ evidence = {label.removeprefix("evidence/"): report for label, (report, _) in ru
 if evidence:
     fig = plot_evidence(conta_evidence.summarise(evidence))
     saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png"))
+    plt.close(fig)
+    fig = plot_rho_sweep(conta_evidence.summarise(evidence))
+    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_rho_sweep.png"))
     plt.close(fig)
 variants = {label: Path(RUNS_DIR) / folder for label, folder in PAIRED_VARIANTS.items()
             if (Path(RUNS_DIR) / folder / "reports.json").is_file()}

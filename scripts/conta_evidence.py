@@ -193,6 +193,8 @@ def main() -> None:
     p.add_argument("--reuse", default=None, metavar="DIR",
                    help="copy round 0 (or its CAM stages) and the data from this evidence folder")
     p.add_argument("--figure", default=None, help="also write the per-round figure here")
+    p.add_argument("--sweep-figure", default=None,
+                   help="also write the metrics-against-rho figure (rounds 0 and 1) here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--compare", nargs="+", default=None, metavar="LABEL=DIR",
                    help="only compare the paired differences of finished evidence folders")
@@ -224,6 +226,10 @@ def main() -> None:
         from causal_wsss.viz import plot_evidence, save_figure
 
         save_figure(plot_evidence(summarise(reports)), args.figure)
+    if args.sweep_figure:
+        from causal_wsss.viz import plot_rho_sweep, save_figure
+
+        save_figure(plot_rho_sweep(summarise(reports)), args.sweep_figure)
 
 
 if __name__ == "__main__":
