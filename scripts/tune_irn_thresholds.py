@@ -10,6 +10,11 @@ of ``RUN/round_0`` and scores the random walk at each background threshold:
     python scripts/tune_irn_thresholds.py runs/evidence/rho0.9_seed0 --out runs/irn_tuning \\
         --ir 0.30,0.05 0.60,0.30 0.80,0.40 --sem 0.25 0.5 0.7
 
+``--oracle`` adds a diagnostic that needs no IRN training: the same random walk, with the
+boundary map taken from the ground-truth masks (1 where a label changes within a 3x3 window of
+the stride-4 grid). It separates the two halves of IRN: if the walk with true boundaries beats
+the plain threshold, the propagation works and a poor result comes from the learned boundaries.
+
 It reads nothing but the run folder's config, CAM cache and CAM network, and writes IR labels,
 boundary networks and pseudo-masks under ``--out``. The pair and threshold it finds are meant to
 be chosen once (on one seed) and then fixed for every seed and round, as the `cpu` preset's
@@ -30,6 +35,8 @@ def main() -> None:
                    help="confident foreground, background threshold pairs of the IR labels")
     p.add_argument("--sem", type=float, nargs="+", default=[0.25],
                    help="background thresholds after the random walk")
+    p.add_argument("--oracle", action="store_true",
+                   help="also walk with ground-truth boundaries (a diagnostic, not a method)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
 
@@ -73,11 +80,51 @@ def main() -> None:
             miou = score_label_folder(train, out, dist_info=dist, progress=progress)["miou"]
             rows.append({"conf_fg": fg, "conf_bg": bg, "sem_seg_bg": sem, "pseudo_miou": miou})
             print(f"fg {fg:.2f} bg {bg:.2f} sem {sem:.2f}: pseudo-mask mIoU {miou:.1f}", flush=True)
+    if args.oracle:
+        for sem in args.sem:
+            miou = oracle_miou(train, round0 / "cams", cfg.pseudo, sem, progress)
+            rows.append({"conf_fg": None, "conf_bg": None, "sem_seg_bg": sem,
+                         "pseudo_miou": miou, "boundaries": "ground truth"})
+            print(f"ground-truth boundaries, sem {sem:.2f}: pseudo-mask mIoU {miou:.1f}",
+                  flush=True)
     write_json(args.out / "tuning.json", rows)
+    rows = [r for r in rows if r.get("boundaries") != "ground truth"] or rows
     best = max(rows, key=lambda r: r["pseudo_miou"])
     print(f"best: pseudo.conf_fg_threshold={best['conf_fg']} pseudo.conf_bg_threshold="
           f"{best['conf_bg']} pseudo.sem_seg_bg_threshold={best['sem_seg_bg']} "
           f"({best['pseudo_miou']:.1f})")
+
+
+def oracle_miou(dataset, cam_dir: Path, pcfg, threshold: float, progress: bool) -> float:
+    """Pseudo-mask mIoU of IRNet's random walk on boundaries read off the ground-truth masks."""
+    import math
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from causal_wsss.cam import CamCache
+    from causal_wsss.constants import IGNORE_INDEX
+    from causal_wsss.irn import semantic_labels
+    from causal_wsss.metrics import ConfusionMatrix
+
+    cache, conf = CamCache(cam_dir), ConfusionMatrix(dataset.num_classes)
+    for i in tqdm(range(len(dataset)), desc=f"oracle walk {threshold}", disable=not progress):
+        cams = cache.get(dataset.names[i])
+        mask = torch.from_numpy(dataset.load_mask(i).astype(np.int64))  # (H, W)
+        height, width = mask.shape
+        grid = (math.ceil(height / 4), math.ceil(width / 4))
+        small = F.interpolate(mask[None, None].float(), size=grid, mode="nearest")[0, 0]
+        small[small == IGNORE_INDEX] = 0
+        hi = F.max_pool2d(small[None, None], 3, 1, 1)[0, 0]
+        lo = -F.max_pool2d(-small[None, None], 3, 1, 1)[0, 0]
+        boundary = (hi != lo).float()  # (h, w): 1 where the label changes
+        labels = semantic_labels(cams.stride4.float(), cams.keys, boundary, (height, width),
+                                 beta=pcfg.beta, exp_times=pcfg.exp_times,
+                                 bg_threshold=threshold).long()
+        conf.update(labels, mask)
+    return 100 * conf.compute().miou
 
 
 if __name__ == "__main__":
