@@ -175,6 +175,17 @@ def stage_confounders(cfg: ExperimentConfig, prev_dir: Path, round_dir: Path,
     dictionary = build_confounder_dictionary(grids[:n_train], train_labels, classes=classes,
                                              prior=cfg.context.prior,
                                              agree_with_labels=cfg.context.agree_with_labels)
+    if not dictionary.valid.any():
+        from .errors import DataError
+
+        where = "the ground-truth masks" if cfg.context.source == "gt" else \
+            f"the segmentation predictions in {prev_dir / 'pred'}"
+        raise DataError(
+            f"the confounder dictionary is empty: {where} show no foreground class "
+            + ("that agrees with the image labels " if cfg.context.agree_with_labels else "")
+            + "in any training image, so Eq. 3 has nothing to attend to. The previous round's "
+            "segmentation model is too weak (train it longer: seg.iterations)"
+            + (", or set context.agree_with_labels=false" if cfg.context.agree_with_labels else ""))
     folder = round_dir / "confounders"
     dictionary.save(folder)
     save_label_grids(folder / "queries.npy", grids)
@@ -562,9 +573,16 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         if done is not None:
             return done
         logger.info("round %d: %s", r, stage)
+        on_cuda = device.type == "cuda"
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         result = fn()
         result["seconds"] = result.get("seconds", time.perf_counter() - t0)
+        if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
+            result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+            logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,
+                        result["seconds"], result["cuda_peak_mib"])
         timings[stage] = result["seconds"]
         barrier()
         return log.put(stage, result)
@@ -676,9 +694,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     check_optional_packages(cfg)
     _check_config(cfg, out, dist_info.is_main)
     sets = load_datasets(cfg)
-    logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d", cfg.data.dataset,
-                len(sets["train"]), len(sets["eval"]), len(sets["val"]), device,
-                dist_info.world_size)
+    backend = torch.distributed.get_backend() if dist_info.group else "none"
+    logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d, process group %s",
+                cfg.data.dataset, len(sets["train"]), len(sets["eval"]), len(sets["val"]), device,
+                dist_info.world_size, backend)
     report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
     for r in range(cfg.rounds + 1):
         report["rounds"].append(run_round(cfg, r, out, sets, device=device, dist_info=dist_info,

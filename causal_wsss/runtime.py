@@ -71,6 +71,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    group: bool = False  # a torch.distributed process group is up (torchrun, even with one process)
 
     @property
     def is_main(self) -> bool:
@@ -78,25 +79,30 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """True under torchrun: models are wrapped in DDP and data sharded by rank."""
+        return self.world_size > 1 or self.group
 
 
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the process group that torchrun describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
 
-    NCCL on CUDA, gloo on the CPU. Without torchrun's variables this is a one-process job and
-    nothing is initialised. Returns the rank information and the device of this process.
+    NCCL on CUDA, gloo on the CPU. Under torchrun (its ``MASTER_ADDR`` is set) the group is
+    initialised even for one process, so ``torchrun --nproc_per_node 1`` takes the same DDP path
+    as a multi-GPU job. Without torchrun's variables this is a one-process job and nothing is
+    initialised. Returns the rank information and the device of this process.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = choose_device(device_name, local_rank=local)
-    if world > 1 and not dist.is_initialized():
+    launched = world > 1 or ("MASTER_ADDR" in os.environ and "RANK" in os.environ)
+    if launched and dist.is_available() and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local), device
+    group = dist.is_available() and dist.is_initialized()
+    return DistInfo(rank=rank, world_size=world, local_rank=local, group=group), device
 
 
 def barrier() -> None:
@@ -109,7 +115,7 @@ def get_dist() -> DistInfo:
     """The current process's rank information (one process when torch.distributed is not up)."""
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(),
-                        int(os.environ.get("LOCAL_RANK", "0")))
+                        int(os.environ.get("LOCAL_RANK", "0")), group=True)
     return DistInfo()
 
 

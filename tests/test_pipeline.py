@@ -252,3 +252,41 @@ def test_ground_truth_confounder_source_uses_the_masks(synth, tmp_path):
 
     with pytest.raises(DataError, match="none of the data sets"):
         ground_truth_grids([train], ["no_such_image"], 8)
+
+
+def test_empty_confounder_dictionary_is_one_clear_message(tmp_path):
+    """A previous round whose segmentation predicts background everywhere leaves Eq. 3 nothing
+    to attend to: the confounders stage says so and names the prediction folder."""
+    import numpy as np
+    from PIL import Image
+
+    from causal_wsss.errors import DataError
+    from causal_wsss.pipeline import stage_confounders
+
+    prev = tmp_path / "round_0"
+    (prev / "pred").mkdir(parents=True)
+    names = ["a", "b"]
+    for name in names:
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(prev / "pred" / f"{name}.png")
+    cfg = resolve("smoke")
+    labels = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    with pytest.raises(DataError, match=r"confounder dictionary is empty.*round_0.pred.*seg\.iterations"):
+        stage_confounders(cfg, prev, tmp_path / "round_1", names, labels,
+                          classes=("background", "x", "y", "z"), progress=False)
+
+
+def test_torchrun_with_one_process_still_forms_a_process_group(tmp_path):
+    """`torchrun --nproc_per_node 1` takes the DDP path (gloo here, NCCL on a GPU)."""
+    code = (
+        "import torch.distributed as dist\n"
+        "from causal_wsss.runtime import init_distributed\n"
+        "info, device = init_distributed('cpu')\n"
+        "assert info.group and info.distributed and info.world_size == 1, info\n"
+        "print(dist.get_backend())\n"
+        "dist.destroy_process_group()\n")
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29611", "RANK": "0",
+           "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "gloo"
