@@ -290,6 +290,24 @@ def _as_list(items: list[dict]) -> list[dict]:
     return items
 
 
+def _sorted_by_size(dataset, indices: list[int]) -> list[int]:
+    """``indices`` ordered by image size (read from the file headers, no decoding), so that
+    images of one size arrive together and fill whole batches; unchanged when the data set has
+    no ``image_path`` or a header cannot be read (the loader then reports the file)."""
+    from PIL import Image
+
+    if not hasattr(dataset, "image_path"):
+        return indices
+    sizes = {}
+    for i in indices:
+        try:
+            with Image.open(dataset.image_path(i)) as img:
+                sizes[i] = img.size
+        except (OSError, ValueError):
+            return indices
+    return sorted(indices, key=lambda i: sizes[i])
+
+
 def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: int = 8,
               scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
               device: torch.device | str = "cpu", amp: bool = True, progress: bool = True,
@@ -299,8 +317,8 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
 
     dataset: a SegmentationDataset (``names``; items with uint8 ``image`` (3, H, W), ``labels``
     (K,), ``name``). Images already in the cache are skipped, so an interrupted run resumes.
-    Images are batched by size (at most ``4 * batch_size`` wait for a full batch; beyond that
-    the largest waiting group goes through), normalised on ``device`` and passed to
+    Images are read in order of size and batched by size (at most ``4 * batch_size`` wait
+    for a full batch; beyond that the largest waiting group goes through), normalised on ``device`` and passed to
     :func:`extract_cams`. ``context_fn(items)`` -> (b, Cc, Hc, Wc) gives the image-aligned
     context maps of a group of items (CONTA). The model is moved to ``device``
     (channels_last on CUDA or with amp); :func:`extract_cams` runs it in eval mode.
@@ -315,7 +333,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     device = torch.device(device)
     cache = CamCache(cache_dir)
     shard = range(rank, len(dataset), world_size)
-    todo = [i for i in shard if not cache.exists(names[i])]
+    todo = _sorted_by_size(dataset, [i for i in shard if not cache.exists(names[i])])
     net = _unwrap(model).to(device)
     if device.type == "cuda" or amp:
         net = net.to(memory_format=torch.channels_last)

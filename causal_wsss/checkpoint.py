@@ -56,5 +56,5 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None = None, o
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     if state.get("rng") is not None:
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # map_location may have moved it to the GPU
     return state

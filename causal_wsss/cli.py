@@ -147,7 +147,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         raise ConfigError("no data root: pass --root or set CAUSAL_WSSS_DATA (for VOC the folder "
                           "holding VOCdevkit/, for COCO the folder holding train2014/)")
-    report = run_experiment(cfg, args.out, progress=not args.no_progress)
+    try:
+        report = run_experiment(cfg, args.out, progress=not args.no_progress)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # torchrun: leave the group cleanly
+            dist.destroy_process_group()
     print(format_report_table(report))
     return 0
 

@@ -437,8 +437,8 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
 
     num_classes = eval_ds.num_classes
     grid = sorted(set(threshold_grid(*cfg.cam_infer.sweep)) | {round(cfg.cam_infer.bg_threshold, 10)})
-    sweep = ThresholdSweep(num_classes, grid)
-    leak = LeakageMeter(num_classes)
+    sweep = ThresholdSweep(num_classes, grid, device=device)  # the sweep runs on the device
+    leak = LeakageMeter(num_classes, device=device)
     cache = CamCache(cache_dir)
     labels_all = eval_ds.label_matrix()
     for i in tqdm(range(dist_info.rank, len(eval_ds), dist_info.world_size), desc="eval CAMs",
@@ -447,9 +447,9 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
         if mask is None:
             raise DataError(f"split '{cfg.data.eval_split}' has no ground-truth masks; CAM "
                             "evaluation needs them (set data.eval_split to a split with masks)")
-        cams = cache.get(eval_ds.names[i]).dense(num_classes - 1)[None].float()  # (1, K, H, W)
-        target = torch.from_numpy(mask.astype(np.int64))[None]  # (1, H, W)
-        labels = torch.tensor(labels_all[i], dtype=torch.float32)[None]
+        cams = cache.get(eval_ds.names[i]).dense(num_classes - 1)[None].to(device).float()
+        target = torch.from_numpy(mask.astype(np.int64))[None].to(device)  # (1, H, W)
+        labels = torch.tensor(labels_all[i], dtype=torch.float32, device=device)[None]
         sweep.update(cams, target)
         leak.update(cams, target, labels)
     sweep.all_reduce()
@@ -575,6 +575,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         logger.info("round %d: %s", r, stage)
         on_cuda = device.type == "cuda"
         if on_cuda:
+            torch.cuda.init()  # the peak-memory counters need an initialised CUDA context
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         result = fn()

@@ -141,6 +141,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             scheduler.step()
         state.step += 1
         state.loss = float(loss.detach())
+        if not math.isfinite(state.loss):
+            from .errors import CausalWSSSError
+
+            raise CausalWSSSError(
+                f"{desc}: the loss is {state.loss} at step {state.step} (lr "
+                f"{optimizer.param_groups[0]['lr']:.3g}); lower the learning rate, or check the "
+                "weights: with weights=none, frozen batch-norm statistics (cam.freeze_bn=true, and "
+                "DeepLab-v2 always) leave the activations unnormalised")
         state.lr = optimizer.param_groups[0]["lr"]
         total += state.loss
         count += 1
