@@ -683,10 +683,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     """Run round 0 and CONTA rounds 1..``cfg.rounds`` into ``out``; returns the report.
 
     Rerunning with the same config resumes; a different config for an existing ``out`` is an
-    error (only ``rounds`` may grow).
+    error (only ``rounds`` may grow). ``data.root`` is made absolute first, so the same folder
+    named relatively (a notebook's ``../data/synth``) or absolutely is the same config.
     """
     from .runtime import init_distributed, seed_everything, setup_logging
 
+    if cfg.data.root:
+        cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
     out = Path(out)
     dist_info, device = init_distributed(cfg.device)
     seed_everything(cfg.seed)

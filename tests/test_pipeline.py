@@ -57,6 +57,9 @@ def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
     again = run_experiment(_cfg(synth), out, progress=False)
     assert again == report
     assert (out / "round_1" / "cam_net.pt").stat().st_mtime_ns == stamp
+    # the same data folder named relatively (as notebooks do) is the same configuration
+    relative = os.path.relpath(synth, Path.cwd())
+    assert run_experiment(_cfg(relative), out, progress=False) == report
     # a different configuration in the same folder is refused
     from causal_wsss.errors import ConfigError
 
