@@ -265,6 +265,12 @@ else:
 #   come from the baseline run's own luck, not from context: the seed with the best baseline
 #   loses whatever is changed. One seed's table (like `make demo`'s) can therefore show a gain
 #   of several points, or a loss, while the context term is 0.02% of the CAMs.
+# - **The options did not change that** (`docs/results.md` section 3, round 1, three seeds): a
+#   uniform prior, a one-hot query and cosine attention repeat the same per-seed pattern.
+#   Max-scaling $m$ gained in all three seeds in round 1 (CAM +1.1 $\pm$ 0.3, segmentation
+#   +1.9 $\pm$ 0.9) but not in round 2, and its uniform-attention control was not separable from
+#   it. Even a dictionary and queries built from the **ground-truth** masks (an upper bound, not
+#   weak supervision) gave only +0.6 $\pm$ 0.3 CAM mIoU, with the leakage unchanged.
 # - **Why the effect can be small.** The adjustment acts through one extra channel whose input
 #   $m$ is nearly the same map for every image and whose weight the classifier learns freely
 #   (notebook 06): nothing forces the classifier to use it, and nothing in it removes the

@@ -32,8 +32,8 @@
 #
 # **Run time and hardware:** opening and running this notebook as it is takes seconds: it shows
 # the configuration and any results already in `../runs/voc_paper`. The experiment itself
-# (`FULL_SCALE = True`) needs VOC 2012 + SBD, one CUDA GPU and, **as an estimate**, 10 to 18
-# hours (section 3). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end
+# (`FULL_SCALE = True`) needs VOC 2012 + SBD, one CUDA GPU and about 7 to 11 hours on an
+# H200-class GPU (section 3: stage rates measured on an H200, projected to VOC). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end
 # on a tiny generated set in the VOC layout, under a minute on a laptop CPU.
 
 # %% tags=["parameters"]
@@ -179,13 +179,24 @@ config_sources_table(paper_cfg)
 # - disk for the cache: the float16 CAMs of 10,582 images take about 6 GB a round, so plan on
 #   about 30 GB for four rounds with labels and checkpoints (an estimate).
 #
-# **Expected run time on one GPU (an estimate, not measured here).** Per round, on an
-# A100/H100-class GPU with 8 loader processes: CAM training 10-20 min (IRNet's own log shows
-# about 90 images/s for this stage, jiwoon-ahn/irn issue 13), CAMs at 4 scales with flips for
-# 10,582 images 15-30 min, IR labels with CRF (CPU) 20-40 min, IRNet 10-15 min, the random walk
-# 15-30 min, DeepLab-v2 ResNet-101 for 20,000 iterations 1.5-2.5 h, evaluation and predictions
-# 10-15 min. That is 2.5 to 4.5 hours a round, **10 to 18 hours** for round 0 plus three CONTA
-# rounds. Older GPUs (V100) take about twice as long.
+# **Expected run time on one GPU.** No VOC run has been made. The stage rates below were measured
+# once on an H200 (`bench/gpu_check.sh`, `docs/benchmarks.md`): the `gpu` preset with random
+# weights on 500 px synthetic images, so the per-image costs match VOC's while the numbers say
+# nothing about accuracy. Projected to 10,582 `train_aug` images, per round:
+#
+# | stage | measured rate (H200) | per round on VOC (projection) |
+# |---|---|---|
+# | CAM training, crop 512, batch 16, 5 epochs | 86 crops/s | about 10 min |
+# | CAMs, 4 scales + flips | 210 img/s at a few repeated sizes (benchmark); 5 img/s when every size differs | 1 to 35 min |
+# | IR labels with the CRF (CPU) | not measured | 20-40 min (estimate) |
+# | relation network, 3 epochs | 89 img/s | about 6 min |
+# | boundary random walk and pseudo-mask PNGs | 15 img/s | about 12 min |
+# | segmentation, 20,000 iterations of batch 10 at 321 (measured with DeepLabV3-ResNet-101; DeepLab-v2 not timed) | 72 crops/s | about 46 min |
+# | predictions on the training images | 17 img/s | about 10 min |
+#
+# That makes **1.8 to 2.7 hours a round and 7 to 11 hours** for round 0 plus three CONTA rounds on
+# an H200-class GPU. The slowest unknowns are the CRF on the CPU and how well VOC's image sizes
+# batch. Older GPUs (V100) take about twice as long.
 #
 # Before starting, check that everything is in place. A missing data set is reported with the
 # loader's message and nothing runs.
@@ -293,8 +304,8 @@ if report is not None and len(report["rounds"]) > 1:
 # - The `paper` preset is IRNet's CAM and relation stages plus CONTA's DeepLab-v2, with every
 #   value traced to `method.md`; what the paper never specified (the dictionary, the prior, where
 #   the context enters) is our documented choice, not CONTA's.
-# - A full run is round 0 plus three CONTA rounds, each retraining everything: an estimated
-#   10-18 hours on one modern GPU.
+# - A full run is round 0 plus three CONTA rounds, each retraining everything: about 7-11 hours on
+#   one H200-class GPU, projected from stage rates measured there.
 # - The published gains of CONTA over IRNet and SEAM are +0.5 to +0.8 CAM, +1.4 to +1.8
 #   pseudo-mask and +1.6 to +1.8 segmentation mIoU, partly unverified and about as large as the
 #   spread between IRNet reproductions (method.md 7, pitfall 4): compare means over several

@@ -32,8 +32,8 @@
 # **Run time and hardware:** as it is, this notebook takes seconds, plus a few minutes and a
 # few GB of memory to read COCO's annotations when `CAUSAL_WSSS_DATA` points at them;
 # it shows the configuration and any results already in `../runs/coco_paper`. The experiment
-# itself (`FULL_SCALE = True`) needs COCO 2014, one CUDA GPU and, **as an estimate**, 3 to 5 days
-# (section 3). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end on a
+# itself (`FULL_SCALE = True`) needs COCO 2014, one CUDA GPU and about 2 to 3 days on
+# an H200-class GPU (section 3, projected from measured stage rates). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end on a
 # tiny generated set in the COCO layout, under a minute on a laptop CPU.
 
 # %% tags=["parameters"]
@@ -227,12 +227,15 @@ config_sources_table(paper_cfg, coco_sources)
 # VOC, the run needs the ImageNet weights (or `cam.weights=` / `seg.weights=` in `OVERRIDES`)
 # and pydensecrf for IRNet's CRF.
 #
-# **Expected run time on one GPU (an estimate, not measured here).** COCO has about 8 times
-# VOC's training images and a 5 times longer DeepLab schedule. Per round, on an A100/H100-class
-# GPU: CAM training 1-2 h (410,000 images seen at IRNet's ~90 images/s), CAMs 2-4 h, IR labels
-# with CRF 2.5-5 h (CPU), IRNet 1-1.5 h, the random walk 2-4 h, DeepLab-v2 for 100,000
-# iterations 7.5-12.5 h, predictions and evaluation 1.5-3 h: 18 to 32 hours a round, **3 to 5
-# days** for round 0 plus three CONTA rounds. Disk: the float16 CAMs of 82,081 images take
+# **Expected run time on one GPU.** No COCO run has been made. Projected from the stage rates
+# measured once on an H200 with random weights (`docs/benchmarks.md`; notebook 08, section 3):
+# COCO has about 8 times VOC's training images and a 5 times longer DeepLab schedule. Per round:
+# CAM training about 1.3 h (410,000 crops at 86/s), CAMs 7 min to 4.5 h (210 img/s when sizes
+# repeat, 5 img/s when every size differs), IR labels with the CRF 2.5-5 h (CPU, not measured),
+# the relation network about 45 min (89 img/s), the random walk about 1.5 h (15 img/s),
+# segmentation for 100,000 iterations about 4 h (72 crops/s, measured with DeepLabV3-ResNet-101),
+# predictions and evaluation about 2 h (17 img/s): 12 to 19 hours a round, **2 to 3 days** for
+# round 0 plus three CONTA rounds on an H200-class GPU. Disk: the float16 CAMs of 82,081 images take
 # roughly 150 GB a round (also an estimate); a finished round's `cams/` can be archived once
 # its figures are drawn, since later rounds read only its predictions. Try the setup first
 # with `data.max_images=2000` in `OVERRIDES` (every split truncated; a different experiment).
@@ -325,7 +328,7 @@ if report is not None and len(report["rounds"]) > 1:
 #   that carry no annotation.
 # - The pipeline is the same as on VOC: `--dataset coco`, the `paper` preset, and CONTA's longer
 #   DeepLab schedule (`seg.iterations=100000`); there is no `train_aug`, so `train` is used.
-# - Four rounds on COCO take days on one GPU (an estimate); try the setup on a truncated set
+# - Four rounds on COCO take 2-3 days on one H200-class GPU (projected); try the setup on a truncated set
 #   first.
 # - The published COCO gain of CONTA is under one point of mIoU, and all but one of those numbers
 #   are unverified: only means over several seeds could show such a difference. In smoke mode
