@@ -144,8 +144,9 @@ def make_ir_label_files(dataset: SegmentationDataset, cam_cache_dir: str | os.Pa
     todo = [i for i in mine if dataset.names[i] not in done]
     jobs = _IrLabelJobs(dataset, todo, cam_dir, out, fg_threshold, bg_threshold, crf)
     loader = DataLoader(jobs, batch_size=None, num_workers=num_workers)
-    for _ in tqdm(loader, total=len(jobs), desc="IR labels", disable=not progress):
-        pass
+    with tqdm(total=len(jobs), desc="IR labels", disable=not progress) as bar:
+        for _ in loader:  # not tqdm(loader): tqdm.auto would start a second set of workers
+            bar.update(1)
     return {"images": len(mine), "written": len(todo), "skipped": len(mine) - len(todo)}
 
 

@@ -246,9 +246,11 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     refine_and_save = _RefineAndSave(refiner, bg_threshold, out_dir)
     jobs = _PseudoMaskJobs(dataset, todo, load, refine_and_save if in_workers else None)
     loader = DataLoader(jobs, batch_size=1, num_workers=num_workers, collate_fn=_first)
-    for item in tqdm(loader, total=len(jobs), desc="pseudo-masks", disable=not progress):
-        if not in_workers:
-            refine_and_save(*item)
+    with tqdm(total=len(jobs), desc="pseudo-masks", disable=not progress) as bar:
+        for item in loader:  # not tqdm(loader): tqdm.auto would start a second set of workers
+            if not in_workers:
+                refine_and_save(*item)
+            bar.update(1)
     return {"images": len(mine), "written": len(todo), "skipped": len(mine) - len(todo)}
 
 

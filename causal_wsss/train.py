@@ -130,8 +130,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     state = state or TrainState()
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"{desc} {state.epoch + 1}", disable=not progress, leave=False)
-    for batch in bar:
+    # the bar counts batches; it is never handed the loader, because tqdm.auto's asyncio class
+    # calls iter() on its iterable in __init__, which would start a second, unused set of
+    # DataLoader workers per epoch (freed later, possibly inside another loader's workers)
+    bar = tqdm(total=len(loader), desc=f"{desc} {state.epoch + 1}", disable=not progress,
+               leave=False)
+    for batch in loader:
         with autocast(device, amp):
             loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -152,8 +156,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         state.lr = optimizer.param_groups[0]["lr"]
         total += state.loss
         count += 1
+        bar.update(1)
         bar.set_postfix(loss=f"{state.loss:.4f}")
         _emit(callbacks, "on_step", state)
+    bar.close()
     state.epoch_loss = total / max(count, 1)
     return state
 

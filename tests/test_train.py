@@ -27,3 +27,23 @@ def test_nan_loss_stops_with_one_message_naming_stage_and_step():
         train_one_epoch(model, loader, opt, loss_fn=loss_fn, device=torch.device("cpu"),
                         amp=False, progress=False, desc="seg")
 
+
+
+def test_an_epoch_iterates_its_loader_once_with_progress_on():
+    """tqdm.auto's asyncio class calls iter() on an iterable it is given; with DataLoader workers
+    that starts a second, unused set of workers per epoch. The loop must not hand it the loader."""
+
+    class CountingLoader(DataLoader):
+        iters = 0
+
+        def __iter__(self):
+            CountingLoader.iters += 1
+            return super().__iter__()
+
+    model = nn.Linear(3, 1)
+    loader = CountingLoader(TensorDataset(torch.randn(8, 3)), batch_size=4,
+                            collate_fn=lambda rows: {"x": torch.stack([r[0] for r in rows])})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = train_one_epoch(model, loader, opt, loss_fn=lambda m, b: m(b["x"]).pow(2).mean(),
+                            device=torch.device("cpu"), amp=False, progress=True, desc="cam")
+    assert CountingLoader.iters == 1 and state.step == 2
