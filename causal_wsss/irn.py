@@ -130,7 +130,7 @@ def make_ir_label_files(dataset: SegmentationDataset, cam_cache_dir: str | os.Pa
     work (CRF included) in DataLoader worker processes. Returns ``{"images", "written",
     "skipped"}`` for this rank.
     """
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
     if not 0 <= rank < world_size:
         raise ConfigError(f"make_ir_label_files: rank {rank} outside world_size {world_size}")
@@ -144,9 +144,8 @@ def make_ir_label_files(dataset: SegmentationDataset, cam_cache_dir: str | os.Pa
     todo = [i for i in mine if dataset.names[i] not in done]
     jobs = _IrLabelJobs(dataset, todo, cam_dir, out, fg_threshold, bg_threshold, crf)
     loader = DataLoader(jobs, batch_size=None, num_workers=num_workers)
-    with tqdm(total=len(jobs), desc="IR labels", disable=not progress) as bar:
-        for _ in loader:  # not tqdm(loader): tqdm.auto would start a second set of workers
-            bar.update(1)
+    for _ in progress_bar(loader, desc="IR labels", disable=not progress):
+        pass
     return {"images": len(mine), "written": len(todo), "skipped": len(mine) - len(todo)}
 
 

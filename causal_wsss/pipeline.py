@@ -20,7 +20,6 @@ per finished round, mIoU in percent.
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections.abc import Callable
@@ -581,7 +580,6 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         t0 = time.perf_counter()
         result = fn()
         result["seconds"] = result.get("seconds", time.perf_counter() - t0)
-        gc.collect()  # free this stage's loader iterators here, not in a later stage's workers
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,

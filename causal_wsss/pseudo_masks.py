@@ -225,7 +225,7 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     worker processes, and refines there too for refiners registered with ``in_workers=True``
     ("none", "crf"). Returns ``{"images", "written", "skipped"}`` for this rank.
     """
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
     if not 0 <= rank < world_size:
         raise ConfigError(f"make_pseudo_masks: rank {rank} outside world_size {world_size}")
@@ -246,11 +246,9 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     refine_and_save = _RefineAndSave(refiner, bg_threshold, out_dir)
     jobs = _PseudoMaskJobs(dataset, todo, load, refine_and_save if in_workers else None)
     loader = DataLoader(jobs, batch_size=1, num_workers=num_workers, collate_fn=_first)
-    with tqdm(total=len(jobs), desc="pseudo-masks", disable=not progress) as bar:
-        for item in loader:  # not tqdm(loader): tqdm.auto would start a second set of workers
-            if not in_workers:
-                refine_and_save(*item)
-            bar.update(1)
+    for item in progress_bar(loader, desc="pseudo-masks", disable=not progress):
+        if not in_workers:
+            refine_and_save(*item)
     return {"images": len(mine), "written": len(todo), "skipped": len(mine) - len(todo)}
 
 

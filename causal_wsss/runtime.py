@@ -142,3 +142,19 @@ def setup_logging(run_dir: str | Path | None = None, name: str = "causal_wsss",
         logger.addHandler(handler)
     logger.propagate = False
     return logger
+
+
+def progress_bar(iterable, **tqdm_kwargs):
+    """Yield from ``iterable`` (a DataLoader, typically) under a tqdm.auto bar of ``len(iterable)``.
+
+    The bar is never handed the iterable: tqdm.auto's asyncio class calls ``iter()`` on what it
+    is given in ``__init__``, which for a DataLoader starts a second, unused set of workers
+    (prefetching for nothing, and freed later, possibly inside another loader's workers).
+    """
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(iterable), **tqdm_kwargs) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
+

@@ -176,18 +176,14 @@ def evaluate_segmentation(model: nn.Module, dataset, *, device: torch.device | s
                         num_workers=num_workers, collate_fn=collate_list,
                         pin_memory=device.type == "cuda")
     matrix = ConfusionMatrix(num_classes, device)
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
-    # tqdm counts; handing it the loader would start a second set of workers (train.py)
-    with tqdm(total=len(loader), desc="evaluate", disable=not (progress and info.is_main)) as bar:
-        for batch in loader:
-            if "mask" not in batch:
-                raise DataError(f"evaluate_segmentation: {dataset!r} has no masks to score against")
-            preds = predict_labels(net, batch["image"], device=device, scales=scales, flip=flip,
-                                   amp=amp)
-            for pred, mask in zip(preds, batch["mask"]):
-                matrix.update(pred, mask.to(device))
-            bar.update(1)
+    for batch in progress_bar(loader, desc="evaluate", disable=not (progress and info.is_main)):
+        if "mask" not in batch:
+            raise DataError(f"evaluate_segmentation: {dataset!r} has no masks to score against")
+        preds = predict_labels(net, batch["image"], device=device, scales=scales, flip=flip, amp=amp)
+        for pred, mask in zip(preds, batch["mask"]):
+            matrix.update(pred, mask.to(device))
     net.train(was_training)
     return matrix.all_reduce().compute()
 
@@ -216,15 +212,12 @@ def predict_masks(model: nn.Module, dataset, out_dir: str | os.PathLike, *,
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_list,
                         pin_memory=device.type == "cuda")
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
-    with tqdm(total=len(loader), desc="predict masks", disable=not progress) as bar:
-        for batch in loader:  # not tqdm(loader): see evaluate_segmentation
-            preds = predict_labels(net, batch["image"], device=device, scales=scales, flip=flip,
-                                   amp=amp)
-            for name, pred in zip(batch["name"], preds):
-                save_mask_png(out_dir / f"{name}.png", pred.to("cpu", torch.uint8).numpy())
-            bar.update(1)
+    for batch in progress_bar(loader, desc="predict masks", disable=not progress):
+        preds = predict_labels(net, batch["image"], device=device, scales=scales, flip=flip, amp=amp)
+        for name, pred in zip(batch["name"], preds):
+            save_mask_png(out_dir / f"{name}.png", pred.to("cpu", torch.uint8).numpy())
     net.train(was_training)
     return {"images": len(mine), "written": len(todo), "skipped": len(mine) - len(todo)}
 

@@ -130,9 +130,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     state = state or TrainState()
     model.train()
     total, count = 0.0, 0
-    # the bar counts batches; it is never handed the loader, because tqdm.auto's asyncio class
-    # calls iter() on its iterable in __init__, which would start a second, unused set of
-    # DataLoader workers per epoch (freed later, possibly inside another loader's workers)
+    # the bar counts batches and is never handed the loader (see runtime.progress_bar)
     bar = tqdm(total=len(loader), desc=f"{desc} {state.epoch + 1}", disable=not progress,
                leave=False)
     for batch in loader:
