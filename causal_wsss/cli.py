@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=150, help="long side of the images in pixels")
     p.add_argument("--coco", action="store_true", help="also write the COCO 2014 layout in OUT/coco")
+    p.add_argument("--interventional", action="store_true",
+                   help="draw from the interventional distribution: context independent of the "
+                        "class, partners independent (--rho is then ignored); the upper bound "
+                        "that de-confounding is compared with")
+    p.add_argument("--twins", action="store_true",
+                   help="add the split 'twins': every validation image's objects on each context, "
+                        "without their partner, and context-only images (do(context) figures)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("stats", help="image counts and class co-occurrence of a data set split",
@@ -103,7 +110,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     root = generate_synthetic(args.out, n_train=args.train, n_val=args.val, rho=args.rho,
                               seed=args.seed, coco=args.coco, size=args.size,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, interventional=args.interventional,
+                              twins=args.twins)
     print(f"synthetic data set ready: {root}")
     return 0
 

@@ -17,12 +17,15 @@ from .errors import ConfigError, DataError
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "ConfusionMatrix",
+    "ContrastMeter",
     "LeakageMeter",
     "SegmentationScores",
     "ThresholdSweep",
     "cams_to_labels",
     "iou_per_class",
+    "mean_iou",
     "miou",
+    "precision_split",
     "scores_from_confusion",
     "threshold_grid",
 ]
@@ -69,11 +72,24 @@ def iou_per_class(conf: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, math.nan))
 
 
-def miou(conf: torch.Tensor) -> float:
-    """Mean IoU of a ``(C, C)`` confusion matrix: ``nanmean_c IoU_c`` in [0, 1] (NaN if empty)."""
+def mean_iou(iou: torch.Tensor, classes: Sequence[int] | None = None) -> torch.Tensor:
+    """``nanmean`` of ``iou (..., C)`` over the last axis, restricted to ``classes`` when given.
+
+    ``classes``: the label indices the data set uses (``dataset.used_classes``); None = all.
+    The rule: the mean runs over the data set's own classes; one that is absent from both the
+    targets and the predictions (NaN) is skipped; a predicted class the data set does not use
+    adds no term (its pixels already count as false negatives of their true class).
+    """
+    if classes is not None:
+        iou = iou[..., list(classes)]
+    return torch.nanmean(iou, dim=-1)
+
+
+def miou(conf: torch.Tensor, classes: Sequence[int] | None = None) -> float:
+    """Mean IoU of a ``(C, C)`` confusion matrix over ``classes`` (default all) in [0, 1] (NaN if empty)."""
     if conf.dim() != 2:
         raise DataError(f"miou: expected a (C, C) confusion matrix, got shape {tuple(conf.shape)}")
-    return float(torch.nanmean(iou_per_class(conf)))
+    return float(mean_iou(iou_per_class(conf), classes))
 
 
 @dataclass(frozen=True)
@@ -122,8 +138,12 @@ class SegmentationScores:
         }
 
 
-def scores_from_confusion(conf: torch.Tensor) -> SegmentationScores:
-    """All :class:`SegmentationScores` of a ``(C, C)`` confusion matrix ``conf[target, pred]``."""
+def scores_from_confusion(conf: torch.Tensor,
+                          classes: Sequence[int] | None = None) -> SegmentationScores:
+    """All :class:`SegmentationScores` of a ``(C, C)`` confusion matrix ``conf[target, pred]``.
+
+    ``classes``: the label indices that enter ``miou`` and ``mean_accuracy`` (see :func:`mean_iou`).
+    """
     if conf.dim() != 2:
         raise DataError(f"scores_from_confusion: expected a (C, C) matrix, got {tuple(conf.shape)}")
     iou = iou_per_class(conf)
@@ -138,9 +158,9 @@ def scores_from_confusion(conf: torch.Tensor) -> SegmentationScores:
         iou=tuple(iou.cpu().tolist()),
         precision=tuple(precision.tolist()),
         recall=tuple(recall.tolist()),
-        miou=float(torch.nanmean(iou)),
+        miou=float(mean_iou(iou, classes)),
         pixel_accuracy=float(tp.sum()) / total if total > 0 else math.nan,
-        mean_accuracy=float(torch.nanmean(recall)),
+        mean_accuracy=float(mean_iou(recall, classes)),
         pixels=int(total),
     )
 
@@ -160,8 +180,9 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, device: DeviceLike = None,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+                 ignore_index: int = IGNORE_INDEX, classes: Sequence[int] | None = None) -> None:
         _check_num_classes("ConfusionMatrix", num_classes, ignore_index)
+        self.classes = _check_classes("ConfusionMatrix", classes, num_classes)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self._state = torch.zeros(num_classes, num_classes, dtype=torch.int64,
@@ -230,10 +251,10 @@ class ConfusionMatrix:
         return self
 
     def compute(self) -> SegmentationScores:
-        return scores_from_confusion(self._state)
+        return scores_from_confusion(self._state, self.classes)
 
     def miou(self) -> float:
-        return miou(self._state)
+        return miou(self._state, self.classes)
 
     def __repr__(self) -> str:
         return (f"ConfusionMatrix(num_classes={self.num_classes}, pixels={int(self._state.sum())}, "
@@ -283,8 +304,10 @@ class ThresholdSweep:
     """
 
     def __init__(self, num_classes: int, thresholds: Sequence[float] | np.ndarray = DEFAULT_THRESHOLDS,
-                 device: DeviceLike = None, ignore_index: int = IGNORE_INDEX) -> None:
+                 device: DeviceLike = None, ignore_index: int = IGNORE_INDEX,
+                 classes: Sequence[int] | None = None) -> None:
         _check_num_classes("ThresholdSweep", num_classes, ignore_index)
+        self.classes = _check_classes("ThresholdSweep", classes, num_classes)
         thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
         if thr.size == 0 or not np.all(np.isfinite(thr)) or np.any(np.diff(thr) <= 0) or thr[0] < 0:
             raise ConfigError(f"ThresholdSweep: thresholds must be a non-empty, strictly increasing "
@@ -338,7 +361,7 @@ class ThresholdSweep:
 
     def compute(self) -> list[tuple[float, float]]:
         """``[(threshold, mIoU), ...]`` in threshold order (mIoU in [0, 1], NaN before any update)."""
-        mious = torch.nanmean(iou_per_class(self.confusion_matrices()), dim=-1)  # (T,)
+        mious = mean_iou(iou_per_class(self.confusion_matrices()), self.classes)  # (T,)
         return list(zip(self.thresholds, mious.cpu().tolist()))
 
     def best(self) -> tuple[float, float]:
@@ -350,7 +373,8 @@ class ThresholdSweep:
 
     def at(self, threshold: float) -> SegmentationScores:
         """All scores at one threshold of the grid (e.g. IRNet's 0.15)."""
-        return scores_from_confusion(self.confusion_matrices()[self._index_of(threshold)])
+        return scores_from_confusion(self.confusion_matrices()[self._index_of(threshold)],
+                                     self.classes)
 
     def merge(self, other: ThresholdSweep) -> ThresholdSweep:
         """Add another sweep's counts (same classes and thresholds); returns self."""
@@ -514,6 +538,147 @@ class LeakageMeter:
                 "skipped_pairs": int(self._pairs[:, 1].sum()), "per_class": per_class}
 
 
+CONTRAST_EPS = 1e-3
+"""Added to both means of a contrast, so that a perfect map (zero outside) scores about 1000, not inf."""
+
+
+class ContrastMeter:
+    """How much brighter each present class's CAM is on its object than on the context and on other objects.
+
+    For image ``b`` and a foreground class ``k`` in its label, with max-normalised CAM ``a_k``
+    and the scored pixels ``S = {target != ignore}``:
+
+    - ``in = mean of a_k over {target = k}``, ``ctx = mean over {target = 0}`` (the context),
+      ``other = mean over {target not in {0, k}}`` (partners and other objects);
+    - per class, ``contrast_context = (sum_b in + eps) / (sum_b ctx + eps)`` over the images
+      having both (likewise ``contrast_partner`` over the images with another object), with
+      ``eps = CONTRAST_EPS * pairs``: a uniform map scores 1, a perfect one about 1000;
+    - ``leakage_uniform``: the mass leakage (:class:`LeakageMeter`) a uniform map would score,
+      ``1 - |target = k| / |S|``, averaged over the same pairs: the baseline beside the leakage.
+
+    Overall values are the means over the classes with pairs. The state is sums and counts, so
+    meters merge and ``all_reduce`` exactly.
+    """
+
+    _COLS = ("in_ctx", "ctx", "pairs_ctx", "in_other", "other", "pairs_other", "uniform", "pairs")
+
+    def __init__(self, num_classes: int, device: DeviceLike = None,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        _check_num_classes("ContrastMeter", num_classes, ignore_index)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self._sums = torch.zeros(num_classes - 1, len(self._COLS), dtype=torch.float64,
+                                 device=torch.device(device or "cpu"))
+
+    @property
+    def state(self) -> torch.Tensor:
+        """``(K, 8)`` float64 sums, columns as ``_COLS``."""
+        return self._sums
+
+    @torch.no_grad()
+    def update(self, cams: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one batch: ``cams (B, K, H, W) >= 0``, ``target (B, H, W)``, ``labels (B, K)`` 0/1."""
+        if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
+            cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
+        cams, target = _prepare_cams("ContrastMeter.update", cams, target, None,
+                                     num_fg=self.num_classes - 1)
+        if labels.shape != cams.shape[:2]:
+            raise DataError(f"ContrastMeter.update: expected labels of shape {tuple(cams.shape[:2])},"
+                            f" got {tuple(labels.shape)}")
+        _check_finite("ContrastMeter.update", cams)
+        b, k = cams.shape[:2]
+        cams = cams.flatten(2).to(torch.float64)  # (B, K, N)
+        valid = (target != self.ignore_index).flatten(1).unsqueeze(1)  # (B, 1, N)
+        target = target.flatten(1).unsqueeze(1)  # (B, 1, N)
+        ids = torch.arange(1, k + 1, device=cams.device).view(1, k, 1)
+        inside = valid & (target == ids)  # (B, K, N)
+        context = valid & (target == 0)  # (B, 1, N)
+        other = valid & (target != 0) & (target != ids)  # (B, K, N)
+
+        def mean(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            n = mask.sum(-1).expand(b, k)  # (B, K)
+            total = torch.where(mask, cams, cams.new_zeros(())).sum(-1)  # (B, K)
+            return total / n.clamp_min(1), n
+
+        m_in, n_in = mean(inside)
+        m_ctx, n_ctx = mean(context)
+        m_other, n_other = mean(other)
+        present = labels.to(cams.device).bool() & (n_in > 0)  # (B, K)
+        has_ctx, has_other = present & (n_ctx > 0), present & (n_other > 0)
+        n_valid = valid.sum(-1).expand(b, k).clamp_min(1)  # (B, K)
+        zero = cams.new_zeros(())
+        cols = [torch.where(has_ctx, m_in, zero), torch.where(has_ctx, m_ctx, zero),
+                has_ctx.double(), torch.where(has_other, m_in, zero),
+                torch.where(has_other, m_other, zero), has_other.double(),
+                torch.where(present, 1 - n_in / n_valid, zero), present.double()]
+        self._sums += torch.stack(cols, dim=-1).sum(0).to(self.device)  # (K, 8)
+
+    def merge(self, other: ContrastMeter) -> ContrastMeter:
+        if not isinstance(other, ContrastMeter) or other.num_classes != self.num_classes:
+            raise ConfigError(f"ContrastMeter.merge: expected a ContrastMeter with "
+                              f"{self.num_classes} classes, got {other!r}")
+        self._sums += other.state.to(self._sums.device)
+        return self
+
+    def all_reduce(self, group: Any = None) -> ContrastMeter:
+        _all_reduce_sum_(self._sums, group)
+        return self
+
+    def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """``{"contrast_context", "contrast_partner", "leakage_uniform", "per_class"}`` (NaN without pairs)."""
+        s = self._sums.cpu()
+        per_class: dict[str | int, dict[str, float]] = {}
+        rows = {"contrast_context": [], "contrast_partner": [], "leakage_uniform": []}
+        for k in range(self.num_classes - 1):
+            in_c, ctx, n_c, in_o, oth, n_o, uni, n = s[k].tolist()
+            row = {
+                "contrast_context": ((in_c + CONTRAST_EPS * n_c) / (ctx + CONTRAST_EPS * n_c)
+                                     if n_c else math.nan),
+                "contrast_partner": ((in_o + CONTRAST_EPS * n_o) / (oth + CONTRAST_EPS * n_o)
+                                     if n_o else math.nan),
+                "leakage_uniform": uni / n if n else math.nan,
+                "pairs": int(n), "pairs_partner": int(n_o),
+            }
+            key = class_names[k + 1] if class_names is not None else k + 1
+            per_class[key] = row
+            for name in rows:
+                if not math.isnan(row[name]):
+                    rows[name].append(row[name])
+        out = {name: float(np.mean(v)) if v else math.nan for name, v in rows.items()}
+        return {**out, "per_class": per_class}
+
+
+def precision_split(conf: torch.Tensor, classes: Sequence[int] | None = None,
+                    class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Precision of each foreground class's predicted region, and where its false positives lie.
+
+    From a ``(C, C)`` confusion matrix ``conf[target, pred]`` (e.g. a thresholded CAM's): for a
+    predicted class ``k`` with ``P = sum_g conf[g, k]`` pixels, ``precision = conf[k, k] / P``,
+    ``fp_context = conf[0, k] / P`` (on the context) and ``fp_objects = 1 - precision -
+    fp_context`` (on other objects: partners and extras); the three sum to 1. Averages run over
+    the foreground classes of ``classes`` (default all) that were predicted at all.
+    """
+    _check_square(conf)
+    conf = conf.to(torch.float64).cpu()
+    fg = [c for c in (classes if classes is not None else range(conf.shape[0])) if c != 0]
+    per_class: dict[str | int, dict[str, float]] = {}
+    rows: dict[str, list[float]] = {"precision": [], "fp_context": [], "fp_objects": []}
+    for k in fg:
+        predicted = float(conf[:, k].sum())
+        if predicted == 0:
+            row = dict.fromkeys(rows, math.nan)
+        else:
+            precision = float(conf[k, k]) / predicted
+            context = float(conf[0, k]) / predicted
+            row = {"precision": precision, "fp_context": context,
+                   "fp_objects": max(0.0, 1.0 - precision - context)}
+            for name in rows:
+                rows[name].append(row[name])
+        per_class[class_names[k] if class_names is not None else k] = row
+    return {**{name: float(np.mean(v)) if v else math.nan for name, v in rows.items()},
+            "per_class": per_class}
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
@@ -538,6 +703,17 @@ def _check_num_classes(owner: str, num_classes: int, ignore_index: int) -> None:
     if 0 <= ignore_index < num_classes:
         raise ConfigError(f"{owner}: ignore_index {ignore_index} collides with a class label "
                           f"(0..{num_classes - 1})")
+
+
+def _check_classes(owner: str, classes: Sequence[int] | None,
+                   num_classes: int) -> tuple[int, ...] | None:
+    if classes is None:
+        return None
+    out = tuple(int(c) for c in classes)
+    if not out or any(not 0 <= c < num_classes for c in out) or len(set(out)) != len(out):
+        raise ConfigError(f"{owner}: classes must be distinct label indices in [0, {num_classes}), "
+                          f"got {list(classes)}")
+    return out
 
 
 def _check_square(conf: torch.Tensor) -> None:

@@ -429,20 +429,35 @@ def stage_cams(cfg: ExperimentConfig, model: nn.Module, datasets: list, cache_di
 
 def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: torch.device,
                    dist_info, progress: bool) -> dict:
-    """CAM mIoU at the fixed threshold and the best over the sweep, plus leakage (method.md 5)."""
-    from tqdm.auto import tqdm
+    """CAM mIoU at the fixed threshold and the best over the sweep, leakage, contrast and precision.
 
+    mIoU runs over the data set's own classes (``eval_ds.used_classes``, listed in the result);
+    the leakage has the value a uniform map would score beside it (``leakage_uniform``); the
+    contrast (:class:`~causal_wsss.metrics.ContrastMeter`) and the precision of the thresholded
+    CAM, split into false positives on context and on other objects
+    (:func:`~causal_wsss.metrics.precision_split`), at the fixed and at the best threshold.
+    """
     from .cam import CamCache
-    from .metrics import LeakageMeter, ThresholdSweep, threshold_grid
+    from .metrics import (
+        ContrastMeter,
+        LeakageMeter,
+        ThresholdSweep,
+        precision_split,
+        threshold_grid,
+    )
+    from .runtime import progress_bar
 
     num_classes = eval_ds.num_classes
+    used = tuple(getattr(eval_ds, "used_classes", range(num_classes)))
+    names = list(eval_ds.classes)
     grid = sorted(set(threshold_grid(*cfg.cam_infer.sweep)) | {round(cfg.cam_infer.bg_threshold, 10)})
-    sweep = ThresholdSweep(num_classes, grid, device=device)  # the sweep runs on the device
+    sweep = ThresholdSweep(num_classes, grid, device=device, classes=used)  # runs on the device
     leak = LeakageMeter(num_classes, device=device)
+    contrast = ContrastMeter(num_classes, device=device)
     cache = CamCache(cache_dir)
     labels_all = eval_ds.label_matrix()
-    for i in tqdm(range(dist_info.rank, len(eval_ds), dist_info.world_size), desc="eval CAMs",
-                  disable=not progress, leave=False):
+    indices = range(dist_info.rank, len(eval_ds), dist_info.world_size)
+    for i in progress_bar(indices, desc="eval CAMs", disable=not progress, leave=False):
         mask = eval_ds.load_mask(i)
         if mask is None:
             raise DataError(f"split '{cfg.data.eval_split}' has no ground-truth masks; CAM "
@@ -452,16 +467,37 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
         labels = torch.tensor(labels_all[i], dtype=torch.float32, device=device)[None]
         sweep.update(cams, target)
         leak.update(cams, target, labels)
+        contrast.update(cams, target, labels)
     sweep.all_reduce()
     leak.all_reduce()
-    fixed = sweep.at(round(cfg.cam_infer.bg_threshold, 10))
+    contrast.all_reduce()
+    fixed_t = round(cfg.cam_infer.bg_threshold, 10)
+    fixed = sweep.at(fixed_t)
     best_t, best = sweep.best()
-    leakage = leak.compute(class_names=list(eval_ds.classes))
+    leakage = leak.compute(class_names=names)
+    contrasts = contrast.compute(class_names=names)
+    conf = sweep.confusion_matrices()
+    prec_fixed = precision_split(conf[grid.index(fixed_t)], used, names)
+    prec_best = precision_split(conf[grid.index(best_t)], used, names)
     return {"cam_miou": 100 * fixed.miou, "cam_threshold": cfg.cam_infer.bg_threshold,
             "cam_miou_best": 100 * best, "cam_threshold_best": best_t,
+            "miou_classes": [names[c] for c in used],
             "leakage": leakage["leakage"], "leakage_cooccur": leakage["leakage_cooccur"],
             "leakage_background": leakage["leakage_background"],
+            "leakage_uniform": contrasts["leakage_uniform"],
+            "contrast_context": contrasts["contrast_context"],
+            "contrast_partner": contrasts["contrast_partner"],
+            "precision": prec_fixed["precision"], "precision_fp_context": prec_fixed["fp_context"],
+            "precision_fp_objects": prec_fixed["fp_objects"],
+            "precision_best": prec_best["precision"],
+            "precision_best_fp_context": prec_best["fp_context"],
+            "precision_best_fp_objects": prec_best["fp_objects"],
             "cam_iou_per_class": _iou_by_class(fixed, eval_ds.classes),
+            "per_class": {n: {**contrasts["per_class"][n],
+                              "leakage": leakage["per_class"][n]["leakage"],
+                              "precision": prec_fixed["per_class"][n]["precision"],
+                              "precision_best": prec_best["per_class"][n]["precision"]}
+                          for n in (names[c] for c in used if c != 0)},
             "sweep": [[t, 100 * v] for t, v in sweep.compute()]}
 
 
@@ -513,7 +549,7 @@ def score_label_folder(dataset, folder: Path, *, dist_info, progress: bool,
     from .data.base import read_label_png
     from .metrics import ConfusionMatrix
 
-    conf = ConfusionMatrix(dataset.num_classes)
+    conf = ConfusionMatrix(dataset.num_classes, classes=getattr(dataset, "used_classes", None))
     for i in tqdm(range(dist_info.rank, len(dataset), dist_info.world_size), desc="score masks",
                   disable=not progress, leave=False):
         pred = read_label_png(folder / f"{dataset.names[i]}.png", 256).astype(np.int64)

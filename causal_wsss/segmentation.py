@@ -175,7 +175,8 @@ def evaluate_segmentation(model: nn.Module, dataset, *, device: torch.device | s
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_list,
                         pin_memory=device.type == "cuda")
-    matrix = ConfusionMatrix(num_classes, device)
+    # The mean runs over the data set's own classes (a synthetic set uses 7 of VOC's 21).
+    matrix = ConfusionMatrix(num_classes, device, classes=getattr(dataset, "used_classes", None))
     from .runtime import progress_bar
 
     for batch in progress_bar(loader, desc="evaluate", disable=not (progress and info.is_main)):

@@ -53,6 +53,16 @@ class SegmentationDataset(Dataset, abc.ABC):
         return len(self.classes)
 
     @property
+    def used_classes(self) -> tuple[int, ...]:
+        """Label indices the data set uses, background included: those that enter every mIoU.
+
+        All of :attr:`classes` for VOC (21) and COCO (81); a synthetic set in the VOC layout uses
+        the background plus its own classes (7). A prediction of an unused class is an error of
+        the pixel's true class (a false negative there), not a class of its own in the mean.
+        """
+        return tuple(range(self.num_classes))
+
+    @property
     @abc.abstractmethod
     def has_masks(self) -> bool:
         """Whether samples carry a ``mask`` (False for splits without ground truth)."""

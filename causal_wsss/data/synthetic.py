@@ -42,10 +42,14 @@ from ..io import write_bytes, write_json, write_text
 from .base import Sample, Transform
 from .voc import VOCSegmentation, find_voc_root
 
-VERSION = 1
-"""Generator version, stored in the sidecar; bump it whenever the drawn bytes change."""
+VERSION = 2
+"""Generator version, stored in the sidecar; bump it whenever the drawn bytes change.
+
+2: the background has a random stream of its own (do(context) twins); interventional sets; twins.
+"""
 
 SPLITS = ("train", "val")
+TWIN_SPLIT = "twins"
 META_FILE = "synthetic.json"
 JPEG_QUALITY = 90
 _MAX_IMAGES = 999_999  # image ids are split_id * 10**6 + i + 1
@@ -95,7 +99,8 @@ SPEC = SyntheticSpec()
 
 def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 100,
                        rho: float = 0.9, seed: int = 0, coco: bool = False, size: int = 150,
-                       progress: bool = False) -> Path:
+                       progress: bool = False, interventional: bool = False,
+                       twins: bool = False) -> Path:
     """Write the confounded benchmark under ``out`` and return the VOC root ``out/VOCdevkit/VOC2012``.
 
     Layout (PASCAL VOC 2012): ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette
@@ -106,13 +111,27 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
     ``out/coco/annotations/instances_{train,val}2014.json`` (80 categories, one annotation per
     visible instance as uncompressed RLE, ``iscrowd=0``).
 
-    Image ``i`` of split ``s`` is drawn from ``numpy.random.default_rng([seed, s, i])``, so
-    the same arguments give the same bytes and the training images do not depend on
-    ``n_val``. The long side is about ``size`` px (width ``0.8-1.07 size``, height
-    ``0.67-1.0 size``). If ``out`` already holds a complete set made with the same arguments
-    and generator version, nothing is written.
+    ``interventional=True`` draws from the interventional distribution instead (``rho`` is then
+    ignored): the context is uniform over all contexts whatever the class, and each pair anchor
+    gets its partner with the probability :func:`independent_pair_prob` that makes the partner
+    class as frequent with the anchor as without it. Training on it is the upper bound the
+    backdoor adjustment P(Y | do(X)) = sum_c P(Y | X, c) P(c) tries to emulate.
+
+    ``twins=True`` adds the split ``twins`` (VOC layout only, list ``twins.txt``): for every
+    validation image the same objects (same shape, place, colour, texture and scale) drawn on
+    each context (``twin_<i>_<context>``; the one on the image's own context is the validation
+    image itself, byte for byte), the same scene without its partner where one was placed
+    (``twin_<i>_nopartner``), and one image of context alone, no object, per validation image
+    (``ctx_<i>_<context>``, the contexts in turn). Sidecar entries of this split carry
+    ``kind`` (``twin`` | ``no_partner`` | ``context_only``) and ``twin_of`` (the validation name).
+
+    Image ``i`` of split ``s`` is drawn from ``numpy.random.default_rng([seed, s, i])`` (layout)
+    and ``default_rng([seed, s, i, 1])`` (background), so the same arguments give the same bytes
+    and the training images do not depend on ``n_val``. The long side is about ``size`` px
+    (width ``0.8-1.07 size``, height ``0.67-1.0 size``). If ``out`` already holds a complete set
+    made with the same arguments and generator version, nothing is written.
     """
-    params = _check_params(n_train, n_val, rho, seed, coco, size)
+    params = _check_params(n_train, n_val, rho, seed, coco, size, interventional, twins)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"synthetic output {out} exists and is not a folder; expected a folder "
@@ -125,25 +144,33 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
 
     palette = voc_palette().ravel().tolist()
     images_meta: list[dict[str, Any]] = []
-    lists: dict[str, list[str]] = {split: [] for split in SPLITS}
+    lists: dict[str, list[str]] = {split: [] for split in (*SPLITS, TWIN_SPLIT)}
     coco_images: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     coco_anns: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
-    counts = {"train": n_train, "val": n_val}
-    jobs = [(split_id, split, i) for split_id, split in enumerate(SPLITS)
-            for i in range(counts[split])]
-    for split_id, split, i in tqdm(jobs, desc="synthetic images", disable=not progress):
-        image_id = split_id * 10**6 + i + 1
-        name = f"{split}_{i + 1:06d}"
-        scene = _draw_scene(np.random.default_rng([seed, split_id, i]), rho, size)
-        jpeg = _encode(Image.fromarray(scene.image), "JPEG", quality=JPEG_QUALITY,
-                       subsampling=0)
+    draw_rho = 1.0 / len(SPEC.contexts) if interventional else rho
+    pair_prob = independent_pair_prob() if interventional else None
+
+    def write(name: str, split: str, image_id: int, scene: _Scene, **extra: Any) -> bytes:
+        jpeg = _encode(Image.fromarray(scene.image), "JPEG", quality=JPEG_QUALITY, subsampling=0)
         label_img = Image.fromarray(scene.label, mode="P")
         label_img.putpalette(palette)
         write_bytes(voc_root / "JPEGImages" / f"{name}.jpg", jpeg)
         write_bytes(voc_root / "SegmentationClass" / f"{name}.png", _encode(label_img, "PNG"))
         write_text(voc_root / "Annotations" / f"{name}.xml", _voc_xml(name, scene))
         lists[split].append(name)
-        images_meta.append(_image_meta(name, split, image_id, scene))
+        images_meta.append({**_image_meta(name, split, image_id, scene), **extra})
+        return jpeg
+
+    counts = {"train": n_train, "val": n_val}
+    jobs = [(split_id, split, i) for split_id, split in enumerate(SPLITS)
+            for i in range(counts[split])]
+    for split_id, split, i in tqdm(jobs, desc="synthetic images", disable=not progress):
+        image_id = split_id * 10**6 + i + 1
+        name = f"{split}_{i + 1:06d}"
+        scene = _draw_scene(np.random.default_rng([seed, split_id, i]), draw_rho, size,
+                            bg_rng=np.random.default_rng([seed, split_id, i, 1]),
+                            pair_prob=pair_prob)
+        jpeg = write(name, split, image_id, scene)
         if coco:
             file_name = f"COCO_{split}2014_{image_id:012d}.jpg"
             write_bytes(out / "coco" / f"{split}2014" / file_name, jpeg)
@@ -151,11 +178,18 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
                                        "height": scene.label.shape[0],
                                        "width": scene.label.shape[1]})
             coco_anns[split].extend(_coco_annotations(scene, image_id))
+    if twins:
+        for job, (name, twin_of, scene, kind) in enumerate(tqdm(
+                _twin_scenes(seed, n_val, draw_rho, size, pair_prob), total=None,
+                desc="twins", disable=not progress)):
+            write(name, TWIN_SPLIT, 2 * 10**6 + job + 1, scene, kind=kind, twin_of=twin_of)
 
     seg_dir = voc_root / "ImageSets" / "Segmentation"
     for split in SPLITS:
         write_text(seg_dir / f"{split}.txt", "".join(f"{n}\n" for n in lists[split]))
     write_text(seg_dir / "trainval.txt", "".join(f"{n}\n" for s in SPLITS for n in lists[s]))
+    if twins:
+        write_text(seg_dir / f"{TWIN_SPLIT}.txt", "".join(f"{n}\n" for n in lists[TWIN_SPLIT]))
     if coco:
         categories = [{"id": cid, "name": cname, "supercategory": ""}
                       for cid, cname in COCO_CATEGORIES]
@@ -167,8 +201,81 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
                                  "version": str(VERSION)},
                         "images": coco_images[split], "annotations": coco_anns[split],
                         "categories": categories}, indent=None)
-    write_json(voc_root / META_FILE, _meta(params, images_meta))
+    write_json(voc_root / META_FILE, _meta(params, images_meta, pair_prob))
     return voc_root
+
+
+def _twin_scenes(seed: int, n_val: int, rho: float, size: int,
+                 pair_prob: dict[str, float] | None):
+    """Yield ``(name, twin_of, scene, kind)`` for the twins split (see :func:`generate_synthetic`)."""
+    contexts = SPEC.contexts
+    for i in range(n_val):
+        val_name = f"val_{i + 1:06d}"
+
+        def draw(bg_seed: list[int], i: int = i, **kwargs: Any) -> _Scene:
+            return _draw_scene(np.random.default_rng([seed, 1, i]), rho, size,
+                               bg_rng=np.random.default_rng(bg_seed), pair_prob=pair_prob,
+                               **kwargs)
+        own = draw([seed, 1, i, 1])
+        for k, context in enumerate(contexts):
+            scene = own if context == own.context else draw([seed, 1, i, 2, k], context=context)
+            yield f"twin_{i + 1:06d}_{context}", val_name, scene, "twin"
+        if own.pair:
+            yield (f"twin_{i + 1:06d}_nopartner", val_name,
+                   draw([seed, 1, i, 1], drop_partner=True), "no_partner")
+        context = contexts[i % len(contexts)]
+        yield (f"ctx_{i + 1:06d}_{context}", val_name,
+               draw([seed, 1, i, 3], context=context, draw_objects=False), "context_only")
+
+
+def independent_pair_prob(spec: SyntheticSpec | None = None) -> dict[str, float]:
+    """P(partner placed | anchor) for each pair anchor that makes the partner independent of it.
+
+    In the interventional set the partner class (a person) must be as frequent in images with
+    the anchor (a horse) as in images without it: ``P(person | horse) = P(person | no horse)``.
+    Both sides are computed exactly from the sampling scheme (anchor uniform; partner placed with
+    probability q_a; one extra with probability ``extra_prob``, uniform over the classes other
+    than the anchor's partner; extras that cannot be placed, a few percent, are ignored) and the
+    q_a solved by bisection, each given the others, until they agree to 1e-9.
+    """
+    spec = spec or SPEC
+    anchors = [a for a, _ in spec.pairs]
+    q = dict.fromkeys(anchors, 0.5)
+
+    def gap(anchor: str, value: float) -> float:
+        trial = {**q, anchor: value}
+        partner = spec.partner(anchor)
+        with_a = without_a = p_with = p_without = 0.0
+        for cls in spec.classes:
+            p_anchor = 1.0 / len(spec.classes)
+            mate = spec.partner(cls)
+            pair_options = [(trial[cls], True), (1 - trial[cls], False)] if mate else [(1.0, False)]
+            allowed = [c for c in spec.classes if c != mate]
+            extra_options = [(1 - spec.extra_prob, None)] + [
+                (spec.extra_prob / len(allowed), c) for c in allowed]
+            for p_pair, placed in pair_options:
+                for p_extra, extra in extra_options:
+                    prob = p_anchor * p_pair * p_extra
+                    present = {cls} | ({mate} if placed else set()) | ({extra} if extra else set())
+                    if anchor in present:
+                        with_a += prob
+                        p_with += prob * (partner in present)
+                    else:
+                        without_a += prob
+                        p_without += prob * (partner in present)
+        return p_with / with_a - p_without / without_a
+
+    for _ in range(50):
+        previous = dict(q)
+        for anchor in anchors:
+            lo, hi = 0.0, 1.0
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if gap(anchor, mid) < 0 else (lo, mid)
+            q[anchor] = (lo + hi) / 2
+        if max(abs(q[a] - previous[a]) for a in anchors) < 1e-9:
+            break
+    return q
 
 
 def load_meta(root: str | os.PathLike) -> dict[str, Any]:
@@ -286,7 +393,7 @@ class SyntheticVOC(VOCSegmentation):
 
 
 def _check_params(n_train: int, n_val: int, rho: float, seed: int, coco: bool,
-                  size: int) -> dict[str, Any]:
+                  size: int, interventional: bool = False, twins: bool = False) -> dict[str, Any]:
     for key, value in (("n_train", n_train), ("n_val", n_val)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                 or not 0 <= value <= _MAX_IMAGES:
@@ -302,12 +409,19 @@ def _check_params(n_train: int, n_val: int, rho: float, seed: int, coco: bool,
             or not 64 <= size <= 2048:
         raise ConfigError(f"synthetic size must be an integer in 64..2048 (px, long side), "
                           f"got {size!r}")
+    if twins and n_val == 0:
+        raise ConfigError("synthetic twins are drawn from the validation images; n_val must be "
+                          ">= 1 with twins=True, got 0")
     return {"n_train": int(n_train), "n_val": int(n_val), "rho": float(rho), "seed": int(seed),
-            "coco": bool(coco), "size": int(size)}
+            "coco": bool(coco), "size": int(size), "interventional": bool(interventional),
+            "twins": bool(twins)}
 
 
-def _meta(params: dict[str, Any], images: list[dict[str, Any]]) -> dict[str, Any]:
+def _meta(params: dict[str, Any], images: list[dict[str, Any]],
+          pair_prob: dict[str, float] | None = None) -> dict[str, Any]:
     return {
+        "distribution": "interventional" if params["interventional"] else "confounded",
+        "pair_prob": pair_prob,
         "generator": "causal_wsss.data.synthetic",
         "version": VERSION,
         "params": params,
@@ -328,13 +442,14 @@ def _is_complete(out: Path, voc_root: Path, params: dict[str, Any]) -> bool:
         return False
     if meta.get("version") != VERSION or meta.get("params") != params:
         return False
-    paths = [voc_root / "ImageSets" / "Segmentation" / f"{s}.txt" for s in (*SPLITS, "trainval")]
+    lists = (*SPLITS, "trainval", *((TWIN_SPLIT,) if params["twins"] else ()))
+    paths = [voc_root / "ImageSets" / "Segmentation" / f"{s}.txt" for s in lists]
     for img in meta["images"]:
         name = img["name"]
         paths += [voc_root / "JPEGImages" / f"{name}.jpg",
                   voc_root / "SegmentationClass" / f"{name}.png",
                   voc_root / "Annotations" / f"{name}.xml"]
-        if params["coco"]:
+        if params["coco"] and img["split"] in SPLITS:
             paths.append(out / "coco" / f"{img['split']}2014"
                          / f"COCO_{img['split']}2014_{img['id']:012d}.jpg")
     if params["coco"]:
@@ -468,8 +583,22 @@ class _Pose:
         return _Pose(self.cx + dx, self.cy + dy, self.scale, self.angle, self.flip)
 
 
-def _draw_scene(rng: np.random.Generator, rho: float, size: int) -> _Scene:
-    """Sample and draw one image of the structural causal model described in the module doc."""
+def _draw_scene(rng: np.random.Generator, rho: float, size: int, *,
+                bg_rng: np.random.Generator, pair_prob: dict[str, float] | None = None,
+                context: str | None = None, drop_partner: bool = False,
+                draw_objects: bool = True) -> _Scene:
+    """Sample and draw one image of the structural causal model described in the module doc.
+
+    ``rng`` draws the layout (size, anchor, context, partner, every object and its texture) and
+    ``bg_rng`` the background's texture, so that re-drawing with the same two seeds but another
+    ``context`` (a do(context) twin), ``drop_partner=True`` (the same scene without its partner)
+    or ``objects=False`` (the background alone) changes only what is asked. The twins replay
+    every draw of the layout, the overridden ones included, so all later draws are the same.
+
+    ``pair_prob``: P(partner placed | anchor) per pair anchor; None = ``rho`` (the confounded
+    benchmark). The interventional set passes :func:`independent_pair_prob` and ``rho = 1 /
+    len(contexts)``.
+    """
     width = int(round(size * rng.uniform(0.8, 1.07)))
     height = int(round(size * rng.uniform(0.67, 1.0)))
     classes, contexts = SPEC.classes, SPEC.contexts
@@ -477,14 +606,20 @@ def _draw_scene(rng: np.random.Generator, rho: float, size: int) -> _Scene:
     anchor = classes[rng.integers(len(classes))]
     pref = SPEC.preferred_context(anchor)
     if rng.random() < rho:
-        context = pref
+        drawn_context = pref
     else:
         others = [c for c in contexts if c != pref]
-        context = others[rng.integers(len(others))]
+        drawn_context = others[rng.integers(len(others))]
+    context = drawn_context if context is None else context
     partner = SPEC.partner(anchor)
-    pair = bool(rng.random() < rho) if partner is not None else None
+    pair_p = rho if pair_prob is None or partner is None else pair_prob[anchor]
+    pair = bool(rng.random() < pair_p) if partner is not None else None
 
-    image = _BACKGROUNDS[context](rng, height, width)  # (H, W, 3) float32
+    image = _BACKGROUNDS[context](bg_rng, height, width)  # (H, W, 3) float32
+    if not draw_objects:
+        rgb = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        empty = np.zeros((height, width), dtype=np.uint8)
+        return _Scene(rgb, empty, empty.copy(), context, False, "", None, [])
 
     # The anchor group: anchor plus, where placed, its partner; poses relative to the anchor.
     short = min(height, width)
@@ -526,16 +661,18 @@ def _draw_scene(rng: np.random.Generator, rho: float, size: int) -> _Scene:
     instances = np.zeros((height, width), dtype=np.uint8)  # (H, W)
     drawn = []
     for k, (cls, role, fig, pose) in enumerate(placed, start=1):
-        full_area, truncated = _render(image, instances, k, fig, pose, rng)
-        drawn.append((cls, role, fig, pose, full_area, truncated))
+        paint = not (drop_partner and role == "partner")
+        full_area, truncated = _render(image, instances, k, fig, pose, rng, paint=paint)
+        if paint:
+            drawn.append((k, cls, role, fig, pose, full_area, truncated))
 
     objects = []
-    order = sorted(range(len(drawn)), key=lambda j: _ROLE_ORDER[drawn[j][1]])
+    order = sorted(range(len(drawn)), key=lambda j: _ROLE_ORDER[drawn[j][2]])
     relabel = np.zeros(256, dtype=np.uint8)
     for new_k, j in enumerate(order, start=1):
-        cls, role, fig, pose, full_area, truncated = drawn[j]
-        ys, xs = np.nonzero(instances == j + 1)
-        relabel[j + 1] = new_k
+        k, cls, role, fig, pose, full_area, truncated = drawn[j]
+        ys, xs = np.nonzero(instances == k)
+        relabel[k] = new_k
         objects.append(_Object(
             cls=cls, role=role,
             bbox=(int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1),
@@ -548,6 +685,7 @@ def _draw_scene(rng: np.random.Generator, rho: float, size: int) -> _Scene:
     label = class_of[instances]  # (H, W)
     label[_void_band(instances)] = IGNORE_INDEX
     rgb = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)  # (H, W, 3)
+    pair = False if drop_partner and pair else pair
     return _Scene(rgb, label, instances, context, context == pref, anchor, pair, objects)
 
 
@@ -987,9 +1125,12 @@ _FIGURES: dict[str, Callable[[np.random.Generator], _Figure]] = {
 
 
 def _render(image: np.ndarray, instances: np.ndarray, k: int, fig: _Figure, pose: _Pose,
-            rng: np.random.Generator) -> tuple[int, bool]:
+            rng: np.random.Generator, paint: bool = True) -> tuple[int, bool]:
     """Paint ``fig`` at ``pose`` into ``image`` (float (H, W, 3)) and mark it ``k`` in
-    ``instances``; returns the drawn pixel count and whether the image border cut it."""
+    ``instances``; returns the drawn pixel count and whether the image border cut it.
+
+    ``paint=False`` draws the same random numbers and paints nothing (a twin without the object).
+    """
     height, width = instances.shape
     bx0, by0, bx1, by1 = pose.box(fig.extent)
     x0, y0 = max(int(math.floor(bx0)), 0), max(int(math.floor(by0)), 0)
@@ -1003,6 +1144,8 @@ def _render(image: np.ndarray, instances: np.ndarray, k: int, fig: _Figure, pose
     u = pose.flip * (c * xs + s * ys) / pose.scale  # (h, w) canonical units
     v = (-s * xs + c * ys) / pose.scale  # (h, w)
     noise = rng.normal(0.0, 1.0, u.shape).astype(np.float32)  # (h, w)
+    if not paint:
+        return 0, truncated
     v0, v1 = fig.extent[2], fig.extent[3]
     light = 1.12 - 0.24 * (v - v0) / (v1 - v0)  # lit from above
     patch = image[y0:y1, x0:x1]

@@ -125,6 +125,26 @@ class VOCSegmentation(SegmentationDataset):
         self._has_masks = any(p is not None for p in self._mask_paths)
         self._xml_stems = file_stems(voc_root / "Annotations", ".xml")
         self._class_index = {c: k for k, c in enumerate(self.classes)}
+        self._used = self._sidecar_classes(voc_root)
+
+    def _sidecar_classes(self, voc_root: Path) -> tuple[int, ...] | None:
+        """The classes a synthetic set's sidecar lists (``synthetic.json``), or None for real VOC."""
+        import json
+
+        path = voc_root / "synthetic.json"
+        if not path.is_file():
+            return None
+        try:
+            names = json.loads(path.read_text())["classes"]
+            return (0, *sorted(self._class_index[c] for c in names))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"cannot read the class list of the synthetic sidecar {path}: {exc!r}; "
+                            "expected a 'classes' list of VOC class names") from exc
+
+    @property
+    def used_classes(self) -> tuple[int, ...]:
+        """All 21 VOC labels, or background plus the sidecar's classes for a synthetic set."""
+        return self._used if self._used is not None else super().used_classes
 
     @staticmethod
     def _find_list(voc_root: Path, split: str) -> Path:

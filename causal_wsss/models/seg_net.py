@@ -27,7 +27,7 @@ _RESNETS = {
 _BACKBONES = {
     "deeplabv2": ("resnet101", "resnet50"),
     "deeplabv3": ("resnet101", "resnet50"),
-    "tiny": ("tiny", "resnet18"),
+    "tiny": ("tiny", "resnet18", "mobilenet_v2"),
 }
 
 
@@ -186,13 +186,23 @@ class TinySegNet(nn.Module):
 
     ``backbone="tiny"``: five 3x3 conv-BN-ReLU layers (16-64 channels, the last two dilated),
     output stride 4. ``backbone="resnet18"``: torchvision ResNet-18 up to layer3, with layer3's
-    stride replaced by dilation 2 (output stride 8, 256 channels). Trained BN, one learning rate.
+    stride replaced by dilation 2 (output stride 8, 256 channels). ``backbone="mobilenet_v2"``:
+    the MobileNetV2 features (:mod:`causal_wsss.models.mobilenet`) dilated to output stride 8
+    (1280 channels). Trained BN, one learning rate.
     """
 
     def __init__(self, num_classes: int, backbone: str = "tiny",
                  state: dict[str, torch.Tensor] | None = None, source: str = "none"):
         super().__init__()
-        if backbone == "tiny":
+        if backbone == "mobilenet_v2":
+            from .mobilenet import MobileNetV2Trunk
+
+            trunk = MobileNetV2Trunk(output_stride=8, trunk_depth=4, state=state)
+            self.backbone = nn.Sequential(OrderedDict(
+                (name, getattr(trunk, name)) for name in
+                ("conv1", "layer1", "layer2", "layer3", "layer4")))
+            channels, self.output_stride = trunk.out_channels, 8
+        elif backbone == "tiny":
             self.backbone = nn.Sequential(_conv_bn(3, 16, stride=2), _conv_bn(16, 32, stride=2),
                                           _conv_bn(32, 32), _conv_bn(32, 64, dilation=2),
                                           _conv_bn(64, 64, dilation=4))
@@ -242,7 +252,14 @@ def build_seg_net(num_classes: int, *, arch: str = "deeplabv2", backbone: str = 
     if backbone == "tiny" and weights != "none":
         raise ConfigError(f"config key 'seg.weights': the tiny CNN has no pretrained weights "
                           f"(got '{weights}'); use seg.weights=none or seg.backbone=resnet18")
-    state, source = _resnet_state(backbone, weights) if backbone != "tiny" else (None, "none")
+    if backbone == "mobilenet_v2":
+        from .mobilenet import features_state
+
+        state, source = features_state(weights, option="seg.weights"), weights
+    elif backbone != "tiny":
+        state, source = _resnet_state(backbone, weights)
+    else:
+        state, source = None, "none"
     cls = {"deeplabv2": DeepLabV2, "deeplabv3": DeepLabV3, "tiny": TinySegNet}[arch]
     return cls(num_classes, backbone, state=state, source=source)
 

@@ -1,0 +1,183 @@
+"""The regime search: which trunk, image size and schedule make round-0 CAMs object-centred on a CPU?
+
+For each named candidate (a preset plus overrides and a synthetic image size) and each seed, this
+trains the CAM network on a synthetic set, caches its multi-scale CAMs and evaluates them with
+the round's own CAM evaluation (mIoU over the data set's classes at the fixed and best threshold,
+leakage beside the uniform-map value, contrast, precision): the stages of a round up to
+``cam_eval``, nothing after. Two data sets per size, written once under ``OUT/data``: the
+confounded one (``--rho``) and the interventional one (context independent of the class).
+
+Resumable: every (candidate, data, seed) is a folder with the pipeline's stage records; a rerun
+skips what is finished. The table (``OUT/regime.md`` and ``OUT/regime.json``) is rewritten after
+every run.
+
+    python scripts/regime_search.py --out runs/regime --candidates old new --seeds 0 1 2
+    python scripts/regime_search.py --list        # the candidates and what each changes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Each candidate: (preset, synthetic size, overrides, what it tests).
+CANDIDATES: dict[str, tuple[str, int, tuple[str, ...], str]] = {
+    "old": ("cpu_scratch", 150, (), "today's cpu preset: ResNet-18 to layer3 from scratch, ~150 px"),
+    "scratch280": ("cpu_scratch", 280,
+                   ("cam.crop_size=256", "cam.resize_long=(224,336)"),
+                   "the same network from scratch at ~280 px: resolution alone"),
+    "mnv2_150": ("cpu", 150, ("cam.crop_size=128", "cam.resize_long=(112,176)"),
+                 "pretrained MobileNetV2 at ~150 px: the trunk alone"),
+    "mnv2_frozen": ("cpu", 280, ("cam.freeze_stem=true", "cam.lr=0"),
+                    "pretrained MobileNetV2 at ~280 px, trunk frozen: only the classifier learns"),
+    "new": ("cpu", 280, (), "the new cpu preset: pretrained MobileNetV2, ~280 px"),
+    "new_os8": ("cpu", 280, ("cam.output_stride=8",), "the new preset at output stride 8"),
+    "new_ep2": ("cpu", 280, ("cam.epochs=2",), "the new preset, 2 epochs"),
+    "new_ep8": ("cpu", 280, ("cam.epochs=8",), "the new preset, 8 epochs"),
+    "new_s360": ("cpu", 360, ("cam.crop_size=320", "cam.resize_long=(288,432)"),
+                 "the new preset at ~360 px"),
+}
+
+KEYS = ("cam_miou_best", "cam_threshold_best", "cam_miou", "contrast_context", "contrast_partner",
+        "leakage", "leakage_uniform", "precision_best", "precision_best_fp_context",
+        "precision_best_fp_objects")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/regime", help="output folder (default runs/regime)")
+    p.add_argument("--candidates", nargs="+", default=["old", "new"],
+                   help="candidate names (see --list); default: old new")
+    p.add_argument("--data", nargs="+", default=["interventional", "confounded"],
+                   choices=["interventional", "confounded"], help="which data sets (default both)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
+    p.add_argument("--rho", type=float, default=0.9, help="confounding of the confounded set")
+    p.add_argument("--data-seed", type=int, default=0, help="the data sets' own seed (fixed)")
+    p.add_argument("--train", type=int, default=400)
+    p.add_argument("--val", type=int, default=100)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--list", action="store_true", help="print the candidates and exit")
+    return p.parse_args(argv)
+
+
+def data_root(out: Path, kind: str, size: int, args: argparse.Namespace) -> Path:
+    from causal_wsss.data.synthetic import generate_synthetic
+
+    name = f"{kind}_s{size}" + ("" if kind == "interventional" else f"_rho{args.rho}")
+    root = out / "data" / name
+    generate_synthetic(root, n_train=args.train, n_val=args.val, rho=args.rho,
+                       seed=args.data_seed, size=size, interventional=kind == "interventional")
+    return root
+
+
+def run_one(candidate: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train and evaluate round-0 CAMs of one candidate; returns cam_eval plus seconds."""
+    from causal_wsss.checkpoint import load_checkpoint
+    from causal_wsss.config import resolve
+    from causal_wsss.pipeline import (
+        _StageLog,
+        build_cam_model,
+        load_datasets,
+        stage_cam_eval,
+        stage_cam_train,
+        stage_cams,
+    )
+    from causal_wsss.runtime import init_distributed, seed_everything, setup_logging, stage_seed
+
+    preset, size, overrides, _ = CANDIDATES[candidate]
+    out = Path(args.out)
+    root = data_root(out, kind, size, args)
+    run_dir = out / candidate / kind / f"seed{seed}"
+    cfg = resolve(preset, [f"data.root={root.resolve()}", *overrides], seed=seed, rounds=0)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
+    log = _StageLog(run_dir, True)
+    done = log.get("cam_eval")
+    if done is not None:
+        return done
+    dist_info, device = init_distributed(cfg.device)
+    logger = setup_logging(run_dir)
+    sets = load_datasets(cfg)
+    seed_everything(stage_seed(cfg.seed, "cam"))
+    model = build_cam_model(cfg, sets["train"].num_classes - 1)
+    progress = not args.no_progress
+    t0 = time.perf_counter()
+    train = log.get("cam_train") or log.put("cam_train", {
+        **stage_cam_train(cfg, model, sets["train"], run_dir, device=device, dist_info=dist_info,
+                          progress=progress, logger=logger), "seconds": time.perf_counter() - t0})
+    load_checkpoint(run_dir / "cam_net.pt", model=model, map_location=device)
+    t1 = time.perf_counter()
+    cams = log.get("cams") or log.put("cams", stage_cams(
+        cfg, model, [sets["eval"]], run_dir / "cams", device=device, dist_info=dist_info,
+        progress=progress, context_fn=None))
+    result = stage_cam_eval(cfg, sets["eval"], run_dir / "cams", device=device,
+                            dist_info=dist_info, progress=progress)
+    result.update(train_seconds=train["seconds"], cam_seconds=cams["seconds"],
+                  eval_seconds=time.perf_counter() - t1 - cams["seconds"])
+    return log.put("cam_eval", result)
+
+
+def summarise(out: Path, rows: list[dict]) -> str:
+    """Mean ± sample SD over seeds of each (candidate, data) cell, per-seed values in the json."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["candidate"], row["data"]), []).append(row)
+    head = ("| candidate | data | seeds | CAM best (t) | CAM @0.15 | contrast ctx | contrast partner "
+            "| leakage (uniform) | precision best (fp ctx / objects) | train s |")
+    lines = [head, "|" + "---|" * 10]
+    summary = []
+    for (cand, kind), items in groups.items():
+        def stat(key: str, items: list[dict] = items) -> tuple[float, float]:
+            v = np.array([it[key] for it in items], dtype=float)
+            return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+        s = {k: stat(k) for k in (*KEYS, "train_seconds")}
+        summary.append({"candidate": cand, "data": kind, "seeds": [it["seed"] for it in items],
+                        "mean_sd": s, "per_seed": items})
+
+        def f(key: str, digits: int = 1, s: dict = s) -> str:
+            m, sd = s[key]
+            return f"{m:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}")
+        lines.append(
+            f"| {cand} | {kind} | {len(items)} | {f('cam_miou_best')} ({s['cam_threshold_best'][0]:.2f}) "
+            f"| {f('cam_miou')} | {f('contrast_context')} | {f('contrast_partner')} "
+            f"| {f('leakage', 3)} ({s['leakage_uniform'][0]:.3f}) "
+            f"| {f('precision_best', 2)} ({s['precision_best_fp_context'][0]:.2f} / "
+            f"{s['precision_best_fp_objects'][0]:.2f}) | {s['train_seconds'][0]:.0f} |")
+    table = "\n".join(lines)
+    from causal_wsss.io import write_json, write_text
+
+    write_json(out / "regime.json", summary)
+    write_text(out / "regime.md", table + "\n")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name, (preset, size, overrides, what) in CANDIDATES.items():
+            print(f"{name:12s} preset={preset} size={size} {' '.join(overrides)}\n{'':12s} {what}")
+        return 0
+    unknown = [c for c in args.candidates if c not in CANDIDATES]
+    if unknown:
+        print(f"unknown candidate(s) {unknown}; expected some of {', '.join(CANDIDATES)}",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    rows = []
+    for cand in args.candidates:
+        for kind in args.data:
+            for seed in args.seeds:
+                result = run_one(cand, kind, seed, args)
+                rows.append({"candidate": cand, "data": kind, "seed": seed,
+                             **{k: result[k] for k in (*KEYS, "train_seconds")}})
+                print(summarise(out, rows), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
