@@ -10,8 +10,8 @@ of a real photograph that matplotlib ships (``grace_hopper.jpg``), PIL-resized t
 (WIDTHxHEIGHT; VOC's 500x375 is landscape), or uniform noise (``--noise``), or the first
 images of a VOC-layout data set (``--data``). Timings count source images per second over
 the whole multi-scale + flip extraction, resizing included (the reference's PIL resizing and
-normalisation, IRNet's data loader, is also timed alone), best of ``--repeat`` runs after one
-warm-up.
+normalisation, IRNet's data loader, is also timed alone), best of ``--repeat`` rounds after one
+warm-up; each round runs every path once, in turn (comparable ratios on a shared machine).
 """
 
 from __future__ import annotations
@@ -90,17 +90,20 @@ def load_inputs(root: Path, split: str, n: int, num_classes: int):
     return [it["image"] for it in items], torch.stack([it["labels"] for it in items])
 
 
-def time_best(fn, repeat: int) -> tuple[float, object]:
-    """Best wall time of ``repeat`` calls (after one warm-up) and the last result."""
-    result = fn()
-    best = float("inf")
+def time_interleaved(fns: dict, repeat: int) -> tuple[dict, dict]:
+    """Best wall time of each function over ``repeat`` rounds, after one warm-up call each, and
+    its last result. Every round calls every function once, in turn, so that a change in the
+    load of a shared machine hits all of them alike."""
+    results = {name: fn() for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best, results
 
 
 def cam_diff(ref: list, ours: list) -> tuple[float, float, float]:
@@ -140,7 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="train", help="split of --data (default train)")
     parser.add_argument("--scales", default=",".join(map(str, IRNET_SCALES)))
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="timed rounds (each path once per round, after one warm-up)")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="skip the bf16 path (slow on CPUs without bf16 instructions)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -167,25 +173,28 @@ def main(argv: list[str] | None = None) -> dict:
     def run_loader():  # the reference's resizing + normalisation alone (IRNet's data loader)
         return [msf_inputs(im, scales) for im in images]
 
-    def run_reference():
-        return [reference_cams(model, im, lab, scales=scales, device=device)
+    def run_reference():  # IRNet's network in its default (contiguous) memory format
+        net = model.to(memory_format=torch.contiguous_format)
+        return [reference_cams(net, im, lab, scales=scales, device=device)
                 for im, lab in zip(images, labels)]
 
     def run_ours(amp: bool):
         def run():
-            net = model.to(memory_format=torch.channels_last if amp or device.type == "cuda"
-                           else torch.contiguous_format)
+            net = model.to(memory_format=torch.channels_last)  # as make_cams
             return extract_cams_list(net, images, labels, batch_size=args.batch_size,
                                      scales=scales, amp=amp, device=device)
         return run
 
-    t_loader, _ = time_best(run_loader, args.repeat)
-    t_ref, ref = time_best(run_reference, args.repeat)
-    t_fp32, ours_fp32 = time_best(run_ours(False), args.repeat)
-    t_amp, ours_amp = time_best(run_ours(True), args.repeat)
+    paths = {"loader": run_loader, "reference": run_reference, "fp32": run_ours(False)}
+    if not args.no_amp:
+        paths["amp"] = run_ours(True)
+    times, outputs = time_interleaved(paths, args.repeat)
+    t_loader, t_ref, ref = times["loader"], times["reference"], outputs["reference"]
+    t_fp32, ours_fp32 = times["fp32"], outputs["fp32"]
     rows = [("reference (1 image, fp32)", t_ref, (0.0, 0.0, 0.0)),
-            ("batched fp32", t_fp32, cam_diff(ref, ours_fp32)),
-            ("batched amp (bf16)", t_amp, cam_diff(ref, ours_amp))]
+            ("batched fp32", t_fp32, cam_diff(ref, ours_fp32))]
+    if "amp" in times:
+        rows.append(("batched amp (bf16)", times["amp"], cam_diff(ref, outputs["amp"])))
     inputs = "data" if args.data else ("noise" if args.noise else "photograph crops")
     print(f"device={device} backbone={args.backbone} images={args.images} ({inputs}) "
           f"sizes={args.sizes} scales={scales} batch={args.batch_size} "

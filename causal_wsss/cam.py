@@ -283,9 +283,10 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     are summed over scales in fp32 and each map is divided by its own max + 1e-5.
     ``out_size`` = (H', W') gives the full-resolution output another size than the input
     (e.g. inference on a downscaled image); the stride-4 grid follows it.
-    ``amp``: bf16 autocast of the network (fp16 on GPUs without bf16) and channels_last, for
-    speed; not IRNet's (it moves a normalised CAM by up to a few 1e-3 on a trained network on
-    a CPU, a few 1e-2 on a GPU: docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
+    The network sees channels_last inputs. ``amp``: bf16 autocast of the network (fp16 on GPUs
+    without bf16), for speed; not IRNet's: it moves the normalised CAMs of a trained network by
+    up to 6.5e-3 on a CPU and 4.8e-2 on an H200, and is slower than fp32 on CPUs without bf16
+    instructions (docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
     """
     net = _unwrap(model)
     if (images.dim() != 4 or images.shape[1] != 3
@@ -312,8 +313,6 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     grid4 = (math.ceil(out_h / 4), math.ceil(out_w / 4))
     positive = labels > 0  # (B, K)
     rows = positive.flatten().nonzero().squeeze(1)  # (P,) indices into B * K
-    channels_last = device.type == "cuda" or amp
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     high = torch.zeros((rows.numel(), out_h, out_w), device=device)  # (P, H, W)
     low = torch.zeros((rows.numel(), *grid4), device=device) if stride4 else None
@@ -331,7 +330,8 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
                 pil_bicubic_resize(levels, size).float())
             if flip:
                 xs = torch.cat([xs, xs.flip(-1)])  # (2B, 3, h_s, w_s)
-            xs = xs.contiguous(memory_format=memory_format)
+            # channels_last: faster on CPUs and GPUs (IRNet's HWC -> CHW arrays are laid out so)
+            xs = xs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=_amp_dtype(device), enabled=amp):
                 maps = net.cams(xs, ctx)  # (2B, K, h, w)
             maps = maps.float()
@@ -485,7 +485,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     for a full batch; beyond that the largest waiting group goes through) and passed as uint8
     to :func:`extract_cams` on ``device``, which resizes and normalises them there as IRNet. ``context_fn(items)`` -> (b, Cc, Hc, Wc) gives the image-aligned
     context maps of a group of items (CONTA). The model is moved to ``device``
-    (channels_last on CUDA or with amp); :func:`extract_cams` runs it in eval mode.
+    (channels_last); :func:`extract_cams` runs it in eval mode.
     Returns counts: ``total`` (this shard), ``skipped`` (already cached), ``written``.
     """
     names = getattr(dataset, "names", None)
@@ -499,8 +499,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     shard = range(rank, len(dataset), world_size)
     todo = _sorted_by_size(dataset, [i for i in shard if not cache.exists(names[i])])
     net = _unwrap(model).to(device)
-    if device.type == "cuda" or amp:
-        net = net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_as_list,
                         pin_memory=device.type == "cuda")
