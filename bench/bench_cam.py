@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference_make_cam import msf_inputs, reference_cams  # noqa: E402
 
+import causal_wsss.cam as cam_module  # noqa: E402
 from causal_wsss.cam import IRNET_SCALES, extract_cams_list  # noqa: E402
 from causal_wsss.checkpoint import load_checkpoint  # noqa: E402
 from causal_wsss.io import write_json  # noqa: E402
@@ -147,6 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="timed rounds (each path once per round, after one warm-up)")
     parser.add_argument("--no-amp", action="store_true",
                         help="skip the bf16 path (slow on CPUs without bf16 instructions)")
+    parser.add_argument("--old-resize", action="store_true",
+                        help="also run the batched fp32 path with the resize it had before "
+                             "issue 18 (bilinear on the float image, antialiased when "
+                             "shrinking), to show how far that was from IRNet's CAMs")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -185,9 +191,23 @@ def main(argv: list[str] | None = None) -> dict:
                                      scales=scales, amp=amp, device=device)
         return run
 
+    def run_old_resize():
+        def bilinear(levels, size):  # = resizing the normalised image: normalising is affine
+            return F.interpolate(levels.float(), size=size, mode="bilinear",
+                                 align_corners=False, antialias=size[0] < levels.shape[-2])
+
+        original = cam_module.pil_bicubic_resize
+        cam_module.pil_bicubic_resize = bilinear
+        try:
+            return run_ours(False)()
+        finally:
+            cam_module.pil_bicubic_resize = original
+
     paths = {"loader": run_loader, "reference": run_reference, "fp32": run_ours(False)}
     if not args.no_amp:
         paths["amp"] = run_ours(True)
+    if args.old_resize:
+        paths["old"] = run_old_resize
     times, outputs = time_interleaved(paths, args.repeat)
     t_loader, t_ref, ref = times["loader"], times["reference"], outputs["reference"]
     t_fp32, ours_fp32 = times["fp32"], outputs["fp32"]
@@ -195,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
             ("batched fp32", t_fp32, cam_diff(ref, ours_fp32))]
     if "amp" in times:
         rows.append(("batched amp (bf16)", times["amp"], cam_diff(ref, outputs["amp"])))
+    if "old" in times:
+        rows.append(("fp32, resize before #18", times["old"], cam_diff(ref, outputs["old"])))
     inputs = "data" if args.data else ("noise" if args.noise else "photograph crops")
     print(f"device={device} backbone={args.backbone} images={args.images} ({inputs}) "
           f"sizes={args.sizes} scales={scales} batch={args.batch_size} "
