@@ -1,13 +1,17 @@
-"""Benchmark batched CAM extraction (``causal_wsss.cam``) against the one-image IRNet-style reference: images per second and the largest CAM difference.
+"""Benchmark batched CAM extraction (``causal_wsss.cam``) against the one-image reference that follows IRNet's code (``bench/reference_make_cam.py``): images per second and the CAM differences.
 
 Example (a small CPU run):
 
     .venv/bin/python bench/bench_cam.py --device cpu --images 6 --backbone resnet18 \
         --sizes 200x150,133x200,112x200 --json bench_cam.json
 
-Both paths use the same randomly initialised network and the same random images and labels.
-Sizes are WIDTHxHEIGHT (VOC's 500x375 is landscape). Timings count source images per second
-over the whole multi-scale + flip extraction, best of ``--repeat`` runs after one warm-up.
+Both paths get the same network and the same uint8 images and labels. The images are crops
+of a real photograph that matplotlib ships (``grace_hopper.jpg``), PIL-resized to ``--sizes``
+(WIDTHxHEIGHT; VOC's 500x375 is landscape), or uniform noise (``--noise``), or the first
+images of a VOC-layout data set (``--data``). Timings count source images per second over
+the whole multi-scale + flip extraction, resizing included (the reference's PIL resizing and
+normalisation, IRNet's data loader, is also timed alone), best of ``--repeat`` rounds after one
+warm-up; each round runs every path once, in turn (comparable ratios on a shared machine).
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference_make_cam import reference_cams  # noqa: E402
+from reference_make_cam import msf_inputs, reference_cams  # noqa: E402
 
+import causal_wsss.cam as cam_module  # noqa: E402
 from causal_wsss.cam import IRNET_SCALES, extract_cams_list  # noqa: E402
 from causal_wsss.checkpoint import load_checkpoint  # noqa: E402
 from causal_wsss.io import write_json  # noqa: E402
@@ -39,10 +46,34 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def make_inputs(n: int, sizes: list[tuple[int, int]], num_classes: int, seed: int):
-    """n normalised images cycling through ``sizes`` and multi-hot labels with 1-3 positives."""
+def photograph() -> np.ndarray:
+    """matplotlib's ``grace_hopper.jpg``, uint8 (H, W, 3)."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def make_inputs(n: int, sizes: list[tuple[int, int]], num_classes: int, seed: int,
+                noise: bool = False):
+    """n uint8 (3, H, W) images cycling through ``sizes`` (random crops of the photograph,
+    PIL-resized; or uniform noise) and multi-hot labels with 1-3 positives."""
+    from PIL import Image
+
     gen = torch.Generator().manual_seed(seed)
-    images = [torch.randn(3, *sizes[i % len(sizes)], generator=gen) for i in range(n)]
+    photo = None if noise else photograph()
+    images = []
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        if noise:
+            images.append(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8))
+            continue
+        ch, cw = (int(v) for v in torch.randint(300, 481, (2,), generator=gen))
+        top = int(torch.randint(0, photo.shape[0] - ch + 1, (1,), generator=gen))
+        left = int(torch.randint(0, photo.shape[1] - cw + 1, (1,), generator=gen))
+        crop = Image.fromarray(photo[top:top + ch, left:left + cw]).resize((w, h), Image.BICUBIC)
+        images.append(torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1))
     labels = torch.zeros(n, num_classes)
     for i in range(n):
         k = int(torch.randint(1, 4, (1,), generator=gen))
@@ -51,33 +82,35 @@ def make_inputs(n: int, sizes: list[tuple[int, int]], num_classes: int, seed: in
 
 
 def load_inputs(root: Path, split: str, n: int, num_classes: int):
-    """The first n images of a VOC-layout split, normalised, and their multi-hot labels."""
+    """The first n images of a VOC-layout split, uint8 (3, H, W), and their multi-hot labels."""
     from causal_wsss.data import build_dataset
-    from causal_wsss.data.transforms import normalize
 
     dataset = build_dataset("voc", root, split, max_images=n)
     if dataset.num_classes - 1 != num_classes:
         raise SystemExit(f"--classes {num_classes} but {root} has {dataset.num_classes - 1}")
     items = [dataset[i] for i in range(len(dataset))]
-    return [normalize(it["image"]) for it in items], torch.stack([it["labels"] for it in items])
+    return [it["image"] for it in items], torch.stack([it["labels"] for it in items])
 
 
-def time_best(fn, repeat: int) -> tuple[float, object]:
-    """Best wall time of ``repeat`` calls (after one warm-up) and the last result."""
-    result = fn()
-    best = float("inf")
+def time_interleaved(fns: dict, repeat: int) -> tuple[dict, dict]:
+    """Best wall time of each function over ``repeat`` rounds, after one warm-up call each, and
+    its last result. Every round calls every function once, in turn, so that a change in the
+    load of a shared machine hits all of them alike."""
+    results = {name: fn() for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best, results
 
 
 def cam_diff(ref: list, ours: list) -> tuple[float, float, float]:
     """Largest |difference| of the full-resolution and of the stride-4 maps over all images,
-    and the mean |difference| of the full-resolution maps."""
+    and the mean |difference| of the full-resolution maps (CAMs are normalised to [0, 1])."""
     for (keys, _, _), o in zip(ref, ours):
         if not torch.equal(keys, o.keys.cpu()):
             raise AssertionError(f"kept classes differ: {keys.tolist()} vs {o.keys.tolist()}")
@@ -106,11 +139,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=None,
                         help="read the first --images images and their labels from this data "
                              "root (VOC layout, e.g. `causal-wsss synth` output) instead of "
-                             "random ones; --sizes is then ignored")
+                             "crops of the photograph; --sizes is then ignored")
+    parser.add_argument("--noise", action="store_true",
+                        help="uniform noise images instead of crops of the photograph")
     parser.add_argument("--split", default="train", help="split of --data (default train)")
     parser.add_argument("--scales", default=",".join(map(str, IRNET_SCALES)))
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="timed rounds (each path once per round, after one warm-up)")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="skip the bf16 path (slow on CPUs without bf16 instructions)")
+    parser.add_argument("--old-resize", action="store_true",
+                        help="also run the batched fp32 path with the resize it had before "
+                             "issue 18 (bilinear on the float image, antialiased when "
+                             "shrinking), to show how far that was from IRNet's CAMs")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -132,28 +174,55 @@ def main(argv: list[str] | None = None) -> dict:
         args.sizes = ",".join(sorted({f"{im.shape[2]}x{im.shape[1]}" for im in images}))
     else:
         images, labels = make_inputs(args.images, parse_sizes(args.sizes), args.classes,
-                                     args.seed)
+                                     args.seed, noise=args.noise)
 
-    def run_reference():
-        return [reference_cams(model, im, lab, scales=scales, device=device)
+    def run_loader():  # the reference's resizing + normalisation alone (IRNet's data loader)
+        return [msf_inputs(im, scales) for im in images]
+
+    def run_reference():  # IRNet's network in its default (contiguous) memory format
+        net = model.to(memory_format=torch.contiguous_format)
+        return [reference_cams(net, im, lab, scales=scales, device=device)
                 for im, lab in zip(images, labels)]
 
     def run_ours(amp: bool):
         def run():
-            net = model.to(memory_format=torch.channels_last if amp or device.type == "cuda"
-                           else torch.contiguous_format)
+            net = model.to(memory_format=torch.channels_last)  # as make_cams
             return extract_cams_list(net, images, labels, batch_size=args.batch_size,
                                      scales=scales, amp=amp, device=device)
         return run
 
-    t_ref, ref = time_best(run_reference, args.repeat)
-    t_fp32, ours_fp32 = time_best(run_ours(False), args.repeat)
-    t_amp, ours_amp = time_best(run_ours(True), args.repeat)
+    def run_old_resize():
+        def bilinear(levels, size):  # = resizing the normalised image: normalising is affine
+            return F.interpolate(levels.float(), size=size, mode="bilinear",
+                                 align_corners=False, antialias=size[0] < levels.shape[-2])
+
+        original = cam_module.pil_bicubic_resize
+        cam_module.pil_bicubic_resize = bilinear
+        try:
+            return run_ours(False)()
+        finally:
+            cam_module.pil_bicubic_resize = original
+
+    paths = {"loader": run_loader, "reference": run_reference, "fp32": run_ours(False)}
+    if not args.no_amp:
+        paths["amp"] = run_ours(True)
+    if args.old_resize:
+        paths["old"] = run_old_resize
+    times, outputs = time_interleaved(paths, args.repeat)
+    t_loader, t_ref, ref = times["loader"], times["reference"], outputs["reference"]
+    t_fp32, ours_fp32 = times["fp32"], outputs["fp32"]
     rows = [("reference (1 image, fp32)", t_ref, (0.0, 0.0, 0.0)),
-            ("batched fp32", t_fp32, cam_diff(ref, ours_fp32)),
-            ("batched amp (bf16)", t_amp, cam_diff(ref, ours_amp))]
-    print(f"device={device} backbone={args.backbone} images={args.images} sizes={args.sizes} "
-          f"scales={scales} batch={args.batch_size} threads={torch.get_num_threads()}")
+            ("batched fp32", t_fp32, cam_diff(ref, ours_fp32))]
+    if "amp" in times:
+        rows.append(("batched amp (bf16)", times["amp"], cam_diff(ref, outputs["amp"])))
+    if "old" in times:
+        rows.append(("fp32, resize before #18", times["old"], cam_diff(ref, outputs["old"])))
+    inputs = "data" if args.data else ("noise" if args.noise else "photograph crops")
+    print(f"device={device} backbone={args.backbone} images={args.images} ({inputs}) "
+          f"sizes={args.sizes} scales={scales} batch={args.batch_size} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"reference data loading alone (PIL resize + normalise): {t_loader:.3f} s "
+          f"({t_loader / t_ref:.0%} of the reference)")
     print(f"{'path':28s} {'time s':>8s} {'img/s':>8s} {'speed-up':>8s} {'max|d| high':>12s} "
           f"{'max|d| s4':>10s} {'mean|d| high':>12s}")
     results = []
@@ -165,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "max_abs_diff_stride4": d_low, "mean_abs_diff_high_res": d_mean})
     report = {"device": str(device), "backbone": args.backbone, "images": args.images,
               "checkpoint": str(args.checkpoint) if args.checkpoint else None,
-              "data": str(args.data) if args.data else None,
+              "data": str(args.data) if args.data else None, "inputs": inputs,
+              "reference_loader_seconds": t_loader,
               "sizes": args.sizes, "scales": list(scales), "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "results": results}

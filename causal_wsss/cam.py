@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .data.transforms import normalize
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .data.transforms import denormalize, normalize
 from .errors import DataError
 from .io import atomic_path
 
@@ -87,8 +89,154 @@ class CamBatch:
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(round(H * s), round(W * s)), as skimage's ``rescale`` in IRNet's MSF data set."""
+    """(round(H * s), round(W * s)), halves to even, as IRNet's ``pil_rescale`` (``np.round``)."""
     return round(size[0] * scale), round(size[1] * scale)
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    """PIL's bicubic filter (Keys, a = -0.5), evaluated as PIL writes it, in float64."""
+    a = -0.5
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_bicubic_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices (out, k) int64 and fixed-point weights (out, k) int32 of PIL's bicubic
+    resampling of one axis (Pillow ``precompute_coeffs`` + ``normalize_coeffs_8bpc``).
+
+    PIL: scale = in / out; the filter is widened by max(scale, 1) (antialiasing when
+    shrinking); output pixel i reads the inputs from int(c - support + 0.5) to
+    int(c + support + 0.5) around c = (i + 0.5) scale, the weights are divided by their sum
+    and rounded to multiples of 2^-22. Unused taps get weight 0 (and index 0).
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    ksize = math.ceil(support) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale  # (out,)
+    lo = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int) truncates
+    hi = np.minimum((center + support + 0.5).astype(np.int64), in_size)
+    taps = np.arange(ksize)  # (k,)
+    valid = taps[None, :] < (hi - lo)[:, None]  # (out, k)
+    w = np.where(valid, _bicubic((taps[None, :] + lo[:, None] - center[:, None] + 0.5)
+                                 * (1.0 / filterscale)), 0.0)
+    total = np.cumsum(w, axis=1)[:, -1:]  # summed left to right, as PIL
+    w = np.divide(w, total, out=w.copy(), where=total != 0.0)
+    fixed = np.trunc(w * (1 << 22) + np.where(w < 0, -0.5, 0.5)).astype(np.int32)
+    index = np.where(valid, lo[:, None] + taps[None, :], 0)
+    return torch.from_numpy(index), torch.from_numpy(fixed)
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_bicubic_plan(in_size: int, out_size: int) -> tuple[int, int, int, int, torch.Tensor]:
+    """PIL's one-axis resampling (:func:`_pil_bicubic_taps`) as a banded matrix cut into n
+    blocks of ``block`` outputs, block b reading the ``win`` source pixels from
+    ``first + b * step`` (equally spaced windows, so they are a strided view of the source);
+    the block size (16 to 64) that gives the least work.
+
+    Returns (pad_before, pad_after, step, win, matrix): the source is zero-padded by
+    ``pad_before``/``pad_after`` pixels so that every window lies inside it; matrix (n,
+    block, win) float64 holds PIL's fixed-point weights times 2^-22 (exact binary fractions).
+    """
+    index, fixed = _pil_bicubic_taps(in_size, out_size)  # (out, k)
+    used = fixed != 0
+    out = torch.arange(out_size).unsqueeze(1).expand_as(index)  # (out, k)
+    best = None
+    for size in (16, 24, 32, 48, 64):
+        n = -(-out_size // size)
+        block = out // size
+        lo = torch.full((n,), in_size).scatter_reduce(0, block[used], index[used], "amin")
+        hi = torch.full((n,), -1).scatter_reduce(0, block[used], index[used], "amax") + 1
+        step = max(1, size * in_size // out_size)
+        first = int((lo - torch.arange(n) * step).min())  # the first window's start
+        win = int((hi - first - torch.arange(n) * step).max())
+        if best is None or n * size * win < best[0]:
+            best = (n * size * win, size, n, block, step, first, win)
+    _, size, n, block, step, first, win = best
+    pad_before = max(0, -first)
+    pad_after = max(0, first + (n - 1) * step + win - in_size)
+    matrix = torch.zeros(n, size, win, dtype=torch.float64)
+    matrix.index_put_((block[used], out[used] % size, index[used] - first - block[used] * step),
+                      fixed[used].double() / (1 << 22), accumulate=True)
+    return pad_before, pad_after, step, win, matrix
+
+
+def _pil_pass(x: torch.Tensor, out_size: int) -> torch.Tensor:
+    """One PIL pass along the FIRST axis of x (A, ...) (grey levels, any dtype and strides):
+    (out_size, ...) float64, the sum of level x fixed-point weight rounded half up and clipped
+    to 0..255, as PIL's ``clip8``. Exact: every product and partial sum is a multiple of 2^-22
+    below 2^10. One batched matmul of the matrix blocks with strided windows of the source."""
+    pad_before, pad_after, step, win, matrix = _pil_bicubic_plan(x.shape[0], out_size)
+    rest = x.shape[1:]
+    length = pad_before + x.shape[0] + pad_after
+    src = torch.empty((length, *rest), dtype=torch.float64, device=x.device)
+    src[:pad_before] = 0
+    src[pad_before + x.shape[0]:] = 0
+    src[pad_before:pad_before + x.shape[0]].copy_(x)  # also puts the axis first in memory
+    columns = src.numel() // length
+    windows = src.as_strided((matrix.shape[0], win, columns), (step * columns, columns, 1))
+    acc = torch.bmm(matrix.to(x.device), windows)  # (n, block, columns)
+    acc = acc.view(-1, columns)[:out_size]
+    return acc.add_(0.5).floor_().clamp_(0, 255).view(out_size, *rest)
+
+
+def pil_bicubic_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize 8-bit images as IRNet's ``pil_resize`` (PIL ``Image.resize((w, h), BICUBIC)``),
+    byte for byte, on their device.
+
+    images: (..., H, W) uint8; size: (h, w). Returns uint8 (..., h, w). PIL resizes an 8-bit
+    image in two separable passes, the width first (the only order of the Pillow releases IRNet
+    ran on), each with the bicubic filter (a = -0.5) widened by the shrink factor (so
+    antialiased when shrinking), in 22-bit fixed point, rounded and clipped back to 8 bits
+    after each pass; a side that keeps its size is not filtered. On the CPU this calls PIL,
+    one plane and one side at a time (recent Pillow, 13 here, may start a single call with the
+    height: for some tall images being shrunk, or when the height shrinks and the width grows;
+    two calls keep IRNet's order). Elsewhere (CUDA) the same integer arithmetic runs in torch
+    (:func:`_pil_bicubic_torch`), which gives the same bytes (tests/test_cam.py).
+    """
+    height, width = size
+    if height < 1 or width < 1:
+        raise DataError(f"cannot resize images of shape {tuple(images.shape)} to {size}")
+    if images.dtype != torch.uint8 or images.dim() < 2:
+        raise DataError(f"pil_bicubic_resize expects uint8 (..., H, W) images, got "
+                        f"{images.dtype} {tuple(images.shape)}")
+    if images.device.type != "cpu":
+        return _pil_bicubic_torch(images, size)
+    from PIL import Image
+
+    planes = images.reshape(-1, *images.shape[-2:]).contiguous().numpy()  # (N, H, W)
+    out = np.empty((planes.shape[0], height, width), np.uint8)
+    for i, plane in enumerate(planes):
+        img = Image.fromarray(plane)  # mode L: the arithmetic of RGB, one band
+        if width != img.width:
+            img = img.resize((width, img.height), Image.BICUBIC)
+        if height != img.height:
+            img = img.resize((width, height), Image.BICUBIC)
+        out[i] = np.asarray(img)
+    return torch.from_numpy(out).reshape(*images.shape[:-2], height, width)
+
+
+def _pil_bicubic_torch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`pil_bicubic_resize` in torch on any device: PIL's width pass, then its height
+    pass (:func:`_pil_pass`)."""
+    height, width = size
+    x = images.reshape(-1, *images.shape[-2:]).movedim(0, -1)  # (H, W, N), a view
+    if width != x.shape[1]:
+        x = _pil_pass(x.transpose(0, 1), width).transpose(0, 1)
+    if height != x.shape[0]:
+        x = _pil_pass(x, height)
+    x = x.movedim(-1, 0).reshape(*images.shape[:-2], height, width)
+    return x.to(torch.uint8)
+
+
+def _normalize_levels(x: torch.Tensor) -> torch.Tensor:
+    """Float grey levels 0-255 -> normalised, the formula of ``transforms.normalize``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1) * 255
+    return (x - mean) / std
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -118,26 +266,33 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
                  amp: bool = True, stride4: bool = True) -> CamBatch:
     """Multi-scale + flip CAMs of a batch of same-sized images (IRNet ``make_cam``, batched).
 
-    images: (B, 3, H, W) normalised, on the model's device; labels: (B, K) multi-hot;
-    context: (B, Cc, Hc, Wc) image-aligned map for a CamNet with context channels (resized
-    straight to each scale's feature grid by the network, mirrored for the flipped copy:
-    method.md section 7, item 8).
+    images: (B, 3, H, W) uint8 (what IRNet reads), or their normalised float copies
+    (:func:`causal_wsss.data.transforms.normalize`; mapped back to whole grey levels for the
+    resize), on the model's device; labels: (B, K) multi-hot; context: (B, Cc, Hc, Wc)
+    image-aligned map for a CamNet with context channels (resized straight to each scale's
+    feature grid by the network, mirrored for the flipped copy: method.md section 7, item 8).
 
-    For each scale s the batch is resized to (round(H s), round(W s)) (bilinear,
-    align_corners=False, antialiased when shrinking, as IRNet's anti-aliased rescale), stacked
-    with its mirror image and run in ONE forward pass; CAM = ReLU(W * F), and the mirrored
-    half is flipped back and added. Each scale's maps of the positive classes are resized to
-    (a) the stride-4 grid (ceil(H/4), ceil(W/4)) and (b) the output-stride-padded size
-    (os ceil(H/os)) then cropped to (H, W), as IRNet's ``strided_up_size``; both are summed
-    over scales in fp32 and each map is divided by its own max + 1e-5.
+    Each scale s works as IRNet's multi-scale data set and ``make_cam``: the 8-bit images are
+    resized to (round(H s), round(W s)) with PIL's antialiased bicubic filter, rounded to 8
+    bits (:func:`pil_bicubic_resize`; a scale that keeps the size uses the image as it is),
+    then normalised; the batch is stacked with its mirror image and run in ONE forward pass;
+    CAM = ReLU(W * F), and the mirrored half is flipped back and added. Each scale's maps of
+    the positive classes are resized (bilinear, align_corners=False) to (a) the stride-4 grid
+    (ceil(H/4), ceil(W/4)) and (b) the output-stride-padded size (os ceil(H/os)) then cropped
+    to (H, W), IRNet's ``strided_up_size`` (IRNet hard-codes os = 16, its only stride); both
+    are summed over scales in fp32 and each map is divided by its own max + 1e-5.
     ``out_size`` = (H', W') gives the full-resolution output another size than the input
     (e.g. inference on a downscaled image); the stride-4 grid follows it.
-    bf16 autocast (fp16 on GPUs without bf16) when ``amp``; channels_last on CUDA and with amp.
+    The network sees channels_last inputs. ``amp``: bf16 autocast of the network (fp16 on GPUs
+    without bf16), for speed; not IRNet's: it moves the normalised CAMs of a trained network by
+    up to 6.5e-3 on a CPU and 4.8e-2 on an H200, and is slower than fp32 on CPUs without bf16
+    instructions (docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
     """
     net = _unwrap(model)
-    if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+    if (images.dim() != 4 or images.shape[1] != 3
+            or not (images.dtype == torch.uint8 or images.is_floating_point())):
         raise DataError(f"images have shape {tuple(images.shape)} and dtype {images.dtype}; "
-                        "expected a normalised float batch (B, 3, H, W)")
+                        "expected a uint8 batch (B, 3, H, W) or its normalised float copy")
     batch, _, height, width = images.shape
     if labels.shape != (batch, net.num_classes):
         raise DataError(f"labels have shape {tuple(labels.shape)}; expected ({batch}, "
@@ -146,6 +301,9 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
         raise DataError(f"context has {context.shape[0]} rows for {batch} images")
     if not scales:
         raise DataError("extract_cams needs at least one scale")
+    for scale in scales:
+        if min(scaled_size((height, width), scale)) < 1:
+            raise DataError(f"scale {scale} shrinks a {height}x{width} image to nothing")
     device = images.device
     out_h, out_w = out_size if out_size is not None else (height, width)
     stride = net.output_stride
@@ -155,8 +313,6 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     grid4 = (math.ceil(out_h / 4), math.ceil(out_w / 4))
     positive = labels > 0  # (B, K)
     rows = positive.flatten().nonzero().squeeze(1)  # (P,) indices into B * K
-    channels_last = device.type == "cuda" or amp
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     high = torch.zeros((rows.numel(), out_h, out_w), device=device)  # (P, H, W)
     low = torch.zeros((rows.numel(), *grid4), device=device) if stride4 else None
@@ -164,14 +320,18 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     if flip and context is not None:
         ctx = torch.cat([context, context.flip(-1)])  # (2B, Cc, Hc, Wc)
     with torch.no_grad(), _eval_mode(net):
-        x = images.float()
+        if images.dtype == torch.uint8:
+            levels, x = images, normalize(images)  # (B, 3, H, W) uint8, float32
+        else:
+            levels, x = denormalize(images), images.float()
         for scale in scales:
             size = scaled_size((height, width), scale)
-            xs = x if size == (height, width) else F.interpolate(
-                x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            xs = x if size == (height, width) else _normalize_levels(
+                pil_bicubic_resize(levels, size).float())
             if flip:
                 xs = torch.cat([xs, xs.flip(-1)])  # (2B, 3, h_s, w_s)
-            xs = xs.contiguous(memory_format=memory_format)
+            # channels_last: faster on CPUs and GPUs (IRNet's HWC -> CHW arrays are laid out so)
+            xs = xs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=_amp_dtype(device), enabled=amp):
                 maps = net.cams(xs, ctx)  # (2B, K, h, w)
             maps = maps.float()
@@ -194,8 +354,8 @@ def extract_cams_list(model: nn.Module, images: Sequence[torch.Tensor],
                       device: torch.device | str | None = None, **kwargs) -> list[ImageCams]:
     """:func:`extract_cams` over images of different sizes, batched by size, in input order.
 
-    images: sequence of normalised (3, H_i, W_i) tensors (any device; moved to ``device``,
-    default the model's); labels: (N, K) or N tensors (K,); contexts: N tensors (Cc, Hc, Wc)
+    images: sequence of uint8 (3, H_i, W_i) tensors, or all their normalised float copies (any
+    device; moved to ``device``, default the model's); labels: (N, K) or N tensors (K,); contexts: N tensors (Cc, Hc, Wc)
     of one shape, or None. Images of one size go through the network ``batch_size`` at a
     time (VOC has few distinct sizes, so most batches are full). ``kwargs`` go to
     :func:`extract_cams`.
@@ -203,6 +363,10 @@ def extract_cams_list(model: nn.Module, images: Sequence[torch.Tensor],
     if len(images) != len(labels) or (contexts is not None and len(contexts) != len(images)):
         raise DataError(f"extract_cams_list: {len(images)} images, {len(labels)} label rows, "
                         f"{'no' if contexts is None else len(contexts)} contexts; expected equal")
+    if len({image.dtype for image in images}) > 1:
+        raise DataError("extract_cams_list: the images mix dtypes "
+                        f"{sorted(str(d) for d in {image.dtype for image in images})}; expected "
+                        "all uint8 or all normalised float")
     if device is None:
         device = next(_unwrap(model).parameters()).device
     buckets: dict[tuple[int, int], list[int]] = {}
@@ -318,10 +482,10 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     dataset: a SegmentationDataset (``names``; items with uint8 ``image`` (3, H, W), ``labels``
     (K,), ``name``). Images already in the cache are skipped, so an interrupted run resumes.
     Images are read in order of size and batched by size (at most ``4 * batch_size`` wait
-    for a full batch; beyond that the largest waiting group goes through), normalised on ``device`` and passed to
-    :func:`extract_cams`. ``context_fn(items)`` -> (b, Cc, Hc, Wc) gives the image-aligned
+    for a full batch; beyond that the largest waiting group goes through) and passed as uint8
+    to :func:`extract_cams` on ``device``, which resizes and normalises them there as IRNet. ``context_fn(items)`` -> (b, Cc, Hc, Wc) gives the image-aligned
     context maps of a group of items (CONTA). The model is moved to ``device``
-    (channels_last on CUDA or with amp); :func:`extract_cams` runs it in eval mode.
+    (channels_last); :func:`extract_cams` runs it in eval mode.
     Returns counts: ``total`` (this shard), ``skipped`` (already cached), ``written``.
     """
     names = getattr(dataset, "names", None)
@@ -335,8 +499,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     shard = range(rank, len(dataset), world_size)
     todo = _sorted_by_size(dataset, [i for i in shard if not cache.exists(names[i])])
     net = _unwrap(model).to(device)
-    if device.type == "cuda" or amp:
-        net = net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_as_list,
                         pin_memory=device.type == "cuda")
@@ -347,11 +510,12 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
         images = torch.stack([it["image"] for it in items]).to(device, non_blocking=True)
         if images.dtype != torch.uint8:
             raise DataError(f"data set item {items[0]['name']!r}: 'image' is {images.dtype}; "
-                            "expected uint8 (3, H, W) (normalisation happens on the device)")
+                            "expected uint8 (3, H, W) (resizing and normalisation happen on the "
+                            "device)")
         labels = torch.stack([torch.as_tensor(it["labels"]) for it in items]).to(device)
         context = context_fn(items).to(device) if context_fn is not None else None
-        cams = extract_cams(net, normalize(images), labels, scales=scales, flip=flip,
-                            context=context, amp=amp)
+        cams = extract_cams(net, images, labels, scales=scales, flip=flip, context=context,
+                            amp=amp)
         for item, image_cams in zip(items, cams.images()):
             cache.put(item["name"], image_cams)
         bar.update(len(items))

@@ -692,7 +692,11 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "cam.weight_decay": "method.md 4: 1e-4",
     "cam.momentum": "method.md 4 and 7.5: IRNet's effective momentum 1e-4",
     "cam.poly_power": "method.md 4: poly 0.9",
-    "cam.amp": "ours (bf16 autocast for speed; IRNet trains in fp32)",
+    "cam.amp": "ours, a speed setting that is not IRNet's: bf16 autocast in CAM training and "
+               "CAM inference (IRNet runs both in fp32); it moves a trained network's "
+               "normalised CAMs by up to 6.5e-3 on a CPU, 4.8e-2 on an H200, and is slower than "
+               "fp32 on CPUs without bf16 instructions (docs/benchmarks.md); cam.amp=false "
+               "gives IRNet's fp32",
     "cam.channels_last": "ours (memory layout; no effect on results)",
     "cam_infer.scales": "method.md 4: scales (1.0, 0.5, 1.5, 2.0)",
     "cam_infer.flip": "method.md 4: each scale with its flip",
@@ -736,7 +740,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.source": "method.md 7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
 }
 """Where each value of the ``paper`` preset comes from (``shared/method.md`` sections; "ours"
-marks engineering settings that do not change what is computed)."""
+marks engineering settings; those that change the numbers, such as ``cam.amp``, say so)."""
 
 
 def config_sources_table(cfg: Any, sources: dict[str, str] | None = None) -> Any:
