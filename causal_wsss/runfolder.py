@@ -242,10 +242,10 @@ def read_record(path: Path) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"stage record {path} is unreadable ({exc}); expected the JSON a finished "
-                        "stage writes. Delete it to redo that stage") from exc
+                        "stage writes; delete it to redo that stage") from exc
     if not isinstance(data, dict):
         raise DataError(f"stage record {path} holds a {type(data).__name__}; expected the JSON "
-                        "object a finished stage writes. Delete it to redo that stage")
+                        "object a finished stage writes; delete it to redo that stage")
     return data
 
 

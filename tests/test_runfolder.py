@@ -209,10 +209,10 @@ def test_corrupt_cached_arrays_are_redone(run_copy, data, victim):
 
 
 def test_zero_byte_cam_file_is_one_message():
+    import tempfile
+
     from causal_wsss.cam import load_cams
     from causal_wsss.errors import DataError
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "x.npz"
