@@ -317,8 +317,13 @@ class RunFolder:
                 deps.append((r + offset, dep))
         return deps
 
-    def problem(self, r: int, stage: str) -> tuple[Path, str] | None:
-        """The first missing or unreadable file of stage ``stage`` of round ``r``."""
+    def problem(self, r: int, stage: str, deep: bool = True) -> tuple[Path, str] | None:
+        """The first missing or unreadable file of stage ``stage`` of round ``r``.
+
+        Single files (checkpoints, the confounder dictionary) are always opened; per-image
+        folders are listed, and their files opened only with ``deep`` (thousands of files: only
+        when a stage that reads them is still to run).
+        """
         round_dir = self.out / f"round_{r}"
         for art in STAGE_ARTEFACTS[stage]:
             if not art.images:
@@ -334,7 +339,7 @@ class RunFolder:
             if missing:
                 return (folder / f"{missing[0]}{suffix}",
                         f"missing ({len(missing)} of the {len(names)} files of {folder})")
-            for name in names:
+            for name in names if deep else ():
                 path = round_dir / art.path.format(name)
                 reason = file_problem(path, art.kind)
                 if reason:
@@ -413,7 +418,12 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
         for stage in STAGES:
             if (r, stage) not in records:
                 continue
-            found = folder.problem(r, stage)
+            # per-image files are opened only if a stage that reads them is still to run
+            readers = [(r - offset, reader) for reader, deps in STAGE_INPUTS.items()
+                       for offset, dep in deps if dep == stage]
+            pending = any(r2 <= cfg.rounds and folder.applies(r2, s2) and (r2, s2) not in records
+                          and (r, stage) in folder.inputs_of(r2, s2) for r2, s2 in readers)
+            found = folder.problem(r, stage, deep=pending)
             if found is not None:
                 path, reason = found
                 why = f"{path} is {reason}"
@@ -423,7 +433,7 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
                     if dep in redo:
                         why = f"it is computed from round {dep[0]} {dep[1]}, which is redone"
                         break
-                    if dep not in records and folder.problem(*dep) is not None:
+                    if dep not in records and folder.problem(*dep, deep=False) is not None:
                         why = f"its input, round {dep[0]} {dep[1]}, is gone"
                         break
             if why:
