@@ -714,6 +714,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     dist_info, device = init_distributed(cfg.device)
     seed_everything(cfg.seed)
     sets = load_datasets(cfg)
+    check_masks(cfg, sets)
     check_networks(cfg, sets["train"].num_classes)
     with open_run_folder(out, cfg, sets, is_main=dist_info.is_main) as folder:
         logger = folder.logger
@@ -729,6 +730,21 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
             if dist_info.is_main:
                 write_json(out / "report.json", folder.report(report))
         return folder.report(report)
+
+
+def check_masks(cfg: ExperimentConfig, sets: dict) -> None:
+    """Fail before any training when a split that is scored (or, with ``context.source=gt``,
+    read for the confounders) has no ground-truth masks."""
+    d = cfg.data
+    needs = [("data.eval_split", d.eval_split, sets["eval"], "CAM and pseudo-mask evaluation"),
+             ("data.val_split", d.val_split, sets["val"], "segmentation evaluation")]
+    if cfg.rounds > 0 and cfg.context.source == "gt":
+        needs.append(("data.train_split", sets["train"].split, sets["train"],
+                      "context.source=gt (the confounders from the true masks)"))
+    for key, split, ds, use in needs:
+        if not ds.has_masks:
+            raise ConfigError(f"config key '{key}' is {split!r}, a split without ground-truth "
+                              f"masks; {use} needs them (choose a split with masks)")
 
 
 def check_networks(cfg: ExperimentConfig, num_classes: int) -> None:

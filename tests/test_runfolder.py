@@ -108,6 +108,14 @@ def test_wrong_first_attempt_writes_nothing_and_a_changed_config_is_named(data, 
     assert not out.exists()
     error_line(cli(*run_args(data, out, "data.val_split=nope")), "nope")
     assert not out.exists()
+    # a split without ground-truth masks cannot be scored: refused before training, too
+    unmasked = tmp_path / "unmasked"
+    shutil.copytree(data, unmasked)
+    voc = unmasked / "VOCdevkit" / "VOC2012"
+    shutil.copy(voc / "JPEGImages" / "val_000001.jpg", voc / "JPEGImages" / "test_000001.jpg")
+    (voc / "ImageSets" / "Segmentation" / "test.txt").write_text("test_000001\n")
+    error_line(cli(*run_args(unmasked, out, "data.val_split=test")), "'data.val_split'", "masks")
+    assert not out.exists()
     # a folder whose config.json was left by an attempt that finished nothing takes the new one
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"preset": "smoke", "rounds": 0,
