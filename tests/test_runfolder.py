@@ -291,3 +291,43 @@ def test_second_run_in_the_same_folder_is_refused_and_stale_locks_are_taken_over
     finally:
         third.send_signal(signal.SIGKILL)
         third.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# the checks underneath (fast, in-process)
+
+
+def test_file_checks_find_truncated_files(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from causal_wsss.runfolder import file_problem
+
+    files = {"zip": tmp_path / "a.pt", "npy": tmp_path / "a.npy", "png": tmp_path / "a.png",
+             "json": tmp_path / "a.json"}
+    torch.save({"model": torch.zeros(100)}, files["zip"])
+    np.save(files["npy"], np.zeros((50, 50)))
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(files["png"])
+    files["json"].write_text('{"a": 1}')
+    for kind, path in files.items():
+        assert file_problem(path, kind) is None, kind
+        path.write_bytes(path.read_bytes()[:-5])
+        assert file_problem(path, kind), kind
+        path.write_bytes(b"")
+        assert file_problem(path, kind) == "empty (0 bytes)"
+        path.unlink()
+        assert file_problem(path, kind) == "missing"
+
+
+def test_data_fingerprint_follows_the_files(tmp_path):
+    from causal_wsss.data import build_dataset
+    from causal_wsss.runfolder import dataset_fingerprint
+
+    generate_synthetic(tmp_path, n_train=4, n_val=2, seed=0, size=64)
+    first = dataset_fingerprint(build_dataset("voc", tmp_path, "train"))
+    assert dataset_fingerprint(build_dataset("voc", tmp_path, "train")) == first
+    mask = tmp_path / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "train_000002.png"
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    second = dataset_fingerprint(build_dataset("voc", tmp_path, "train"))
+    assert second["sha256"] != first["sha256"] and second["images"] == first["images"] == 4
