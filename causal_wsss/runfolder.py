@@ -1,6 +1,6 @@
 """The run folder of :func:`causal_wsss.pipeline.run_experiment`: a folder that cannot be wedged.
 
-- :func:`check_out_folder` (:func:`causal_wsss.io.check_folder_target`) says, before anything is written, whether ``--out`` can be a folder;
+- :func:`check_out_folder` says, before anything is written, whether ``--out`` can be a folder;
 - :class:`RunLock` is an exclusive lock on the folder (``run.lock``, an ``flock`` the kernel
   releases when the holder dies, so a killed run leaves no lock behind; the file names the
   holder for the refusal message);
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -65,14 +66,16 @@ class RunLock:
         self.option = option
         self._fh: Any = None
         self.previous_holder: str = ""
+        self.unsupported: str = ""  # why the folder could not be locked (then it is not)
 
     def acquire(self) -> RunLock:
         try:
             import fcntl
-        except ImportError:  # not POSIX: no locking (documented)
+        except ImportError:  # not POSIX
+            self.unsupported = "no fcntl on this platform"
             return self
         try:
-            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+            fh = open(self.path, "a+", encoding="utf-8")  # held until release()
         except OSError as exc:
             raise ConfigError(f"cannot create the lock file {self.path}: {exc.strerror or exc}; "
                               f"expected a writable run folder (choose another "
@@ -80,6 +83,10 @@ class RunLock:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                fh.close()  # a file system without flock (some network or FUSE mounts)
+                self.unsupported = f"{exc.strerror or exc}"
+                return self
             fh.seek(0)
             holder = _describe_holder(fh.read())
             fh.close()
@@ -310,7 +317,7 @@ class RunFolder:
 
     def inputs_of(self, r: int, stage: str) -> list[tuple[int, str]]:
         deps = []
-        for offset, dep in STAGE_INPUTS[stage]:
+        for offset, dep in STAGE_INPUTS.get(stage, ()):
             if stage == "confounders" and self.cfg.context.source == "gt":
                 continue  # built from the ground truth, not from the last round's predictions
             if self.applies(r + offset, dep):
@@ -325,7 +332,7 @@ class RunFolder:
         when a stage that reads them is still to run).
         """
         round_dir = self.out / f"round_{r}"
-        for art in STAGE_ARTEFACTS[stage]:
+        for art in STAGE_ARTEFACTS.get(stage, ()):
             if not art.images:
                 reason = file_problem(round_dir / art.path, art.kind)
                 if reason:
@@ -350,7 +357,7 @@ class RunFolder:
         """Remove the record and the files of a stage (it is then redone)."""
         round_dir = self.out / f"round_{r}"
         self.record_path(r, stage).unlink(missing_ok=True)
-        for art in STAGE_ARTEFACTS[stage]:
+        for art in STAGE_ARTEFACTS.get(stage, ()):
             if art.folder:
                 shutil.rmtree(round_dir / art.folder, ignore_errors=True)
             else:
@@ -557,6 +564,9 @@ def open_run_folder(out: Path, cfg, sets: dict, *, is_main: bool = True) -> Iter
             check_config_file(out, cfg)
         logger = setup_logging(out if is_main else None)
         if is_main:
+            if lock.unsupported:
+                logger.warning("cannot lock %s (%s): make sure no other run writes into it",
+                               lock.path, lock.unsupported)
             if lock.previous_holder:
                 logger.warning("took over the lock of a run that did not end cleanly (%s)",
                                _describe_holder(lock.previous_holder))

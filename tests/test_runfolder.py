@@ -331,3 +331,11 @@ def test_data_fingerprint_follows_the_files(tmp_path):
     os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
     second = dataset_fingerprint(build_dataset("voc", tmp_path, "train"))
     assert second["sha256"] != first["sha256"] and second["images"] == first["images"] == 4
+
+
+def test_every_stage_has_its_files_and_inputs_declared():
+    from causal_wsss.pipeline import STAGES
+    from causal_wsss.runfolder import STAGE_ARTEFACTS, STAGE_INPUTS
+
+    assert set(STAGE_ARTEFACTS) == set(STAGES) == set(STAGE_INPUTS)
+    assert all(dep in STAGES for deps in STAGE_INPUTS.values() for _, dep in deps)
