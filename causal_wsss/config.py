@@ -358,8 +358,8 @@ def _number(lo: float, hi: float | None = None, *, lo_open: bool = False,
     return ok, text
 
 
-def _choice(*allowed: str) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in allowed), "one of: " + ", ".join(allowed)
+def _choice(*allowed: str, note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in allowed), "one of: " + ", ".join(allowed) + note
 
 
 def _nonempty_text() -> tuple[Callable[[Any], bool], str]:
@@ -446,7 +446,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "context.grid": _int_at_least(1),
     "context.prior": _choice("freq", "uniform"),
     "context.query": _choice("binary", "onehot"),
-    "context.fuse_at": _choice("layer4"),
+    "context.fuse_at": _choice("layer4", note=" (layer3 and input are not implemented: with "
+                               "IRNet's frozen stem an input-level channel would never be "
+                               "trained, method.md section 3)"),
     "context.m_scale": _choice("identity", "max"),
     "context.attention": _choice("learned", "uniform"),
     "context.source": _choice("seg", "gt"),
