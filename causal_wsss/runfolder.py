@@ -365,17 +365,19 @@ class RunFolder:
 
 
 def _describe_data_change(old: Any, new: dict) -> str:
+    """``split 'train' (16 images, files changed), split 'val' (4 images, was 8)``."""
     if not isinstance(old, dict):
         return "the data set changed"
-    parts = []
+    parts: dict[str, str] = {}
     for role, now in new.items():
         then = old.get(role)
-        if not isinstance(then, dict) or then.get("sha256") != now["sha256"]:
-            was = then.get("images") if isinstance(then, dict) else "?"
-            what = (f"{now['images']} images, was {was}" if was != now["images"]
-                    else f"{now['images']} images, files changed")
-            parts.append(f"split '{now['split']}' ({role}: {what})")
-    return ", ".join(dict.fromkeys(parts)) or "the data set changed"
+        if isinstance(then, dict) and then.get("sha256") == now["sha256"]:
+            continue
+        was = then.get("images") if isinstance(then, dict) else "?"
+        what = (f"{now['images']} images, was {was}" if was != now["images"]
+                else f"{now['images']} images, files changed")
+        parts.setdefault(now["split"], f"split '{now['split']}' ({what})")
+    return ", ".join(parts.values()) or "the data set changed"
 
 
 def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
