@@ -412,8 +412,9 @@ def load_cams(path: str | Path) -> ImageCams:
             keys = torch.from_numpy(data["keys"].astype(np.int64))
             high = torch.from_numpy(data["high_res"].astype(np.float32))
             low = torch.from_numpy(data["cam"].astype(np.float32)) if "cam" in data else None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read CAM file {path}: {exc}; expected an .npz with arrays "
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc) or type(exc).__name__  # np.load of an empty file: a bare EOFError
+        raise DataError(f"cannot read CAM file {path}: {reason}; expected an .npz with arrays "
                         "'keys', 'high_res' (and 'cam') written by causal_wsss.cam.save_cams") from exc
     return ImageCams(keys, high, low)
 

@@ -197,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     except CausalWSSSError as exc:
         print(f"causal-wsss {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the checks could not foresee (disk full, EROFS)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"causal-wsss {args.command}: error: cannot read or write{where}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"causal-wsss {args.command}: interrupted; rerun the same command to resume",
               file=sys.stderr)

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -348,7 +351,198 @@ def preset(name: str) -> ExperimentConfig:
 
 
 def resolve(name: str, overrides: list[str] | tuple[str, ...] = (), **top: Any) -> ExperimentConfig:
-    """Preset ``name`` plus keyword fields (``seed=1``, ``rounds=2``) plus dotted overrides."""
+    """Preset ``name`` plus keyword fields (``seed=1``, ``rounds=2``) plus dotted overrides.
+
+    Every value is range-checked (:func:`check_config`): a bad one raises ConfigError naming it.
+    """
     cfg = preset(name)
     extra = [f"{k}={v}" for k, v in top.items() if v is not None]
-    return apply_overrides(cfg, [*extra, *overrides])
+    return check_config(apply_overrides(cfg, [*extra, *overrides]))
+
+
+# --------------------------------------------------------------------------------------------
+# range checks: one message naming the key, the value and what is allowed
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(lo: int, note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+            f"an integer >= {lo}{note}")
+
+
+def _number(lo: float, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: Any) -> bool:
+        if not _finite(v) or v < lo or (lo_open and v == lo):
+            return False
+        return hi is None or v < hi or (v == hi and not hi_open)
+    if hi is None:
+        text = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        text = (f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
+    return ok, text
+
+
+def _choice(*allowed: str, note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in allowed), "one of: " + ", ".join(allowed) + note
+
+
+def _nonempty_text() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty name"
+
+
+def _scales() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: len(v) > 0 and all(_finite(s) and s > 0 for s in v),
+            "one or more positive scale factors, e.g. 1.0,0.5")
+
+
+def _size_range() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: len(v) == 2 and all(isinstance(s, int) and s >= 1 for s in v)
+            and v[0] <= v[1], "two sizes lo,hi with 1 <= lo <= hi")
+
+
+def _sweep() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: len(v) == 3 and all(_finite(s) for s in v) and 0 <= v[0] <= v[1] <= 1
+            and v[2] > 0, "start,stop,step with 0 <= start <= stop <= 1 and step > 0")
+
+
+def _device() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+            "auto, cpu, cuda, cuda:N or mps")
+
+
+_PROB = _number(0.0, 1.0)
+_POSITIVE = _number(0.0, lo_open=True)
+_NON_NEGATIVE = _number(0.0)
+_MOMENTUM = _number(0.0, 1.0, hi_open=True)
+_OPTIMIZERS = _choice("sgd", "adamw")
+
+# Names of backbones, architectures and weights are checked where the networks are built
+# (models/), which knows every registered backbone; the run checks them before writing.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _int_at_least(0),
+    "rounds": _int_at_least(0, " (0 = the baseline round only)"),
+    "device": _device(),
+    "data.dataset": _nonempty_text(),
+    "data.train_split": _nonempty_text(),
+    "data.eval_split": _nonempty_text(),
+    "data.val_split": _nonempty_text(),
+    "data.num_workers": _int_at_least(0),
+    "data.max_images": _int_at_least(0, " (0 = all images)"),
+    "cam.backbone": _nonempty_text(),
+    "cam.weights": _nonempty_text(),
+    "cam.epochs": _int_at_least(1),
+    "cam.batch_size": _int_at_least(1),
+    "cam.crop_size": _int_at_least(1),
+    "cam.resize_long": _size_range(),
+    "cam.optimizer": _OPTIMIZERS,
+    "cam.lr": _POSITIVE,
+    "cam.head_lr_mult": _POSITIVE,
+    "cam.weight_decay": _NON_NEGATIVE,
+    "cam.momentum": _MOMENTUM,
+    "cam.poly_power": _NON_NEGATIVE,
+    "cam_infer.scales": _scales(),
+    "cam_infer.bg_threshold": _PROB,
+    "cam_infer.sweep": _sweep(),
+    "cam_infer.batch_size": _int_at_least(1),
+    "cam_infer.max_side": _int_at_least(0, " (0 = native size)"),
+    "pseudo.refine": _choice("none", "crf", "irn"),
+    "pseudo.bg_threshold": _PROB,
+    "pseudo.conf_fg_threshold": _PROB,
+    "pseudo.conf_bg_threshold": _PROB,
+    "pseudo.sem_seg_bg_threshold": _PROB,
+    "pseudo.beta": _POSITIVE,
+    "pseudo.exp_times": _int_at_least(0),
+    "pseudo.irn_radius": _int_at_least(2),
+    "pseudo.irn_epochs": _int_at_least(1),
+    "pseudo.irn_batch_size": _int_at_least(1),
+    "seg.arch": _nonempty_text(),
+    "seg.backbone": _nonempty_text(),
+    "seg.weights": _nonempty_text(),
+    "seg.iterations": _int_at_least(1),
+    "seg.batch_size": _int_at_least(1),
+    "seg.crop_size": _int_at_least(1),
+    "seg.scales": _scales(),
+    "seg.lr": _POSITIVE,
+    "seg.momentum": _MOMENTUM,
+    "seg.weight_decay": _NON_NEGATIVE,
+    "seg.poly_power": _NON_NEGATIVE,
+    "seg.optimizer": _OPTIMIZERS,
+    "context.grid": _int_at_least(1),
+    "context.prior": _choice("freq", "uniform"),
+    "context.query": _choice("binary", "onehot"),
+    "context.fuse_at": _choice("layer4", note=" (layer3 and input are not implemented: with "
+                               "IRNet's frozen stem an input-level channel would never be "
+                               "trained, method.md section 3)"),
+    "context.m_scale": _choice("identity", "max"),
+    "context.attention": _choice("learned", "uniform"),
+    "context.source": _choice("seg", "gt"),
+}
+"""Allowed values per dotted key; keys not listed (new fields) are not range-checked."""
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def get_key(cfg: ExperimentConfig, key: str) -> Any:
+    """The value of a dotted key (``cam.epochs``)."""
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Raise ConfigError naming the first key whose value is out of range; return ``cfg``.
+
+    >>> check_config(preset("smoke")).preset
+    'smoke'
+    """
+    for key, (ok, allowed) in RANGES.items():
+        try:
+            value = get_key(cfg, key)
+        except AttributeError:  # a section without this field (configs built elsewhere)
+            continue
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"config key '{key}' is {_show(value)}; expected {allowed}")
+    p = cfg.pseudo
+    if _finite(p.conf_bg_threshold) and _finite(p.conf_fg_threshold) \
+            and p.conf_bg_threshold > p.conf_fg_threshold:
+        raise ConfigError(f"config key 'pseudo.conf_bg_threshold' is {p.conf_bg_threshold}; "
+                          "expected at most pseudo.conf_fg_threshold "
+                          f"({p.conf_fg_threshold}): IRNet's confident background lies below "
+                          "its confident foreground")
+    return cfg
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig,
+                       ignore: tuple[str, ...] = ("rounds",)) -> list[tuple[str, Any, Any]]:
+    """``[(dotted key, old value, new value)]`` for every key whose values differ."""
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    return [(k, a.get(k), b.get(k)) for k in list(dict.fromkeys([*a, *b]))
+            if k not in ignore and a.get(k) != b.get(k)]
+
+
+def describe_differences(diffs: list[tuple[str, Any, Any]], limit: int = 8) -> str:
+    """``cam.lr is 0.003 there, 0.01 now; ...`` (at most ``limit`` keys)."""
+    parts = [f"{k} is {_show(a)} there, {_show(b)} now" for k, a, b in diffs[:limit]]
+    if len(diffs) > limit:
+        parts.append(f"and {len(diffs) - limit} more")
+    return "; ".join(parts)

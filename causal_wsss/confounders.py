@@ -80,12 +80,12 @@ class ConfounderDictionary:
             masks = np.load(folder / "dictionary.npy")
             prior = np.load(folder / "prior.npy")
             meta = json.loads((folder / "meta.json").read_text())
-        except (OSError, ValueError) as exc:
+            return cls(masks=masks.astype(np.float32), prior=prior.astype(np.float32),
+                       counts=np.asarray(meta["counts"], dtype=np.int64),
+                       classes=tuple(meta["classes"]), prior_kind=meta.get("prior_kind", "freq"))
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"confounder dictionary in {folder} is missing or unreadable "
                             f"(expected dictionary.npy, prior.npy, meta.json): {exc}") from exc
-        return cls(masks=masks.astype(np.float32), prior=prior.astype(np.float32),
-                   counts=np.asarray(meta["counts"], dtype=np.int64),
-                   classes=tuple(meta["classes"]), prior_kind=meta.get("prior_kind", "freq"))
 
 
 def resize_labels(label_map: np.ndarray | torch.Tensor, grid: int | tuple[int, int]) -> np.ndarray:

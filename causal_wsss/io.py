@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import CausalWSSSError
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -73,3 +75,48 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# folders that files go to
+
+
+def check_folder_target(path: str | os.PathLike, option: str,
+                        error: type[CausalWSSSError]) -> Path:
+    """``path`` if it is, or can become, a writable folder; otherwise ``error`` naming the culprit.
+
+    Writes nothing. A path under a file, an existing file and a folder (or first existing
+    ancestor) that is not writable are refused.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise error(f"{option} {path} exists and is not a folder; expected a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise error(f"{option} {path} is not writable; expected a folder this user can "
+                        f"write (choose another {option})")
+        return path
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise error(f"{option} {path} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise error(f"{option} {path} cannot be created: {ancestor} is not writable; expected "
+                    f"a writable place (choose another {option})")
+    return path
+
+
+def make_folder(path: Path, option: str = "--out",
+                error: type[CausalWSSSError] | None = None) -> Path:
+    """``mkdir -p path``; an OSError (read-only file system, permissions) becomes ``error``."""
+    from .errors import ConfigError
+
+    error = error or ConfigError
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{option} {path} cannot be created: {exc.strerror or exc}"
+                    + (f" ({exc.filename})" if exc.filename else "")
+                    + f"; expected a writable place (choose another {option})") from exc
+    return path

@@ -20,7 +20,6 @@ per finished round, mIoU in percent.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -129,18 +128,23 @@ def _iou_by_class(scores, classes) -> dict[str, float | None]:
 
 
 class _StageLog:
-    """Reads and writes ``round_k/<stage>.json``: a stage is done when its file exists."""
+    """Reads and writes ``round_k/<stage>.json``: a stage is done when its file exists.
 
-    def __init__(self, round_dir: Path, is_main: bool) -> None:
-        self.dir, self.is_main = round_dir, is_main
+    Each record carries ``inputs`` (the data and config fingerprints of
+    :func:`causal_wsss.runfolder.run_inputs`), checked when a run folder is resumed.
+    """
+
+    def __init__(self, round_dir: Path, is_main: bool, inputs: dict | None = None) -> None:
+        self.dir, self.is_main, self.inputs = round_dir, is_main, inputs
 
     def get(self, stage: str) -> dict | None:
-        path = self.dir / f"{stage}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        return None
+        from .runfolder import read_record
+
+        return read_record(self.dir / f"{stage}.json")
 
     def put(self, stage: str, result: dict) -> dict:
+        if self.inputs is not None:
+            result = {**result, "inputs": self.inputs}
         if self.is_main:
             write_json(self.dir / f"{stage}.json", result)
         return result
@@ -237,7 +241,12 @@ def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int
 
     folder = round_dir / "confounders"
     dictionary = ConfounderDictionary.load(folder)
-    grids = np.load(folder / "queries.npy")
+    try:
+        grids = np.load(folder / "queries.npy")
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"query grids {folder / 'queries.npy'} are missing or unreadable ({exc}); "
+                        "expected the .npy the confounders stage writes. Delete it: the next run "
+                        "redoes that stage") from exc
     queries = queries_from_grids(grids, mode=cfg.context.query, num_classes=num_classes)
     c = check_context_config(cfg).context
     return ContextAdjustment(dictionary.masks, dictionary.prior, queries=queries,
@@ -586,14 +595,14 @@ def stage_seg_train(cfg: ExperimentConfig, train_ds, pseudo_dir: Path, round_dir
 
 
 def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: torch.device,
-              dist_info, progress: bool, logger) -> dict:
-    """Run (or resume) round ``r``; returns its report entry."""
+              dist_info, progress: bool, logger, inputs: dict | None = None) -> dict:
+    """Run (or resume) round ``r``; returns its report entry. ``inputs``: stored in each record."""
     from .checkpoint import load_checkpoint
     from .runtime import barrier
 
     round_dir = out / f"round_{r}"
     round_dir.mkdir(parents=True, exist_ok=True)
-    log = _StageLog(round_dir, dist_info.is_main)
+    log = _StageLog(round_dir, dist_info.is_main, inputs)
     train_ds, eval_ds, val_ds = sets["train"], sets["eval"], sets["val"]
     classes = train_ds.classes
     num_fg = len(classes) - 1
@@ -718,45 +727,87 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Run round 0 and CONTA rounds 1..``cfg.rounds`` into ``out``; returns the report.
 
-    Rerunning with the same config resumes; a different config for an existing ``out`` is an
-    error (only ``rounds`` may grow). ``data.root`` is made absolute first, so the same folder
+    Rerunning with the same config resumes; a different config for an existing ``out`` with
+    results is an error naming the keys (only ``rounds`` may differ; finished rounds beyond
+    ``rounds`` stay in the report). ``data.root`` is made absolute first, so the same folder
     named relatively (a notebook's ``../data/synth``) or absolutely is the same config.
+
+    Nothing is written before the config values, the data sets, the networks' names and ``out``
+    are checked. ``out`` is then locked (:class:`causal_wsss.runfolder.RunLock`) and checked
+    against the data and config (:func:`causal_wsss.runfolder.check_stages`): changed inputs
+    are refused, and stages whose files are missing or unreadable are redone.
     """
-    from .runtime import init_distributed, seed_everything, setup_logging
+    from .config import check_config
+    from .runfolder import check_out_folder, open_run_folder
+    from .runtime import init_distributed, seed_everything
 
     if cfg.data.root:
         cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
-    out = Path(out)
-    dist_info, device = init_distributed(cfg.device)
-    seed_everything(cfg.seed)
-    logger = setup_logging(out if dist_info.is_main else None)
+    check_config(cfg)
     check_context_config(cfg)
     check_optional_packages(cfg)
-    _check_config(cfg, out, dist_info.is_main)
+    out = check_out_folder(out)
+    dist_info, device = init_distributed(cfg.device)
+    seed_everything(cfg.seed)
     sets = load_datasets(cfg)
-    backend = torch.distributed.get_backend() if dist_info.group else "none"
-    logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d, process group %s",
-                cfg.data.dataset, len(sets["train"]), len(sets["eval"]), len(sets["val"]), device,
-                dist_info.world_size, backend)
-    report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
-    for r in range(cfg.rounds + 1):
-        report["rounds"].append(run_round(cfg, r, out, sets, device=device, dist_info=dist_info,
-                                          progress=progress, logger=logger))
-        if dist_info.is_main:
-            write_json(out / "report.json", report)
-    return report
+    check_masks(cfg, sets)
+    check_networks(cfg, sets["train"].num_classes)
+    with open_run_folder(out, cfg, sets, is_main=dist_info.is_main) as folder:
+        logger = folder.logger
+        backend = torch.distributed.get_backend() if dist_info.group else "none"
+        logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d, process group %s",
+                    cfg.data.dataset, len(sets["train"]), len(sets["eval"]), len(sets["val"]),
+                    device, dist_info.world_size, backend)
+        report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
+        for r in range(cfg.rounds + 1):
+            report["rounds"].append(run_round(cfg, r, out, sets, device=device,
+                                              dist_info=dist_info, progress=progress,
+                                              logger=logger, inputs=folder.inputs))
+            if dist_info.is_main:
+                write_json(out / "report.json", folder.report(report))
+        return folder.report(report)
 
 
-def _check_config(cfg: ExperimentConfig, out: Path, is_main: bool) -> None:
-    path = out / "config.json"
-    if path.is_file():
-        old = ExperimentConfig.load(path)
-        if replace(old, rounds=cfg.rounds) != cfg:
-            raise ConfigError(f"{path} holds a different configuration; rerun with the same "
-                              "preset and overrides to resume, or choose another --out")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(path)
+def check_masks(cfg: ExperimentConfig, sets: dict) -> None:
+    """Fail before any training when a split that is scored (or, with ``context.source=gt``,
+    read for the confounders) has no ground-truth masks."""
+    d = cfg.data
+    needs = [("data.eval_split", d.eval_split, sets["eval"], "CAM and pseudo-mask evaluation"),
+             ("data.val_split", d.val_split, sets["val"], "segmentation evaluation")]
+    if cfg.rounds > 0 and cfg.context.source == "gt":
+        needs.append(("data.train_split", sets["train"].split, sets["train"],
+                      "context.source=gt (the confounders from the true masks)"))
+    for key, split, ds, use in needs:
+        if not ds.has_masks:
+            raise ConfigError(f"config key '{key}' is {split!r}, a split without ground-truth "
+                              f"masks; {use} needs them (choose a split with masks)")
+
+
+def check_networks(cfg: ExperimentConfig, num_classes: int) -> None:
+    """Build the CAM and segmentation networks on the meta device (no memory, no weights read)
+    so that an unknown backbone or architecture is refused before anything is written; a
+    ``weights`` path must be a file."""
+    from .errors import CausalWSSSError, WeightsError
+    from .models.seg_net import build_seg_net
+
+    for key, weights in (("cam.weights", cfg.cam.weights), ("seg.weights", cfg.seg.weights)):
+        if weights not in ("imagenet", "none") and not Path(weights).expanduser().is_file():
+            raise WeightsError(f"config key '{key}' is {weights!r}: no such file; expected "
+                               "imagenet, none or the path of a torchvision state dict")
+    # ImageNet weights are fetched (and a weights file read) where the networks are really
+    # built; the tiny backbones keep their value, since they refuse any but 'none'.
+    cam = replace(cfg, cam=replace(cfg.cam, weights=cfg.cam.weights if cfg.cam.backbone == "tiny"
+                                   else "none"))
+    seg_weights = cfg.seg.weights if cfg.seg.backbone == "tiny" else "none"
+    try:
+        with torch.device("meta"):
+            build_cam_model(cam, num_classes - 1)
+            build_seg_net(num_classes, arch=cfg.seg.arch, backbone=cfg.seg.backbone,
+                          weights=seg_weights)
+    except CausalWSSSError:
+        raise
+    except Exception:  # noqa: BLE001 - an initialisation the meta device cannot run: the
+        pass  # names were checked before it; the real build reports anything else
 
 
 def format_report_table(report: dict) -> str:

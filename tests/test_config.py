@@ -66,3 +66,52 @@ def test_unknown_preset_and_unknown_json_key(tmp_path):
 def test_resolve_top_level_keywords():
     cfg = resolve("smoke", ["data.root=/x"], seed=3, rounds=None)
     assert cfg.seed == 3 and cfg.rounds == preset("smoke").rounds and cfg.data.root == "/x"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_pass_the_range_checks(name):
+    from causal_wsss.config import check_config
+
+    assert check_config(preset(name)) == preset(name)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("rounds=-1", "'rounds' is -1; expected an integer >= 0"),
+    ("seed=-3", "'seed' is -3"),
+    ("device=gpu", "'device' is 'gpu'"),
+    ("cam.epochs=0", "'cam.epochs' is 0; expected an integer >= 1"),
+    ("cam.batch_size=0", "'cam.batch_size' is 0"),
+    ("cam.lr=0", "'cam.lr' is 0.0; expected a number > 0"),
+    ("cam.lr=nan", "'cam.lr' is nan"),
+    ("cam.resize_long=80,40", "'cam.resize_long' is (80, 40)"),
+    ("cam.optimizer=adam", "'cam.optimizer' is 'adam'; expected one of: sgd, adamw"),
+    ("cam_infer.scales=", "'cam_infer.scales' is ()"),
+    ("cam_infer.scales=1.0,-0.5", "'cam_infer.scales' is (1.0, -0.5)"),
+    ("cam_infer.bg_threshold=1.5", "'cam_infer.bg_threshold' is 1.5; expected a number in [0, 1]"),
+    ("cam_infer.sweep=0.6,0.1,0.01", "'cam_infer.sweep'"),
+    ("data.num_workers=-1", "'data.num_workers' is -1"),
+    ("data.val_split=", "'data.val_split' is ''"),
+    ("pseudo.refine=sharpen", "'pseudo.refine' is 'sharpen'"),
+    ("pseudo.irn_radius=1", "'pseudo.irn_radius' is 1; expected an integer >= 2"),
+    ("pseudo.conf_bg_threshold=0.5", "'pseudo.conf_bg_threshold' is 0.5; expected at most"),
+    ("seg.iterations=0", "'seg.iterations' is 0"),
+    ("seg.momentum=1.0", "'seg.momentum' is 1.0"),
+    ("context.grid=0", "'context.grid' is 0"),
+    ("context.prior=zipf", "'context.prior' is 'zipf'"),
+])
+def test_out_of_range_values_are_refused_when_resolved(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        resolve("smoke", [override])
+    assert fragment in str(info.value)
+
+
+def test_config_differences_name_every_key_with_both_values():
+    from causal_wsss.config import config_differences, describe_differences
+
+    old = resolve("smoke", ["data.root=/a"], rounds=1)
+    new = resolve("smoke", ["data.root=/b", "cam.lr=0.01"], rounds=3)
+    diffs = config_differences(old, new)
+    assert diffs == [("data.root", "/a", "/b"), ("cam.lr", 0.003, 0.01)]  # rounds may differ
+    assert describe_differences(diffs) == ("data.root is '/a' there, '/b' now; cam.lr is 0.003 "
+                                           "there, 0.01 now")
+    assert config_differences(old, old) == []

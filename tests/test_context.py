@@ -79,12 +79,15 @@ def test_uniform_attention_control_gives_one_map_for_all_images():
 def test_context_keys_are_checked_before_anything_runs(tmp_path):
     import pytest
 
-    from causal_wsss.config import resolve
+    from causal_wsss.config import apply_overrides, preset, resolve
     from causal_wsss.errors import ConfigError
     from causal_wsss.pipeline import check_context_config
 
     for key in ("attention=attend", "prior=zipf", "fuse_at=input", "m_scale=log", "query=rgb"):
-        cfg = resolve("smoke", [f"context.{key}", f"data.root={tmp_path}"])
+        overrides = [f"context.{key}", f"data.root={tmp_path}"]
+        with pytest.raises(ConfigError, match=f"context.{key.split('=')[0]}"):
+            resolve("smoke", overrides)  # refused when the config is resolved
+        cfg = apply_overrides(preset("smoke"), overrides)  # or built without resolve()
         with pytest.raises(ConfigError, match=f"context.{key.split('=')[0]}"):
             check_context_config(cfg)
 

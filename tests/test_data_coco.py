@@ -151,3 +151,41 @@ def test_corrupt_image(coco_copy):
     with pytest.raises(DataError, match="cannot decode image") as err:
         ds[0]
     assert str(path) in str(err.value)
+
+
+def _coco_cli(*args):
+    import subprocess
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-m", "causal_wsss", *args], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _one_error_line(res, *fragments):
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    lines = [line for line in res.stderr.splitlines() if ": error: " in line]
+    assert len(lines) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.mark.parametrize("categories", [5, [1], ["person"], [{"id": 1}]])
+def test_malformed_categories_are_one_line(coco_copy, categories):
+    path = coco_copy / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["categories"] = categories
+    path.write_text(json.dumps(data))
+    _one_error_line(_coco_cli("stats", "--dataset", "coco", "--root", str(coco_copy), "--split",
+                              "val"), str(path), "'categories'")
+
+
+@pytest.mark.parametrize("file_name", ["../../elsewhere.jpg", "/tmp/elsewhere.jpg",
+                                       "a/../../../elsewhere.jpg"])
+def test_file_name_outside_the_image_folder_is_refused(coco_copy, file_name):
+    path = coco_copy / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["images"][-1]["file_name"] = file_name
+    path.write_text(json.dumps(data))
+    _one_error_line(_coco_cli("stats", "--dataset", "coco", "--root", str(coco_copy), "--split",
+                              "val"), str(path), repr(file_name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -158,6 +159,19 @@ class COCOSegmentation(SegmentationDataset):
         return region.astype(bool)
 
 
+def _check_file_name(path: Path, img: dict) -> None:
+    """Refuse a ``file_name`` that is not a relative path inside the image folder."""
+    name = img["file_name"]
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"COCO annotations {path}: image {img['id']} has file_name {name!r}; "
+                        "expected the name of a file in the image folder (train2014/, val2014/)")
+    norm = os.path.normpath(name.replace("\\", "/"))
+    if os.path.isabs(norm) or norm == ".." or norm.startswith("../") or re.match(r"[A-Za-z]:", norm):
+        raise DataError(f"COCO annotations {path}: image {img['id']} has file_name {name!r}, "
+                        "which points outside the image folder; expected a file name inside it "
+                        "(train2014/, val2014/), such as COCO_train2014_000000000009.jpg")
+
+
 def _read_instances(path: Path) -> tuple[list[dict], dict[Any, list[list]]]:
     """Images sorted by id and, per image id, ``[label, iscrowd, area, segmentation]`` records."""
     try:
@@ -171,8 +185,16 @@ def _read_instances(path: Path) -> tuple[list[dict], dict[Any, list[list]]]:
         raise DataError(f"COCO annotations {path} lack an 'images' or 'annotations' list; "
                         "expected an instances_*.json file")
     names = dict(COCO_CATEGORIES)
-    for cat in data.get("categories", []):
-        cid, name = cat.get("id"), cat.get("name")
+    categories = data.get("categories", [])
+    if not isinstance(categories, list):
+        raise DataError(f"COCO annotations {path}: 'categories' is {categories!r}; expected a "
+                        'list of {"id": ..., "name": ...} objects')
+    for cat in categories:
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) \
+                or not isinstance(cat.get("name"), str):
+            raise DataError(f"COCO annotations {path}: 'categories' holds {cat!r}; expected "
+                            '{"id": <int>, "name": <str>} objects')
+        cid, name = cat["id"], cat["name"]
         if cid in names and name != names[cid]:
             raise DataError(f"COCO annotations {path}: category id {cid} is '{name}'; expected "
                             f"'{names[cid]}' (the 80 COCO 2014 categories)")
@@ -184,6 +206,7 @@ def _read_instances(path: Path) -> tuple[list[dict], dict[Any, list[list]]]:
                 raise DataError(f"COCO annotations {path}: image {img['id']} lacks "
                                 f"{', '.join(sorted(lacking))}; expected id, file_name, height, "
                                 "width")
+            _check_file_name(path, img)
         per_image: dict[Any, list[list]] = {img["id"]: [] for img in images}
         for ann in data["annotations"]:
             cid = ann["category_id"]

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..constants import COCO_CATEGORIES, IGNORE_INDEX, VOC_CLASSES, voc_palette
 from ..errors import ConfigError, DataError
-from ..io import write_bytes, write_json, write_text
+from ..io import check_folder_target, make_folder, write_bytes, write_json, write_text
 from .base import Sample, Transform
 from .voc import VOCSegmentation, find_voc_root
 
@@ -132,13 +132,11 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
     made with the same arguments and generator version, nothing is written.
     """
     params = _check_params(n_train, n_val, rho, seed, coco, size, interventional, twins)
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"synthetic output {out} exists and is not a folder; expected a folder "
-                        "(it will hold VOCdevkit/ and, with coco=True, coco/)")
+    out = check_folder_target(out, "synthetic output", DataError)
     voc_root = out / "VOCdevkit" / "VOC2012"
     if _is_complete(out, voc_root, params):
         return voc_root
+    make_folder(out, "synthetic output", DataError)
     # A stale sidecar would vouch for a half-overwritten set if this run is interrupted.
     (voc_root / META_FILE).unlink(missing_ok=True)
 
