@@ -611,7 +611,7 @@ class ContrastMeter:
                 has_ctx.double(), torch.where(has_other, m_in, zero),
                 torch.where(has_other, m_other, zero), has_other.double(),
                 torch.where(present, 1 - n_in / n_valid, zero), present.double()]
-        self._sums += torch.stack(cols, dim=-1).sum(0).to(self.device)  # (K, 8)
+        self._sums += torch.stack(cols, dim=-1).sum(0).to(self._sums.device)  # (K, 8)
 
     def merge(self, other: ContrastMeter) -> ContrastMeter:
         if not isinstance(other, ContrastMeter) or other.num_classes != self.num_classes:

@@ -277,7 +277,8 @@ def test_load_meta_accepts_the_voc_roots(synth: Path) -> None:
     assert metas[0] == metas[1] == metas[2]
     meta = metas[0]
     assert meta["params"] == {"n_train": N_TRAIN, "n_val": N_VAL, "rho": 0.9, "seed": 0,
-                              "coco": True, "size": 150}
+                              "coco": True, "size": 150, "interventional": False,
+                              "twins": False}
     assert meta["preferred_context"] == dict(SPEC.preferred)
     assert [tuple(p) for p in meta["pairs"]] == list(SPEC.pairs)
     with pytest.raises(DataError, match="VOC"):
