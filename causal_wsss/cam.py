@@ -21,6 +21,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data.transforms import denormalize, normalize
 from .errors import DataError
 from .io import atomic_path
+from .runtime import autocast
 
 IRNET_SCALES = (1.0, 0.5, 1.5, 2.0)
 """IRNet ``cam_scales`` (method.md section 4, CAM inference)."""
@@ -254,12 +255,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
 def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
                  out_size: tuple[int, int] | None = None, context: torch.Tensor | None = None,
@@ -285,8 +280,9 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     (e.g. inference on a downscaled image); the stride-4 grid follows it.
     The network sees channels_last inputs. ``amp``: bf16 autocast of the network (fp16 on GPUs
     without bf16), for speed; not IRNet's: it moves the normalised CAMs of a trained network by
-    up to 6.5e-3 on a CPU and 4.8e-2 on an H200, and is slower than fp32 on CPUs without bf16
-    instructions (docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
+    up to 6.5e-3 on a CPU and 4.8e-2 on an H200. On a CPU without bf16 units it is a no-op (fp32),
+    because emulated bf16 runs 8-12 times slower (:func:`causal_wsss.runtime.cpu_has_bf16`;
+    docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
     """
     net = _unwrap(model)
     if (images.dim() != 4 or images.shape[1] != 3
@@ -332,7 +328,7 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
                 xs = torch.cat([xs, xs.flip(-1)])  # (2B, 3, h_s, w_s)
             # channels_last: faster on CPUs and GPUs (IRNet's HWC -> CHW arrays are laid out so)
             xs = xs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=_amp_dtype(device), enabled=amp):
+            with autocast(device, amp):
                 maps = net.cams(xs, ctx)  # (2B, K, h, w)
             maps = maps.float()
             if flip:

@@ -64,7 +64,7 @@ class CamConfig:
     weight_decay: float = 1e-4
     momentum: float = 1e-4  # IRNet quirk: weight decay lands in SGD's momentum slot (method.md 7.5)
     poly_power: float = 0.9
-    amp: bool = True  # bf16 autocast (CUDA with bf16 support, or CPU)
+    amp: bool = True  # bf16 autocast on CUDA, and on CPUs with bf16 units (else fp32)
     channels_last: bool = True
 
 

@@ -59,7 +59,8 @@ def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = 
     a group of items, or None for a network without a context channel. Images of one size are
     batched together (the twins of one validation image share its size).
     """
-    from .cam import _amp_dtype, _eval_mode, _unwrap
+    from .cam import _eval_mode, _unwrap
+    from .runtime import autocast
     from .data.transforms import normalize
 
     net = _unwrap(model).to(device)
@@ -76,7 +77,7 @@ def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = 
                 items = [dataset[i] for i in chunk]
                 images = normalize(torch.stack([it["image"] for it in items]).to(device))
                 context = context_fn(items).to(device) if context_fn is not None else None
-                with torch.autocast(device.type, dtype=_amp_dtype(device), enabled=amp):
+                with autocast(device, amp):
                     logits = net(images, context=context).logits
                 out[chunk] = logits.float().cpu().numpy()
     return out

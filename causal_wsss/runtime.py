@@ -49,12 +49,46 @@ def choose_device(name: str = "auto", local_rank: int | None = None) -> torch.de
     return device
 
 
+CPU_AMP_ENV = "CAUSAL_WSSS_CPU_AMP"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic units (AVX512-BF16 or AMX-BF16; Linux flags).
+
+    On a CPU without them (AVX2 only, for example) torch emulates bf16 and autocast runs 8-12
+    times *slower* than fp32 (measured: docs/benchmarks.md). ``CAUSAL_WSSS_CPU_AMP=1`` forces
+    bf16 on the CPU, ``=0`` forbids it; unset, this function decides.
+    """
+    forced = os.environ.get(CPU_AMP_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    return _cpu_flags_have_bf16()
+
+
+def _cpu_flags_have_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the device supports it (CUDA with bf16, or the CPU), else fp16 on older GPUs."""
+    """The autocast dtype where it pays, else ``None`` (autocast off, fp32).
+
+    CUDA: bf16 where supported, else fp16. CPU: bf16 only on CPUs with bf16 units
+    (:func:`cpu_has_bf16`); elsewhere ``amp=True`` runs fp32, because emulated bf16 is slower.
+    """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":
-        return torch.bfloat16
+        return torch.bfloat16 if cpu_has_bf16() else None
     return None
 
 
