@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw from the interventional distribution: context independent of the "
                         "class, partners independent (--rho is then ignored); the upper bound "
                         "that de-confounding is compared with")
-    p.add_argument("--twins", action="store_true",
-                   help="add the split 'twins': every validation image's objects on each context, "
-                        "without their partner, and context-only images (do(context) figures)")
+    p.add_argument("--twins", type=int, nargs="?", const=-1, default=0, metavar="N",
+                   help="add the split 'twins' for the first N validation images (all without N): "
+                        "their objects on each context, without their partner, and each context "
+                        "without objects (the do(context) figures)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("stats", help="image counts and class co-occurrence of a data set split",
@@ -111,7 +112,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     root = generate_synthetic(args.out, n_train=args.train, n_val=args.val, rho=args.rho,
                               seed=args.seed, coco=args.coco, size=args.size,
                               progress=not args.no_progress, interventional=args.interventional,
-                              twins=args.twins)
+                              twins=args.val if args.twins == -1 else args.twins)
     print(f"synthetic data set ready: {root}")
     return 0
 

@@ -42,6 +42,7 @@ class DataConfig:
     val_split: str = "val"  # segmentation evaluation
     num_workers: int = 2
     max_images: int = 0  # 0 = all; >0 truncates every split (smoke runs)
+    twins_split: str = "twins"  # do(context) twins, scored when the VOC-layout set has them ("" = never)
 
 
 @dataclass(frozen=True)

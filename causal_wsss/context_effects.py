@@ -52,12 +52,13 @@ def twin_index(meta: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str
 @torch.no_grad()
 def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = True,
                 context_fn: Callable[[list[dict]], torch.Tensor] | None = None,
-                batch_size: int = 16) -> np.ndarray:
+                batch_size: int = 16, meta: dict[str, Any] | None = None) -> np.ndarray:
     """``(N, K)`` float32 logits of every image of ``dataset`` (one full-image pass each).
 
     ``model`` is a CamNet; ``context_fn(items)`` gives the CONTA context maps (b, 1, g, g) of
     a group of items, or None for a network without a context channel. Images of one size are
-    batched together (the twins of one validation image share its size).
+    batched together (the twins of one validation image share its size); the sizes come from
+    the synthetic sidecar ``meta`` when given, else from decoding each image.
     """
     from .cam import _eval_mode, _unwrap
     from .runtime import autocast
@@ -65,10 +66,10 @@ def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = 
 
     net = _unwrap(model).to(device)
     by_size: dict[tuple[int, int], list[int]] = {}
-    for i in range(len(dataset)):
-        height, width = dataset.load_image(i).shape[:2] if not hasattr(dataset, "image_size") \
-            else dataset.image_size(i)
-        by_size.setdefault((height, width), []).append(i)
+    sizes = {img["name"]: (img["height"], img["width"]) for img in meta["images"]} if meta else {}
+    for i, name in enumerate(dataset.names):
+        size = sizes.get(name) or dataset.load_image(i).shape[:2]
+        by_size.setdefault(tuple(size), []).append(i)
     out = np.zeros((len(dataset), net.num_classes), dtype=np.float32)
     with _eval_mode(net):
         for indices in by_size.values():
@@ -137,13 +138,13 @@ def context_effects(logits: np.ndarray, names: Sequence[str], meta: dict[str, An
                 diffs.append(float(logits[with_partner, k] - logits[row[name], k]))
         partner[anchor] = {"partner_effect": _mean(diffs), "partner_effect_sd": _sd(diffs),
                            "images": len(diffs)}
-    return {
+    return _json_safe({
         "context_effect": _nanmean([v["context_effect"] for v in per_class.values()]),
         "fp_rate_preferred": _nanmean([v["fp_rate_preferred"] for v in per_class.values()]),
         "fp_rate_other": _nanmean([v["fp_rate_other"] for v in per_class.values()]),
         "partner_effect": _nanmean([v["partner_effect"] for v in partner.values()]),
         "per_class": per_class, "partner": partner,
-    }
+    })
 
 
 def twin_cam_miou(dataset, cache_dir: Path, meta: dict[str, Any], threshold: float, *,
@@ -189,3 +190,12 @@ def _sd(values) -> float:
 def _nanmean(values) -> float:
     values = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     return float(values.mean()) if values.size else math.nan
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a figure with no images to average) -> None, recursively, so report.json stays JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

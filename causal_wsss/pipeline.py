@@ -35,8 +35,8 @@ from .config import ExperimentConfig, resolve
 from .errors import ConfigError, DataError
 from .io import write_json
 
-STAGES = ("confounders", "cam_train", "cams", "cam_eval", "ir_labels", "irn_train", "pseudo", "pseudo_eval", "seg_train",
-          "seg_eval", "seg_predict")
+STAGES = ("confounders", "cam_train", "cams", "cam_eval", "twin_eval", "ir_labels", "irn_train",
+          "pseudo", "pseudo_eval", "seg_train", "seg_eval", "seg_predict")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +118,46 @@ def load_datasets(cfg: ExperimentConfig) -> dict[str, Any]:
     else:
         sets["eval"] = build_dataset(d.dataset, d.root, d.eval_split, max_images=d.max_images)
     sets["val"] = build_dataset(d.dataset, d.root, d.val_split, max_images=d.max_images)
+    twins = _twins_dataset(cfg, sets["val"])
+    if twins is not None:
+        sets["twins"] = twins
     return sets
+
+
+def _twins_dataset(cfg: ExperimentConfig, val_ds):
+    """The do(context) twins split (``data.twins_split``) of a VOC-layout synthetic set written
+    with ``causal-wsss synth --twins``, or None when the set has none (real VOC, COCO)."""
+    from .data import build_dataset
+
+    split = cfg.data.twins_split
+    voc_root = getattr(val_ds, "voc_root", None)
+    if not split or cfg.data.dataset != "voc" or voc_root is None:
+        return None
+    if not (voc_root / "ImageSets" / "Segmentation" / f"{split}.txt").is_file() \
+            or not (voc_root / "synthetic.json").is_file():
+        return None
+    return build_dataset("voc", cfg.data.root, split)
+
+
+def query_datasets(sets: dict) -> tuple[list, list]:
+    """``(cam_sets, query_sets)``: the sets whose CAMs and pseudo-masks a round makes (train,
+    plus eval when it has other images), and those that also get context maps and
+    segmentation predictions (plus the twins, when present)."""
+    train_names = set(sets["train"].names)
+    extra_eval = any(n not in train_names for n in sets["eval"].names)
+    cam_sets = [sets["train"]] + ([sets["eval"]] if extra_eval else [])
+    return cam_sets, cam_sets + ([sets["twins"]] if "twins" in sets else [])
+
+
+def _names_of(datasets: list) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    for ds in datasets:
+        for n in ds.names:
+            if n not in seen:
+                seen.add(n)
+                names.append(n)
+    return names
 
 
 def _iou_by_class(scores, classes) -> dict[str, float | None]:
@@ -510,6 +549,54 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
             "sweep": [[t, 100 * v] for t, v in sweep.compute()]}
 
 
+def stage_twin_eval(cfg: ExperimentConfig, model: nn.Module, twins_ds, cache_dir: Path,
+                    threshold: float, *, device: torch.device, dist_info, progress: bool,
+                    context_fn: Callable | None) -> dict:
+    """The do(context) figures of this round's CAM network on the twins split.
+
+    Scores (:func:`causal_wsss.context_effects.twin_logits`, one full-image pass) give the
+    context effect, the false-positive rates on context alone and the partner effect; the
+    twins' CAMs (the round's multi-scale inference, cached in ``cache_dir``, images of kind
+    ``twin`` only) give CAM mIoU in and out of context at ``threshold`` (the round's best on the
+    evaluation split). Each rank scores the whole split (it is small); only rank 0 writes CAMs.
+    """
+    from .cam import make_cams
+    from .context_effects import context_effects, twin_cam_miou, twin_logits
+    from .data.synthetic import load_meta
+    from .runtime import barrier
+
+    import shutil
+
+    if dist_info.is_main:  # CAMs of an earlier attempt may come from another network
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    barrier()
+    meta = load_meta(twins_ds.voc_root)
+    cam_net = model.cam_net if isinstance(model, ContextCamNet) else model
+    logits = twin_logits(cam_net, twins_ds, device=device, amp=cfg.cam.amp,
+                         context_fn=context_fn, batch_size=cfg.cam_infer.batch_size, meta=meta)
+    result = context_effects(logits, twins_ds.names, meta, twins_ds.classes)
+    kinds = {img["name"]: img.get("kind") for img in meta["images"]}
+    twin_view = twins_ds.subset([n for n in twins_ds.names if kinds.get(n) == "twin"])
+    make_cams(cam_net, twin_view, cache_dir, batch_size=cfg.cam_infer.batch_size,
+              num_workers=cfg.data.num_workers, scales=cfg.cam_infer.scales,
+              flip=cfg.cam_infer.flip, device=device, amp=cfg.cam.amp, progress=progress,
+              rank=dist_info.rank, world_size=dist_info.world_size, context_fn=context_fn)
+    barrier()
+    result.update(twin_cam_miou(twin_view, cache_dir, meta, threshold, device=device))
+    result["twin_images"] = len(twins_ds)
+    return result
+
+
+ROUND_CAM_KEYS = ("miou_classes", "leakage_uniform", "contrast_context", "contrast_partner",
+                  "precision", "precision_fp_context", "precision_fp_objects", "precision_best",
+                  "precision_best_fp_context", "precision_best_fp_objects")
+"""cam_eval figures copied into each round's report entry (beside the mIoUs and leakage)."""
+
+ROUND_TWIN_KEYS = ("context_effect", "fp_rate_preferred", "fp_rate_other", "partner_effect",
+                   "cam_miou_in_context", "cam_miou_out_of_context", "cam_miou_context_gap")
+"""twin_eval figures copied into each round's report entry when the data carry twins."""
+
+
 def stage_pseudo(cfg: ExperimentConfig, datasets: list, cache_dir: Path, out_dir: Path, *,
                  dist_info, progress: bool) -> dict:
     """Pseudo-masks for every image of ``datasets`` (palette PNGs, resumable)."""
@@ -606,11 +693,10 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
     train_ds, eval_ds, val_ds = sets["train"], sets["eval"], sets["val"]
     classes = train_ds.classes
     num_fg = len(classes) - 1
-    train_names = list(train_ds.names)
-    extra_eval = [n for n in eval_ds.names if n not in set(train_names)]
-    query_names = train_names + extra_eval
+    cam_datasets, query_sets = query_datasets(sets)
+    query_names = _names_of(query_sets)  # train first: the dictionary is built from its rows
     rows_by_name = {n: i for i, n in enumerate(query_names)}
-    cam_datasets = [train_ds] + ([eval_ds] if extra_eval else [])
+    twins_ds = sets.get("twins")
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[[], dict]) -> dict:
@@ -638,7 +724,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
     if r > 0:
         timed("confounders", lambda: stage_confounders(
             cfg, out / f"round_{r - 1}", round_dir, query_names, train_ds.label_matrix(), classes,
-            progress=progress, datasets=cam_datasets))
+            progress=progress, datasets=query_sets))
     # Same initial trunk in every round (only the context channel differs), and the same on a
     # resumed run as on an uninterrupted one.
     seed_everything(stage_seed(cfg.seed, "cam"))
@@ -660,6 +746,11 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
                                      dist_info=dist_info, progress=progress, context_fn=ctx_fn))
     cam_eval = timed("cam_eval", lambda: stage_cam_eval(cfg, eval_ds, cache_dir, device=device,
                                                         dist_info=dist_info, progress=progress))
+    twin_eval = None
+    if twins_ds is not None:
+        twin_eval = timed("twin_eval", lambda: stage_twin_eval(
+            cfg, model, twins_ds, round_dir / "twin_cams", cam_eval["cam_threshold_best"],
+            device=device, dist_info=dist_info, progress=progress, context_fn=ctx_fn))
     if cfg.pseudo.refine == "irn":
         _irn_stages(cfg, cam_net, train_ds, cache_dir, round_dir, timed, device=device,
                     dist_info=dist_info, progress=progress, logger=logger)
@@ -703,7 +794,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         def seg_predict() -> dict:
             from .segmentation import predict_masks
 
-            for ds in cam_datasets:
+            for ds in query_sets:
                 predict_masks(seg_model(), ds, round_dir / "pred", device=device,
                               progress=progress, rank=dist_info.rank,
                               world_size=dist_info.world_size)
@@ -716,7 +807,10 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
              "cam_threshold_best": cam_eval["cam_threshold_best"],
              "pseudo_miou": pseudo_eval["miou"], "seg_miou": seg_eval_res["seg_miou"],
              "leakage": cam_eval["leakage"], "leakage_cooccur": cam_eval["leakage_cooccur"],
-             "leakage_background": cam_eval["leakage_background"]}
+             "leakage_background": cam_eval["leakage_background"],
+             **{key: cam_eval[key] for key in ROUND_CAM_KEYS if key in cam_eval}}
+    if twin_eval is not None:
+        entry.update({key: twin_eval[key] for key in ROUND_TWIN_KEYS if key in twin_eval})
     for key in ("context_weight_mean_abs", "context_weight_vs_feature_weight", "context_share",
                 "alpha_max_mean", "alpha_top_class_share", "m_spread"):
         if key in cam_train:

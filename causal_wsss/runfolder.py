@@ -179,7 +179,9 @@ def run_inputs(cfg, sets: dict) -> dict[str, Any]:
     """What every stage record stores under ``"inputs"``: the data and config fingerprints."""
     seen: dict[int, dict] = {}
     data = {}
-    for role in ("train", "eval", "val"):
+    for role in ("train", "eval", "val", "twins"):
+        if role not in sets:
+            continue
         ds = sets[role]
         if id(ds) not in seen:
             seen[id(ds)] = dataset_fingerprint(ds)
@@ -197,7 +199,7 @@ class Artefact:
 
     path: str
     kind: str  # zip (torch checkpoints, .npz), npy, json, png
-    images: str = ""  # "" | "query" (train + extra eval images) | "train"
+    images: str = ""  # "" | "cams" (train + extra eval images) | "query" (+ twins) | "train"
 
     @property
     def folder(self) -> str | None:
@@ -211,11 +213,12 @@ STAGE_ARTEFACTS: dict[str, tuple[Artefact, ...]] = {
                     Artefact("confounders/meta.json", "json"),
                     Artefact("confounders/queries.npy", "npy")),
     "cam_train": (Artefact("cam_net.pt", "zip"),),
-    "cams": (Artefact("cams/{}.npz", "zip", "query"),),
+    "cams": (Artefact("cams/{}.npz", "zip", "cams"),),
     "cam_eval": (),
+    "twin_eval": (),  # its CAM cache twin_cams/ is rebuilt whenever the stage runs
     "ir_labels": (Artefact("ir_label/{}.png", "png", "train"),),
     "irn_train": (Artefact("irn.pt", "zip"),),
-    "pseudo": (Artefact("pseudo/{}.png", "png", "query"),),
+    "pseudo": (Artefact("pseudo/{}.png", "png", "cams"),),
     "pseudo_eval": (),
     "seg_train": (Artefact("seg.pt", "zip"),),
     "seg_eval": (),
@@ -228,6 +231,7 @@ STAGE_INPUTS: dict[str, tuple[tuple[int, str], ...]] = {
     "cam_train": ((0, "confounders"),),
     "cams": ((0, "cam_train"), (0, "confounders")),
     "cam_eval": ((0, "cams"),),
+    "twin_eval": ((0, "cam_train"), (0, "cam_eval")),
     "ir_labels": ((0, "cams"),),
     "irn_train": ((0, "ir_labels"), (0, "cam_train")),
     "pseudo": ((0, "cams"), (0, "irn_train")),
@@ -390,7 +394,7 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
     3. A finished stage whose files are missing or unreadable is redone: its record and files
        are deleted, and so are those of every stage computed from it (in later rounds too).
 
-    ``names``: ``{"query": train + extra eval names, "train": train names}``.
+    ``names``: ``{"train": train names, "cams": + extra eval names, "query": + twins}``.
     """
     logger = logger or logging.getLogger("causal_wsss")
     from .pipeline import STAGES
@@ -514,10 +518,13 @@ def check_config_file(out: Path, cfg) -> int:
 
 
 def names_by_role(sets: dict) -> dict[str, list[str]]:
-    """``{"train": train names, "query": train names + eval names not in train}``."""
-    train = list(sets["train"].names)
-    seen = set(train)
-    return {"train": train, "query": train + [n for n in sets["eval"].names if n not in seen]}
+    """``{"train": train names, "cams": + eval names not in train, "query": + twins names}``
+    (the images of each per-image artefact; :func:`causal_wsss.pipeline.query_datasets`)."""
+    from .pipeline import _names_of, query_datasets
+
+    cam_sets, query_sets = query_datasets(sets)
+    return {"train": list(sets["train"].names), "cams": _names_of(cam_sets),
+            "query": _names_of(query_sets)}
 
 
 

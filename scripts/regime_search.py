@@ -32,14 +32,14 @@ CANDIDATES: dict[str, tuple[str, int, tuple[str, ...], str]] = {
                    "the same network from scratch at ~280 px: resolution alone"),
     "mnv2_150": ("cpu", 150, ("cam.crop_size=128", "cam.resize_long=(112,176)"),
                  "pretrained MobileNetV2 at ~150 px: the trunk alone"),
-    "mnv2_frozen": ("cpu", 280, ("cam.freeze_stem=true", "cam.lr=0"),
-                    "pretrained MobileNetV2 at ~280 px, trunk frozen: only the classifier learns"),
     "new": ("cpu", 280, (), "the new cpu preset: pretrained MobileNetV2, ~280 px"),
     "new_os8": ("cpu", 280, ("cam.output_stride=8",), "the new preset at output stride 8"),
     "new_ep2": ("cpu", 280, ("cam.epochs=2",), "the new preset, 2 epochs"),
     "new_ep8": ("cpu", 280, ("cam.epochs=8",), "the new preset, 8 epochs"),
     "new_s360": ("cpu", 360, ("cam.crop_size=320", "cam.resize_long=(288,432)"),
                  "the new preset at ~360 px"),
+    "new_lr3": ("cpu", 280, ("cam.lr=0.003",), "the new preset with a 3x smaller learning rate"),
+    "new_s1": ("cpu", 280, ("cam_infer.scales=(1.0,)",), "the new preset, single-scale CAMs"),
 }
 
 KEYS = ("cam_miou_best", "cam_threshold_best", "cam_miou", "contrast_context", "contrast_partner",
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="the data sets' own seed (fixed)")
     p.add_argument("--train", type=int, default=400)
     p.add_argument("--val", type=int, default=100)
+    p.add_argument("--eval-split", default="val",
+                   help="split whose CAMs are scored (default val: 4x fewer images than train)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list", action="store_true", help="print the candidates and exit")
     return p.parse_args(argv)
@@ -92,7 +94,8 @@ def run_one(candidate: str, kind: str, seed: int, args: argparse.Namespace) -> d
     out = Path(args.out)
     root = data_root(out, kind, size, args)
     run_dir = out / candidate / kind / f"seed{seed}"
-    cfg = resolve(preset, [f"data.root={root.resolve()}", *overrides], seed=seed, rounds=0)
+    cfg = resolve(preset, [f"data.root={root.resolve()}", f"data.eval_split={args.eval_split}",
+                           *overrides], seed=seed, rounds=0)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
     log = _StageLog(run_dir, True)

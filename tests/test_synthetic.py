@@ -278,7 +278,7 @@ def test_load_meta_accepts_the_voc_roots(synth: Path) -> None:
     meta = metas[0]
     assert meta["params"] == {"n_train": N_TRAIN, "n_val": N_VAL, "rho": 0.9, "seed": 0,
                               "coco": True, "size": 150, "interventional": False,
-                              "twins": False}
+                              "twins": 0}
     assert meta["preferred_context"] == dict(SPEC.preferred)
     assert [tuple(p) for p in meta["pairs"]] == list(SPEC.pairs)
     with pytest.raises(DataError, match="VOC"):

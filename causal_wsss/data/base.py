@@ -47,6 +47,27 @@ class SegmentationDataset(Dataset, abc.ABC):
         self.transform = transform
         self._label_matrix: np.ndarray | None = None
 
+    _per_image_fields: tuple[str, ...] = ()  # subclass lists indexed like ``names``
+
+    def subset(self, names: list[str]) -> SegmentationDataset:
+        """A view of the same split restricted to ``names`` (in that order); DataError for a name
+        it lacks. Shares files and caches with ``self``; nothing is re-read."""
+        import copy
+
+        index = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise DataError(f"image '{missing[0]}' is not in split '{self.split}' of {self.root}")
+        rows = [index[n] for n in names]
+        view = copy.copy(self)
+        view.names = list(names)
+        for field in self._per_image_fields:
+            values = getattr(self, field)
+            setattr(view, field, [values[i] for i in rows])
+        if self._label_matrix is not None:
+            view._label_matrix = self._label_matrix[rows]
+        return view
+
     @property
     def num_classes(self) -> int:
         """Number of labels including background (21 for VOC, 81 for COCO)."""

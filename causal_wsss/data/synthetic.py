@@ -100,7 +100,7 @@ SPEC = SyntheticSpec()
 def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 100,
                        rho: float = 0.9, seed: int = 0, coco: bool = False, size: int = 150,
                        progress: bool = False, interventional: bool = False,
-                       twins: bool = False) -> Path:
+                       twins: int | bool = 0) -> Path:
     """Write the confounded benchmark under ``out`` and return the VOC root ``out/VOCdevkit/VOC2012``.
 
     Layout (PASCAL VOC 2012): ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette
@@ -117,12 +117,11 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
     class as frequent with the anchor as without it. Training on it is the upper bound the
     backdoor adjustment P(Y | do(X)) = sum_c P(Y | X, c) P(c) tries to emulate.
 
-    ``twins=True`` adds the split ``twins`` (VOC layout only, list ``twins.txt``): for every
-    validation image the same objects (same shape, place, colour, texture and scale) drawn on
+    ``twins=N`` adds the split ``twins`` (VOC layout only, list ``twins.txt``) for the first
+    ``N`` validation images (``True``: all of them): for each, the same objects (same shape, place, colour, texture and scale) drawn on
     each context (``twin_<i>_<context>``; the one on the image's own context is the validation
     image itself, byte for byte), the same scene without its partner where one was placed
-    (``twin_<i>_nopartner``), and one image of context alone, no object, per validation image
-    (``ctx_<i>_<context>``, the contexts in turn). Sidecar entries of this split carry
+    (``twin_<i>_nopartner``), and each context alone, no object (``ctx_<i>_<context>``). Sidecar entries of this split carry
     ``kind`` (``twin`` | ``no_partner`` | ``context_only``) and ``twin_of`` (the validation name).
 
     Image ``i`` of split ``s`` is drawn from ``numpy.random.default_rng([seed, s, i])`` (layout)
@@ -178,7 +177,7 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
             coco_anns[split].extend(_coco_annotations(scene, image_id))
     if twins:
         for job, (name, twin_of, scene, kind) in enumerate(tqdm(
-                _twin_scenes(seed, n_val, draw_rho, size, pair_prob), total=None,
+                _twin_scenes(seed, params["twins"], draw_rho, size, pair_prob), total=None,
                 desc="twins", disable=not progress)):
             write(name, TWIN_SPLIT, 2 * 10**6 + job + 1, scene, kind=kind, twin_of=twin_of)
 
@@ -203,11 +202,11 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
     return voc_root
 
 
-def _twin_scenes(seed: int, n_val: int, rho: float, size: int,
+def _twin_scenes(seed: int, n_twins: int, rho: float, size: int,
                  pair_prob: dict[str, float] | None):
     """Yield ``(name, twin_of, scene, kind)`` for the twins split (see :func:`generate_synthetic`)."""
     contexts = SPEC.contexts
-    for i in range(n_val):
+    for i in range(n_twins):
         val_name = f"val_{i + 1:06d}"
 
         def draw(bg_seed: list[int], i: int = i, **kwargs: Any) -> _Scene:
@@ -221,9 +220,9 @@ def _twin_scenes(seed: int, n_val: int, rho: float, size: int,
         if own.pair:
             yield (f"twin_{i + 1:06d}_nopartner", val_name,
                    draw([seed, 1, i, 1], drop_partner=True), "no_partner")
-        context = contexts[i % len(contexts)]
-        yield (f"ctx_{i + 1:06d}_{context}", val_name,
-               draw([seed, 1, i, 3], context=context, draw_objects=False), "context_only")
+        for k, context in enumerate(contexts):
+            yield (f"ctx_{i + 1:06d}_{context}", val_name,
+                   draw([seed, 1, i, 3, k], context=context, draw_objects=False), "context_only")
 
 
 def independent_pair_prob(spec: SyntheticSpec | None = None) -> dict[str, float]:
@@ -391,7 +390,7 @@ class SyntheticVOC(VOCSegmentation):
 
 
 def _check_params(n_train: int, n_val: int, rho: float, seed: int, coco: bool,
-                  size: int, interventional: bool = False, twins: bool = False) -> dict[str, Any]:
+                  size: int, interventional: bool = False, twins: int | bool = 0) -> dict[str, Any]:
     for key, value in (("n_train", n_train), ("n_val", n_val)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                 or not 0 <= value <= _MAX_IMAGES:
@@ -407,12 +406,17 @@ def _check_params(n_train: int, n_val: int, rho: float, seed: int, coco: bool,
             or not 64 <= size <= 2048:
         raise ConfigError(f"synthetic size must be an integer in 64..2048 (px, long side), "
                           f"got {size!r}")
-    if twins and n_val == 0:
-        raise ConfigError("synthetic twins are drawn from the validation images; n_val must be "
-                          ">= 1 with twins=True, got 0")
+    if twins is True:
+        twins = n_val
+    if isinstance(twins, bool) or not isinstance(twins, (int, np.integer)) or twins < 0:
+        raise ConfigError(f"synthetic twins must be True, False or a number of validation images "
+                          f"(>= 0), got {twins!r}")
+    if twins > n_val:
+        raise ConfigError(f"synthetic twins are drawn from the validation images; twins={twins} "
+                          f"asks for more than n_val={n_val}")
     return {"n_train": int(n_train), "n_val": int(n_val), "rho": float(rho), "seed": int(seed),
             "coco": bool(coco), "size": int(size), "interventional": bool(interventional),
-            "twins": bool(twins)}
+            "twins": int(twins)}
 
 
 def _meta(params: dict[str, Any], images: list[dict[str, Any]],

@@ -94,6 +94,8 @@ class VOCSegmentation(SegmentationDataset):
 
     classes = VOC_CLASSES
 
+    _per_image_fields = ("_mask_paths",)
+
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  transform: Transform | None = None, max_images: int = 0) -> None:
         if max_images < 0:
