@@ -20,6 +20,8 @@ per finished round, mIoU in percent.
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -815,7 +817,8 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
                 "alpha_max_mean", "alpha_top_class_share", "m_spread"):
         if key in cam_train:
             entry[key] = cam_train[key]
-    return entry
+    # a figure with nothing to average (no pairs, nothing predicted) is null, not NaN
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in entry.items()}
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = True) -> dict:

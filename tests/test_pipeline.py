@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    generate_synthetic(out, n_train=24, n_val=8, rho=0.9, seed=0, size=96)
+    generate_synthetic(out, n_train=24, n_val=8, rho=0.9, seed=0, size=96, twins=2)
     return out
 
 
@@ -40,6 +40,17 @@ def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
         assert 0 <= entry["cam_miou"] <= entry["cam_miou_best"] <= 100
         assert entry["leakage"] == pytest.approx(entry["leakage_cooccur"]
                                                  + entry["leakage_background"], abs=1e-6)
+    for entry in report["rounds"]:  # section 4's figures and, with twins, the do(context) ones
+        assert entry["miou_classes"] == ["background", "aeroplane", "bird", "boat", "car",
+                                         "horse", "person"]
+        for key in ("leakage_uniform", "contrast_context", "contrast_partner", "precision",
+                    "precision_fp_context", "precision_best", "context_effect",
+                    "fp_rate_preferred", "fp_rate_other", "cam_miou_in_context",
+                    "cam_miou_out_of_context"):
+            assert key in entry, key
+        assert 0 < entry["leakage_uniform"] < 1
+    twin_eval = json.loads((out / "round_1" / "twin_eval.json").read_text())
+    assert set(twin_eval["per_class"]) <= {"aeroplane", "bird", "boat", "car", "horse", "person"}
     assert "context_weight_mean_abs" in report["rounds"][1]
     r1 = report["rounds"][1]
     assert 0 < r1["alpha_max_mean"] <= 1 and 0 < r1["alpha_top_class_share"] <= 1
@@ -49,7 +60,10 @@ def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
     assert (out / "config.json").is_file() and (out / "log.txt").is_file()
     assert (out / "round_1" / "confounders" / "dictionary.npy").is_file()
     assert len(list((out / "round_0" / "cams").glob("*.npz"))) == 24
-    assert len(list((out / "round_0" / "pred").glob("*.png"))) == 24
+    # the twins get predictions too: round 1's context maps for them come from these
+    n_twins = len((synth / "VOCdevkit/VOC2012/ImageSets/Segmentation/twins.txt").read_text().split())
+    assert n_twins > 10
+    assert len(list((out / "round_0" / "pred").glob("*.png"))) == 24 + n_twins
     table = format_report_table(report)
     assert "round" in table and len(table.splitlines()) == 5
     # a rerun finds every stage finished and trains nothing

@@ -1,0 +1,129 @@
+"""do(context): the twins split and the interventional training distribution of the generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from causal_wsss.constants import IGNORE_INDEX
+from causal_wsss.data import build_dataset
+from causal_wsss.data.synthetic import (
+    SPEC,
+    TWIN_SPLIT,
+    _draw_scene,
+    _twin_scenes,
+    generate_synthetic,
+    independent_pair_prob,
+    load_meta,
+)
+from causal_wsss.errors import ConfigError
+
+
+def test_twins_share_every_object_pixel_and_differ_only_in_the_context() -> None:
+    groups: dict[str, list] = {}
+    for name, twin_of, scene, kind in _twin_scenes(3, 6, 0.9, 120, None):
+        groups.setdefault(twin_of, []).append((name, scene, kind))
+    assert len(groups) == 6
+    for twin_of, members in groups.items():
+        twins = [(n, s) for n, s, k in members if k == "twin"]
+        assert sorted(s.context for _, s in twins) == sorted(SPEC.contexts)
+        ref = twins[0][1]
+        inside = (ref.label != 0) & (ref.label != IGNORE_INDEX)  # object pixels (no edge band)
+        assert inside.any()
+        for name, scene in twins[1:]:
+            assert np.array_equal(scene.label, ref.label), name
+            assert np.array_equal(scene.instances, ref.instances), name
+            assert [(o.cls, o.bbox) for o in scene.objects] == [(o.cls, o.bbox) for o in ref.objects]
+            assert np.array_equal(scene.image[inside], ref.image[inside]), name
+            outside = scene.label == 0
+            assert (scene.image[outside] != ref.image[outside]).any(), name  # another context
+        own = [s for _, s in twins if s.preferred == (s.context == SPEC.preferred_context(s.anchor))]
+        assert len(own) == len(twins)
+        for name, scene, kind in members:
+            if kind == "no_partner":
+                assert not scene.pair and ref.pair
+                partner = {o.cls for o in ref.objects if o.role == "partner"}
+                assert partner and partner.isdisjoint(o.cls for o in scene.objects if o.role == "partner")
+            if kind == "context_only":
+                assert not scene.objects and not scene.label.any()
+        contexts_alone = sorted(s.context for _, s, k in members if k == "context_only")
+        assert contexts_alone == sorted(SPEC.contexts)
+
+
+def test_twins_split_is_written_in_the_voc_layout_and_read_back(tmp_path: Path) -> None:
+    root = generate_synthetic(tmp_path, n_train=4, n_val=5, rho=0.9, seed=1, size=96, twins=2)
+    twins = build_dataset("voc", tmp_path, TWIN_SPLIT)
+    meta = load_meta(tmp_path)
+    entries = {img["name"]: img for img in meta["images"] if img["split"] == TWIN_SPLIT}
+    assert set(twins.names) == set(entries)
+    assert {e["twin_of"] for e in entries.values()} == {"val_000001", "val_000002"}
+    assert {e["kind"] for e in entries.values()} >= {"twin", "context_only"}
+    # the twin on the image's own context is the validation image, byte for byte
+    val = build_dataset("voc", tmp_path, "val")
+    for i in range(2):
+        own = next(n for n, e in entries.items() if e["twin_of"] == val.names[i]
+                   and e["kind"] == "twin" and e["context"] == meta["images"][4 + i]["context"])
+        assert (root / "JPEGImages" / f"{own}.jpg").read_bytes() == \
+            (root / "JPEGImages" / f"{val.names[i]}.jpg").read_bytes()
+    # the labels and masks follow the sidecar: context-only images have no class and no object
+    for i, name in enumerate(twins.names):
+        labels = twins.image_labels(i)
+        classes = {twins.classes[k + 1] for k in np.flatnonzero(labels)}
+        assert classes == {o["class"] for o in entries[name]["objects"]}
+        if entries[name]["kind"] == "context_only":
+            assert not twins.load_mask(i).any()
+    # same arguments, same bytes
+    again = tmp_path / "again"
+    generate_synthetic(again, n_train=4, n_val=5, rho=0.9, seed=1, size=96, twins=2)
+    for name in twins.names:
+        rel = Path("VOCdevkit/VOC2012/JPEGImages") / f"{name}.jpg"
+        assert (tmp_path / rel).read_bytes() == (again / rel).read_bytes()
+    with pytest.raises(ConfigError, match="twins"):
+        generate_synthetic(tmp_path / "bad", n_train=4, n_val=2, rho=0.9, seed=1, size=96, twins=3)
+
+
+def _sample(n: int, rho: float, pair_prob) -> list[tuple[str, str, set[str]]]:
+    rows = []
+    for i in range(n):
+        scene = _draw_scene(np.random.default_rng([11, i]), rho, 64,
+                            bg_rng=np.random.default_rng([11, i, 1]), pair_prob=pair_prob)
+        rows.append((scene.anchor, scene.context, {o.cls for o in scene.objects}))
+    return rows
+
+
+def _lift_z(rows, anchor: str, partner: str) -> float:
+    """z statistic of P(partner | anchor present) - P(partner | anchor absent)."""
+    with_a = np.array([partner in r[2] for r in rows if anchor in r[2]])
+    without = np.array([partner in r[2] for r in rows if anchor not in r[2]])
+    p1, p0 = with_a.mean(), without.mean()
+    se = np.sqrt(p1 * (1 - p1) / with_a.size + p0 * (1 - p0) / without.size)
+    return float((p1 - p0) / se)
+
+
+def _context_z(rows, anchor: str) -> float:
+    """z statistic of P(preferred context | anchor) against the uniform 1 / contexts."""
+    ctx = np.array([r[1] == SPEC.preferred_context(anchor) for r in rows if r[0] == anchor])
+    p = 1 / len(SPEC.contexts)
+    return float((ctx.mean() - p) / np.sqrt(p * (1 - p) / ctx.size))
+
+
+def test_interventional_distribution_has_no_class_context_or_partner_dependence() -> None:
+    rows = _sample(3000, 1 / len(SPEC.contexts), independent_pair_prob())
+    for anchor in SPEC.classes:
+        assert abs(_context_z(rows, anchor)) < 4, anchor
+    for anchor, partner in SPEC.pairs:
+        assert abs(_lift_z(rows, anchor, partner)) < 4, (anchor, partner)
+    # the same statistics flag the confounded benchmark (the test can fail)
+    confounded = _sample(1000, 0.9, None)
+    assert all(_context_z(confounded, a) > 10 for a in SPEC.classes)
+    assert all(_lift_z(confounded, a, p) > 5 for a, p in SPEC.pairs)
+
+
+def test_interventional_set_records_its_distribution(tmp_path: Path) -> None:
+    generate_synthetic(tmp_path, n_train=6, n_val=2, rho=0.9, seed=0, size=96, interventional=True)
+    meta = load_meta(tmp_path)
+    assert meta["distribution"] == "interventional"
+    assert meta["params"]["interventional"] is True
+    assert meta["pair_prob"] == pytest.approx(independent_pair_prob())
