@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .constants import BENCHMARK_SIZE
 from .errors import CausalWSSSError
 
 EPILOG = """\
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that a class appears on its preferred context and that a "
                         "co-occurring pair is placed together (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=150, help="long side of the images in pixels")
+    p.add_argument("--size", type=int, default=BENCHMARK_SIZE,
+                   help=f"long side of the images in pixels (default {BENCHMARK_SIZE})")
     p.add_argument("--coco", action="store_true", help="also write the COCO 2014 layout in OUT/coco")
     p.add_argument("--interventional", action="store_true",
                    help="draw from the interventional distribution: context independent of the "

@@ -54,3 +54,12 @@ def voc_palette() -> np.ndarray:
             c >>= 3
         palette[label] = (r, g, b)
     return palette
+
+
+BENCHMARK_SIZE = 280
+"""Long side (px) of the benchmark of ``make demo``, ``causal-wsss synth`` and the notebooks: at
+output stride 16 an 18x14 CAM grid, where CAMs of a pretrained trunk sit on the objects
+(docs/results.md, "The regime search"); the former 150 px (a 9x7 grid) gave diffuse CAMs."""
+
+BENCHMARK_TWINS = 40
+"""Validation images that get do(context) twins in the benchmark (40 x 11 twin images)."""

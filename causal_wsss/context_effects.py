@@ -61,8 +61,8 @@ def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = 
     the synthetic sidecar ``meta`` when given, else from decoding each image.
     """
     from .cam import _eval_mode, _unwrap
-    from .runtime import autocast
     from .data.transforms import normalize
+    from .runtime import autocast
 
     net = _unwrap(model).to(device)
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -106,7 +106,7 @@ def context_effects(logits: np.ndarray, names: Sequence[str], meta: dict[str, An
         k = fg.index(cls)
         pref = preferred[cls]
         effects = []
-        for val_name, members in groups.items():
+        for members in groups.values():
             some = next(iter(members.values()))
             present = {o["class"] for o in entries[names[some]]["objects"]}
             if cls not in present or pref not in members or len(members) < 2:

@@ -43,9 +43,10 @@ SPLIT = "train"  # split whose labels are counted in VOC and COCO
 TOP_CLASSES = 20  # classes shown in the co-occurrence heat maps (COCO has 80)
 SEED = 0
 RHO = 0.9  # confounding strength of the benchmark
-N_TRAIN = 40 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of `make demo`
+N_TRAIN = 40 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo`
 N_VAL = 10 if SMOKE else 100
-SIZE = 96 if SMOKE else 150
+SIZE = 96 if SMOKE else 280
+TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
 WIDGET_IMAGES = 40 if SMOKE else 150  # images per rho value in the widget (96 px)
 PROGRESS = not SMOKE
 # Paths are relative to notebooks/, the kernel's working directory; ../data is git-ignored.
@@ -141,7 +142,7 @@ pd.DataFrame({"preferred context": dict(SPEC.preferred),
 
 # %%
 voc_root = generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED,
-                              size=SIZE, progress=PROGRESS)
+                              size=SIZE, twins=TWINS, progress=PROGRESS)
 train = build_dataset("synthetic", voc_root, "train")
 info = {img["name"]: img for img in train.meta["images"]}
 print(f"{len(train)} training images at rho={RHO} in {voc_root}")

@@ -42,9 +42,10 @@ DATASET = "synthetic"  # synthetic (the benchmark of notebook 02) | voc (needs D
 PRESET = "smoke" if SMOKE else "cpu"  # smoke | cpu | gpu | paper: as in notebooks 03 and 04
 SEED = 0
 RHO = 0.9  # confounding strength of the benchmark
-N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of notebooks 02-04
+N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebooks 02-04
 N_VAL = 8 if SMOKE else 100
-SIZE = 96 if SMOKE else 150
+SIZE = 96 if SMOKE else 280
+TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
 N_SHOW = 5  # images in the figures
 PROGRESS = not SMOKE
 TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fastest on tiny inputs)
@@ -97,7 +98,7 @@ if TORCH_THREADS:
 # %%
 if DATASET == "synthetic":
     generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                       progress=PROGRESS)
+                       twins=TWINS, progress=PROGRESS)
 root = SYNTH_DIR if DATASET == "synthetic" else DATA
 root = str(Path(root).resolve()) if root else ""  # absolute: the saved config works anywhere
 cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)

@@ -47,9 +47,10 @@ RHO = 0.9  # confounding strength of the benchmark (notebook 02)
 PRESET = "smoke" if SMOKE else "cpu"
 OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
              if SMOKE else [])  # key=value overrides, as on the command line
-N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of `make demo` and notebook 02
+N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo` and notebook 02
 N_VAL = 4 if SMOKE else 100
-SIZE = 64 if SMOKE else 150
+SIZE = 64 if SMOKE else 280
+TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_06_")  # all output in smoke mode
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
@@ -116,7 +117,7 @@ from causal_wsss.widgets import AttentionExplorer
 
 # %%
 generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                   progress=PROGRESS)
+                   twins=TWINS, progress=PROGRESS)
 cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", "data.dataset=synthetic", *OVERRIDES],
               seed=SEED, rounds=1)
 report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)

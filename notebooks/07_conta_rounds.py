@@ -46,9 +46,10 @@ PRESET = "smoke" if SMOKE else "cpu"
 ROUNDS = 1 if SMOKE else 2  # CONTA rounds after round 0 (the paper uses 3)
 OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
              if SMOKE else [])  # key=value overrides, as on the command line
-N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 150 px: the benchmark of `make demo` and notebook 02
+N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo` and notebook 02
 N_VAL = 4 if SMOKE else 100
-SIZE = 64 if SMOKE else 150
+SIZE = 64 if SMOKE else 280
+TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
 N_SHOWN = 4 if SMOKE else 8  # images in the CAM comparison
 SWEEP_RHOS = (0.5,) if SMOKE else ()  # extra rho values run here; the full sweep is a script
 PROGRESS = not SMOKE
@@ -105,7 +106,7 @@ import conta_evidence  # scripts/conta_evidence.py: the sweep over seeds and rho
 
 # %%
 generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                   progress=PROGRESS)
+                   twins=TWINS, progress=PROGRESS)
 cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", "data.dataset=synthetic", *OVERRIDES],
               seed=SEED, rounds=ROUNDS)
 report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)

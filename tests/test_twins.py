@@ -26,7 +26,7 @@ def test_twins_share_every_object_pixel_and_differ_only_in_the_context() -> None
     for name, twin_of, scene, kind in _twin_scenes(3, 6, 0.9, 120, None):
         groups.setdefault(twin_of, []).append((name, scene, kind))
     assert len(groups) == 6
-    for twin_of, members in groups.items():
+    for members in groups.values():
         twins = [(n, s) for n, s, k in members if k == "twin"]
         assert sorted(s.context for _, s in twins) == sorted(SPEC.contexts)
         ref = twins[0][1]
@@ -41,7 +41,7 @@ def test_twins_share_every_object_pixel_and_differ_only_in_the_context() -> None
             assert (scene.image[outside] != ref.image[outside]).any(), name  # another context
         own = [s for _, s in twins if s.preferred == (s.context == SPEC.preferred_context(s.anchor))]
         assert len(own) == len(twins)
-        for name, scene, kind in members:
+        for _name, scene, kind in members:
             if kind == "no_partner":
                 assert not scene.pair and ref.pair
                 partner = {o.cls for o in ref.objects if o.role == "partner"}

@@ -50,6 +50,7 @@ VERSION = 2
 
 SPLITS = ("train", "val")
 TWIN_SPLIT = "twins"
+
 META_FILE = "synthetic.json"
 JPEG_QUALITY = 90
 _MAX_IMAGES = 999_999  # image ids are split_id * 10**6 + i + 1
