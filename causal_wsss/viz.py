@@ -739,7 +739,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.attention": "Eq. 3 (learned); 'uniform' is our control (docs/method-decisions.md)",
     "context.source": "method.md 7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
 }
-"""Where each value of the ``paper`` preset comes from (``shared/method.md`` sections; "ours"
+"""Where each value of the ``paper`` preset comes from (``docs/method.md`` sections; "ours"
 marks engineering settings; those that change the numbers, such as ``cam.amp``, say so)."""
 
 

@@ -299,7 +299,7 @@ print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f
 # (larger here, where few classes share the prior), while a ResNet-50 has 2048 post-ReLU feature
 # channels of order one. For the channel to matter, its weight $w_{k,M}$ must grow until the
 # context term is a sizeable share of the logit, and nothing in the training asks for that. In
-# the CPU prototype of `shared/practical.md` (0b: ResNet-18 trunk, 400 images, faithful $m$) the
+# an independent CPU prototype (ResNet-18 trunk trained from scratch, 400 images, faithful $m$) the
 # context term was about 0.06% of the CAM's magnitude, and in our runs of the `cpu` preset
 # (three seeds, two rounds each) it was 0.02-0.05%. Compare the share printed above: the trunk, data and
 # training length decide it, so smoke runs with their tiny trunk can show a much larger share

@@ -167,7 +167,8 @@ explorer.widget()
 # ## 4. Is the difference real? Confounding strength and seeds
 #
 # One run per setting says little: on this benchmark the seed-to-seed spread of CAM mIoU is
-# several points (`shared/practical.md` 0b), larger than the gains the paper reports. The script
+# several points (`docs/results.md`; an independent CPU prototype saw ±4-5), larger than the
+# gains the paper reports. The script
 # `scripts/conta_evidence.py` runs round 0 and the CONTA rounds for every (rho, seed), caches
 # each run, and tabulates mean $\pm$ std over seeds. From the repository root:
 #
@@ -250,7 +251,7 @@ else:
 #
 # - **The paper's gains are small.** For IRNet + CONTA on VOC the recalled numbers are about
 #   +0.5 CAM mIoU, +1.4 pseudo-mask and +1.8 segmentation mIoU (SEAM + CONTA: +0.8, +1.8, +1.6;
-#   `shared/method.md` section 6, mostly unverified). IRNet's own CAM result reproduces anywhere
+#   `docs/method.md` section 6, mostly unverified). IRNet's own CAM result reproduces anywhere
 #   between 48.1 and 48.6 against the published 48.3: the gain is of the size of the
 #   reproduction noise.
 # - **Judge ours the same way.** A difference between round 0 and round $T$ counts only if it

@@ -2,8 +2,8 @@
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the ``playwright`` pip package
 (no ``playwright install``: the system browser is used); skipped with the reason when either is
-missing. ``scripts/install_browser.sh`` installs both. The recipe and its pitfalls are in
-``shared/practical.md`` section 3.
+missing. ``scripts/install_browser.sh`` installs both. Each pitfall of driving JupyterLab this way
+is explained in a comment where the test works around it.
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
             page.goto(f"{lab['base']}/lab/tree/{lab['notebook']}?reset&token={TOKEN}",
                       timeout=KERNEL_TIMEOUT_MS)
-            # A cold start shows an idle indicator before the kernel is connected: wait for the
-            # session itself, then for the kernel's info reply (practical.md 3, pitfall 2).
+            # A cold start shows an idle indicator before the kernel is connected, and "Run All"
+            # sent then does nothing: wait for the session itself, then for the kernel's info reply.
             page.wait_for_function(
                 "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel",
                 timeout=KERNEL_TIMEOUT_MS)
@@ -168,7 +168,8 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
             assert path == lab["notebook"], f"JupyterLab opened {path!r}, not {lab['notebook']!r}"
             page.evaluate("async () => { const sc = window.jupyterapp.shell.currentWidget"
                           ".sessionContext; await sc.ready; await sc.session.kernel.info; }")
-            # Fire and forget: a returned command promise can deadlock evaluate (pitfall 3).
+            # Fire and forget: a returned command promise can deadlock evaluate (a command that
+            # opens a dialog resolves only once the dialog is answered).
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             outputs = page.locator(".widget-output")
             outputs.filter(has_text="rho=0.90 P(").first.wait_for(timeout=WIDGET_TIMEOUT_MS)
@@ -178,7 +179,8 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
             handle = page.locator(".widget-slider .noUi-handle").first
             handle.focus()
             page.keyboard.press("ArrowLeft")
-            # Wait for the printed line, not for the image (pitfall 7).
+            # Wait for the printed line, not for the image: each key press sends its own update,
+            # so an image that just changed may still show an intermediate value.
             outputs.filter(has_text="rho=0.80 P(").first.wait_for(timeout=UPDATE_TIMEOUT_MS)
             readout = page.locator(".widget-slider .widget-readout").first.inner_text()
             assert readout.strip() == "0.80", readout

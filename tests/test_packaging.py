@@ -46,3 +46,42 @@ def test_cli_help_and_bad_key():
                           "cam.epochz=1"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "cam.epochz" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# Notes that live outside the repository must not be cited: users do not have them. Built by
+# concatenation so that this file does not match itself.
+_OUTSIDE = "shared" + "/"
+FORBIDDEN = ["../" + "shared", *(_OUTSIDE + name + ".md"
+                                 for name in ("method", "practical", "esol", "style"))]
+SHIPPED = ("causal_wsss", "notebooks", "docs", "tests", "scripts", "bench", "README.md",
+           "pyproject.toml", "Makefile", "environment.yml")
+
+
+def _shipped_files() -> list[Path]:
+    """Files under SHIPPED that git tracks or would add (not ignored); every file there without git."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard", "--", *SHIPPED], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+        files = [ROOT / name for name in out.decode().split("\0") if name]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for top in SHIPPED for p in ([ROOT / top] if (ROOT / top).is_file()
+                                                else (ROOT / top).rglob("*"))
+                 if p.is_file() and "__pycache__" not in p.parts]
+    return [p for p in files if p.is_file()]
+
+
+def test_no_reference_to_notes_outside_the_project():
+    files = _shipped_files()
+    assert ROOT / "docs" / "method.md" in files
+    found = [f"{p.relative_to(ROOT)}: {bad}" for p in files
+             for bad in FORBIDDEN if bad.encode() in p.read_bytes()]
+    assert not found, "cite docs/method.md or state the fact instead:\n" + "\n".join(found)
+
+
+def test_method_reference_has_the_cited_sections():
+    """Docstrings and notebooks cite "method.md" by section number (1 to 8)."""
+    text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    numbers = {int(n) for n in re.findall(r"^## (\d+)\. \S", text, flags=re.MULTILINE)}
+    missing = {1, 2, 3, 4, 5, 6, 7, 8} - numbers
+    assert not missing, f"docs/method.md lacks the headings of sections {sorted(missing)}"
