@@ -127,3 +127,25 @@ def test_interventional_set_records_its_distribution(tmp_path: Path) -> None:
     assert meta["distribution"] == "interventional"
     assert meta["params"]["interventional"] is True
     assert meta["pair_prob"] == pytest.approx(independent_pair_prob())
+
+
+def test_synth_command_writes_twins_that_stats_reads(tmp_path: Path, capsys) -> None:
+    import json
+
+    from causal_wsss.cli import main
+
+    out = tmp_path / "s"
+    assert main(["synth", str(out), "--train", "4", "--val", "3", "--size", "96", "--twins", "2",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["stats", "--dataset", "voc", "--root", str(out), "--split", "twins",
+                 "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    meta = load_meta(out)
+    assert meta["params"]["twins"] == 2
+    n = sum(1 for img in meta["images"] if img["split"] == TWIN_SPLIT)
+    assert stats["num_images"] == n
+    # --twins without a number: every validation image
+    assert main(["synth", str(tmp_path / "all"), "--train", "2", "--val", "2", "--size", "96",
+                 "--twins", "--no-progress"]) == 0
+    assert load_meta(tmp_path / "all")["params"]["twins"] == 2
