@@ -48,6 +48,13 @@ KEYS = ("cam_miou_best", "cam_threshold_best", "cam_miou", "contrast_context", "
         "precision_best_fp_objects")
 
 
+TWIN_KEYS = ("context_effect", "fp_rate_preferred", "fp_rate_other", "partner_effect")
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/regime", help="output folder (default runs/regime)")
@@ -62,19 +69,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val", type=int, default=100)
     p.add_argument("--eval-split", default="val",
                    help="split whose CAMs are scored (default val: 4x fewer images than train)")
+    p.add_argument("--twins", type=int, default=40,
+                   help="validation images whose do(context) twins score each run (0: none)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list", action="store_true", help="print the candidates and exit")
     return p.parse_args(argv)
 
 
-def data_root(out: Path, kind: str, size: int, args: argparse.Namespace) -> Path:
+def data_root(out: Path, kind: str, size: int, args: argparse.Namespace, twins: int = 0) -> Path:
+    """The data set of one kind and size (written once). ``twins``: the same set plus the twins
+    of its first validation images, in a folder of its own (the other images are the same bytes)."""
     from causal_wsss.data.synthetic import generate_synthetic
 
     name = f"{kind}_s{size}" + ("" if kind == "interventional" else f"_rho{args.rho}")
-    root = out / "data" / name
+    root = out / "data" / (name + (f"_twins{twins}" if twins else ""))
     generate_synthetic(root, n_train=args.train, n_val=args.val, rho=args.rho,
-                       seed=args.data_seed, size=size, interventional=kind == "interventional")
+                       seed=args.data_seed, size=size, interventional=kind == "interventional",
+                       twins=twins)
     return root
+
+
+def twin_scores(candidate: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
+    """The do(context) score figures of one trained run on the twins of its data (cached in the
+    run folder as ``twin_scores.json``): context effect, false positives on context alone,
+    partner effect (:func:`causal_wsss.context_effects.context_effects`)."""
+    import json
+
+    from causal_wsss.checkpoint import load_checkpoint
+    from causal_wsss.config import resolve
+    from causal_wsss.context_effects import context_effects, twin_logits
+    from causal_wsss.data.synthetic import load_meta
+    from causal_wsss.io import write_json
+    from causal_wsss.pipeline import build_cam_model, load_datasets
+    from causal_wsss.runtime import choose_device
+
+    run_dir = Path(args.out) / candidate / kind / f"seed{seed}"
+    path = run_dir / "twin_scores.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    preset, size, overrides, _ = CANDIDATES[candidate]
+    root = data_root(Path(args.out), kind, size, args, twins=args.twins)
+    cfg = resolve(preset, [f"data.root={root.resolve()}", *overrides], seed=seed, rounds=0)
+    sets = load_datasets(cfg)
+    device = choose_device(cfg.device)
+    model = build_cam_model(cfg, sets["train"].num_classes - 1)
+    load_checkpoint(run_dir / "cam_net.pt", model=model, map_location=device)
+    meta = load_meta(root)
+    logits = twin_logits(model.to(device), sets["twins"], device=device, amp=cfg.cam.amp,
+                         meta=meta, batch_size=cfg.cam_infer.batch_size)
+    result = context_effects(logits, sets["twins"].names, meta, sets["twins"].classes)
+    write_json(path, result)
+    return result
 
 
 def run_one(candidate: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
@@ -131,30 +176,33 @@ def summarise(out: Path, rows: list[dict]) -> str:
     for row in rows:
         groups.setdefault((row["candidate"], row["data"]), []).append(row)
     head = ("| candidate | data | seeds | CAM best (t) | CAM @0.15 | contrast ctx | contrast partner "
-            "| leakage (uniform) | precision best (fp ctx / objects) | train s "
-            "| per seed: CAM best / contrast ctx |")
-    lines = [head, "|" + "---|" * 11]
+            "| leakage (uniform) | precision best (fp ctx / objects) | context effect "
+            "| FP on context alone: preferred / other | train s "
+            "| per seed: CAM best / contrast ctx / context effect |")
+    lines = [head, "|" + "---|" * 13]
     summary = []
     for (cand, kind), items in groups.items():
         def stat(key: str, items: list[dict] = items) -> tuple[float, float]:
             v = np.array([it[key] for it in items], dtype=float)
             return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
-        s = {k: stat(k) for k in (*KEYS, "train_seconds")}
+        s = {k: stat(k) for k in (*KEYS, *TWIN_KEYS, "train_seconds")}
         summary.append({"candidate": cand, "data": kind, "seeds": [it["seed"] for it in items],
                         "mean_sd": s, "per_seed": items})
 
         def f(key: str, digits: int = 1, s: dict = s) -> str:
             m, sd = s[key]
             return f"{m:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}")
-        per_seed = "; ".join(f"{it['cam_miou_best']:.1f} / {it['contrast_context']:.2f}"
-                             for it in items)
+        per_seed = "; ".join(f"{it['cam_miou_best']:.1f} / {it['contrast_context']:.2f} / "
+                             f"{it['context_effect']:.2f}" for it in items)
         lines.append(
             f"| {cand} | {kind} | {len(items)} | {f('cam_miou_best')} ({s['cam_threshold_best'][0]:.2f}) "
             f"| {f('cam_miou')} | {f('contrast_context')} | {f('contrast_partner')} "
             f"| {f('leakage', 3)} ({s['leakage_uniform'][0]:.3f}) "
             f"| {f('precision_best', 2)} ({s['precision_best_fp_context'][0]:.2f} / "
-            f"{s['precision_best_fp_objects'][0]:.2f}) | {s['train_seconds'][0]:.0f} "
+            f"{s['precision_best_fp_objects'][0]:.2f}) | {f('context_effect', 2)} "
+            f"| {s['fp_rate_preferred'][0]:.2f} / {s['fp_rate_other'][0]:.2f} "
+            f"| {s['train_seconds'][0]:.0f} "
             f"| {per_seed} |")
     table = "\n".join(lines)
     from causal_wsss.io import write_json, write_text
@@ -180,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.data:
             for seed in args.seeds:
                 run_one(cand, kind, seed, args)
+                if args.twins:
+                    twin_scores(cand, kind, seed, args)
                 print(summarise(out, collect(out)), flush=True)
     return 0
 
@@ -198,8 +248,11 @@ def collect(out: Path) -> list[dict]:
                 path = folder / f"seed{seed}" / "cam_eval.json"
                 if path.is_file():
                     result = json.loads(path.read_text())
+                    twins_path = path.parent / "twin_scores.json"
+                    twins = json.loads(twins_path.read_text()) if twins_path.is_file() else {}
                     rows.append({"candidate": cand, "data": kind, "seed": seed,
-                                 **{k: result[k] for k in (*KEYS, "train_seconds")}})
+                                 **{k: result[k] for k in (*KEYS, "train_seconds")},
+                                 **{k: _num(twins.get(k)) for k in TWIN_KEYS}})
     return rows
 
 
