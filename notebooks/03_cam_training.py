@@ -281,7 +281,7 @@ plt.show()
 #
 # - **The threshold matters most.** CAMs of a network trained from scratch on small images are
 #   diffuse: at IRNet's 0.15 most of the image counts as foreground, and the best threshold sits
-#   far higher. In our `cpu` run (seed 0) mIoU was about 18% at 0.15 and 33% at the best
+#   far higher. In our run of the former `cpu` preset (now `cpu_scratch`: ResNet-18 from scratch, 150 px images; seed 0) mIoU was about 18% at 0.15 and 33% at the best
 #   threshold, near 0.65. That is why the `cpu` preset makes its pseudo-masks at 0.5 (chosen once
 #   from a round-0 sweep).
 # - **Multi-scale + flip is no free gain.** IRNet tuned its four scales for an ImageNet ResNet-50
@@ -319,7 +319,7 @@ plt.show()
 #   $\text{CAM}_k = \text{ReLU}(W_k \cdot F)$; the image-level logit is its spatial mean, so
 #   anything that raises the logit lights up, object or not.
 # - The network learns from image-level labels alone with the multi-label soft-margin loss.
-# - IRNet's multi-scale + flip inference is part of its recipe, not a law: in our `cpu` run it
+# - IRNet's multi-scale + flip inference is part of its recipe, not a law: in our run of the former `cpu` preset (now `cpu_scratch`) it
 #   did not help. The background threshold decides far more, so CAM quality is reported at the
 #   fixed 0.15 *and* at the best threshold.
 # - Even on training images the CAMs spread onto the context (sky under birds, grass under

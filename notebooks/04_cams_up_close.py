@@ -295,8 +295,8 @@ cells = pairs.groupby(["class", "context"])["leakage_background"].agg(["mean", "
 cells.apply(lambda c: f"{c['mean']:.2f} ({int(c['count'])})", axis=1).unstack(fill_value="")
 
 # %% [markdown]
-# In smoke mode the network has barely trained and these numbers are noise. What our `cpu` run
-# (seed 0) showed:
+# In smoke mode the network has barely trained and these numbers are noise. What our run of the
+# former `cpu` preset showed (now `cpu_scratch`: ResNet-18 from scratch on 150 px images; seed 0):
 #
 # - **Context.** The horse's CAM put about 63% of its mass on grass and only 15% on the horse;
 #   the bird's 74% on sky. Per context, the horse CAM leaked more onto grass (0.87 of its mass)
