@@ -282,8 +282,8 @@ plt.show()
 # - **The threshold matters most.** CAMs of a network trained from scratch on small images are
 #   diffuse: at IRNet's 0.15 most of the image counts as foreground, and the best threshold sits
 #   far higher. In our run of the former `cpu` preset (now `cpu_scratch`: ResNet-18 from scratch, 150 px images; seed 0) mIoU was about 18% at 0.15 and 33% at the best
-#   threshold, near 0.65. That is why the `cpu` preset makes its pseudo-masks at 0.5 (chosen once
-#   from a round-0 sweep).
+#   threshold, near 0.65. That is why `cpu_scratch` makes its pseudo-masks at 0.5 and the
+#   `cpu` preset at 0.7 (each chosen once from a round-0 sweep).
 # - **Multi-scale + flip is no free gain.** IRNet tuned its four scales for an ImageNet ResNet-50
 #   on 320-640 px images. Our network saw images resized to 112-176 px, so the 0.5x and 2x copies
 #   lie outside what it was trained on; in our run neither the preset's scales nor IRNet's four
