@@ -301,8 +301,8 @@ def _cpu() -> ExperimentConfig:
         # and seed (docs/results.md, section 5).
         pseudo=PseudoConfig(bg_threshold=0.7),
         # The frozen-stem MobileNetV2 segmentation net takes 0.5 s per step of 8 crops of 224 px
-        # on 2 cores (16 crops of 256 px: 1.65 s), so 150 steps (3 epochs) fit a round's budget.
-        seg=SegConfig(arch="tiny", backbone="mobilenet_v2", weights="imagenet", iterations=150,
+        # on 2 cores (16 crops of 256 px: 1.65 s), so 100 steps (2 epochs) fit a round's budget.
+        seg=SegConfig(arch="tiny", backbone="mobilenet_v2", weights="imagenet", iterations=100,
                       batch_size=8, crop_size=224, optimizer="adamw", lr=1e-3),
         context=ContextConfig(grid=32),
     )

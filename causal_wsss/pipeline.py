@@ -934,7 +934,7 @@ def format_report_table(report: dict) -> str:
 
 
 def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
-             preset: str = "cpu", rounds: int = 2, seed: int = 0,
+             preset: str = "cpu", rounds: int = 1, seed: int = 0,
              overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
              n_train: int = 400, n_val: int = 100, rho: float = 0.9, size: int | None = None,
              twins: int | None = None, figures_dir: str | Path | None = None) -> dict:
