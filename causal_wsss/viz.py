@@ -676,6 +676,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "data.val_split": "method.md 5: segmentation mIoU on VOC val (1,449)",
     "data.num_workers": "ours (loader processes; no effect on results)",
     "data.max_images": "ours (0 = every image)",
+    "data.twins_split": "ours (the do(context) twins of a synthetic set; absent on VOC/COCO, so unused)",
     "cam.backbone": "method.md 4 CAM stage [V-code]: ResNet-50",
     "cam.weights": "method.md 4: torchvision ImageNet weights",
     "cam.output_stride": "method.md 4: strides (2,2,2,1), OS 16",
