@@ -77,7 +77,7 @@ def main() -> None:
     ref = cam_step("resnet18", "none", 16, False, False, args.repeat)
     rows = [("CAM: resnet18 to layer3, scratch, OS16, fp32 (the former cpu preset's net)", ref)]
     for os_, amp, cl in ((16, False, False), (16, False, True), (32, False, False),
-                         (16, True, False)):
+                         (8, False, False), (16, True, False)):
         if amp and args.skip_bf16:
             continue
         label = (f"CAM: mobilenet_v2 ImageNet, OS{os_}, {'bf16' if amp else 'fp32'}"
