@@ -457,17 +457,8 @@ class LeakageMeter:
         Unbatched ``(K, H, W)``, ``(H, W)``, ``(K,)`` inputs are accepted too. Raises
         ``DataError`` on negative CAM values (apply ReLU first) or non-0/1 labels.
         """
-        if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
-            cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
-        cams, target = _prepare_cams("LeakageMeter.update", cams, target, None,
-                                     num_fg=self.num_classes - 1)
-        if labels.shape != cams.shape[:2]:
-            raise DataError(f"LeakageMeter.update: expected labels of shape {tuple(cams.shape[:2])},"
-                            f" got {tuple(labels.shape)}")
-        labels = labels.to(cams.device)
-        if bool(((labels != 0) & (labels != 1)).any()):
-            raise DataError("LeakageMeter.update: labels must be multi-hot 0/1 values")
-        _check_finite("LeakageMeter.update", cams)
+        cams, target, labels = _prepare_meter_batch("LeakageMeter.update", cams, target, labels,
+                                                    self.num_classes - 1)
         if bool((cams < 0).any()):
             raise DataError("LeakageMeter.update: CAMs must be non-negative (apply ReLU first)")
         valid = target != self.ignore_index  # (B, H, W)
@@ -578,14 +569,8 @@ class ContrastMeter:
     @torch.no_grad()
     def update(self, cams: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch: ``cams (B, K, H, W) >= 0``, ``target (B, H, W)``, ``labels (B, K)`` 0/1."""
-        if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
-            cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
-        cams, target = _prepare_cams("ContrastMeter.update", cams, target, None,
-                                     num_fg=self.num_classes - 1)
-        if labels.shape != cams.shape[:2]:
-            raise DataError(f"ContrastMeter.update: expected labels of shape {tuple(cams.shape[:2])},"
-                            f" got {tuple(labels.shape)}")
-        _check_finite("ContrastMeter.update", cams)
+        cams, target, labels = _prepare_meter_batch("ContrastMeter.update", cams, target, labels,
+                                                    self.num_classes - 1)
         b, k = cams.shape[:2]
         cams = cams.flatten(2).to(torch.float64)  # (B, K, N)
         valid = (target != self.ignore_index).flatten(1).unsqueeze(1)  # (B, 1, N)
@@ -682,6 +667,25 @@ def precision_split(conf: torch.Tensor, classes: Sequence[int] | None = None,
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _prepare_meter_batch(where: str, cams: torch.Tensor, target: torch.Tensor,
+                         labels: torch.Tensor, num_fg: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The checks every CAM meter's ``update`` makes: batch unbatched ``(K, H, W)``, ``(H, W)``,
+    ``(K,)`` inputs; CAMs and target as :func:`_prepare_cams`; labels ``(B, K)`` of 0/1 on the
+    CAMs' device; finite CAMs. DataError naming ``where`` otherwise."""
+    if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
+        cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
+    cams, target = _prepare_cams(where, cams, target, None, num_fg=num_fg)
+    if labels.shape != cams.shape[:2]:
+        raise DataError(f"{where}: expected labels of shape {tuple(cams.shape[:2])}, "
+                        f"got {tuple(labels.shape)}")
+    labels = labels.to(cams.device)
+    if bool(((labels != 0) & (labels != 1)).any()):
+        raise DataError(f"{where}: labels must be multi-hot 0/1 values")
+    _check_finite(where, cams)
+    return cams, target, labels
 
 
 def _all_reduce_sum_(tensor: torch.Tensor, group: Any) -> None:

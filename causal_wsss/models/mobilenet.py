@@ -147,17 +147,10 @@ def features_state(weights: str, option: str = "cam.weights") -> dict[str, torch
         return None
     if weights == "imagenet":
         return imagenet_features_state()
+    from .seg_net import load_state_dict_file
+
     path = Path(weights)
-    if not path.is_file():
-        raise WeightsError(f"{option}={path}: no such file; expected 'imagenet', 'none' or a "
-                           "state dict of torchvision's mobilenet_v2 (.pth)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means an unusable file
-        raise WeightsError(f"{option}={path} is not a readable state dict: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{option}={path} holds a {type(obj).__name__}, expected a state dict")
-    obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    obj = load_state_dict_file(path, option=option)  # weights_only; unwraps model/state_dict
     state = {k.removeprefix("features."): v for k, v in obj.items()
              if not k.startswith("classifier.")}
     expected = set(mobilenet_v2(weights=None).features.state_dict())

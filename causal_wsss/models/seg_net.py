@@ -53,8 +53,8 @@ def load_state_dict_file(path: str | Path, *, option: str = "seg.weights") -> di
     """Read a state dict saved with ``torch.save`` (``weights_only=True``); unwraps ``model``/``state_dict``."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{option}={path}: no such file; expected a torchvision ResNet state dict "
-                           "(.pth), 'imagenet' or 'none'")
+        raise WeightsError(f"{option}={path}: no such file; expected a torchvision state dict "
+                           "(.pth) of the network, 'imagenet' or 'none'")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means an unusable file
