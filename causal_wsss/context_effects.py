@@ -101,6 +101,8 @@ def context_effects(logits: np.ndarray, names: Sequence[str], meta: dict[str, An
         if img["kind"] == "twin":
             groups.setdefault(img["twin_of"], {})[img["context"]] = row[name]
 
+    only = {c: [row[n] for n, img in entries.items()
+                if img["kind"] == "context_only" and img["context"] == c] for c in contexts}
     per_class: dict[str, dict[str, Any]] = {}
     for cls in meta["classes"]:
         k = fg.index(cls)
@@ -114,8 +116,6 @@ def context_effects(logits: np.ndarray, names: Sequence[str], meta: dict[str, An
             on_pref = logits[members[pref], k]
             others = [logits[r, k] for c, r in members.items() if c != pref]
             effects.append(float(on_pref - np.mean(others)))
-        only = {c: [row[n] for n, img in entries.items()
-                    if img["kind"] == "context_only" and img["context"] == c] for c in contexts}
         prob = {c: 1 / (1 + np.exp(-logits[rows, k])) if rows else np.array([])
                 for c, rows in only.items()}
         fp_pref = _mean(prob[pref] > 0.5)

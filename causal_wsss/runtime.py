@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -67,7 +68,8 @@ def cpu_has_bf16() -> bool:
     return _cpu_flags_have_bf16()
 
 
-def _cpu_flags_have_bf16() -> bool:
+@functools.lru_cache(maxsize=1)
+def _cpu_flags_have_bf16() -> bool:  # read once: autocast() asks on every training step
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
