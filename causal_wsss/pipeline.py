@@ -560,7 +560,8 @@ def stage_twin_eval(cfg: ExperimentConfig, model: nn.Module, twins_ds, cache_dir
     context effect, the false-positive rates on context alone and the partner effect; the
     twins' CAMs (the round's multi-scale inference, cached in ``cache_dir``, images of kind
     ``twin`` only) give CAM mIoU in and out of context at ``threshold`` (the round's best on the
-    evaluation split). Each rank scores the whole split (it is small); only rank 0 writes CAMs.
+    evaluation split). Each rank computes the scores of the whole split (it is small); the CAMs
+    are sharded over ranks as in :func:`causal_wsss.cam.make_cams`.
     """
     import shutil
 
