@@ -119,11 +119,12 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
     backdoor adjustment P(Y | do(X)) = sum_c P(Y | X, c) P(c) tries to emulate.
 
     ``twins=N`` adds the split ``twins`` (VOC layout only, list ``twins.txt``) for the first
-    ``N`` validation images (``True``: all of them): for each, the same objects (same shape, place, colour, texture and scale) drawn on
-    each context (``twin_<i>_<context>``; the one on the image's own context is the validation
-    image itself, byte for byte), the same scene without its partner where one was placed
-    (``twin_<i>_nopartner``), and each context alone, no object (``ctx_<i>_<context>``). Sidecar entries of this split carry
-    ``kind`` (``twin`` | ``no_partner`` | ``context_only``) and ``twin_of`` (the validation name).
+    ``N`` validation images (``True``: all of them): for each, the same objects (same shape,
+    place, colour, texture and scale) drawn on each context (``twin_<i>_<context>``; the one on
+    the image's own context is the validation image itself, byte for byte), the same scene
+    without its partner where one was placed (``twin_<i>_nopartner``), and each context alone,
+    no object (``ctx_<i>_<context>``). Sidecar entries of this split carry ``kind`` (``twin`` |
+    ``no_partner`` | ``context_only``) and ``twin_of`` (the validation name).
 
     Image ``i`` of split ``s`` is drawn from ``numpy.random.default_rng([seed, s, i])`` (layout)
     and ``default_rng([seed, s, i, 1])`` (background), so the same arguments give the same bytes
