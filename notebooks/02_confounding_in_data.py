@@ -46,7 +46,7 @@ RHO = 0.9  # confounding strength of the benchmark
 N_TRAIN = 40 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo`
 N_VAL = 10 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
-TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
 WIDGET_IMAGES = 40 if SMOKE else 150  # images per rho value in the widget (96 px)
 PROGRESS = not SMOKE
 # Paths are relative to notebooks/, the kernel's working directory; ../data is git-ignored.

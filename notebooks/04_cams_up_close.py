@@ -49,7 +49,7 @@ RHO = 0.9  # confounding strength of the benchmark
 N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebooks 02 and 03
 N_VAL = 8 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
-TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
 MAX_IMAGES = 0  # images loaded into the explorer (0 = the whole evaluation split)
 PROGRESS = not SMOKE
 TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fastest on tiny inputs)

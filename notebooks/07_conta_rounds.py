@@ -49,7 +49,7 @@ OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,
 N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo` and notebook 02
 N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 280
-TWINS = 2 if SMOKE else 40  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
 N_SHOWN = 4 if SMOKE else 8  # images in the CAM comparison
 SWEEP_RHOS = (0.5,) if SMOKE else ()  # extra rho values run here; the full sweep is a script
 PROGRESS = not SMOKE

@@ -32,6 +32,21 @@ def test_course_has_notebooks():
 
 
 @pytest.mark.parametrize("py", SOURCES, ids=_ids)
+def test_notebooks_share_the_demo_benchmark():
+    """Notebooks 02-07 and `make demo` write the same `data/synth`: their full-size parameters
+    must be the benchmark's, or each would regenerate the other's data."""
+    import re
+
+    from causal_wsss.constants import BENCHMARK_SIZE, BENCHMARK_TWINS
+
+    for py in sorted(NB_DIR.glob("0[2-7]_*.py")):
+        text = py.read_text()
+        size = re.search(r"^SIZE = \d+ if SMOKE else (\d+)", text, re.M)
+        twins = re.search(r"^TWINS = \d+ if SMOKE else (\d+)", text, re.M)
+        assert size and int(size.group(1)) == BENCHMARK_SIZE, py.name
+        assert twins and int(twins.group(1)) == BENCHMARK_TWINS, py.name
+
+
 def test_paired_files_in_sync(py: Path):
     ipynb = py.with_suffix(".ipynb")
     assert ipynb.is_file(), f"{py.name} has no {ipynb.name}: run `jupytext --sync {py}`"
