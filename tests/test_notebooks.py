@@ -31,7 +31,6 @@ def test_course_has_notebooks():
         "every notebook needs its jupytext pair: run `jupytext --set-formats ipynb,py:percent`"
 
 
-@pytest.mark.parametrize("py", SOURCES, ids=_ids)
 def test_notebooks_share_the_demo_benchmark():
     """Notebooks 02-07 and `make demo` write the same `data/synth`: their full-size parameters
     must be the benchmark's, or each would regenerate the other's data."""
@@ -47,6 +46,7 @@ def test_notebooks_share_the_demo_benchmark():
         assert twins and int(twins.group(1)) == BENCHMARK_TWINS, py.name
 
 
+@pytest.mark.parametrize("py", SOURCES, ids=_ids)
 def test_paired_files_in_sync(py: Path):
     ipynb = py.with_suffix(".ipynb")
     assert ipynb.is_file(), f"{py.name} has no {ipynb.name}: run `jupytext --sync {py}`"
