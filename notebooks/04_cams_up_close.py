@@ -32,8 +32,8 @@
 #
 # **Run time and hardware:** CPU only. The first time it runs round 0 with the `cpu` preset: the
 # CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small segmentation network.
-# Measured on two heavily shared CPU cores with notebook 03's network: about 26 minutes, 18 of them
-# training the segmentation network; about 2 minutes once `RUN_DIR` holds the finished round.
+# Measured on two idle CPU cores with notebook 03's network: about 3.5 minutes (2026-12-01), one
+# of them training the segmentation network; well under a minute once `RUN_DIR` holds the round.
 # Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
