@@ -29,7 +29,7 @@
 # where its CAMs leak).
 #
 # **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
-# there; otherwise add its run time), measured on two heavily shared CPU cores: about 11 minutes,
+# there; otherwise add its run time), measured on two idle CPU cores: about 9 minutes (2026-12-01),
 # mostly the boundary network and the random walk over 400 images. Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
@@ -295,7 +295,8 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # the PNGs it wrote. `causal-wsss run --refine irn` (or `pseudo.refine=irn`, the default of the
 # `gpu` and `paper` presets) makes the IRNet variant the pseudo-masks of every round.
 #
-# In smoke mode the numbers are noise. At the `cpu` preset, over three seeds (round 0, rho 0.9,
+# In smoke mode the numbers are noise. At the former `cpu` preset (now `cpu_scratch`: ResNet-18
+# from scratch, 150 px images), over three seeds (round 0, rho 0.9,
 # `docs/results.md` section 4), pseudo-mask mIoU on the training images was:
 #
 # | `pseudo.refine` | pseudo-mask mIoU | segmentation mIoU (val) |

@@ -300,13 +300,13 @@ print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f
 # channels of order one. For the channel to matter, its weight $w_{k,M}$ must grow until the
 # context term is a sizeable share of the logit, and nothing in the training asks for that. In
 # an independent CPU prototype (ResNet-18 trunk trained from scratch, 400 images, faithful $m$) the
-# context term was about 0.06% of the CAM's magnitude, and in our runs of the `cpu` preset
+# context term was about 0.06% of the CAM's magnitude, and in our runs of the former `cpu` preset (now `cpu_scratch`)
 # (three seeds, two rounds each) it was 0.02-0.05%. Compare the share printed above: the trunk, data and
 # training length decide it, so smoke runs with their tiny trunk can show a much larger share
 # than a real network.
 #
 # `context.m_scale=max` (a deviation, off by default) divides $m$ by its maximum so that the
-# channel is of order one, by the factor printed above. Over three seeds of the `cpu` preset it
+# channel is of order one, by the factor printed above. Over three seeds of the former `cpu` preset it
 # raised the share to 0.12-0.40% and gained in round 1 (CAM +1.1 ± 0.3, segmentation +1.9 ± 0.9
 # mIoU), but not in round 2, and the attention still collapsed onto one class; a control with
 # uniform attention and the same scaling gained -0.1 ± 1.4 (CAM) and +1.1 ± 1.2 (segmentation),
