@@ -67,6 +67,9 @@ class CamConfig:
     poly_power: float = 0.9
     amp: bool = True  # bf16 autocast on CUDA, and on CPUs with bf16 units (else fp32)
     channels_last: bool = True
+    # a cam_net.pt trained elsewhere: round 0 evaluates it on this data set instead of training
+    # (e.g. the interventional upper bound on the confounded images); "" = train as usual
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,13 @@ class ContextConfig:
     l2_normalize: bool = False
     attention: str = "learned"  # learned (Eq. 3) | uniform (control: one fixed m for all images)
     source: str = "seg"  # seg (last round's predictions) | gt (upper bound: ground-truth masks)
+    # nwgm: Eq. 3 (one m from the attention) | exact: sum_c P(Y | X, m = c) P(c) at the head,
+    # one trunk pass and n head evaluations (our addition, not the paper's; docs/method.md)
+    adjustment: str = "nwgm"
+    # the optimiser of W1, W2 and the classifier's weight on M: same (the network's: the
+    # paper's SGD, 10x group) | sgd (momentum 0.9) | adamw; lr 0 = cam.lr * cam.head_lr_mult
+    optimizer: str = "same"
+    lr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -489,6 +499,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "context.m_scale": _choice("identity", "max"),
     "context.attention": _choice("learned", "uniform"),
     "context.source": _choice("seg", "gt"),
+    "context.adjustment": _choice("nwgm", "exact"),
+    "context.optimizer": _choice("same", "sgd", "adamw"),
+    "context.lr": _number(0.0),
 }
 """Allowed values per dotted key; keys not listed (new fields) are not range-checked."""
 

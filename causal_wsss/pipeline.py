@@ -35,6 +35,7 @@ from torch import nn
 from .config import ExperimentConfig, resolve
 from .errors import ConfigError, DataError
 from .io import write_json
+from .models.context import ContextCamNet  # noqa: F401  (re-exported: it used to live here)
 
 STAGES = ("confounders", "cam_train", "cams", "cam_eval", "twin_eval", "ir_labels", "irn_train",
           "pseudo", "pseudo_eval", "seg_train", "seg_eval", "seg_predict")
@@ -42,33 +43,6 @@ STAGES = ("confounders", "cam_train", "cams", "cam_eval", "twin_eval", "ir_label
 
 # --------------------------------------------------------------------------------------------
 # building blocks
-
-
-class ContextCamNet(nn.Module):
-    """A CamNet whose context channel is CONTA's m, computed from the images' queries.
-
-    ``cam_net.new_modules["context"]`` holds the :class:`ContextAdjustment` (so W1, W2 train in
-    the 10x group with the classifier). ``forward(images, rows, crop_box, flipped)``: ``rows``
-    index the query buffer; the image-aligned m is carried through the crop geometry.
-    """
-
-    def __init__(self, cam_net: nn.Module) -> None:
-        super().__init__()
-        self.cam_net = cam_net
-
-    @property
-    def context(self):
-        return self.cam_net.new_modules["context"]
-
-    def forward(self, images: torch.Tensor, rows: torch.Tensor, crop_box: torch.Tensor,
-                flipped: torch.Tensor):
-        from .models.context import ContextAdjustment
-
-        m = self.context(index=rows).m  # (B, 1, g, g) on the full-image grid
-        h, w = images.shape[-2:]
-        out_size = (max(1, h // 4), max(1, w // 4))
-        aligned = ContextAdjustment.align(m, crop_box, flipped, out_size)  # (B, 1, h/4, w/4)
-        return self.cam_net(images, context=aligned)
 
 
 def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.Module | None = None,
@@ -245,6 +219,8 @@ def check_context_config(cfg: ExperimentConfig) -> ExperimentConfig:
                                 ("m_scale", c.m_scale, ("identity", "max")),
                                 ("attention", c.attention, ("learned", "uniform")),
                                 ("source", c.source, ("seg", "gt")),
+                                ("adjustment", c.adjustment, ("nwgm", "exact")),
+                                ("optimizer", c.optimizer, ("same", "sgd", "adamw")),
                                 ("fuse_at", c.fuse_at, ("layer4",))):
         if value not in allowed:
             raise ConfigError(f"config key 'context.{key}' is {value!r}; expected one of: "
@@ -289,9 +265,10 @@ def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int
                         "redoes that stage") from exc
     queries = queries_from_grids(grids, mode=cfg.context.query, num_classes=num_classes)
     c = check_context_config(cfg).context
+    attention = "exact" if c.adjustment == "exact" else c.attention
     return ContextAdjustment(dictionary.masks, dictionary.prior, queries=queries,
                              valid=dictionary.valid, m_scale=c.m_scale,
-                             l2_normalize=c.l2_normalize, attention=c.attention)
+                             l2_normalize=c.l2_normalize, attention=attention)
 
 
 def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir: Path, *,
@@ -307,7 +284,7 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
     dist_info = dist_info or get_dist()
     logger = logger or setup_logging(None)
     from .data.transforms import TrainTransform, normalize
-    from .train import LogEpochs, build_optimizer, fit, make_loader, poly_lambda
+    from .train import LogEpochs, fit, make_loader, poly_lambda, split_optimizer
 
     c = cfg.cam
     dataset = _with_transform(train_ds, TrainTransform(c.crop_size, resize_long=c.resize_long,
@@ -319,12 +296,17 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
     model = model.to(device)
     if device.type == "cuda" and c.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cam_net.param_groups(c.lr, c.head_lr_mult), name=c.optimizer,
-                                lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
+    ctx_cfg = cfg.context
+    optimizer = split_optimizer(
+        cam_net.param_groups(c.lr, c.head_lr_mult, context_lr=ctx_cfg.lr or None),
+        name=c.optimizer, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum,
+        special="context", special_name=ctx_cfg.optimizer)
     total = c.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, c.poly_power))
     wrapped = _ddp(model, device, dist_info)
     with_context = isinstance(model, ContextCamNet)
+    if with_context:
+        callbacks = (ContextMonitor(cam_net, logger), *callbacks)
 
     def loss_fn(net: nn.Module, batch: dict) -> torch.Tensor:
         images = normalize(batch["image"].to(device, non_blocking=True))
@@ -361,6 +343,75 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
                     "of its mean", result["alpha_max_mean"], result["alpha_uniform"],
                     100 * result["alpha_top_class_share"], result["m_spread"])
     return result
+
+
+def stage_cam_transfer(cfg: ExperimentConfig, model: nn.Module, round_dir: Path) -> dict:
+    """Round 0 with ``cam.checkpoint``: copy a CAM network trained elsewhere into the round
+    (its weights must fit this config's network) instead of training one."""
+    from .checkpoint import load_checkpoint
+    from .errors import CausalWSSSError
+    from .io import torch_save
+
+    src = Path(cfg.cam.checkpoint)
+    try:
+        state = load_checkpoint(src, model=model, map_location="cpu")
+    except (CausalWSSSError, RuntimeError) as exc:
+        raise ConfigError(f"config key 'cam.checkpoint' = {src}: {str(exc).splitlines()[0]}; "
+                          "expected the cam_net.pt of a round 0 with the same cam.* network "
+                          "settings and classes") from exc
+    torch_save(round_dir / "cam_net.pt", state)
+    return {"transferred_from": str(src.resolve()), "epochs": 0, "final_loss": None,
+            "history": list(state.get("extra", {}).get("history", []))}
+
+
+class ContextMonitor:
+    """Per epoch, what the context adjustment has learned, added to the epoch's history entry:
+    ``w_m_abs`` (mean |w_M|, the classifier's weight on M), ``alpha_max_mean`` (mean largest
+    alpha), and for the learned attention ``attention_logit_std`` / ``attention_logit_range``
+    (the spread of the scores q K_i^T / sqrt(e) across the dictionary, averaged over images:
+    0 means uniform attention, a few units a peaked one).
+    """
+
+    def __init__(self, cam_net: nn.Module, logger=None) -> None:
+        self.cam_net, self.logger = cam_net, logger
+
+    def on_epoch_end(self, state) -> None:
+        context = self.cam_net.new_modules["context"]
+        entry = {"w_m_abs": float(self.cam_net.context_weight().abs().mean())}
+        entry.update({k: v for k, v in attention_summary(context).items()
+                      if k in ("alpha_max_mean", "alpha_uniform")})
+        entry.update(attention_logit_spread(context))
+        if state.history:
+            state.history[-1].update(entry)
+        if self.logger is not None:
+            self.logger.info("context epoch %d: mean |w_M| %.4g, mean max alpha %.3f (uniform "
+                             "%.3f), attention logit std %.3g", state.epoch + 1, entry["w_m_abs"],
+                             entry["alpha_max_mean"], entry["alpha_uniform"],
+                             entry.get("attention_logit_std", float("nan")))
+
+
+@torch.no_grad()
+def attention_logit_spread(context: nn.Module, batch_size: int = 512) -> dict:
+    """Spread of Eq. 3's attention scores across the valid entries, averaged over the images
+    (empty for the uniform and exact modes, which have no scores)."""
+    if getattr(context, "w1", None) is None or context.queries is None:
+        return {}
+    import torch.nn.functional as F_
+
+    valid = context.valid
+    dictionary = context.dictionary
+    stds, ranges = [], []
+    for start in range(0, context.queries.shape[0], batch_size):
+        query = context.queries[start:start + batch_size].float()
+        if context.l2_normalize:
+            query = F_.normalize(query, dim=-1)
+            dictionary = F_.normalize(context.dictionary, dim=-1)
+        scores = (context.w1(query) @ context.w2(dictionary).T) / math.sqrt(context.embed_dim)
+        scores = scores[:, valid]  # (B, n_valid)
+        stds.append(scores.std(dim=1, unbiased=False))
+        ranges.append(scores.amax(dim=1) - scores.amin(dim=1))
+    return {"attention_logit_std": float(torch.cat(stds).mean()),
+            "attention_logit_range": float(torch.cat(ranges).mean())}
 
 
 @torch.no_grad()
@@ -409,7 +460,11 @@ def context_share(model: ContextCamNet, batch: dict, *, device: torch.device,
         out = model(images, batch["index"].to(device), batch["crop_box"].to(device),
                     batch["flipped"].to(device))
     cam_net = model.cam_net
-    features = out.features.float()  # (B, C + 1, h, w)
+    features = out.features.float()  # (B, C + 1, h, w); (B, C + n, h, w) under the exact sum
+    if cam_net.context_mixture is not None:  # the share of the mixture's mean context map
+        c = cam_net.feature_channels
+        mix = cam_net.context_mixture.to(features.device)[None, :, None, None]
+        features = torch.cat([features[:, :c], (features[:, c:] * mix).sum(1, keepdim=True)], 1)
     weight = cam_net.classifier.weight.float()[:, :, 0, 0]  # (K, C + 1)
     total = torch.einsum("kc,bchw->bkhw", weight, features).abs().mean(dim=(2, 3))  # (B, K)
     ctx = (weight[:, -1][None, :, None, None] * features[:, -1:]).abs().mean(dim=(2, 3))  # (B, K)
@@ -736,11 +791,16 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
     if r > 0:
         seed_everything(stage_seed(cfg.seed, f"context_{r}"))
         cam_net.new_modules["context"] = load_context_module(cfg, round_dir, len(classes))
+        if cfg.context.adjustment == "exact":
+            cam_net.set_context_mixture(cam_net.new_modules["context"].mixture_weights())
         model = ContextCamNet(cam_net)
 
-    cam_train = timed("cam_train", lambda: stage_cam_train(
-        cfg, model, train_ds, round_dir, device=device, dist_info=dist_info, progress=progress,
-        logger=logger))
+    if r == 0 and cfg.cam.checkpoint:
+        cam_train = timed("cam_train", lambda: stage_cam_transfer(cfg, model, round_dir))
+    else:
+        cam_train = timed("cam_train", lambda: stage_cam_train(
+            cfg, model, train_ds, round_dir, device=device, dist_info=dist_info,
+            progress=progress, logger=logger))
     load_checkpoint(round_dir / "cam_net.pt", model=model, map_location=device)
     model.to(device)
     ctx_fn = context_fn_for(model, rows_by_name) if r > 0 else None
@@ -844,6 +904,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     check_config(cfg)
     check_context_config(cfg)
     check_optional_packages(cfg)
+    if cfg.cam.checkpoint and not Path(cfg.cam.checkpoint).is_file():
+        raise ConfigError(f"config key 'cam.checkpoint' is {cfg.cam.checkpoint!r}, which is not a "
+                          "file; expected a round's cam_net.pt (or \"\" to train round 0)")
     out = check_out_folder(out)
     dist_info, device = init_distributed(cfg.device)
     seed_everything(cfg.seed)

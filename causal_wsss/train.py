@@ -49,6 +49,73 @@ def build_optimizer(param_groups: list[dict], *, name: str, lr: float, weight_de
     raise ConfigError(f"unknown optimizer '{name}'; expected 'sgd' or 'adamw'")
 
 
+class OptimizerChain(torch.optim.Optimizer):
+    """Several optimisers stepped as one, so that one set of parameter groups can use another
+    algorithm than the rest (CONTA's W1, W2 and w_M under AdamW while the network keeps SGD).
+
+    ``param_groups`` lists every group (a learning-rate scheduler drives them all), and
+    ``state_dict`` / ``load_state_dict`` carry each optimiser's state, so checkpoints resume.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:  # noqa: D107
+        # torch.optim.Optimizer.__init__ is not called: the groups belong to the members
+        self.optimizers = list(optimizers)
+        self.defaults: dict = {}
+
+    @property
+    def param_groups(self) -> list[dict]:  # type: ignore[override]
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    @property
+    def state(self) -> dict:  # type: ignore[override]
+        return {k: v for o in self.optimizers for k, v in o.state.items()}
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:  # type: ignore[override]
+        return {"chain": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        saved = state_dict.get("chain") if isinstance(state_dict, dict) else None
+        if not isinstance(saved, list) or len(saved) != len(self.optimizers):
+            from .errors import CausalWSSSError
+
+            raise CausalWSSSError("the checkpoint's optimiser state was written by another "
+                                  f"optimiser set-up (expected {len(self.optimizers)} chained "
+                                  "optimisers); delete the checkpoint to restart the stage")
+        for o, sd in zip(self.optimizers, saved):
+            o.load_state_dict(sd)
+
+    def __repr__(self) -> str:
+        return "OptimizerChain(" + ", ".join(type(o).__name__ for o in self.optimizers) + ")"
+
+
+def split_optimizer(param_groups: list[dict], *, name: str, lr: float, weight_decay: float,
+                    momentum: float = 0.9, special: str = "context",
+                    special_name: str = "same", special_momentum: float = 0.9
+                    ) -> torch.optim.Optimizer:
+    """:func:`build_optimizer` over ``param_groups``, except that the group named ``special``
+    gets its own algorithm ``special_name`` (``same`` = one optimiser for every group).
+
+    ``special_name="sgd"`` uses ordinary momentum ``special_momentum`` (the paper's 0.9).
+    """
+    if special_name == "same" or not any(g.get("name") == special for g in param_groups):
+        return build_optimizer(param_groups, name=name, lr=lr, weight_decay=weight_decay,
+                               momentum=momentum)
+    main = [g for g in param_groups if g.get("name") != special]
+    extra = [g for g in param_groups if g.get("name") == special]
+    return OptimizerChain([
+        build_optimizer(main, name=name, lr=lr, weight_decay=weight_decay, momentum=momentum),
+        build_optimizer(extra, name=special_name, lr=extra[0]["lr"], weight_decay=weight_decay,
+                        momentum=special_momentum)])
+
+
 @dataclass
 class TrainState:
     """What callbacks see: progress counters and the latest losses."""
@@ -190,9 +257,10 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
                         progress=progress and info.is_main, desc=desc)
         state.history.append({"epoch": epoch + 1, "loss": state.epoch_loss, "lr": state.lr,
                               "seconds": time.perf_counter() - t0})
+        # before the checkpoint: a callback may add figures to this epoch's history entry
+        _emit(callbacks, "on_epoch_end", state)
         if checkpoint_path is not None and info.is_main:
             save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
                             epoch=epoch + 1, step=state.step, config=config,
                             extra={"history": state.history})
-        _emit(callbacks, "on_epoch_end", state)
     return state

@@ -937,3 +937,86 @@ def plot_thumbnails(paths: Sequence[str | Path], *, ncols: int = 4, size: float 
         ax.set_title(path.name, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+EVIDENCE_ARM_PANELS = ("pseudo_miou", "context_effect", "cam_miou_out_of_context",
+                       "fp_rate_preferred")
+
+
+def plot_evidence_arms(res: dict[str, Any], keys: Sequence[str] = EVIDENCE_ARM_PANELS,
+                       rho: float = 0.9) -> Figure:
+    """The protocol's paired differences at ``rho``, one panel per endpoint, one row per arm:
+    the mean with its 95% t interval (bar) and every seed (dots); 0 = no change.
+
+    ``res`` is :func:`causal_wsss.evidence.collect`'s output. CONTA and the variants show
+    round 1 − round 0; the interventional baseline its round 0 − the confounded round 0 (the
+    size of the effect that removing the confounding has).
+    """
+    from .evidence import ARMS, LABELS
+
+    rows = []
+    for arm in ARMS:
+        cell = res["paired"].get(f"{arm.name}@{rho}", {})
+        stats = cell.get("0" if arm.name == "interventional" else "1")
+        if stats:
+            rows.append((arm.label if arm.name != "interventional"
+                         else "interventional (upper bound)", stats))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 0.55 * max(3, len(rows)) + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for y, (label, stats) in enumerate(rows):
+            s = stats.get(key) or {}
+            colour = "tab:green" if label.startswith("interventional") else "tab:blue"
+            if s.get("values"):
+                ax.scatter(s["values"], [y + 0.15] * len(s["values"]), s=12, color="0.55",
+                           zorder=2, label="one seed" if y == 0 else None)
+            if s.get("mean") is not None:
+                if s.get("lo") is not None:
+                    ax.plot([s["lo"], s["hi"]], [y, y], color=colour, lw=2.5, zorder=3)
+                ax.plot(s["mean"], y, "o", color=colour, ms=7, zorder=4,
+                        label="mean, 95% t interval" if y == 0 else None)
+        ax.axvline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_title(LABELS.get(key, key) + ("\n(primary endpoint)" if key == "pseudo_miou" else
+                                             "\n(secondary)"), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(rows)), [r[0] for r in rows])
+    axes[0][0].invert_yaxis()
+    axes[0][0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.18), fontsize=8, ncol=2,
+                      frameon=False)
+    fig.suptitle(f"Paired differences over training seeds at rho = {rho} (fixed data): round 1 − "
+                 "round 0; interventional: its round 0 − confounded round 0", fontsize=10, y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
+    """Levels of ``key`` against rho: the confounded baseline (round 0), CONTA round 1 and the
+    interventional baseline evaluated on the same images, mean with 95% t interval."""
+    from .evidence import LABELS
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    series = (("conta", "0", "baseline (round 0)", "tab:gray", -0.004),
+              ("conta", "1", "CONTA round 1", "tab:blue", 0.0),
+              ("interventional", "0", "interventional baseline", "tab:green", 0.004))
+    for arm, r, label, colour, dx in series:
+        xs, ms, los, his = [], [], [], []
+        for tag, rounds in res["rounds"].items():
+            name, rho = tag.split("@")
+            s = (rounds.get(r) or {}).get(key) if name == arm else None
+            if s and s.get("mean") is not None:
+                xs.append(float(rho) + dx)
+                ms.append(s["mean"])
+                los.append(s["lo"] if s.get("lo") is not None else s["mean"])
+                his.append(s["hi"] if s.get("hi") is not None else s["mean"])
+        if xs:
+            order = np.argsort(xs)
+            xs, ms = np.asarray(xs)[order], np.asarray(ms)[order]
+            err = np.vstack([ms - np.asarray(los)[order], np.asarray(his)[order] - ms])
+            ax.errorbar(xs, ms, yerr=err, fmt="o-", color=colour, capsize=3, label=label)
+    ax.set_xlabel("rho (confounding strength of the training set)")
+    ax.set_ylabel(LABELS.get(key, key))
+    ax.set_title("What confounding costs, and how much of it CONTA recovers", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

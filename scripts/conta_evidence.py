@@ -1,5 +1,16 @@
 """Baseline vs CONTA on the synthetic benchmark over seeds and rho: the tables of docs/results.md.
 
+THE PROTOCOL (docs/results.md, section 1): one command runs every arm resumably, in the
+background if you like, and rewrites ``OUT/evidence.md`` / ``OUT/evidence.json`` after each run
+(``--publish`` also copies them to docs/tables/ and draws the figures):
+
+    nohup python scripts/conta_evidence.py --protocol --out runs/evidence --publish \
+        > runs/evidence.log 2>&1 &
+    python scripts/conta_evidence.py --protocol --out runs/evidence --tables-only --publish
+
+``--only conta interventional`` restricts the arms; ``--list`` prints the jobs in order.
+The older per-variant mode below stays for quick looks.
+
 For every (rho, seed) it generates the synthetic set (cached), runs round 0 and CONTA rounds
 1..T with ``causal_wsss.pipeline.run_experiment`` (resumable: rerun to continue), then writes
 ``table.md`` (mean +- std over seeds per round, and the paired differences round t - round 0
@@ -181,8 +192,60 @@ def compare(variants: dict[str, Path], rho: float | None = None) -> tuple[str, d
     return f"rho = {rho}\n\n" + "\n".join(lines), {k: v[rho] for k, v in deltas.items()}
 
 
+def protocol_main(args: argparse.Namespace) -> None:
+    """``--protocol``: run (or resume) the whole protocol, rewriting the tables after each run."""
+    from causal_wsss.evidence import (
+        Protocol,
+        collect,
+        markdown_tables,
+        per_seed_table,
+        run_protocol,
+    )
+    from causal_wsss.io import write_json, write_text
+
+    proto = Protocol(Path(args.out), preset=args.preset, n_train=args.train, n_val=args.val,
+                     overrides=tuple(args.overrides))
+    if args.list:
+        for i, job in enumerate(proto.jobs()):
+            print(f"{i:3d} {job.arm:15s} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}")
+        return
+
+    def tables() -> None:
+        res = collect(proto)
+        text = markdown_tables(res) + "\n**Primary endpoint per seed**\n\n" + per_seed_table(res)
+        write_json(proto.out / "evidence.json", res)
+        write_text(proto.out / "evidence.md", text)
+        if args.publish:
+            write_json(ROOT / "docs" / "tables" / "evidence.json", res)
+            write_text(ROOT / "docs" / "tables" / "evidence.md", text)
+            from causal_wsss.viz import plot_evidence_arms, plot_evidence_sweep, save_figure
+
+            save_figure(plot_evidence_arms(res), ROOT / "figures" / "07_conta_evidence_arms.png")
+            if res["sweep"]:
+                save_figure(plot_evidence_sweep(res),
+                            ROOT / "figures" / "07_conta_evidence_rho.png")
+
+    if not args.tables_only:
+        run_protocol(proto, only=args.only, progress=not args.no_progress, after_each=tables)
+    tables()
+    print((proto.out / "evidence.md").read_text())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", action="store_true",
+                   help="run the whole protocol of docs/results.md section 1 (resumable)")
+    p.add_argument("--only", nargs="+", default=None, metavar="ARM",
+                   help="with --protocol: only these arms (conta interventional exact uniform "
+                   "adamw mmax gt_dict)")
+    p.add_argument("--tables-only", action="store_true",
+                   help="with --protocol: run nothing, rewrite the tables from finished runs")
+    p.add_argument("--publish", action="store_true",
+                   help="with --protocol: also write docs/tables/evidence.* and the figures")
+    p.add_argument("--list", action="store_true", help="with --protocol: print the jobs")
     p.add_argument("--out", default="runs/evidence", help="folder of the runs, data and tables")
     p.add_argument("--rhos", type=float, nargs="+", default=[0.9], help="confounding strengths")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -202,6 +265,9 @@ def main() -> None:
                    help="with --compare: the rho to compare (default: the largest shared one)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
+    if args.protocol:
+        protocol_main(args)
+        return
     if args.compare:
         variants = dict(item.split("=", 1) for item in args.compare)
         table, deltas = compare({k: Path(v) for k, v in variants.items()}, args.at_rho)

@@ -62,9 +62,9 @@ def pixelwise_net(context_channels: int = 1) -> CamNet:
         torch.manual_seed(1)
         net = CamNet(trunk, num_classes_fg=K, feature_channels=6, output_stride=1,
                      context_channels=context_channels, freeze_bn=False, freeze_stem=False)
-        torch.nn.init.normal_(net.classifier.weight)
+        torch.nn.init.normal_(net.classifier.feature_weight)
     with torch.no_grad():
-        net.classifier.weight[:, 6:] = 3.0  # a strong context term
+        net.classifier.context_weight[:] = 3.0  # a strong context term
     return net.eval()
 
 
@@ -164,7 +164,7 @@ def test_flip_mirrors_the_context_map():
 def test_context_net_with_tiny_trunk_matches_reference():
     net = tiny_net(context_channels=1)
     with torch.no_grad():
-        net.classifier.weight[:, -1] = 2.0
+        net.classifier.context_weight[:] = 2.0
     images, labels = inputs([(40, 36)] * 3)
     contexts = [torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     got = extract_cams_list(net, images, labels, contexts=contexts, amp=False)
@@ -296,7 +296,7 @@ def test_make_cams_writes_resumes_and_shards(tmp_path):
 def test_make_cams_many_sizes_and_context_fn(tmp_path):
     net = tiny_net(context_channels=1)
     with torch.no_grad():
-        net.classifier.weight[:, -1] = 2.0
+        net.classifier.context_weight[:] = 2.0
     sizes = [(24 + i, 32 - i) for i in range(11)]  # all different: the waiting list overflows
 
     def context_fn(items):

@@ -118,7 +118,7 @@ def test_freeze_stem_blocks_gradients_up_to_layer2():
 def test_param_groups_split_backbone_and_new_modules():
     net = build_cam_net(3, backbone="tiny", weights="none", freeze_stem=True)
     net.new_modules["extra"] = torch.nn.Linear(4, 2)
-    backbone, new = net.param_groups(0.1, head_lr_mult=10.0)
+    backbone, new = net.param_groups(0.1, head_lr_mult=10.0)  # no context: two groups
     assert backbone["lr"] == 0.1 and new["lr"] == pytest.approx(1.0)
     new_ids = {id(p) for p in new["params"]}
     assert new_ids == {id(net.classifier.weight), *(id(p) for p in net.new_modules.parameters())}

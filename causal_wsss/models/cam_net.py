@@ -95,6 +95,7 @@ class CamNet(nn.Module):
         self.classifier = _classifier(self.feature_channels, self.context_channels,
                                       self.num_classes)
         self.new_modules = nn.ModuleDict()
+        self.context_mixture: torch.Tensor | None = None  # the exact backdoor sum's P(c_i)
         if self.freeze_stem:
             for module in (trunk.conv1, trunk.bn1, trunk.layer1, trunk.layer2):
                 module.requires_grad_(False)
@@ -121,24 +122,47 @@ class CamNet(nn.Module):
             x = t.layer4(x)
         return x
 
+    def set_context_mixture(self, weights: torch.Tensor | None) -> None:
+        """Switch the head to the exact backdoor sum over ``n`` context maps (our addition).
+
+        With ``weights`` (n,) summing to 1 (P(c_i) over the dictionary's entries), the context
+        passed to :meth:`forward` has ``n`` channels, one entry c_i each, and the head computes
+        ``P(y | X) = sum_i w_i sigmoid(W_f . GAP(F) + w_M . GAP(c_i))`` (one trunk pass, n head
+        evaluations), returning its logit; CAMs become ``sum_i w_i ReLU(W_f F + w_M c_i)``. The
+        NWGM of Eq. 3 approximates this sum by ``sigmoid(W_f . GAP(F) + w_M . GAP(sum_i w_i c_i))``.
+        ``None`` switches back to one context channel.
+        """
+        if weights is None:
+            self.context_mixture = None
+            return
+        if self.context_channels != 1:
+            raise ConfigError("the exact backdoor sum needs a CamNet with one context channel")
+        w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        if w.numel() < 1 or bool((w < 0).any()) or abs(float(w.sum()) - 1.0) > 1e-4:
+            raise DataError(f"context mixture weights must be >= 0 and sum to 1, got {w.tolist()}")
+        self.context_mixture = w.to(self.classifier.weight.device)
+
     def attach_context(self, features: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Append the context map, resized bilinearly to the feature grid (method.md section 3, steps 3-4).
 
         features: (B, C, h, w); context: (B, Cc, Hc, Wc), geometrically aligned with the image
-        at any resolution -> (B, C + Cc, h, w).
+        at any resolution -> (B, C + Cc, h, w). Under the exact backdoor sum
+        (:meth:`set_context_mixture`) the context has one channel per dictionary entry.
         """
         if self.context_channels == 0:
             if context is not None:
                 raise DataError("this CamNet was built with context_channels=0 but a context "
                                 "map was passed; build it with context_channels=Cc")
             return features
+        expected = (self.context_channels if self.context_mixture is None
+                    else self.context_mixture.numel())
         if context is None:
-            raise DataError(f"this CamNet expects a context map of {self.context_channels} "
+            raise DataError(f"this CamNet expects a context map of {expected} "
                             "channel(s) (context_channels > 0); pass context=(B, Cc, H, W)")
         if (context.dim() != 4 or context.shape[0] != features.shape[0]
-                or context.shape[1] != self.context_channels):
+                or context.shape[1] != expected):
             raise DataError(f"context has shape {tuple(context.shape)}; expected "
-                            f"({features.shape[0]}, {self.context_channels}, H, W)")
+                            f"({features.shape[0]}, {expected}, H, W)")
         ctx = F.interpolate(context.float(), size=features.shape[-2:], mode="bilinear",
                             align_corners=False)  # (B, Cc, h, w)
         return torch.cat([features, ctx.to(features.dtype)], dim=1)  # (B, C + Cc, h, w)
@@ -152,15 +176,41 @@ class CamNet(nn.Module):
             raise DataError(f"images have shape {tuple(images.shape)}; expected (B, 3, H, W)")
         features = self.attach_context(self.trunk_features(images), context)  # (B, C+Cc, h, w)
         pooled = features.mean(dim=(2, 3), keepdim=True)  # (B, C+Cc, 1, 1)
+        if self.context_mixture is not None:
+            return CamOutput(self._mixture_logits(pooled.flatten(1)), features)
         logits = self.classifier(pooled).flatten(1)  # (B, K)
         return CamOutput(logits, features)
+
+    def _mixture_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """logit(sum_i w_i sigmoid(l_i)) with l_i = W_f . f + w_M . c_i, computed in log space."""
+        c = self.feature_channels
+        w = self.classifier.weight[:, :, 0, 0].to(pooled.dtype)  # (K, C + 1)
+        base = pooled[:, :c] @ w[:, :c].T  # (B, K)
+        per_entry = base[:, None, :] + pooled[:, c:, None] * w[:, c][None, None, :]  # (B, n, K)
+        per_entry = per_entry.float()
+        log_w = self.context_mixture.to(pooled.device).clamp_min(1e-30).log()[None, :, None]  # (1, n, 1)
+        log_p = torch.logsumexp(log_w + F.logsigmoid(per_entry), dim=1)  # (B, K)
+        log_q = torch.logsumexp(log_w + F.logsigmoid(-per_entry), dim=1)  # log(1 - p)
+        return log_p - log_q
 
     def cam_maps(self, features: torch.Tensor) -> torch.Tensor:
         """CAM_k(x) = ReLU(sum_c W[k, c] F[c, x]) at every pixel (the classifier as a 1x1 conv).
 
-        features: (B, C + Cc, h, w), as in :attr:`CamOutput.features` -> (B, K, h, w).
+        features: (B, C + Cc, h, w), as in :attr:`CamOutput.features` -> (B, K, h, w). Under the
+        exact backdoor sum: sum_i w_i ReLU(W_f F + w_M c_i).
         """
-        return F.relu(F.conv2d(features, self.classifier.weight))
+        weight = self.classifier.weight
+        if self.context_mixture is None:
+            return F.relu(F.conv2d(features, weight))
+        c = self.feature_channels
+        base = F.conv2d(features[:, :c], weight[:, :c])  # (B, K, h, w)
+        ctx = features[:, c:]  # (B, n, h, w)
+        w_m = weight[:, c, 0, 0].to(features.dtype)  # (K,)
+        mix = self.context_mixture.to(features.device, features.dtype)
+        out = torch.zeros_like(base)
+        for i in range(ctx.shape[1]):  # n is the number of classes: a short loop
+            out = out + mix[i] * F.relu(base + w_m[None, :, None, None] * ctx[:, i:i + 1])
+        return out
 
     def cams(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) images (+ context) -> (B, K, h, w) un-normalised CAMs."""
@@ -170,18 +220,70 @@ class CamNet(nn.Module):
         """Classifier weights on the context channel(s): (K, Cc), detached (for logging)."""
         return self.classifier.weight.detach()[:, self.feature_channels:, 0, 0].clone()
 
-    def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
-        """Two optimiser groups, as IRNet's ``trainable_parameters``: the trunk at ``lr``, the
+    def param_groups(self, lr: float, head_lr_mult: float = 10.0,
+                     context_lr: float | None = None) -> list[dict]:
+        """Optimiser groups, as IRNet's ``trainable_parameters``: the trunk at ``lr``, the
         classifier plus ``new_modules`` at ``lr * head_lr_mult``. Frozen parameters are left out.
+
+        With a context channel, a third group ``context`` holds CONTA's parameters: the
+        classifier's weight on M and ``new_modules["context"]`` (W1, W2), at ``context_lr``
+        (default ``lr * head_lr_mult``, the paper's 10x group), so that they can take a learning
+        rate or an optimiser of their own (``context.optimizer``).
         """
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        new = [p for p in [*self.classifier.parameters(), *self.new_modules.parameters()]
-               if p.requires_grad]
-        return [{"name": "backbone", "params": backbone, "lr": lr},
-                {"name": "new", "params": new, "lr": lr * head_lr_mult}]
+        context_module = self.new_modules["context"] if "context" in self.new_modules else None
+        ctx_ids = set() if context_module is None else {id(p) for p in context_module.parameters()}
+        if isinstance(self.classifier, SplitHead):
+            head = [self.classifier.feature_weight]
+            ctx = [self.classifier.context_weight]
+        else:
+            head, ctx = list(self.classifier.parameters()), []
+        head += [p for p in self.new_modules.parameters() if id(p) not in ctx_ids]
+        if context_module is not None:
+            ctx += list(context_module.parameters())
+        groups = [{"name": "backbone", "params": backbone, "lr": lr},
+                  {"name": "new", "params": [p for p in head if p.requires_grad],
+                   "lr": lr * head_lr_mult}]
+        if self.context_channels > 0:
+            groups.append({"name": "context", "params": [p for p in ctx if p.requires_grad],
+                           "lr": lr * head_lr_mult if context_lr is None else context_lr})
+        return groups
 
 
-def _classifier(feature_channels: int, context_channels: int, num_classes: int) -> nn.Conv2d:
+class SplitHead(nn.Module):
+    """The bias-free 1x1 classifier over [features ; context] with the context columns kept as a
+    parameter of their own (so they can have their own learning rate or optimiser).
+
+    ``weight`` is the whole (K, C + Cc, 1, 1) matrix (read-only: a concatenation); write to
+    ``feature_weight`` or ``context_weight``. Checkpoints written with one ``weight`` load too.
+    """
+
+    def __init__(self, feature_weight: torch.Tensor, context_weight: torch.Tensor) -> None:
+        super().__init__()
+        self.feature_weight = nn.Parameter(feature_weight)
+        self.context_weight = nn.Parameter(context_weight)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.cat([self.feature_weight, self.context_weight], dim=1)
+
+    @property
+    def bias(self) -> None:
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        whole = state_dict.pop(prefix + "weight", None)
+        if whole is not None:  # a checkpoint from before the split
+            c = self.feature_weight.shape[1]
+            state_dict[prefix + "feature_weight"] = whole[:, :c]
+            state_dict[prefix + "context_weight"] = whole[:, c:]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _classifier(feature_channels: int, context_channels: int, num_classes: int) -> nn.Module:
     """The bias-free 1x1 head; its feature columns draw the same initial values as without context.
 
     The context columns start at zero (the paper does not say how they start), so with the same
@@ -191,12 +293,8 @@ def _classifier(feature_channels: int, context_channels: int, num_classes: int) 
     head = nn.Conv2d(feature_channels, num_classes, 1, bias=False)  # default (Kaiming) init
     if context_channels == 0:
         return head
-    full = nn.utils.skip_init(nn.Conv2d, feature_channels + context_channels, num_classes, 1,
-                              bias=False)
-    with torch.no_grad():
-        full.weight.zero_()
-        full.weight[:, :feature_channels] = head.weight
-    return full
+    return SplitHead(head.weight.detach().clone(),
+                     torch.zeros(num_classes, context_channels, 1, 1))
 
 
 def build_cam_net(num_classes_fg: int, *, backbone: str = "resnet50", weights: str = "imagenet",

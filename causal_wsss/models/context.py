@@ -23,6 +23,12 @@ image, so m = sum_i P(c_i) c_i / n is one fixed map, the same for all images, an
 exist. It keeps everything the extra channel brings (a learnable, class-specific spatial bias)
 and removes the image-specific attention, which is what Eq. 3 adds; a gain that the control
 matches is not a gain from the intervention (docs/results.md).
+
+``attention="exact"`` (``context.adjustment=exact``; our addition, not the paper's) gives up the
+NWGM: the module returns every valid entry c_i as its own channel, (B, n, h, w), with the
+weights P(c_i) / sum_j P(c_j) in ``alpha``, and the CAM network sums its head over them
+(:meth:`causal_wsss.models.cam_net.CamNet.set_context_mixture`):
+P(Y | do(X)) = sum_i P(Y | X, m = c_i) P(c_i), one trunk pass and n head evaluations.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ class ContextAdjustment(nn.Module):
         m_scale: "identity" (faithful) or "max".
         l2_normalize: L2-normalise queries and dictionary rows before projecting (an experiment
             flag of method.md 7.3).
-        attention: "learned" (Eq. 3) or "uniform" (the control described in the module docstring).
+        attention: "learned" (Eq. 3), "uniform" (the control described in the module docstring)
+            or "exact" (every entry as a channel, for the exact backdoor sum).
     """
 
     def __init__(self, dictionary: torch.Tensor | np.ndarray, prior: torch.Tensor | np.ndarray, *,
@@ -67,8 +74,8 @@ class ContextAdjustment(nn.Module):
                  embed_dim: int | None = None, m_scale: str = "identity",
                  l2_normalize: bool = False, attention: str = "learned") -> None:
         super().__init__()
-        if attention not in ("learned", "uniform"):
-            raise ValueError(f"attention must be 'learned' or 'uniform', not {attention!r}")
+        if attention not in ("learned", "uniform", "exact"):
+            raise ValueError(f"attention must be 'learned', 'uniform' or 'exact', not {attention!r}")
         self.attention = attention
         masks = torch.as_tensor(np.asarray(dictionary), dtype=torch.float32)
         if has_background:
@@ -95,7 +102,7 @@ class ContextAdjustment(nn.Module):
         if query_dim is None:
             query_dim = h * w
         self.embed_dim = embed_dim or n + 1
-        if attention == "uniform":  # no projections: nothing to learn, nothing unused under DDP
+        if attention in ("uniform", "exact"):  # no projections: nothing to learn, unused under DDP
             self.w1 = self.w2 = None
             return
         self.w1 = nn.Linear(query_dim, self.embed_dim, bias=False)
@@ -112,6 +119,11 @@ class ContextAdjustment(nn.Module):
             query = self.queries[index.to(self.queries.device)]
         query = query.float()
         dictionary = self.dictionary
+        if self.attention == "exact":
+            weights = self.mixture_weights()  # (n_valid,)
+            entries = dictionary[self.valid]  # (n_valid, D)
+            m = entries.reshape(1, -1, *self.grid).expand(query.shape[0], -1, -1, -1)
+            return self._finish(m, weights.expand(query.shape[0], -1))
         if self.attention == "uniform":
             valid = self.valid.float()
             alpha = (valid / valid.sum()).expand(query.shape[0], -1)  # (B, n)
@@ -126,10 +138,16 @@ class ContextAdjustment(nn.Module):
             m = (alpha * self.prior) @ self.dictionary
         return self._finish(m, alpha)
 
+    def mixture_weights(self) -> torch.Tensor:
+        """P(c_i) over the valid entries, renormalised to sum to 1: the exact sum's weights."""
+        p = self.prior[self.valid]
+        return p / p.sum().clamp_min(1e-12)
+
     def _finish(self, m: torch.Tensor, alpha: torch.Tensor) -> ContextOutput:
-        m = m.reshape(-1, 1, *self.grid)  # (B, D) -> (B, 1, h, w)
-        if self.m_scale == "max":
-            m = m / m.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None, None]
+        if m.dim() == 2:
+            m = m.reshape(-1, 1, *self.grid)  # (B, D) -> (B, 1, h, w)
+        if self.m_scale == "max":  # per channel (one per entry under the exact sum)
+            m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
         return ContextOutput(m=m, alpha=alpha)
 
     @staticmethod
@@ -153,3 +171,28 @@ class ContextAdjustment(nn.Module):
         out = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         flip = flipped.to(device=m.device).bool()
         return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+class ContextCamNet(nn.Module):
+    """A CamNet whose context channel is CONTA's m, computed from the images' queries.
+
+    ``cam_net.new_modules["context"]`` holds the :class:`ContextAdjustment` (so W1, W2 train in
+    the 10x group with the classifier). ``forward(images, rows, crop_box, flipped)``: ``rows``
+    index the query buffer; the image-aligned m is carried through the crop geometry.
+    """
+
+    def __init__(self, cam_net: nn.Module) -> None:
+        super().__init__()
+        self.cam_net = cam_net
+
+    @property
+    def context(self):
+        return self.cam_net.new_modules["context"]
+
+    def forward(self, images: torch.Tensor, rows: torch.Tensor, crop_box: torch.Tensor,
+                flipped: torch.Tensor):
+        m = self.context(index=rows).m  # (B, 1, g, g) on the full-image grid
+        h, w = images.shape[-2:]
+        out_size = (max(1, h // 4), max(1, w // 4))
+        aligned = ContextAdjustment.align(m, crop_box, flipped, out_size)  # (B, 1, h/4, w/4)
+        return self.cam_net(images, context=aligned)

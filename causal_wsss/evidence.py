@@ -1,0 +1,511 @@
+"""The evidence protocol for CONTA on the synthetic benchmark (docs/results.md, section 1).
+
+One data set per confounding strength ``rho`` (its own data seed, fixed), training seeds varied;
+every figure is a paired difference over training seeds (same seed, same data, same initial
+trunk: :func:`causal_wsss.runtime.stage_seed`), reported with the sample standard deviation,
+a 95% t interval and the per-seed values. The arms, in the order they run:
+
+1. ``conta``: round 0 (the baseline) and CONTA rounds 1 (and 2) as specified (Eq. 3).
+2. ``interventional``: the baseline's CAM network trained on the *interventional* set (context
+   independent of the class; same size and generator), then evaluated on the confounded set's
+   images (``cam.checkpoint``): the upper bound of what removing the confounding can give.
+3. controls and variants of round 1, each sharing ``conta``'s round 0: the uniform-attention
+   control, ``m_scale=max``, W1/W2/w_M under AdamW at a learning rate of their own, the exact
+   backdoor sum at the head (our addition), the ground-truth dictionary.
+4. a sweep over rho (0.5, 0.7, 0.97) of ``conta`` round 1 and ``interventional``.
+
+The primary endpoint, fixed before any run: pseudo-mask mIoU of round 1 minus round 0 for
+``conta`` at rho = 0.9 (the paper's claim). Everything else is secondary.
+:func:`run_protocol` runs it (resumable: every run is a pipeline run folder);
+:func:`collect` and :func:`markdown_tables` turn the finished runs into the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PRIMARY = "pseudo_miou"
+"""The primary endpoint: pseudo-mask mIoU on the training images (round 1 minus round 0)."""
+
+SECONDARY = ("cam_miou_best", "seg_miou", "context_effect", "cam_miou_out_of_context",
+             "fp_rate_preferred", "contrast_context")
+"""Secondary endpoints: CAM mIoU at the best threshold, segmentation mIoU (validation), and the
+mechanism figures of the do(context) twins and the CAM evaluation."""
+
+LABELS = {
+    "pseudo_miou": "pseudo-mask mIoU",
+    "cam_miou_best": "CAM mIoU (best thr.)",
+    "seg_miou": "seg. mIoU (val)",
+    "context_effect": "context effect (logit)",
+    "cam_miou_out_of_context": "CAM mIoU out of context",
+    "fp_rate_preferred": "FP on context alone",
+    "contrast_context": "contrast (object/context)",
+}
+ENDPOINTS = (PRIMARY, *SECONDARY)
+MAIN_RHO = 0.9
+SWEEP_RHOS = (0.5, 0.7, 0.97)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the protocol: a CONTA variant (round 1 against the shared round 0) or the
+    interventional baseline."""
+
+    name: str
+    label: str
+    overrides: tuple[str, ...] = ()
+    note: str = ""
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("conta", "CONTA (Eq. 3)", (), "as specified: learned attention, SGD in the 10x group"),
+    Arm("interventional", "interventional baseline", (),
+        "round 0 trained on the interventional set, evaluated on the confounded images"),
+    Arm("exact", "exact backdoor sum", ("context.adjustment=exact",),
+        "sum_c P(Y | X, m = c) P(c) at the head (our addition)"),
+    Arm("uniform", "uniform-attention control", ("context.attention=uniform",),
+        "one fixed m for every image: the channel without the intervention"),
+    Arm("adamw", "W1, W2, w_M under AdamW", ("context.optimizer=adamw", "context.lr=0.01"),
+        "the context parameters' own optimiser, lr 0.01 (chosen before running)"),
+    Arm("mmax", "m_scale=max", ("context.m_scale=max",), "m divided by its maximum"),
+    Arm("gt_dict", "ground-truth dictionary", ("context.source=gt",),
+        "dictionary and queries from the true masks (upper bound of the dictionary)"),
+)
+ARM_BY_NAME = {a.name: a for a in ARMS}
+VARIANTS = ("exact", "uniform", "adamw", "mmax", "gt_dict")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pipeline run: ``arm`` at ``rho`` (None: the interventional training set) and ``seed``."""
+
+    arm: str
+    rho: float | None
+    seed: int
+    rounds: int
+
+
+@dataclass
+class Protocol:
+    """Where the runs live and how large they are (defaults: docs/results.md, section 1)."""
+
+    out: Path
+    preset: str = "cpu"
+    main_seeds: tuple[int, ...] = tuple(range(8))
+    other_seeds: tuple[int, ...] = tuple(range(5))
+    round2_seeds: tuple[int, ...] = tuple(range(5))
+    sweep_rhos: tuple[float, ...] = SWEEP_RHOS
+    variants: tuple[str, ...] = VARIANTS
+    n_train: int = 400
+    n_val: int = 100
+    size: int | None = None  # default: the benchmark's
+    twins: int | None = None  # default: the benchmark's
+    data_seed: int = 0
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+    def data_root(self, rho: float | None) -> Path:
+        return self.out / "data" / ("interventional" if rho is None else f"rho{rho}")
+
+    def run_dir(self, job: Job) -> Path:
+        if job.rho is None:
+            return self.out / "interventional_train" / f"seed{job.seed}"
+        return self.out / job.arm / f"rho{job.rho}_seed{job.seed}"
+
+    def jobs(self) -> list[Job]:
+        """Every run, in the order that gives the primary comparison first."""
+        out = [Job("conta", MAIN_RHO, s, 1) for s in self.main_seeds]
+        for s in self.main_seeds:
+            out += [Job("interventional", None, s, 0), Job("interventional", MAIN_RHO, s, 0)]
+        out += [Job(v, MAIN_RHO, s, 1) for v in self.variants for s in self.other_seeds]
+        out += [Job("conta", MAIN_RHO, s, 2) for s in self.round2_seeds]
+        for rho in self.sweep_rhos:
+            out += [Job("conta", rho, s, 1) for s in self.other_seeds]
+            out += [Job("interventional", rho, s, 0) for s in self.other_seeds]
+        return out
+
+
+def _generate(proto: Protocol, rho: float | None, progress: bool) -> Path:
+    from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
+    from .data.synthetic import generate_synthetic
+
+    root = proto.data_root(rho)
+    generate_synthetic(root, n_train=proto.n_train, n_val=proto.n_val,
+                       rho=MAIN_RHO if rho is None else rho, seed=proto.data_seed,
+                       size=proto.size or BENCHMARK_SIZE,
+                       twins=min(BENCHMARK_TWINS, proto.n_val) if proto.twins is None
+                       else proto.twins, interventional=rho is None, progress=progress)
+    return root
+
+
+def job_config(proto: Protocol, job: Job):
+    """The resolved config of one job (data generated on first use)."""
+    from .config import resolve
+
+    extra = list(ARM_BY_NAME[job.arm].overrides)
+    if job.arm == "interventional" and job.rho is not None:
+        ckpt = proto.run_dir(Job("interventional", None, job.seed, 0)) / "round_0" / "cam_net.pt"
+        extra.append(f"cam.checkpoint={ckpt.resolve()}")
+    root = proto.data_root(job.rho)
+    return resolve(proto.preset, [f"data.root={root.resolve()}", *proto.overrides, *extra],
+                   seed=job.seed, rounds=job.rounds)
+
+
+def share_round0(src: Path, dst: Path, cfg) -> bool:
+    """Copy the finished round 0 of ``src`` (the ``conta`` run of the same rho and seed) into
+    ``dst`` (a variant's run), so the variant's round 1 is paired with the very same baseline.
+
+    Round 0 reads no ``context.*`` key, so only those may differ between the two configs (else
+    ConfigError naming the keys); the copied stage records are re-stamped with ``cfg``'s config
+    fingerprint (their data fingerprint is checked as usual). Returns whether it copied.
+    """
+    from .errors import ConfigError
+    from .io import write_json
+    from .pipeline import STAGES
+    from .runfolder import config_fingerprint
+
+    if (dst / "round_0").exists() or not (src / "round_0" / "seg_predict.json").is_file():
+        return False
+    theirs = json.loads((src / "config.json").read_text())
+    ours = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as in config.json
+    differ = sorted(k for k in set(theirs) | set(ours)
+                    if k not in ("rounds", "context") and theirs.get(k) != ours.get(k))
+    if differ:
+        raise ConfigError(f"cannot share round 0 of {src}: its config differs in {differ}; "
+                          "only context.* keys may differ")
+    fingerprint = config_fingerprint(cfg)
+    tmp = dst / "round_0.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "round_0", tmp)
+    for stage in STAGES:
+        path = tmp / f"{stage}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if isinstance(record.get("inputs"), dict):
+                record["inputs"]["config"] = fingerprint
+            record["shared_from"] = str(src.resolve())
+            write_json(path, record)
+    tmp.rename(dst / "round_0")
+    return True
+
+
+def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress: bool = True,
+                 after_each: Callable[[], None] | None = None, max_jobs: int | None = None) -> int:
+    """Run (or resume) every job of ``proto`` in order; returns how many ran to completion.
+
+    ``only``: restrict to these arm names. ``after_each()`` runs after every job (the script
+    rewrites its tables there). A job whose report already has its rounds costs a few seconds.
+    """
+    from .pipeline import run_experiment
+
+    done = 0
+    for job in proto.jobs():
+        if only and job.arm not in only:
+            continue
+        if max_jobs is not None and done >= max_jobs:
+            break
+        if job.arm == "interventional" and job.rho is not None:
+            src = proto.run_dir(Job("interventional", None, job.seed, 0))
+            if not (src / "round_0" / "cam_net.pt").is_file():
+                continue  # its training job comes first in the order; skipped under --only
+        _generate(proto, job.rho, progress)
+        run_dir = proto.run_dir(job)
+        if _finished(run_dir, job.rounds):
+            continue
+        cfg = job_config(proto, job)
+        if job.arm in VARIANTS:
+            share_round0(proto.run_dir(Job("conta", job.rho, job.seed, 0)), run_dir, cfg)
+        print(f"[evidence] {job.arm} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}",
+              flush=True)
+        run_experiment(cfg, run_dir, progress=progress)
+        done += 1
+        if after_each is not None:
+            after_each()
+    return done
+
+
+def _finished(run_dir: Path, rounds: int) -> bool:
+    path = run_dir / "report.json"
+    if not path.is_file():
+        return False
+    try:
+        have = [e["round"] for e in json.loads(path.read_text())["rounds"]]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+    return all(r in have for r in range(rounds + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def _t_quantile(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample SD (ddof 1), n, the 95% t interval of the mean, and the values themselves."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    n = int(v.size)
+    if n == 0:
+        return {"mean": None, "sd": None, "n": 0, "lo": None, "hi": None, "values": []}
+    mean = float(v.mean())
+    if n == 1:
+        return {"mean": mean, "sd": None, "n": 1, "lo": None, "hi": None, "values": v.tolist()}
+    sd = float(v.std(ddof=1))
+    half = _t_quantile(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "lo": mean - half, "hi": mean + half,
+            "values": v.tolist()}
+
+
+def ratio_interval(num: Sequence[float], den: Sequence[float], *, reps: int = 4000,
+                   seed: int = 0) -> dict[str, Any]:
+    """mean(num) / mean(den) over paired seeds, with a 95% percentile bootstrap over seeds
+    (None when the denominator's interval contains 0 or fewer than 2 pairs)."""
+    a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if a.size != b.size or a.size < 2 or abs(b.mean()) < 1e-12:
+        return {"ratio": None, "lo": None, "hi": None, "n": int(min(a.size, b.size))}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(reps, a.size))
+    den_bs = b[idx].mean(axis=1)
+    ok = np.abs(den_bs) > 1e-12
+    ratios = a[idx].mean(axis=1)[ok] / den_bs[ok]
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return {"ratio": float(a.mean() / b.mean()), "lo": float(lo), "hi": float(hi),
+            "n": int(a.size)}
+
+
+# --------------------------------------------------------------------------------------------
+# collecting finished runs
+
+
+def _reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
+    """{(arm, rho): {seed: {round: entry}}} of every report under ``proto.out``."""
+    found: dict[tuple[str, float], dict[int, dict]] = {}
+    for arm in ARMS:
+        folder = proto.out / arm.name
+        if not folder.is_dir():
+            continue
+        for run in sorted(folder.glob("rho*_seed*")):
+            path = run / "report.json"
+            if not path.is_file():
+                continue
+            rho_s, seed_s = run.name[3:].split("_seed")
+            report = json.loads(path.read_text())
+            rounds = {e["round"]: e for e in report["rounds"]}
+            history = _round1_history(run)
+            if history and 1 in rounds:
+                rounds[1] = {**rounds[1], "epoch_history": history}
+            found.setdefault((arm.name, float(rho_s)), {})[int(seed_s)] = rounds
+    return found
+
+
+def _round1_history(run: Path) -> list[dict]:
+    path = run / "round_1" / "cam_train.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("history", [])
+
+
+def _value(entry: dict | None, key: str) -> float | None:
+    if entry is None:
+        return None
+    v = entry.get(key)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _paired(a: dict[int, dict], ra: int, b: dict[int, dict], rb: int, key: str
+            ) -> tuple[list[int], list[float]]:
+    seeds, diffs = [], []
+    for seed in sorted(set(a) & set(b)):
+        x, y = _value(a[seed].get(ra), key), _value(b[seed].get(rb), key)
+        if x is not None and y is not None:
+            seeds.append(seed)
+            diffs.append(x - y)
+    return seeds, diffs
+
+
+def collect(proto: Protocol) -> dict[str, Any]:
+    """Every table's numbers from the finished runs (JSON-ready)."""
+    reports = _reports(proto)
+    conta = reports.get(("conta", MAIN_RHO), {})
+    result: dict[str, Any] = {"primary": None, "rounds": {}, "paired": {}, "vs_conta": {},
+                              "sweep": {}, "monitor": {}, "endpoints": list(ENDPOINTS)}
+    # primary: conta round 1 - round 0, pseudo mIoU, rho 0.9
+    seeds, diffs = _paired(conta, 1, conta, 0, PRIMARY)
+    result["primary"] = {**interval(diffs), "seeds": seeds}
+    for (arm, rho), runs in sorted(reports.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        tag = f"{arm}@{rho}"
+        rounds = sorted({r for entries in runs.values() for r in entries})
+        result["rounds"][tag] = {
+            str(r): {k: {**interval([_value(e.get(r), k) for e in runs.values()]),
+                         "seeds": sorted(s for s, e in runs.items() if _value(e.get(r), k) is not None)}
+                     for k in ENDPOINTS} for r in rounds}
+        base = reports.get(("conta", rho), {})
+        if arm == "interventional":  # interventional round 0 - confounded round 0, by seed
+            result["paired"][tag] = {"0": {k: _with_seeds(*_paired(runs, 0, base, 0, k))
+                                           for k in ENDPOINTS}}
+            continue
+        # round t - round 0 (variants share conta's round 0: their own copy of it)
+        result["paired"][tag] = {str(r): {k: _with_seeds(*_paired(runs, r, runs, 0, k))
+                                          for k in ENDPOINTS} for r in rounds if r > 0}
+        if arm != "conta":
+            result["vs_conta"][tag] = {k: _with_seeds(*_paired(runs, 1, base, 1, k))
+                                       for k in ENDPOINTS}
+        result["monitor"][tag] = _monitor(runs)
+    for (arm, rho), runs in reports.items():
+        if arm != "conta":
+            continue
+        inter = reports.get(("interventional", rho), {})
+        row: dict[str, Any] = {}
+        for k in (PRIMARY, "cam_miou_best", "context_effect"):
+            s1, d_conta = _paired(runs, 1, runs, 0, k)
+            s2, d_int = _paired(inter, 0, runs, 0, k)
+            both = sorted(set(s1) & set(s2))
+            num = [d_conta[s1.index(s)] for s in both]
+            den = [d_int[s2.index(s)] for s in both]
+            row[k] = {"conta": _with_seeds(s1, d_conta), "interventional": _with_seeds(s2, d_int),
+                      "gap_closed": ratio_interval(num, den)}
+        result["sweep"][str(rho)] = row
+    return result
+
+
+def _with_seeds(seeds: list[int], diffs: list[float]) -> dict[str, Any]:
+    return {**interval(diffs), "seeds": seeds}
+
+
+def _monitor(runs: dict[int, dict]) -> dict[str, Any]:
+    """The last epoch's context figures of round 1 (and the first, to see them move)."""
+    out: dict[str, Any] = {}
+    for key in ("w_m_abs", "alpha_max_mean", "attention_logit_std", "alpha_uniform"):
+        for which, pos in (("first", 0), ("last", -1)):
+            vals = []
+            for entries in runs.values():
+                hist = (entries.get(1) or {}).get("epoch_history") or []
+                if hist and key in hist[pos]:
+                    vals.append(float(hist[pos][key]))
+            if vals:
+                out[f"{key}_{which}"] = interval(vals)
+    for key in ("context_share",):
+        out[key] = interval([_value(e.get(1), key) for e in runs.values()])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
+def _fmt(stat: dict | None, digits: int = 1, signed: bool = True) -> str:
+    if not stat or stat.get("mean") is None:
+        return "pending"
+    sign = "+" if signed else ""
+    text = f"{stat['mean']:{sign}.{digits}f}"
+    if stat.get("sd") is not None:
+        text += f" ± {stat['sd']:.{digits}f} [{stat['lo']:{sign}.{digits}f}, {stat['hi']:{sign}.{digits}f}]"
+    return text + f" (n={stat['n']})"
+
+
+def _digits(key: str) -> int:
+    return 1 if "miou" in key else 2 if key in ("context_effect", "contrast_context") else 3
+
+
+def _per_seed(stat: dict | None, digits: int) -> str:
+    if not stat or not stat.get("values"):
+        return ""
+    return ", ".join(f"{s}: {v:+.{digits}f}" for s, v in zip(stat.get("seeds", []), stat["values"]))
+
+
+def markdown_tables(res: dict[str, Any]) -> str:
+    """The tables of docs/results.md section 1 (mean ± sample SD [95% t interval] (n))."""
+    lines = ["Mean ± sample SD [95% t interval] (n seeds); differences are paired by training "
+             "seed on fixed data.", ""]
+    p = res["primary"]
+    lines += ["**Primary endpoint** (pre-registered): pseudo-mask mIoU, CONTA round 1 − round 0, "
+              f"rho {MAIN_RHO}: {_fmt(p)}", "", f"per seed: {_per_seed(p, 1)}", ""]
+    # per arm at the main rho: paired differences
+    lines += [f"**Paired differences at rho {MAIN_RHO}** (round t − round 0; interventional: "
+              "its round 0 − the confounded round 0)", "",
+              "| arm | diff | " + " | ".join(LABELS[k] for k in ENDPOINTS) + " |",
+              "|---|---|" + "---|" * len(ENDPOINTS)]
+    for arm in ARMS:
+        cell = res["paired"].get(f"{arm.name}@{MAIN_RHO}")
+        if not cell:
+            lines.append(f"| {arm.label} | | " + " | ".join("pending" for _ in ENDPOINTS) + " |")
+            continue
+        for r, stats in sorted(cell.items()):
+            diff = "int. − conf." if arm.name == "interventional" else f"round {r} − 0"
+            lines.append(f"| {arm.label} | {diff} | "
+                         + " | ".join(_fmt(stats[k], _digits(k)) for k in ENDPOINTS) + " |")
+    lines += ["", f"**Each variant against CONTA (Eq. 3)**, round 1 − round 1, rho {MAIN_RHO}", "",
+              "| variant | " + " | ".join(LABELS[k] for k in ENDPOINTS) + " |",
+              "|---|" + "---|" * len(ENDPOINTS)]
+    for name in VARIANTS:
+        stats = res["vs_conta"].get(f"{name}@{MAIN_RHO}")
+        cells = [_fmt(stats[k], _digits(k)) if stats else "pending" for k in ENDPOINTS]
+        lines.append(f"| {ARM_BY_NAME[name].label} | " + " | ".join(cells) + " |")
+    lines += ["", f"**Levels at rho {MAIN_RHO}** (not differences)", "",
+              "| arm | round | " + " | ".join(LABELS[k] for k in ENDPOINTS) + " |",
+              "|---|---|" + "---|" * len(ENDPOINTS)]
+    for arm in ARMS:
+        cell = res["rounds"].get(f"{arm.name}@{MAIN_RHO}", {})
+        for r, stats in sorted(cell.items()):
+            if arm.name in VARIANTS and r == "0":
+                continue  # the shared round 0 is conta's
+            lines.append(f"| {arm.label} | {r} | "
+                         + " | ".join(_fmt(stats[k], _digits(k), signed=False) for k in ENDPOINTS)
+                         + " |")
+    lines += ["", "**What the context parameters learned** (round 1, rho 0.9; first → last epoch)",
+              "", "| arm | mean abs w_M | mean largest alpha (uniform) | attention logit SD | "
+              "context share of CAM magnitude |", "|---|---|---|---|---|"]
+    for arm in ARMS:
+        m = res["monitor"].get(f"{arm.name}@{MAIN_RHO}")
+        if not m:
+            continue
+
+        def fl(key: str, digits: int = 4, m: dict = m) -> str:
+            a, b = m.get(f"{key}_first"), m.get(f"{key}_last")
+            if not a or not b or a["mean"] is None:
+                return "–"
+            return f"{a['mean']:.{digits}g} → {b['mean']:.{digits}g}"
+        uni = m.get("alpha_uniform_last")
+        share = m.get("context_share") or {}
+        lines.append(f"| {arm.label} | {fl('w_m_abs')} | {fl('alpha_max_mean', 3)}"
+                     + (f" ({uni['mean']:.3f})" if uni and uni['mean'] is not None else "")
+                     + f" | {fl('attention_logit_std', 3)} | "
+                     + (f"{share['mean']:.2g}" if share.get("mean") is not None else "–") + " |")
+    lines += ["", "**Sweep over rho**: CONTA round 1 − round 0, interventional − confounded "
+              "round 0, and the share of that gap CONTA closes (ratio of means, 95% bootstrap "
+              "over seeds)", "",
+              "| rho | endpoint | CONTA r1 − r0 | interventional − r0 | gap closed |",
+              "|---|---|---|---|---|"]
+    for rho in sorted(res["sweep"], key=float):
+        for k, row in res["sweep"][rho].items():
+            g = row["gap_closed"]
+            gap = "–" if g["ratio"] is None else f"{g['ratio']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
+            lines.append(f"| {rho} | {LABELS[k]} | {_fmt(row['conta'], _digits(k))} | "
+                         f"{_fmt(row['interventional'], _digits(k))} | {gap} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_seed_table(res: dict[str, Any]) -> str:
+    """The primary endpoint's paired differences per seed for every arm at rho 0.9."""
+    lines = ["| arm | " + " | ".join(f"seed {s}" for s in range(8)) + " |", "|---|" + "---|" * 8]
+    for arm in ARMS:
+        cell = res["paired"].get(f"{arm.name}@{MAIN_RHO}", {})
+        stats = cell.get("0" if arm.name == "interventional" else "1", {}).get(PRIMARY)
+        if not stats:
+            continue
+        by_seed = dict(zip(stats["seeds"], stats["values"]))
+        lines.append(f"| {arm.label} | " + " | ".join(
+            f"{by_seed[s]:+.1f}" if s in by_seed else "" for s in range(8)) + " |")
+    return "\n".join(lines) + "\n"
