@@ -41,11 +41,17 @@ def test_reuse_round0_only_when_the_configs_allow_it(tmp_path):
     base = resolve("cpu", ["data.root=/d"], seed=0, rounds=2)
     (src / "round_0" / "cams").mkdir(parents=True)
     base.save(src / "config.json")
-    for name in ("cam_train.json", "cam_net.pt", "cams.json", "pseudo.json", "seg.pt"):
+    for name in ("cam_net.pt", "cams.json", "pseudo.json", "seg.pt"):
         (src / "round_0" / name).write_text("x")
+    (src / "round_0" / "cam_train.json").write_text('{"inputs": {"config": "old", "data": {}}}')
     variant = resolve("cpu", ["data.root=/d", "context.attention=uniform"], seed=0, rounds=2)
     assert conta_evidence.reuse_round0(src, dst / "a", variant) == "round 0"
     assert (dst / "a" / "round_0" / "seg.pt").is_file()
+    # the copied records carry the variant's config fingerprint (the run folder checks it)
+    from causal_wsss.runfolder import config_fingerprint
+
+    record = json.loads((dst / "a" / "round_0" / "cam_train.json").read_text())
+    assert record["inputs"]["config"] == config_fingerprint(variant)
     irn = resolve("cpu", ["data.root=/d", "pseudo.refine=irn"], seed=0, rounds=0)
     assert conta_evidence.reuse_round0(src, dst / "b", irn) == "round-0 CAM stages"
     copied = {p.name for p in (dst / "b" / "round_0").iterdir()}
