@@ -77,3 +77,24 @@ def test_tiny_protocol_end_to_end(tmp_path):
 
     plot_evidence_arms(res)
     plot_evidence_sweep(res)
+
+
+def test_share_round0_refuses_a_config_that_round0_reads(tmp_path):
+    from causal_wsss.config import resolve
+    from causal_wsss.errors import ConfigError
+    from causal_wsss.evidence import share_round0
+    from causal_wsss.runfolder import config_fingerprint
+
+    src = tmp_path / "conta"
+    (src / "round_0").mkdir(parents=True)
+    base = resolve("cpu", ["data.root=/d"], seed=0, rounds=1)
+    base.save(src / "config.json")
+    (src / "round_0" / "seg_predict.json").write_text('{"inputs": {"config": "x", "data": {}}}')
+    variant = resolve("cpu", ["data.root=/d", "context.adjustment=exact"], seed=0, rounds=1)
+    assert share_round0(src, tmp_path / "exact", variant)
+    record = json.loads((tmp_path / "exact" / "round_0" / "seg_predict.json").read_text())
+    assert record["inputs"]["config"] == config_fingerprint(variant)
+    assert not share_round0(src, tmp_path / "exact", variant)  # already there
+    other = resolve("cpu", ["data.root=/d", "cam.epochs=3"], seed=0, rounds=1)
+    with pytest.raises(ConfigError, match="cam"):
+        share_round0(src, tmp_path / "other", other)
