@@ -168,11 +168,60 @@ def dataset_fingerprint(ds) -> dict[str, Any]:
     return {"split": ds.split, "images": len(ds), "sha256": h.hexdigest()[:20]}
 
 
+LATER_KEYS: dict[str, Any] = {
+    "cam.checkpoint": "",
+    "context.adjustment": "nwgm",
+    "context.optimizer": "same",
+    "context.lr": 0.0,
+}
+"""Keys added after run folders began to carry config fingerprints, each with the value that
+does what the code did before the key existed. At that value a key is left out of the
+fingerprint, so a folder written before the key existed still resumes. Add every new config key
+here with its neutral value (tests/test_runfolder.py checks that the defaults are neutral)."""
+
+IRN_ONLY: tuple[str, ...] = (
+    "pseudo.conf_fg_threshold", "pseudo.conf_bg_threshold", "pseudo.ir_crf",
+    "pseudo.sem_seg_bg_threshold", "pseudo.beta", "pseudo.exp_times", "pseudo.irn_radius",
+    "pseudo.irn_epochs", "pseudo.irn_batch_size")
+"""Keys read only by IRN refinement: left out of the fingerprint unless ``pseudo.refine=irn``
+(so a preset whose IRN settings change keeps the other runs' folders resumable)."""
+
+
+def _drop(data: dict, dotted: str) -> None:
+    section, key = dotted.split(".", 1)
+    if isinstance(data.get(section), dict):
+        data[section].pop(key, None)
+
+
+def _hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def config_fingerprint(cfg) -> str:
-    """A hash of the configuration, every key but ``rounds``."""
+    """A hash of the configuration: every key but ``rounds``, the :data:`LATER_KEYS` at their
+    neutral values, and the :data:`IRN_ONLY` keys when the run does not refine with IRN."""
     data = cfg.to_dict()
     data.pop("rounds", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+    for dotted, neutral in LATER_KEYS.items():
+        section, key = dotted.split(".", 1)
+        if data.get(section, {}).get(key, neutral) == neutral:
+            _drop(data, dotted)
+    if data.get("pseudo", {}).get("refine") != "irn":
+        for dotted in IRN_ONLY:
+            _drop(data, dotted)
+    return _hash(data)
+
+
+def legacy_config_fingerprint(cfg) -> str:
+    """The fingerprint of folders written before :data:`IRN_ONLY` was left out (every key but
+    ``rounds`` and the neutral :data:`LATER_KEYS`): still accepted when a folder resumes."""
+    data = cfg.to_dict()
+    data.pop("rounds", None)
+    for dotted, neutral in LATER_KEYS.items():
+        section, key = dotted.split(".", 1)
+        if data.get(section, {}).get(key, neutral) == neutral:
+            _drop(data, dotted)
+    return _hash(data)
 
 
 def run_inputs(cfg, sets: dict) -> dict[str, Any]:
@@ -403,6 +452,7 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
     rounds = folder.rounds()
     records: dict[tuple[int, str], dict] = {}
     data_changed = config_changed = ""
+    legacy = legacy_config_fingerprint(cfg)
     for r in rounds:
         for stage in STAGES:
             path = folder.record_path(r, stage)
@@ -417,7 +467,7 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
                 data_changed = (f"the data under {cfg.data.root} changed since {path} was "
                                 "written: "
                                 + _describe_data_change(recorded.get("data"), inputs["data"]))
-            if recorded.get("config") != inputs["config"] and not config_changed:
+            if recorded.get("config") not in (inputs["config"], legacy) and not config_changed:
                 config_changed = (f"{path} was computed with a different configuration than "
                                   f"this one ({out / CONFIG_NAME} was edited or replaced)")
     if data_changed or config_changed:

@@ -339,3 +339,42 @@ def test_every_stage_has_its_files_and_inputs_declared():
 
     assert set(STAGE_ARTEFACTS) == set(STAGES) == set(STAGE_INPUTS)
     assert all(dep in STAGES for deps in STAGE_INPUTS.values() for _, dep in deps)
+
+
+def test_later_keys_at_their_defaults_leave_the_fingerprint_alone():
+    """A folder written before a key existed resumes: every LATER_KEYS default is its neutral
+    value, and a neutral later key or an IRN-only key of a run without IRN is left out."""
+    import dataclasses
+
+    from causal_wsss.config import ExperimentConfig, resolve
+    from causal_wsss.runfolder import (
+        IRN_ONLY,
+        LATER_KEYS,
+        config_fingerprint,
+        legacy_config_fingerprint,
+    )
+
+    defaults = ExperimentConfig()
+    for dotted, neutral in LATER_KEYS.items():
+        section, key = dotted.split(".")
+        assert getattr(getattr(defaults, section), key) == neutral, dotted
+    cfg = resolve("cpu", ["data.root=/d"])
+    before = cfg.to_dict()  # what a folder from before the later keys hashed
+    before.pop("rounds")
+    for dotted in LATER_KEYS:
+        section, key = dotted.split(".")
+        before[section].pop(key)
+    import hashlib
+    import json as _json
+
+    old = hashlib.sha256(_json.dumps(before, sort_keys=True).encode()).hexdigest()[:20]
+    assert legacy_config_fingerprint(cfg) == old
+    changed_irn = resolve("cpu", ["data.root=/d", "pseudo.irn_radius=7"])
+    assert config_fingerprint(changed_irn) == config_fingerprint(cfg)  # refine=none
+    with_irn = resolve("cpu", ["data.root=/d", "pseudo.refine=irn"])
+    assert config_fingerprint(resolve("cpu", ["data.root=/d", "pseudo.refine=irn",
+                                              "pseudo.irn_radius=7"])) != config_fingerprint(with_irn)
+    assert config_fingerprint(resolve("cpu", ["data.root=/d", "context.adjustment=exact"])) \
+        != config_fingerprint(cfg)
+    assert all(dotted.startswith("pseudo.") for dotted in IRN_ONLY)
+    assert not dataclasses.is_dataclass(cfg.pseudo.refine)
