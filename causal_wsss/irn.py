@@ -689,3 +689,51 @@ def oracle_walk_labels(mask: np.ndarray, keys: torch.Tensor, cams_stride4: torch
     radius, exp_times = walk_settings(cfg, tuple(boundary.shape))
     return semantic_labels(maps, keys, boundary, (height, width), beta=cfg.beta,
                            exp_times=exp_times, bg_threshold=bg_threshold, radius=radius)
+
+
+def oracle_scores(dataset: SegmentationDataset, cfg: PseudoConfig, thresholds: Iterable[float],
+                  *, cam_dir: str | os.PathLike | None = None, max_images: int = 0,
+                  progress: bool = True) -> dict[str, dict[float, float]]:
+    """mIoU (percent, over the data set's classes) of the walk on ground-truth boundaries
+    (:func:`oracle_walk_labels`), at each background threshold.
+
+    ``cam_dir`` None: perfect CAMs, the sanity check; otherwise the cached CAMs' stride-4 maps.
+    Returns ``{"walk": {t: mIoU}, "no_walk": {t: mIoU}}`` over the first ``max_images``
+    images (0: all); "no_walk" upsamples and thresholds the same stride-4 maps without a walk.
+    """
+    from .metrics import ConfusionMatrix
+    from .runtime import progress_bar
+
+    thresholds = [float(t) for t in thresholds]
+    classes = getattr(dataset, "used_classes", None)
+    conf = {(kind, t): ConfusionMatrix(dataset.num_classes, classes=classes)
+            for kind in ("walk", "no_walk") for t in thresholds}
+    cache = CamCache(cam_dir) if cam_dir is not None else None
+    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    desc = "oracle walk" + (" (perfect CAMs)" if cache is None else "")
+    for i in progress_bar(range(count), desc=desc, disable=not progress):
+        mask = dataset.load_mask(i)
+        target = torch.from_numpy(mask.astype(np.int64))
+        if cache is None:
+            keys = torch.tensor([int(v) - 1 for v in np.unique(mask) if 0 < v < IGNORE_INDEX],
+                                dtype=torch.int64)
+            maps = None
+        else:
+            cams = cache.get(dataset.names[i])
+            if cams.stride4 is None:
+                raise DataError(f"oracle walk: the CAMs of '{dataset.names[i]}' in {cam_dir} "
+                                "have no stride-4 maps; run make_cams with stride4")
+            keys, maps = cams.keys, cams.stride4
+        maps = perfect_cams(mask, keys) if maps is None else maps.float()
+        walked = maps
+        if keys.numel():
+            boundary = ground_truth_boundary(mask)
+            radius, exp_times = walk_settings(cfg, tuple(boundary.shape))
+            walked = random_walk(maps, boundary, beta=cfg.beta, exp_times=exp_times,
+                                 radius=radius)
+        for t in thresholds:  # as oracle_walk_labels, with one walk for every threshold
+            for kind, source in (("walk", walked), ("no_walk", maps)):
+                labels = stride4_to_labels(source, keys, mask.shape, bg_threshold=t)
+                conf[kind, t].update(labels.long(), target)
+    return {kind: {t: 100 * conf[kind, t].compute().miou for t in thresholds}
+            for kind in ("walk", "no_walk")}

@@ -127,7 +127,8 @@ def benchmark_images(tmp_path_factory):
                                  PseudoConfig()], ids=["scaled walk", "IRNet's walk"])
 def test_perfect_cams_through_the_oracle_walk_match_no_walk(benchmark_images, cfg):
     """The diagnostic cannot erase what it should keep: walked perfect CAMs on ground-truth
-    boundaries score within 3 points of the same maps without a walk (280 px benchmark)."""
+    boundaries score within 3 points (threshold 0.25) or 5 (0.5) of the same maps without a walk
+    (280 px benchmark; the old two-sided ring lost 60 points at 0.25)."""
     for threshold in (0.25, 0.5):
         walked, plain = ConfusionMatrix(21), ConfusionMatrix(21)
         for mask in benchmark_images:
@@ -138,7 +139,10 @@ def test_perfect_cams_through_the_oracle_walk_match_no_walk(benchmark_images, cf
                 out = oracle_walk_labels(mask, keys, None, cfg, bg_threshold=threshold, walk=walk)
                 conf.update(out.long(), target)
         assert plain.miou() > 0.85
-        assert walked.miou() > plain.miou() - 0.03, (threshold, walked.miou(), plain.miou())
+        # IRNet zeroes the CAMs on boundary cells: the ring just outside each object pulls
+        # its edge down by up to half a cell after upsampling, which costs most at 0.5
+        tolerance = 0.03 if threshold == 0.25 else 0.05
+        assert walked.miou() > plain.miou() - tolerance, (threshold, walked.miou(), plain.miou())
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,3 +216,30 @@ def test_cpu_preset_follows_irnet_protocol_and_old_runs_stay_resumable():
     irn_old = resolve("cpu", ["data.root=/d", "pseudo.refine=irn", "pseudo.irn_steps=0"])
     irn_new = resolve("cpu", ["data.root=/d", "pseudo.refine=irn"])
     assert [k for k, _, _ in config_differences(irn_old, irn_new)] == ["pseudo.irn_steps"]
+
+
+def test_oracle_scores_agree_with_oracle_walk_labels(benchmark_images, tmp_path):
+    """The batched scorer of the script walks once per image; the numbers are those of
+    :func:`oracle_walk_labels` image by image."""
+    from causal_wsss.irn import oracle_scores
+
+    class Masks:
+        num_classes = 21
+        names = [str(i) for i in range(2)]
+
+        def __len__(self):
+            return 2
+
+        def load_mask(self, i):
+            return benchmark_images[i]
+
+    cfg = PseudoConfig(walk_reach=IRNET_WALK_REACH)
+    got = oracle_scores(Masks(), cfg, [0.25, 0.5], progress=False)
+    for t in (0.25, 0.5):
+        for kind, walk in (("walk", True), ("no_walk", False)):
+            conf = ConfusionMatrix(21)
+            for mask in benchmark_images[:2]:
+                keys = torch.tensor([int(v) - 1 for v in np.unique(mask) if 0 < v < 255])
+                out = oracle_walk_labels(mask, keys, None, cfg, bg_threshold=t, walk=walk)
+                conf.update(out.long(), torch.from_numpy(mask.astype(np.int64)))
+            assert got[kind][t] == pytest.approx(100 * conf.compute().miou)
