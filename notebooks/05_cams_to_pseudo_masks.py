@@ -23,6 +23,9 @@
 # - IRNet's refinement, step by step: confident inter-pixel relation (IR) labels from two
 #   thresholds (foreground 0.30, background 0.05, ignore in between), a boundary network
 #   trained on them, and the boundary-aware random walk that spreads the CAMs inside objects;
+# - how IRNet's protocol carries to smaller images and data sets: training counted in SGD
+#   steps, the walk's reach a fixed fraction of the image;
+# - to check a diagnostic before trusting it: the walk on true boundaries, fed perfect CAMs;
 # - to compare the variants by the mIoU of their pseudo-masks on the same images.
 #
 # **Before this:** [04 · CAMs up close](04_cams_up_close.ipynb) (round 0 of the pipeline and
@@ -364,45 +367,52 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # the PNGs it wrote. `causal-wsss run --refine irn` (or `pseudo.refine=irn`, the default of the
 # `gpu` and `paper` presets) makes the IRNet variant the pseudo-masks of every round.
 #
-# In smoke mode the numbers are noise. At the former `cpu` preset (now `cpu_scratch`: ResNet-18
-# from scratch, 150 px images), over three seeds (round 0, rho 0.9,
-# `docs/results.md` section 4), pseudo-mask mIoU on the training images was:
+# In smoke mode the numbers are noise. What has been measured (`docs/results.md`, section 4):
 #
-# | `pseudo.refine` | pseudo-mask mIoU | segmentation mIoU (val) |
-# |---|---|---|
-# | none (threshold 0.5) | 33.0 ± 1.1 | 32.9 ± 1.6 |
-# | crf | **47.4 ± 3.0** | **43.0 ± 4.7** |
-# | irn, IRNet's thresholds | 17.8 ± 1.0 | 16.3 ± 2.0 |
-#
-# The dense CRF gains 14 points in every seed (flat-coloured silhouettes on textured backgrounds
-# are easy colour edges). The random walk loses half. The IR labels show a first reason: at
-# IRNet's 0.30 these diffuse CAMs are "confident" almost everywhere (the horse covers the grass,
-# the bird the sky), because IRNet's thresholds were tuned for CAMs of an ImageNet ResNet-50 whose
-# best threshold is near 0.15, while ours peak near 0.65. But tuning them is not enough
-# (`scripts/tune_irn_thresholds.py`, seed 0): the best of three threshold pairs and three walk
-# thresholds reached 24.5 against the plain threshold's 33.6. And the decisive check: the same
-# walk on boundaries taken from the **ground-truth** masks reached only 18.8. So the learned
-# boundaries are not what fails; the propagation is. With true boundaries the walk averages each
-# CAM over its object and over the whole background, and our CAMs hold most of their mass on the
-# context in the background, so the background ends up with a large share of the class score.
+# - **At the former `cpu` preset** (`cpu_scratch`: ResNet-18 from scratch, 150 px images; three
+#   seeds), the threshold gave 33.0 ± 1.1 pseudo-mask mIoU, the CRF **47.4 ± 3.0** (+14 in every
+#   seed: flat-coloured silhouettes on textured backgrounds are easy colour edges) and IRN 17.8
+#   ± 1.0. That IRN run did not follow IRNet: no CRF on the IR labels, 36 SGD steps of boundary
+#   training instead of 993, and IRNet's 256 walk steps on a grid far smaller than VOC's.
+# - **An earlier version of this notebook concluded that the walk itself fails**, because a walk
+#   on ground-truth boundaries scored no better. That check was broken: its boundary ring lay
+#   partly *inside* the objects, and the walk zeroes the CAMs there, so it erased most of each
+#   object even from perfect CAMs (33 mIoU instead of 99). The conclusion is withdrawn.
+# - **The fixed check (section 4d; the `cpu` preset, seed 0, 400 images):** perfect CAMs keep
+#   97.9 mIoU through the walk on true boundaries (99.8 without a walk), so the check no longer
+#   erases what it should keep. The course's CAMs walked on true boundaries reach **73.8** at a
+#   background threshold of 0.7, against 44.0 for the plain threshold: with the right boundaries
+#   the propagation works on these CAMs. At IRNet's 0.25 it gives 16.6: these CAMs leak onto the
+#   context, which lies in the background region, and the walk spreads that leak over the whole
+#   region, whose average then beats a quarter of the global maximum.
+# - **IRN with IRNet's protocol** (IR-label CRF, ~1000 steps, the scaled walk) over three seeds,
+#   beside the threshold, the CRF and the walk on true boundaries, and the IR labels' share of
+#   confident foreground and background: **not measured yet** (`scripts/compare_refinement.py`,
+#   command in `docs/results.md` 4c). Whether *learned* boundaries get anywhere near the oracle's
+#   73.8 is the open question; the table above (section 5) answers it for one run when you
+#   execute this notebook at the `cpu` preset.
 #
 # The general lesson: refinement amplifies what the CAMs say, errors included. The random walk
 # spreads CAM mass inside the regions the boundary map closes; when the CAM has leaked onto the
-# context, the leaked region is confident "horse" and the walk fills it in. No refinement removes
-# the confounder, because every variant starts from the same biased CAMs. On VOC, with the
-# `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
+# context, the leaked region is confident "horse" and the walk fills it in, unless the threshold
+# after the walk is high enough to keep only regions whose *average* score is high. No refinement
+# removes the confounder, because every variant starts from the same biased CAMs. On VOC, with
+# the `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
 #
 # ## What we saw
 #
 # - A background threshold turns CAMs into pseudo-masks, but cannot separate an object from the
 #   context its CAM leaked onto.
 # - A dense CRF snaps labels to colour edges (when `pydensecrf` is installed).
-# - IRNet keeps only confident labels (0.30 / 0.05), learns a boundary map from their relations,
-#   and lets the CAM random-walk inside regions (β = 10, 2^8 steps), thresholding at 0.25.
-# - Scored the same way on the same images, the variants differ, and a refinement tuned for one
-#   kind of CAM can hurt another (at the `cpu` preset the CRF gained 14 points over three seeds,
-#   the walk lost 15, and lost even on ground-truth boundaries). None removes
-#   the confounder itself, since they all start from the same biased CAMs.
+# - IRNet keeps only confident labels (0.30 / 0.05, through the CRF), learns a boundary map from
+#   their relations (about 1000 SGD steps, whatever the data set's size), and lets the CAM
+#   random-walk inside regions (β = 10, a reach of 0.30 of the image: 2^8 steps at radius 5 on
+#   VOC, radius 3 here), thresholding at 0.25.
+# - A diagnostic must pass its own sanity check: on true boundaries placed outside the objects,
+#   perfect CAMs survive the walk, and these CAMs gain 30 points at a threshold of 0.7 (seed 0),
+#   but lose at IRNet's 0.25. How far learned boundaries fall short of true ones is still to be
+#   measured over seeds. None of the variants removes the confounder itself, since they all
+#   start from the same biased CAMs.
 #
 # **Next:** the confounder dictionary and the context adjustment that intervene on the
 # classifier: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).
