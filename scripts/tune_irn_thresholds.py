@@ -2,9 +2,9 @@
 
 IRNet's thresholds (confident foreground 0.30, confident background 0.05, background after the
 random walk 0.25; method.md section 4) suit CAMs of an ImageNet ResNet-50, whose best
-background threshold is about 0.15. The `cpu` preset's CAMs (a small network trained from
-scratch) are diffuse, with a best threshold of about 0.65, so those values mark most of the
-image as confident foreground. This script trains IRN once per (fg, bg) pair on the cached CAMs
+background threshold is about 0.15. The CAMs of the `cpu` and `cpu_scratch` presets are
+diffuse, with a best threshold of about 0.65-0.75, so those values mark most of the image as
+confident foreground. This script trains IRN once per (fg, bg) pair on the cached CAMs
 of ``RUN/round_0`` and scores the random walk at each background threshold:
 
     python scripts/tune_irn_thresholds.py runs/evidence/rho0.9_seed0 --out runs/irn_tuning \\
