@@ -243,3 +243,42 @@ def test_oracle_scores_agree_with_oracle_walk_labels(benchmark_images, tmp_path)
                 out = oracle_walk_labels(mask, keys, None, cfg, bg_threshold=t, walk=walk)
                 conf.update(out.long(), torch.from_numpy(mask.astype(np.int64)))
             assert got[kind][t] == pytest.approx(100 * conf.compute().miou)
+
+
+# --------------------------------------------------------------------------------------------
+# scripts/compare_refinement.py: the IR-label statistics and the interval
+
+
+def test_compare_refinement_ir_label_stats_and_interval(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import compare_refinement
+
+    from causal_wsss.pseudo_masks import save_mask_png
+
+    truth = np.zeros((4, 5), np.uint8)
+    truth[:2, :2] = 3
+    truth[3, 4] = 255  # void: not counted
+    ir = np.full((4, 5), 255, np.uint8)
+    ir[:2, :3] = 3  # 4 right, 2 wrong (truth background)
+    ir[3, :] = 0  # 4 right background (the void pixel is not counted)
+    save_mask_png(tmp_path / "a.png", ir)
+
+    class One:
+        names = ["a"]
+
+        def load_mask(self, i):
+            return truth
+
+    stats = compare_refinement.ir_label_stats(One(), tmp_path)
+    assert stats["confident_fg"] == pytest.approx(100 * 6 / 19)
+    assert stats["confident_fg_correct"] == pytest.approx(100 * 4 / 6)
+    assert stats["confident_bg"] == pytest.approx(100 * 4 / 19)
+    assert stats["confident_bg_correct"] == 100
+    assert stats["ignore"] == pytest.approx(100 * 9 / 19)
+    assert stats["truth_fg"] == pytest.approx(100 * 4 / 19)
+    mean, half = compare_refinement.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652729911275 / 3 ** 0.5)
+    assert np.isnan(compare_refinement.interval([5.0])[1])
