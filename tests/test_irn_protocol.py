@@ -154,6 +154,9 @@ def test_walk_params_reproduce_irnet_at_voc_size_and_check_their_input():
     assert walk_params((125, 94), IRNET_WALK_REACH) == (5, 8)
     assert abs(walk_reach_cells(5, 8) / 125 - IRNET_WALK_REACH) < 1e-12
     assert walk_step_spread(3) == pytest.approx(2 ** 0.5)  # the 5x5 square
+    # the radius follows the grid: 5 on VOC's 125 cells, 3 on the benchmark's 73, 10 on 250
+    assert [walk_params((n, n), IRNET_WALK_REACH)[0] for n in (24, 73, 125, 250)] == [2, 3, 5, 10]
+    assert walk_params((250, 250), IRNET_WALK_REACH)[1] == 8  # radius doubled, same steps
     assert walk_settings(PseudoConfig(exp_times=7), (10, 10)) == (5, 7)
     assert walk_settings(PseudoConfig(walk_reach=IRNET_WALK_REACH), (94, 125)) == (5, 8)
     with pytest.raises(ConfigError, match="walk_reach"):
