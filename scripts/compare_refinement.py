@@ -22,7 +22,7 @@ boundary network, pseudo-masks), ``scores.json`` (every number, per-class IoU in
 apply to every run's saved configuration, e.g. the `cpu` preset's IRN protocol on runs made
 before it was adopted:
 
-    python scripts/compare_refinement.py runs/evidence/rho0.9_seed{0,1,2} --out runs/refine \\
+    python scripts/compare_refinement.py runs/evidence/conta/rho0.9_seed{0,1,2} --out runs/refine \\
         --irn pseudo.ir_crf=true pseudo.irn_steps=993 pseudo.irn_batch_size=8 \\
         pseudo.irn_radius=5 pseudo.walk_reach=0.29879914246234357
 """
