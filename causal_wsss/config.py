@@ -84,9 +84,59 @@ class CamInferConfig:
     max_side: int = 0  # 0 = native size; >0 caps the long side during inference
 
 
+IRNET_WALK_GRID = 125
+"""Long side of IRNet's walk grid: stride 4 on VOC images, which are 500 px on their long side."""
+
+IRNET_WALK_RADIUS = 5
+"""Radius of the affinities of IRNet's random walk (``propagate_to_edge(radius=5)``)."""
+
+IRNET_EXP_TIMES = 8
+"""IRNet's ``exp_times``: the walk takes 2^8 = 256 steps."""
+
+IRNET_IRN_STEPS = 993
+"""SGD steps of IRNet's boundary training: 3 epochs of VOC train_aug (10,582 images) in batches
+of 32, 3 x ceil(10582 / 32)."""
+
+
+def walk_step_spread(radius: int) -> float:
+    """Per-axis standard deviation (in grid cells) of one step of the random walk without
+    boundaries: a uniform step onto the window {(dy, dx) : dy^2 + dx^2 < radius^2}, staying put
+    included (the affinities are all 1 when no boundary is in sight)."""
+    r = int(radius)
+    cells = [(dy, dx) for dy in range(-r + 1, r) for dx in range(-r + 1, r)
+             if dy * dy + dx * dx < r * r]
+    return math.sqrt(sum(dx * dx for _, dx in cells) / len(cells))
+
+
+IRNET_WALK_REACH = walk_step_spread(IRNET_WALK_RADIUS) * 2 ** (IRNET_EXP_TIMES / 2) / IRNET_WALK_GRID
+"""The reach of IRNet's walk as a fraction of the grid's long side (about 0.30): the per-axis
+standard deviation of 2^8 boundary-free steps at radius 5 (2.33 cells per step, 16 times that,
+37 cells, after 256 steps), over the 125 cells of a VOC image's stride-4 grid."""
+
+
 @dataclass(frozen=True)
 class PseudoConfig:
-    """From CAMs to pseudo-masks."""
+    """From CAMs to pseudo-masks.
+
+    IRN refinement (``refine="irn"``) follows IRNet (method.md sections 4 and 8) with three
+    keys that carry its protocol to images and data sets of another size:
+
+    - ``walk_reach``: 0 walks ``2^exp_times`` steps on radius-5 affinities, IRNet's numbers as
+      they are (right for VOC-sized images). A value f > 0 scales the walk to each image's
+      stride-4 grid of long side L cells instead: radius ``r = max(2, round(5 L / 125))`` and
+      ``exp_times = round(log2((f L / s(r))^2))``, where ``s(r)`` is the per-axis spread of one
+      boundary-free step (:func:`walk_step_spread`). The walk's reach (the per-axis standard
+      deviation of 2^exp_times steps, ``s(r) 2^(exp_times / 2)``) is then about f L, a fixed
+      fraction of the image. :data:`IRNET_WALK_REACH` (about 0.30) is IRNet's own fraction: at
+      L = 125 the rule gives radius 5 and exp_times 8. Rounding exp_times keeps the reach
+      within a factor 2^(1/4) of f L.
+    - ``irn_steps``: 0 trains the boundary network ``irn_epochs`` epochs. N > 0 trains
+      ``ceil(N / batches per epoch)`` epochs instead, so the number of SGD steps is about N
+      whatever the data set's size; :data:`IRNET_IRN_STEPS` (993) is IRNet's.
+    - ``ir_crf``: IRNet puts a dense CRF on both IR label maps; it needs the ``crf`` extra
+      (``pip install "causal-wsss[crf]"``), and a run that asks for it without the package
+      stops before training with a message naming it.
+    """
 
     refine: str = "none"  # none | crf | irn
     bg_threshold: float = 0.15
@@ -100,6 +150,8 @@ class PseudoConfig:
     irn_radius: int = 10
     irn_epochs: int = 3
     irn_batch_size: int = 32
+    walk_reach: float = 0.0  # 0: exp_times and radius 5 as given; f > 0: scaled to the grid
+    irn_steps: int = 0  # 0: irn_epochs epochs; N > 0: about N SGD steps (IRNet: 993)
 
 
 @dataclass(frozen=True)
@@ -312,7 +364,13 @@ def _cpu() -> ExperimentConfig:
         # Chosen once, before any CONTA round: the best threshold of the round-0 sweep of the
         # regime search's confounded set (seed 0, validation split: 0.72), kept for every round
         # and seed (docs/results.md, section 5).
-        pseudo=PseudoConfig(bg_threshold=0.7),
+        # IRN refinement (pseudo.refine=irn) follows IRNet's protocol carried to this size
+        # (docs/method-decisions.md): the CRF on the IR labels; about IRNet's 993 SGD steps of
+        # boundary training (20 epochs of 400 images in batches of 8: 1000 steps; batches of 32,
+        # IRNet's, would take hours on a CPU), with the affinity radius scaled like the crop
+        # (10 x 256 / 512 = 5); the walk's reach the same fraction of the image as IRNet's.
+        pseudo=PseudoConfig(bg_threshold=0.7, ir_crf=True, irn_steps=IRNET_IRN_STEPS,
+                            irn_batch_size=8, irn_radius=5, walk_reach=IRNET_WALK_REACH),
         # The frozen-stem MobileNetV2 segmentation net takes 0.5 s per step of 8 crops of 224 px
         # on 2 cores (16 crops of 256 px: 1.65 s), so 100 steps (2 epochs) fit a round's budget.
         seg=SegConfig(arch="tiny", backbone="mobilenet_v2", weights="imagenet", iterations=100,
@@ -478,6 +536,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pseudo.irn_radius": _int_at_least(2),
     "pseudo.irn_epochs": _int_at_least(1),
     "pseudo.irn_batch_size": _int_at_least(1),
+    "pseudo.walk_reach": _number(0.0, 1.0),
+    "pseudo.irn_steps": _int_at_least(0, " (0 = irn_epochs epochs)"),
     "seg.arch": _nonempty_text(),
     "seg.backbone": _nonempty_text(),
     "seg.weights": _nonempty_text(),
@@ -547,7 +607,8 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def config_differences(old: ExperimentConfig, new: ExperimentConfig,
                        ignore: tuple[str, ...] = ("rounds",)) -> list[tuple[str, Any, Any]]:
-    """``[(dotted key, old value, new value)]`` for every key whose values differ."""
+    """``[(dotted key, old value, new value)]`` for every key whose values differ (the
+    :data:`IRN_ONLY_KEYS` only when one of the two refines with IRN)."""
     def flat(d: dict, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -558,8 +619,18 @@ def config_differences(old: ExperimentConfig, new: ExperimentConfig,
         return out
 
     a, b = flat(old.to_dict()), flat(new.to_dict())
+    if old.pseudo.refine != "irn" and new.pseudo.refine != "irn":
+        ignore = (*ignore, *IRN_ONLY_KEYS)  # settings neither run used
     return [(k, a.get(k), b.get(k)) for k in list(dict.fromkeys([*a, *b]))
             if k not in ignore and a.get(k) != b.get(k)]
+
+
+IRN_ONLY_KEYS = tuple(f"pseudo.{k}" for k in (
+    "conf_fg_threshold", "conf_bg_threshold", "ir_crf", "sem_seg_bg_threshold", "beta",
+    "exp_times", "irn_radius", "irn_epochs", "irn_batch_size", "walk_reach", "irn_steps"))
+"""Keys read only by IRN refinement: :func:`config_differences` ignores them when neither
+configuration has ``pseudo.refine=irn`` (so a run folder of a preset whose IRN settings changed
+since stays resumable)."""
 
 
 def describe_differences(diffs: list[tuple[str, Any, Any]], limit: int = 8) -> str:

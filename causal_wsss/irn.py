@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .cam import CamCache, ImageCams
-from .config import PseudoConfig
+from .config import IRNET_WALK_GRID, IRNET_WALK_RADIUS, PseudoConfig, walk_step_spread
 from .constants import IGNORE_INDEX
 from .data.base import SegmentationDataset
 from .data.transforms import RandomGeometry, normalize
@@ -48,7 +48,7 @@ IRN_MOMENTUM = 1e-4
 IRN_SCALE_RANGE = (0.5, 1.5)
 """Random rescale range of IRNet's affinity training data (``rescale=(0.5, 1.5)``)."""
 
-WALK_RADIUS = 5
+WALK_RADIUS = IRNET_WALK_RADIUS
 """Radius of the affinities used by the random walk (IRNet ``propagate_to_edge(radius=5)``)."""
 
 CHECKPOINT_NAME = "irn.pt"
@@ -308,6 +308,19 @@ class AffinityTransform(RandomGeometry):
         return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def irn_epochs(cfg: PseudoConfig, batches_per_epoch: int) -> int:
+    """Epochs of boundary training: ``cfg.irn_epochs``, or with ``cfg.irn_steps = N > 0``
+    ``ceil(N / batches_per_epoch)``, so that about N SGD steps are taken whatever the data set's
+    size (IRNet: 3 epochs of 331 batches, N = 993; :data:`causal_wsss.config.IRNET_IRN_STEPS`).
+
+    >>> irn_epochs(PseudoConfig(irn_steps=993), 13)  # 400 images in batches of 32
+    77
+    """
+    if cfg.irn_steps <= 0:
+        return int(cfg.irn_epochs)
+    return max(1, math.ceil(cfg.irn_steps / max(1, int(batches_per_epoch))))
+
+
 def train_irn(cam_net: nn.Module, dataset: SegmentationDataset, ir_label_dir: str | os.PathLike,
               cfg: PseudoConfig, *, crop_size: int, device: torch.device | str,
               out_dir: str | os.PathLike, seed: int, progress: bool = True,
@@ -322,10 +335,11 @@ def train_irn(cam_net: nn.Module, dataset: SegmentationDataset, ir_label_dir: st
     paper). Affinity labels come from the crop's label map taken every 4th pixel (IRNet's x0.25
     nearest downscale, the stride-4 grid) with path radius ``cfg.irn_radius``; loss
     :func:`affinity_loss`. SGD over the branch only, ``lr`` with a poly schedule (power
-    ``poly_power``) over ``cfg.irn_epochs`` epochs of batch ``cfg.irn_batch_size``; IRNet's
+    ``poly_power``) over :func:`irn_epochs` epochs of batch ``cfg.irn_batch_size``; IRNet's
     weight decay 1e-4 and effective momentum 1e-4 by default. :func:`causal_wsss.train.fit`
     checkpoints ``out_dir/irn.pt`` after every epoch and resumes from it; DDP under
-    ``dist_info``. Returns ``{"epochs", "final_loss", "history", "checkpoint"}`` (JSON-ready);
+    ``dist_info``. Returns ``{"epochs", "steps", "final_loss", "history", "checkpoint"}``
+    (JSON-ready);
     load the network with :func:`load_boundary_net`.
     """
     from .runtime import get_dist
@@ -344,8 +358,9 @@ def train_irn(cam_net: nn.Module, dataset: SegmentationDataset, ir_label_dir: st
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = build_optimizer([{"name": "edge", "params": params, "lr": lr}], name="sgd",
                                 lr=lr, weight_decay=weight_decay, momentum=momentum)
+    epochs = irn_epochs(cfg, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, poly_lambda(cfg.irn_epochs * len(loader), poly_power))
+        optimizer, poly_lambda(epochs * len(loader), poly_power))
     model: nn.Module = net
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -363,12 +378,12 @@ def train_irn(cam_net: nn.Module, dataset: SegmentationDataset, ir_label_dir: st
     checkpoint = Path(out_dir) / CHECKPOINT_NAME
     config = {"pseudo": asdict(cfg), "crop_size": int(crop_size), "seed": int(seed), "lr": lr,
               "weight_decay": weight_decay, "momentum": momentum, "poly_power": poly_power}
-    state = fit(model, loader, optimizer, epochs=cfg.irn_epochs, loss_fn=loss_fn, device=device,
+    state = fit(model, loader, optimizer, epochs=epochs, loss_fn=loss_fn, device=device,
                 scheduler=scheduler, checkpoint_path=checkpoint, config=config, amp=amp,
                 callbacks=callbacks, progress=progress, desc="irn epoch", dist_info=info)
     final = state.history[-1]["loss"] if state.history else math.nan
-    return {"epochs": cfg.irn_epochs, "final_loss": final, "history": state.history,
-            "checkpoint": str(checkpoint)}
+    return {"epochs": epochs, "steps": epochs * len(loader), "final_loss": final,
+            "history": state.history, "checkpoint": str(checkpoint)}
 
 
 def load_boundary_net(cam_net: nn.Module, checkpoint: str | os.PathLike, *,
@@ -478,11 +493,22 @@ def semantic_labels(cams_stride4: torch.Tensor, keys: torch.Tensor, boundary: to
     (:func:`causal_wsss.pseudo_masks.cams_to_mask`; ties go to background). As IRNet, the walk
     has no background channel. -> uint8 (H, W) on the CAMs' device.
     """
-    height, width = size
     if keys.numel() == 0:
         return torch.zeros(size, dtype=torch.uint8, device=cams_stride4.device)
     walked = random_walk(cams_stride4, boundary, beta=beta, exp_times=exp_times, radius=radius)
-    up = F.interpolate(walked.unsqueeze(1), scale_factor=4, mode="bilinear",
+    return stride4_to_labels(walked, keys, size, bg_threshold=bg_threshold)
+
+
+def stride4_to_labels(maps: torch.Tensor, keys: torch.Tensor, size: tuple[int, int], *,
+                      bg_threshold: float) -> torch.Tensor:
+    """The end of IRNet's ``make_sem_seg_labels`` without the walk: stride-4 maps (P, h, w)
+    upsampled bilinearly x4 and cropped to ``size`` = (H, W), divided by their global maximum,
+    then a background channel ``bg_threshold`` and argmax -> uint8 (H, W) labels keys + 1.
+    :func:`semantic_labels` is this applied to the walked maps."""
+    height, width = size
+    if keys.numel() == 0:
+        return torch.zeros(size, dtype=torch.uint8, device=maps.device)
+    up = F.interpolate(maps.unsqueeze(1), scale_factor=4, mode="bilinear",
                        align_corners=False)[:, 0, :height, :width]  # (P, H, W)
     peak = up.max()
     if peak > 0:
@@ -508,15 +534,54 @@ def boundary_map(model: BoundaryNet, image: np.ndarray, *, device: torch.device 
     return torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
 
 
+def walk_params(grid: tuple[int, int], reach: float) -> tuple[int, int]:
+    """``(radius, exp_times)`` of a random walk whose reach is ``reach`` times the long side of
+    the (h, w) stride-4 grid (``pseudo.walk_reach``, :class:`causal_wsss.config.PseudoConfig`).
+
+    With L = max(h, w): radius ``max(2, round(5 L / 125))`` (IRNet's radius 5 on its 125-cell
+    VOC grid, scaled) and ``exp_times = max(0, round(log2((reach L / s)^2)))`` with ``s`` the
+    per-axis spread of one boundary-free step (:func:`causal_wsss.config.walk_step_spread`):
+    2^exp_times steps spread a point by ``s 2^(exp_times / 2)``, about ``reach L`` cells.
+
+    >>> from causal_wsss.config import IRNET_WALK_REACH
+    >>> walk_params((94, 125), IRNET_WALK_REACH)  # a VOC image: IRNet's radius 5, 2^8 steps
+    (5, 8)
+    >>> walk_params((60, 73), IRNET_WALK_REACH)  # the 291x239 px benchmark images
+    (3, 8)
+    """
+    if reach <= 0:
+        raise ConfigError(f"walk_params: reach {reach} must be > 0 (pseudo.walk_reach)")
+    long = max(int(grid[0]), int(grid[1]), 1)
+    radius = max(2, round(IRNET_WALK_RADIUS * long / IRNET_WALK_GRID))
+    steps = (reach * long / walk_step_spread(radius)) ** 2
+    exp_times = max(0, round(math.log2(steps))) if steps >= 1 else 0
+    return radius, exp_times
+
+
+def walk_settings(cfg: PseudoConfig, grid: tuple[int, int]) -> tuple[int, int]:
+    """``(radius, exp_times)`` of the walk on an (h, w) grid under ``cfg``: :func:`walk_params`
+    when ``cfg.walk_reach > 0``, else IRNet's radius 5 and ``cfg.exp_times``."""
+    if cfg.walk_reach > 0:
+        return walk_params(grid, cfg.walk_reach)
+    return WALK_RADIUS, int(cfg.exp_times)
+
+
+def walk_reach_cells(radius: int, exp_times: int) -> float:
+    """Per-axis standard deviation, in grid cells, of ``2^exp_times`` boundary-free walk steps
+    at ``radius``: the distance over which the walk mixes CAM values."""
+    return walk_step_spread(radius) * 2 ** (int(exp_times) / 2)
+
+
 def random_walk_refiner(model: BoundaryNet, *, beta: float, exp_times: int,
                         radius: int = WALK_RADIUS, device: torch.device | str,
-                        bg_threshold: float | None = None) -> Refiner:
+                        bg_threshold: float | None = None, reach: float = 0.0) -> Refiner:
     """A pseudo-mask refiner (:data:`causal_wsss.pseudo_masks.Refiner`) doing IRNet's random walk.
 
     ``refiner(image uint8 (H, W, 3), cams, t) -> uint8 (H, W)``: :func:`boundary_map` of the image,
     then :func:`semantic_labels` of ``cams.stride4`` with background threshold ``bg_threshold``
-    when given (IRNet's ``sem_seg_bg_threshold`` 0.25), else the ``t`` passed by the caller. It holds
-    the model on ``device``, so register it with ``in_workers=False``.
+    when given (IRNet's ``sem_seg_bg_threshold`` 0.25), else the ``t`` passed by the caller.
+    ``reach > 0`` replaces ``exp_times`` and ``radius`` by :func:`walk_params` of each image's
+    grid. It holds the model on ``device``, so register it with ``in_workers=False``.
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -532,10 +597,11 @@ def random_walk_refiner(model: BoundaryNet, *, beta: float, exp_times: int,
             raise DataError(f"random walk needs the stride-4 CAMs (P, {grid[0]}, {grid[1]}) of the "
                             f"cache (IRNet's 'cam'), found {found}; run make_cams with stride4")
         edge = boundary_map(model, image, device=device)  # (h, w)
+        r, e = walk_params(grid, reach) if reach > 0 else (radius, exp_times)
         labels = semantic_labels(cams.stride4.to(device).float(), cams.keys, edge,
-                                 (height, width), beta=beta, exp_times=exp_times,
+                                 (height, width), beta=beta, exp_times=e,
                                  bg_threshold=threshold if bg_threshold is None else bg_threshold,
-                                 radius=radius)
+                                 radius=r)
         return labels.cpu().numpy()
 
     return refine
@@ -544,11 +610,130 @@ def random_walk_refiner(model: BoundaryNet, *, beta: float, exp_times: int,
 def make_irn_refiner(cam_net: nn.Module, checkpoint: str | os.PathLike, cfg: PseudoConfig, *,
                      device: torch.device | str, radius: int = WALK_RADIUS) -> Refiner:
     """The ``"irn"`` refiner of a run: the boundary net of ``checkpoint`` (:func:`train_irn`),
-    random walk with ``cfg.beta``, ``cfg.exp_times``, radius 5 and background threshold
+    random walk with ``cfg.beta``, ``cfg.exp_times`` and radius 5, or with ``cfg.walk_reach > 0``
+    the radius and exp_times of :func:`walk_params` per image, and background threshold
     ``cfg.sem_seg_bg_threshold`` (whatever threshold :func:`make_pseudo_masks` passes).
 
     Wire it with ``register_refiner("irn", make_irn_refiner(...), in_workers=False)``.
     """
     net = load_boundary_net(cam_net, checkpoint, device=device)
     return random_walk_refiner(net, beta=cfg.beta, exp_times=cfg.exp_times, radius=radius,
-                               device=device, bg_threshold=cfg.sem_seg_bg_threshold)
+                               device=device, bg_threshold=cfg.sem_seg_bg_threshold,
+                               reach=cfg.walk_reach)
+
+
+# --------------------------------------------------------------------------------------------
+# diagnostics with the ground truth (scripts/tune_irn_thresholds.py --oracle)
+
+
+def _stride4_labels(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W) label map -> (ceil(H/4), ceil(W/4)) int64: the label covering most of each 4x4
+    block (ties to the smaller label), ignore (255) counted as background 0."""
+    labels = torch.as_tensor(np.asarray(mask)).long().clone()
+    labels[labels == IGNORE_INDEX] = 0
+    values = torch.unique(labels)  # ascending
+    share = _block_shares(labels, values)  # (V, h, w)
+    return values[share.argmax(0)]
+
+
+def _block_shares(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Share of each 4x4 block of (H, W) ``labels`` equal to each of ``values`` -> (V, h, w);
+    the blocks of the last row and column are completed by repeating the edge pixels."""
+    height, width = labels.shape
+    if values.numel() == 0:
+        return torch.zeros((0, math.ceil(height / 4), math.ceil(width / 4)))
+    ind = torch.stack([(labels == int(v)).float() for v in values.tolist()])  # (V, H, W)
+    ind = F.pad(ind[None], (0, (-width) % 4, 0, (-height) % 4), mode="replicate")[0]
+    return F.avg_pool2d(ind[None], 4)[0]
+
+
+def ground_truth_boundary(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The walk's boundary map read off a ground-truth label map, on the *outer* side of objects.
+
+    mask: (H, W) labels (0 background, 255 ignore, counted as background), taken on the stride-4
+    grid (each cell: the label covering most of its 4x4 block) -> float32 (ceil(H/4),
+    ceil(W/4)) in {0, 1}. A cell is boundary when
+    one of its 8 neighbours has a larger label: the background ring just outside each object,
+    and where two objects touch, a one-cell strip of the one with the smaller label. Every
+    4-connected step from one label to another meets a boundary cell, so the walk cannot cross,
+    and since the walk zeroes the CAMs on boundary cells, no object cell is lost (except that
+    strip). The image border is not a boundary (the walk never leaves the map anyway).
+    """
+    labels = _stride4_labels(mask).float()  # (h, w)
+    biggest = F.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0]  # -inf padding
+    return (biggest > labels).float()
+
+
+def perfect_cams(mask: np.ndarray | torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Stride-4 "CAMs" that are the ground truth: for each key k, the share of the 4x4 block of
+    each grid cell labelled k + 1 (area average) -> float32 (P, ceil(H/4), ceil(W/4))."""
+    return _block_shares(torch.as_tensor(np.asarray(mask)).long(), keys.long() + 1)
+
+
+def oracle_walk_labels(mask: np.ndarray, keys: torch.Tensor, cams_stride4: torch.Tensor | None,
+                       cfg: PseudoConfig, *, bg_threshold: float, walk: bool = True
+                       ) -> torch.Tensor:
+    """Pseudo-mask of one image from the random walk on :func:`ground_truth_boundary`.
+
+    ``cams_stride4`` (P, h, w), or None for :func:`perfect_cams` (the ground-truth indicators
+    of ``keys``); the walk's radius and steps are :func:`walk_settings` of ``cfg`` for this grid.
+    ``walk=False`` skips the walk (the same upsampling and threshold,
+    :func:`stride4_to_labels`): the reference the walk on perfect CAMs must come close to.
+    -> uint8 (H, W).
+    """
+    height, width = mask.shape
+    maps = perfect_cams(mask, keys) if cams_stride4 is None else cams_stride4.float()
+    if not walk:
+        return stride4_to_labels(maps, keys, (height, width), bg_threshold=bg_threshold)
+    boundary = ground_truth_boundary(mask)
+    radius, exp_times = walk_settings(cfg, tuple(boundary.shape))
+    return semantic_labels(maps, keys, boundary, (height, width), beta=cfg.beta,
+                           exp_times=exp_times, bg_threshold=bg_threshold, radius=radius)
+
+
+def oracle_scores(dataset: SegmentationDataset, cfg: PseudoConfig, thresholds: Iterable[float],
+                  *, cam_dir: str | os.PathLike | None = None, max_images: int = 0,
+                  progress: bool = True) -> dict[str, dict[float, float]]:
+    """mIoU (percent, over the data set's classes) of the walk on ground-truth boundaries
+    (:func:`oracle_walk_labels`), at each background threshold.
+
+    ``cam_dir`` None: perfect CAMs, the sanity check; otherwise the cached CAMs' stride-4 maps.
+    Returns ``{"walk": {t: mIoU}, "no_walk": {t: mIoU}}`` over the first ``max_images``
+    images (0: all); "no_walk" upsamples and thresholds the same stride-4 maps without a walk.
+    """
+    from .metrics import ConfusionMatrix
+    from .runtime import progress_bar
+
+    thresholds = [float(t) for t in thresholds]
+    classes = getattr(dataset, "used_classes", None)
+    conf = {(kind, t): ConfusionMatrix(dataset.num_classes, classes=classes)
+            for kind in ("walk", "no_walk") for t in thresholds}
+    cache = CamCache(cam_dir) if cam_dir is not None else None
+    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    desc = "oracle walk" + (" (perfect CAMs)" if cache is None else "")
+    for i in progress_bar(range(count), desc=desc, disable=not progress):
+        mask = dataset.load_mask(i)
+        target = torch.from_numpy(mask.astype(np.int64))
+        if cache is None:
+            keys = torch.tensor([int(v) - 1 for v in np.unique(mask) if 0 < v < IGNORE_INDEX],
+                                dtype=torch.int64)
+            maps = None
+        else:
+            cams = cache.get(dataset.names[i])
+            if cams.stride4 is None:
+                raise DataError(f"oracle walk: the CAMs of '{dataset.names[i]}' in {cam_dir} "
+                                "have no stride-4 maps; run make_cams with stride4")
+            keys, maps = cams.keys, cams.stride4
+        maps = perfect_cams(mask, keys) if maps is None else maps.float()
+        walked = maps
+        if keys.numel():
+            boundary = ground_truth_boundary(mask)
+            radius, exp_times = walk_settings(cfg, tuple(boundary.shape))
+            walked = random_walk(maps, boundary, beta=cfg.beta, exp_times=exp_times,
+                                 radius=radius)
+        for t in thresholds:  # as oracle_walk_labels, with one walk for every threshold
+            for kind, source in (("walk", walked), ("no_walk", maps)):
+                labels = stride4_to_labels(source, keys, mask.shape, bg_threshold=t)
+                conf[kind, t].update(labels.long(), target)
+    return {kind: {t: 100 * conf[kind, t].compute().miou for t in thresholds}
+            for kind in ("walk", "no_walk")}

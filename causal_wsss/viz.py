@@ -716,6 +716,10 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "pseudo.irn_radius": "method.md 4: path-index radius 10",
     "pseudo.irn_epochs": "method.md 4: 3 epochs",
     "pseudo.irn_batch_size": "method.md 4: batch 32",
+    "pseudo.walk_reach": "method.md 4: 0 = IRNet's radius 5 and exp_times as given (a fraction "
+                         "> 0 scales the walk to smaller images; docs/method-decisions.md)",
+    "pseudo.irn_steps": "method.md 4: 0 = irn_epochs epochs (IRNet's 3 epochs of 10,582 images "
+                        "= 993 steps; N > 0 counts steps, docs/method-decisions.md)",
     "seg.arch": "method.md 4 segmentation stage [V-code]: DeepLab-v2",
     "seg.backbone": "method.md 4: ResNet-101",
     "seg.weights": "method.md 4 and 7.6: ImageNet initialisation",

@@ -23,14 +23,20 @@
 # - IRNet's refinement, step by step: confident inter-pixel relation (IR) labels from two
 #   thresholds (foreground 0.30, background 0.05, ignore in between), a boundary network
 #   trained on them, and the boundary-aware random walk that spreads the CAMs inside objects;
+# - how IRNet's protocol carries to smaller images and data sets: training counted in SGD
+#   steps, the walk's reach a fixed fraction of the image;
+# - to check a diagnostic before trusting it: the walk on true boundaries, fed perfect CAMs;
 # - to compare the variants by the mIoU of their pseudo-masks on the same images.
 #
 # **Before this:** [04 · CAMs up close](04_cams_up_close.ipynb) (round 0 of the pipeline and
 # where its CAMs leak).
 #
 # **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
-# there; otherwise add its run time), measured on two idle CPU cores: about 9 minutes (2026-12-01),
-# mostly the boundary network and the random walk over 400 images. Smoke mode: about 15 s.
+# there; otherwise add its run time): the boundary network's training at the `cpu` preset's
+# IRNet protocol (1000 SGD steps of 8 crops) takes most of it, about 2-4 s a step on two CPU
+# cores (estimated from single steps, 2026-12-01; not run end to end here), so 30-60 minutes;
+# `IRN_STEPS = 100` shortens it to minutes, at the price of the protocol. The rest (CRF, IR
+# labels, the walks over 400 images) takes a few minutes. Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
 import os
@@ -52,10 +58,12 @@ TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fas
 TMP_DIR = tempfile.mkdtemp(prefix="causal_wsss_05_") if SMOKE else ""  # all output in smoke mode
 SYNTH_DIR = f"{TMP_DIR}/synth" if SMOKE else "../data/synth"
 RUN_DIR = f"{TMP_DIR}/run" if SMOKE else "../runs/course_r0"  # shared with notebooks 03 and 04
-IRN_DIR = f"{TMP_DIR}/irn" if SMOKE else "../runs/course_r0_irn"  # IR labels, boundary network
+IRN_DIR = f"{TMP_DIR}/irn" if SMOKE else "../runs/course_r0_irn_protocol"  # IR labels, boundary net
+IRN_STEPS = None  # None: the preset's boundary training (cpu: IRNet's ~1000 SGD steps); e.g. 100 to try
 FIGURES_DIR = f"{TMP_DIR}/figures" if SMOKE else "../figures"
 
 # %%
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -73,12 +81,17 @@ from causal_wsss.data.synthetic import generate_synthetic
 from causal_wsss.errors import CausalWSSSError
 from causal_wsss.irn import (
     boundary_map,
+    ground_truth_boundary,
+    irn_epochs,
     load_boundary_net,
     make_ir_label_files,
     make_ir_labels,
     make_irn_refiner,
+    oracle_walk_labels,
     random_walk,
     train_irn,
+    walk_reach_cells,
+    walk_settings,
 )
 from causal_wsss.metrics import ConfusionMatrix
 from causal_wsss.pipeline import build_cam_model, load_datasets, run_experiment
@@ -162,8 +175,9 @@ if HAVE_CRF:
 
 # %% [markdown]
 # Without `pydensecrf` the CRF rows are left out here and below, and the IR labels are made
-# without it (`pseudo.ir_crf` is off in the `smoke` and `cpu` presets anyway; the `gpu` and
-# `paper` presets switch it on, as IRNet does).
+# without it, a deviation from IRNet (the `cpu`, `gpu` and `paper` presets put the CRF on the IR
+# labels, as IRNet does, and a pipeline run with `pseudo.refine=irn` stops at once without
+# `pip install "causal-wsss[crf]"`; the `smoke` preset leaves it off).
 #
 # ## 4. IRNet: relations instead of regions
 #
@@ -195,12 +209,23 @@ plt.show()
 # the stride-4 grid. The affinity of two pixels within radius 10 is one minus the strongest
 # boundary on the line between them, $a_{ij} = 1 - \max_{k \in \text{path}(i, j)} B_k$, and the
 # loss pushes $a_{ij}$ to 1 for positive pairs and to 0 for negative pairs of the IR labels
-# (IRNet's `train_irn`: batch 32, 3 epochs, lr 0.1, poly schedule, crop 512 in the paper; the
-# presets shrink crop and radius). No pixel-level ground truth is used: boundaries are learned
+# (IRNet's `train_irn`: batch 32, 3 epochs of VOC's 10,582 images, that is 993 SGD steps, lr
+# 0.1, poly schedule, crop 512). No pixel-level ground truth is used: boundaries are learned
 # from the CAM's own confident regions.
+#
+# Three epochs of our 400 images would be 39 steps, 25 times fewer than IRNet's. So the
+# training is counted in **SGD steps**: `pseudo.irn_steps = 993` trains
+# ceil(993 / batches per epoch) epochs. The `cpu` preset takes batches of 8 (20 epochs, 1000
+# steps; batches of 32 cost about 10 s a step on two cores) and scales the affinity radius like
+# the crop, 10 x 256 / 512 = 5.
 
 # %%
 irn_dir = Path(IRN_DIR)
+if IRN_STEPS is not None:
+    p = replace(p, irn_steps=IRN_STEPS)
+batches = -(-len(train) // p.irn_batch_size)
+print(f"boundary training: {irn_epochs(p, batches)} epochs of {batches} batches of "
+      f"{p.irn_batch_size}, radius {p.irn_radius}; IR-label CRF: {use_crf}")
 cam_net = build_cam_model(cfg, train.num_classes - 1)
 load_checkpoint(Path(RUN_DIR) / "round_0" / "cam_net.pt", model=cam_net)
 make_ir_label_files(train, cache.dir, irn_dir / "ir_label", fg_threshold=p.conf_fg_threshold,
@@ -220,6 +245,15 @@ print("boundary network, mean loss per epoch:",
 # stops at boundaries. The walked maps are upsampled, divided by their global maximum, and
 # thresholded with a background score of 0.25 (`make_sem_seg_labels`).
 #
+# **The walk scaled to the image.** Without boundaries, $2^e$ steps of radius $r$ spread a
+# point by $s(r)\,2^{e/2}$ grid cells along each axis, where $s(r)$ is the spread of one step
+# ($s(5) = 2.33$). IRNet's walk thus mixes over 37 cells, 0.30 of its 125-cell grid (VOC images
+# are 500 px long). Our images are 291 px long, a 73-cell grid: the same 256 steps would mix over
+# half the image. `pseudo.walk_reach = 0.30` (the `cpu` preset) keeps IRNet's fraction: radius
+# $r = \max(2, \mathrm{round}(5 L / 125))$ and $e = \mathrm{round}(\log_2((0.30\, L / s(r))^2))$
+# for a grid of long side $L$, which gives radius 3 and $2^8$ steps here (22 cells of reach) and
+# IRNet's radius 5 and $2^8$ at $L = 125$. The `gpu` and `paper` presets keep IRNet's numbers.
+#
 # Rows below: the boundary map, the CAM of the image's first class on the stride-4 grid, and the
 # same map after the walk.
 
@@ -236,13 +270,47 @@ def upsample(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 edges, before, after = [], [], []
 for image, c in zip(images, cams):
     edge = boundary_map(boundary_net, image, device=device)  # (h, w)
-    walked = random_walk(c.stride4.to(device), edge, beta=p.beta, exp_times=p.exp_times)
+    radius, exp_times = walk_settings(p, tuple(edge.shape))
+    walked = random_walk(c.stride4.to(device), edge, beta=p.beta, exp_times=exp_times,
+                         radius=radius)
     edges.append(upsample(edge, image.shape[:2]))
     before.append(upsample(c.stride4[0], image.shape[:2]))
     after.append(upsample(walked[0], image.shape[:2]))
 fig = plot_cam_grid(images, {"boundary map": edges, "CAM": before, "after the walk": after},
                     col_titles=[t.split(",")[0] for t in titles])
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_walk.png")
+plt.show()
+print(f"walk on a {tuple(edge.shape)} grid: radius {radius}, 2^{exp_times} steps, reach "
+      f"{walk_reach_cells(radius, exp_times):.1f} cells")
+
+# %% [markdown]
+# ### 4d. A check with true boundaries
+#
+# Which half of IRN fails, the learned boundaries or the walk? Give the walk the **true**
+# boundaries, read off the ground-truth masks (`ground_truth_boundary`): on the stride-4 grid,
+# the cells just *outside* each object (and where two objects touch, a one-cell strip of one of
+# them). The walk zeroes the CAM on boundary cells, so the boundary must lie outside the
+# objects, or the check erases what it should keep. A sanity check comes first: perfect CAMs
+# (the ground-truth indicators) must come out of the walk about as they went in.
+#
+# Rows: the true boundary; perfect CAMs after the walk; the image's CAMs after the walk on true
+# boundaries (background threshold 0.25, IRNet's); the same CAMs without a walk.
+
+# %%
+true_edges, perfect_walk, oracle_walk, no_walk = [], [], [], []
+for mask, c in zip(masks, cams):
+    true_edges.append(ground_truth_boundary(mask).numpy().repeat(4, 0).repeat(4, 1)
+                      [:mask.shape[0], :mask.shape[1]])
+    perfect_walk.append(oracle_walk_labels(mask, c.keys, None, p, bg_threshold=0.25).numpy())
+    oracle_walk.append(oracle_walk_labels(mask, c.keys, c.stride4, p, bg_threshold=0.25).numpy())
+    no_walk.append(oracle_walk_labels(mask, c.keys, c.stride4, p, bg_threshold=0.25,
+                                      walk=False).numpy())
+fig = plot_label_grid(images, {"ground truth": masks,
+                               "true boundary": [e.astype(np.uint8) * 255 for e in true_edges],
+                               "perfect CAMs, walked": perfect_walk,
+                               "CAMs, walked on true boundaries": oracle_walk,
+                               "CAMs, no walk": no_walk}, col_titles=titles)
+save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_oracle.png")
 plt.show()
 
 # %% [markdown]
@@ -259,13 +327,16 @@ if HAVE_CRF:
     variants[f"threshold t={p.bg_threshold} + CRF"] = (refine_threshold_crf, p.bg_threshold)
 variants[f"IRNet random walk (t={p.sem_seg_bg_threshold})"] = (
     make_irn_refiner(cam_net, irn_dir / "irn.pt", p, device=device), p.sem_seg_bg_threshold)
-scores = {name: ConfusionMatrix(evalset.num_classes) for name in [*variants, "IR labels"]}
+ORACLE = f"walk on true boundaries (t={p.sem_seg_bg_threshold})"  # a diagnostic: needs masks
+scores = {name: ConfusionMatrix(evalset.num_classes) for name in [*variants, ORACLE, "IR labels"]}
 scored = confident = 0  # non-void pixels; those with a confident IR label
 for i in tqdm(range(len(evalset)), desc="pseudo-masks", disable=not PROGRESS):
     image, c = evalset.load_image(i), cache.get(evalset.names[i])
     target = torch.from_numpy(evalset.load_mask(i).astype(np.int64))
     for name, (refine, t) in variants.items():
         scores[name].update(torch.from_numpy(refine(image, c, t).astype(np.int64)), target)
+    scores[ORACLE].update(oracle_walk_labels(target.numpy(), c.keys, c.stride4, p,
+                                             bg_threshold=p.sem_seg_bg_threshold).long(), target)
     ir = torch.from_numpy(make_ir_labels(c, image, fg_threshold=p.conf_fg_threshold,
                                          bg_threshold=p.conf_bg_threshold, crf=use_crf))
     sure = ir != IGNORE_INDEX
@@ -274,7 +345,7 @@ for i in tqdm(range(len(evalset)), desc="pseudo-masks", disable=not PROGRESS):
     scores["IR labels"].update(ir.long() * sure, torch.where(sure, target, IGNORE_INDEX))
 
 # %%
-coverage = {name: 1.0 for name in variants} | {"IR labels": confident / scored}
+coverage = {name: 1.0 for name in [*variants, ORACLE]} | {"IR labels": confident / scored}
 pd.DataFrame({name: {"mIoU (%)": 100 * s.miou(),
                      "pixel accuracy (%)": 100 * s.compute().pixel_accuracy,
                      "pixels labelled (%)": 100 * coverage[name]}
@@ -284,6 +355,7 @@ pd.DataFrame({name: {"mIoU (%)": 100 * s.miou(),
 masks_by_variant = {"ground truth": masks}
 for name, (refine, t) in variants.items():
     masks_by_variant[name] = [refine(im, c, t) for im, c in zip(images, cams)]
+masks_by_variant[ORACLE] = oracle_walk
 fig = plot_label_grid(images, masks_by_variant, col_titles=titles)
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_variants.png")
 plt.show()
@@ -295,45 +367,57 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # the PNGs it wrote. `causal-wsss run --refine irn` (or `pseudo.refine=irn`, the default of the
 # `gpu` and `paper` presets) makes the IRNet variant the pseudo-masks of every round.
 #
-# In smoke mode the numbers are noise. At the former `cpu` preset (now `cpu_scratch`: ResNet-18
-# from scratch, 150 px images), over three seeds (round 0, rho 0.9,
-# `docs/results.md` section 4), pseudo-mask mIoU on the training images was:
+# In smoke mode the numbers are noise. What has been measured (`docs/results.md`, section 4):
 #
-# | `pseudo.refine` | pseudo-mask mIoU | segmentation mIoU (val) |
-# |---|---|---|
-# | none (threshold 0.5) | 33.0 ± 1.1 | 32.9 ± 1.6 |
-# | crf | **47.4 ± 3.0** | **43.0 ± 4.7** |
-# | irn, IRNet's thresholds | 17.8 ± 1.0 | 16.3 ± 2.0 |
-#
-# The dense CRF gains 14 points in every seed (flat-coloured silhouettes on textured backgrounds
-# are easy colour edges). The random walk loses half. The IR labels show a first reason: at
-# IRNet's 0.30 these diffuse CAMs are "confident" almost everywhere (the horse covers the grass,
-# the bird the sky), because IRNet's thresholds were tuned for CAMs of an ImageNet ResNet-50 whose
-# best threshold is near 0.15, while ours peak near 0.65. But tuning them is not enough
-# (`scripts/tune_irn_thresholds.py`, seed 0): the best of three threshold pairs and three walk
-# thresholds reached 24.5 against the plain threshold's 33.6. And the decisive check: the same
-# walk on boundaries taken from the **ground-truth** masks reached only 18.8. So the learned
-# boundaries are not what fails; the propagation is. With true boundaries the walk averages each
-# CAM over its object and over the whole background, and our CAMs hold most of their mass on the
-# context in the background, so the background ends up with a large share of the class score.
+# - **At the former `cpu` preset** (`cpu_scratch`: ResNet-18 from scratch, 150 px images; three
+#   seeds), the threshold gave 33.0 ± 1.1 pseudo-mask mIoU, the CRF **47.4 ± 3.0** (+14 in every
+#   seed: flat-coloured silhouettes on textured backgrounds are easy colour edges) and IRN 17.8
+#   ± 1.0. That IRN run did not follow IRNet: no CRF on the IR labels, 36 SGD steps of boundary
+#   training instead of 993, and IRNet's 256 walk steps on a grid far smaller than VOC's.
+# - **An earlier version of this notebook concluded that the walk itself fails**, because a walk
+#   on ground-truth boundaries scored no better. That check was broken: its boundary ring lay
+#   partly *inside* the objects, and the walk zeroes the CAMs there, so it erased most of each
+#   object even from perfect CAMs (33 mIoU instead of 99). The conclusion is withdrawn.
+# - **The fixed check (section 4d; the `cpu` preset, seed 0, 400 images):** perfect CAMs keep
+#   97.9 mIoU through the walk on true boundaries (99.8 without a walk), so the check no longer
+#   erases what it should keep. The course's CAMs walked on true boundaries reach **73.8** at a
+#   background threshold of 0.7, against 44.0 for the plain threshold: with the right boundaries
+#   the propagation works on these CAMs. At IRNet's 0.25 it gives 16.6: these CAMs leak onto the
+#   context, which lies in the background region, and the walk spreads that leak over the whole
+#   region, whose average then beats a quarter of the global maximum.
+# - **The IR labels at the `cpu` preset** (IRNet's 0.30 / 0.05 through the CRF; seed 0, first 40
+#   images): 51% of the pixels are "confident foreground", five times the true foreground, and
+#   only 19% of them are right; 2% are confident background. The boundary network learns from
+#   these, so IRN at IRNet's thresholds starts far from the truth. On the same 40 images the
+#   CRF lifts the threshold's 44.9 to 79.0.
+# - **IRN with IRNet's protocol** (IR-label CRF, ~1000 steps, the scaled walk) over three seeds,
+#   beside the threshold, the CRF and the walk on true boundaries, and the IR labels' share of
+#   confident foreground and background: **not measured yet** (`scripts/compare_refinement.py`,
+#   command in `docs/results.md` 4c). Whether *learned* boundaries get anywhere near the oracle's
+#   73.8 is the open question; the table above (section 5) answers it for one run when you
+#   execute this notebook at the `cpu` preset.
 #
 # The general lesson: refinement amplifies what the CAMs say, errors included. The random walk
 # spreads CAM mass inside the regions the boundary map closes; when the CAM has leaked onto the
-# context, the leaked region is confident "horse" and the walk fills it in. No refinement removes
-# the confounder, because every variant starts from the same biased CAMs. On VOC, with the
-# `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
+# context, the leaked region is confident "horse" and the walk fills it in, unless the threshold
+# after the walk is high enough to keep only regions whose *average* score is high. No refinement
+# removes the confounder, because every variant starts from the same biased CAMs. On VOC, with
+# the `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
 #
 # ## What we saw
 #
 # - A background threshold turns CAMs into pseudo-masks, but cannot separate an object from the
 #   context its CAM leaked onto.
 # - A dense CRF snaps labels to colour edges (when `pydensecrf` is installed).
-# - IRNet keeps only confident labels (0.30 / 0.05), learns a boundary map from their relations,
-#   and lets the CAM random-walk inside regions (β = 10, 2^8 steps), thresholding at 0.25.
-# - Scored the same way on the same images, the variants differ, and a refinement tuned for one
-#   kind of CAM can hurt another (at the `cpu` preset the CRF gained 14 points over three seeds,
-#   the walk lost 15, and lost even on ground-truth boundaries). None removes
-#   the confounder itself, since they all start from the same biased CAMs.
+# - IRNet keeps only confident labels (0.30 / 0.05, through the CRF), learns a boundary map from
+#   their relations (about 1000 SGD steps, whatever the data set's size), and lets the CAM
+#   random-walk inside regions (β = 10, a reach of 0.30 of the image: 2^8 steps at radius 5 on
+#   VOC, radius 3 here), thresholding at 0.25.
+# - A diagnostic must pass its own sanity check: on true boundaries placed outside the objects,
+#   perfect CAMs survive the walk, and these CAMs gain 30 points at a threshold of 0.7 (seed 0),
+#   but lose at IRNet's 0.25. How far learned boundaries fall short of true ones is still to be
+#   measured over seeds. None of the variants removes the confounder itself, since they all
+#   start from the same biased CAMs.
 #
 # **Next:** the confounder dictionary and the context adjustment that intervene on the
 # classifier: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).

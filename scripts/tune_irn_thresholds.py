@@ -2,18 +2,29 @@
 
 IRNet's thresholds (confident foreground 0.30, confident background 0.05, background after the
 random walk 0.25; method.md section 4) suit CAMs of an ImageNet ResNet-50, whose best
-background threshold is about 0.15. The `cpu` preset's CAMs (a small network trained from
-scratch) are diffuse, with a best threshold of about 0.65, so those values mark most of the
-image as confident foreground. This script trains IRN once per (fg, bg) pair on the cached CAMs
+background threshold is about 0.15. The CAMs of the `cpu` and `cpu_scratch` presets are
+diffuse, with a best threshold of about 0.65-0.75, so those values mark most of the image as
+confident foreground. This script trains IRN once per (fg, bg) pair on the cached CAMs
 of ``RUN/round_0`` and scores the random walk at each background threshold:
 
     python scripts/tune_irn_thresholds.py runs/evidence/rho0.9_seed0 --out runs/irn_tuning \\
         --ir 0.30,0.05 0.60,0.30 0.80,0.40 --sem 0.25 0.5 0.7
 
 ``--oracle`` adds a diagnostic that needs no IRN training: the same random walk, with the
-boundary map taken from the ground-truth masks (1 where a label changes within a 3x3 window of
-the stride-4 grid). It separates the two halves of IRN: if the walk with true boundaries beats
-the plain threshold, the propagation works and a poor result comes from the learned boundaries.
+boundary map read off the ground-truth masks (:func:`causal_wsss.irn.ground_truth_boundary`: on
+the stride-4 grid, the cells just *outside* each object, and where two objects touch a one-cell
+strip of the one with the smaller label). It separates the two halves of IRN: if the walk with
+true boundaries beats the plain threshold, the propagation works and a poor result comes from
+the learned boundaries. It first runs a sanity check: perfect CAMs (the ground-truth class
+indicators) through the same walk must score within ``--tolerance`` points of the same maps
+without a walk, on the first ``--oracle-images`` training images; otherwise the script stops
+with exit status 1, since a diagnostic that erases what it should keep measures nothing.
+
+Trailing ``KEY=VALUE`` overrides change the run's saved configuration for this script only,
+e.g. to give a run made before the `cpu` preset followed IRNet's protocol that protocol:
+
+    python scripts/tune_irn_thresholds.py runs/evidence/rho0.9_seed0 --out runs/oracle \
+        --ir --sem 0.25 0.5 0.7 --oracle pseudo.walk_reach=0.2988
 
 It reads nothing but the run folder's config, CAM cache and CAM network, and writes IR labels,
 boundary networks and pseudo-masks under ``--out``. The pair and threshold it finds are meant to
@@ -31,28 +42,37 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder whose round_0 has cam_net.pt and cams/")
     p.add_argument("--out", type=Path, required=True, help="folder for the tuning outputs")
-    p.add_argument("--ir", nargs="+", default=["0.30,0.05"], metavar="FG,BG",
-                   help="confident foreground, background threshold pairs of the IR labels")
+    p.add_argument("--ir", nargs="*", default=["0.30,0.05"], metavar="FG,BG",
+                   help="confident foreground, background threshold pairs of the IR labels "
+                        "(none: no IRN training, e.g. with --oracle)")
     p.add_argument("--sem", type=float, nargs="+", default=[0.25],
                    help="background thresholds after the random walk")
     p.add_argument("--oracle", action="store_true",
-                   help="also walk with ground-truth boundaries (a diagnostic, not a method)")
+                   help="also walk with ground-truth boundaries (a diagnostic, not a method), "
+                        "after its sanity check on perfect CAMs")
+    p.add_argument("--oracle-images", type=int, default=40,
+                   help="images of the sanity check (default 40; 0 = all)")
+    p.add_argument("--tolerance", type=float, default=5.0,
+                   help="largest mIoU loss (points) the sanity check accepts (default 5)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides applied to the run's saved configuration")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
 
     from dataclasses import replace
 
     import torch
 
     from causal_wsss.checkpoint import load_checkpoint
-    from causal_wsss.config import ExperimentConfig
+    from causal_wsss.config import ExperimentConfig, apply_overrides, check_config
     from causal_wsss.io import write_json
-    from causal_wsss.irn import make_ir_label_files, make_irn_refiner, train_irn
+    from causal_wsss.irn import make_ir_label_files, make_irn_refiner, oracle_scores, train_irn
     from causal_wsss.pipeline import build_cam_model, load_datasets, score_label_folder
     from causal_wsss.pseudo_masks import make_pseudo_masks
     from causal_wsss.runtime import DistInfo, seed_everything, stage_seed
 
-    cfg = ExperimentConfig.load(args.run / "config.json")
+    cfg = check_config(apply_overrides(ExperimentConfig.load(args.run / "config.json"),
+                                       args.overrides))
     round0 = args.run / "round_0"
     train = load_datasets(cfg)["train"]
     device = torch.device("cpu")
@@ -81,50 +101,39 @@ def main() -> None:
             rows.append({"conf_fg": fg, "conf_bg": bg, "sem_seg_bg": sem, "pseudo_miou": miou})
             print(f"fg {fg:.2f} bg {bg:.2f} sem {sem:.2f}: pseudo-mask mIoU {miou:.1f}", flush=True)
     if args.oracle:
+        sanity = oracle_scores(train, cfg.pseudo, args.sem, max_images=args.oracle_images,
+                               progress=progress)
+        failed = []
         for sem in args.sem:
-            miou = oracle_miou(train, round0 / "cams", cfg.pseudo, sem, progress)
+            walk, plain = sanity["walk"][sem], sanity["no_walk"][sem]
+            rows.append({"conf_fg": None, "conf_bg": None, "sem_seg_bg": sem, "pseudo_miou": walk,
+                         "no_walk_miou": plain, "boundaries": "ground truth",
+                         "cams": "perfect", "images": args.oracle_images})
+            ok = walk >= plain - args.tolerance
+            failed += [] if ok else [sem]
+            print(f"sanity, perfect CAMs, sem {sem:.2f}: walk on ground-truth boundaries "
+                  f"{walk:.1f}, no walk {plain:.1f} ({'pass' if ok else 'FAIL'}, tolerance "
+                  f"{args.tolerance:g})", flush=True)
+        if failed:
+            write_json(args.out / "tuning.json", rows)
+            raise SystemExit(f"oracle sanity check failed at sem {failed}: the walk on "
+                             "ground-truth boundaries loses what perfect CAMs hold")
+        found = oracle_scores(train, cfg.pseudo, args.sem, cam_dir=round0 / "cams",
+                              progress=progress)
+        for sem in args.sem:
             rows.append({"conf_fg": None, "conf_bg": None, "sem_seg_bg": sem,
-                         "pseudo_miou": miou, "boundaries": "ground truth"})
-            print(f"ground-truth boundaries, sem {sem:.2f}: pseudo-mask mIoU {miou:.1f}",
-                  flush=True)
+                         "pseudo_miou": found["walk"][sem], "no_walk_miou": found["no_walk"][sem],
+                         "boundaries": "ground truth", "cams": "run"})
+            print(f"ground-truth boundaries, the run's CAMs, sem {sem:.2f}: pseudo-mask mIoU "
+                  f"{found['walk'][sem]:.1f} (no walk {found['no_walk'][sem]:.1f})", flush=True)
     write_json(args.out / "tuning.json", rows)
-    rows = [r for r in rows if r.get("boundaries") != "ground truth"] or rows
+    rows = [r for r in rows if r.get("boundaries") != "ground truth"]
+    if not rows:
+        return
     best = max(rows, key=lambda r: r["pseudo_miou"])
     print(f"best: pseudo.conf_fg_threshold={best['conf_fg']} pseudo.conf_bg_threshold="
           f"{best['conf_bg']} pseudo.sem_seg_bg_threshold={best['sem_seg_bg']} "
           f"({best['pseudo_miou']:.1f})")
-
-
-def oracle_miou(dataset, cam_dir: Path, pcfg, threshold: float, progress: bool) -> float:
-    """Pseudo-mask mIoU of IRNet's random walk on boundaries read off the ground-truth masks."""
-    import math
-
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from causal_wsss.cam import CamCache
-    from causal_wsss.constants import IGNORE_INDEX
-    from causal_wsss.irn import semantic_labels
-    from causal_wsss.metrics import ConfusionMatrix
-
-    cache, conf = CamCache(cam_dir), ConfusionMatrix(dataset.num_classes)
-    for i in tqdm(range(len(dataset)), desc=f"oracle walk {threshold}", disable=not progress):
-        cams = cache.get(dataset.names[i])
-        mask = torch.from_numpy(dataset.load_mask(i).astype(np.int64))  # (H, W)
-        height, width = mask.shape
-        grid = (math.ceil(height / 4), math.ceil(width / 4))
-        small = F.interpolate(mask[None, None].float(), size=grid, mode="nearest")[0, 0]
-        small[small == IGNORE_INDEX] = 0
-        hi = F.max_pool2d(small[None, None], 3, 1, 1)[0, 0]
-        lo = -F.max_pool2d(-small[None, None], 3, 1, 1)[0, 0]
-        boundary = (hi != lo).float()  # (h, w): 1 where the label changes
-        labels = semantic_labels(cams.stride4.float(), cams.keys, boundary, (height, width),
-                                 beta=pcfg.beta, exp_times=pcfg.exp_times,
-                                 bg_threshold=threshold).long()
-        conf.update(labels, mask)
-    return 100 * conf.compute().miou
 
 
 if __name__ == "__main__":
