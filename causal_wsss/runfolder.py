@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import IRN_ONLY_KEYS
 from .errors import CausalWSSSError, ConfigError, DataError
 from .io import check_folder_target, make_folder
 
@@ -173,16 +174,15 @@ LATER_KEYS: dict[str, Any] = {
     "context.adjustment": "nwgm",
     "context.optimizer": "same",
     "context.lr": 0.0,
+    "pseudo.walk_reach": 0.0,
+    "pseudo.irn_steps": 0,
 }
 """Keys added after run folders began to carry config fingerprints, each with the value that
 does what the code did before the key existed. At that value a key is left out of the
 fingerprint, so a folder written before the key existed still resumes. Add every new config key
 here with its neutral value (tests/test_runfolder.py checks that the defaults are neutral)."""
 
-IRN_ONLY: tuple[str, ...] = (
-    "pseudo.conf_fg_threshold", "pseudo.conf_bg_threshold", "pseudo.ir_crf",
-    "pseudo.sem_seg_bg_threshold", "pseudo.beta", "pseudo.exp_times", "pseudo.irn_radius",
-    "pseudo.irn_epochs", "pseudo.irn_batch_size")
+IRN_ONLY: tuple[str, ...] = IRN_ONLY_KEYS
 """Keys read only by IRN refinement: left out of the fingerprint unless ``pseudo.refine=irn``
 (so a preset whose IRN settings change keeps the other runs' folders resumable)."""
 
