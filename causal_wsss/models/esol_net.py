@@ -131,8 +131,8 @@ class DeformableSampler(nn.Module):
     :class:`~causal_wsss.methods.esol.ReversalRamp` callback. The buffers (progress, weight,
     monitoring averages) live in the state dict, so a resumed run continues where it stopped.
     In training mode every forward updates exponential averages of the mean |offset| and of the
-    share of taps that sample beyond the map's zero-padding ring, i.e. read only zeros (the
-    degeneracy monitor; 0 at zero offsets).
+    share of taps that sample more than half a cell beyond the map's zero-padding ring, i.e.
+    read only zeros (the degeneracy monitor; 0 at zero offsets).
     """
 
     def __init__(self, channels: int, *, r_max: float = 8.0, reverse: bool = False,
@@ -173,8 +173,9 @@ class DeformableSampler(nn.Module):
     def _monitor(self, offsets: torch.Tensor, decay: float = 0.9) -> None:
         h, w = offsets.shape[-2:]
         py, px = sample_positions(offsets.float())
-        # beyond the zero-padding ring: a tap there reads nothing (zero offsets give 0%)
-        outside = (py < -1) | (py > h) | (px < -1) | (px > w)
+        # more than half a cell beyond the zero-padding ring: such a tap reads only zeros and
+        # no ordinary 3x3 convolution samples there (zero or tiny offsets give 0%)
+        outside = (py < -1.5) | (py > h + 0.5) | (px < -1.5) | (px > w + 0.5)
         self.mean_abs_offset.mul_(decay).add_((1 - decay) * offsets.abs().mean())
         self.outside_share.mul_(decay).add_((1 - decay) * outside.float().mean())
 
