@@ -277,3 +277,37 @@ METHOD = CamMethod(
             StageSpec("esol_eval", inputs=((0, "cam_shrink"),), makes_cam_net=False,
                       enabled=lambda cfg: cfg.esol.diagnostics)),
 )
+
+
+def load_esol_round(run_dir, r: int = 0, *, device: str | torch.device = "cpu"):
+    """``(cfg, stage0, esol)``: the networks of round ``r`` of a finished ``cam.method=esol`` run,
+    in eval mode: the stage-0 CamNet (``cam_net.pt``) and the EsolCamNet (``cam_shrink.pt``,
+    phase ``shrink``; ``esol.set_phase("expand")`` gives the expansion network). Round 0 only:
+    later rounds need their context module (use the run's cached CAMs instead)."""
+    from pathlib import Path
+
+    from ..checkpoint import load_checkpoint
+    from ..config import ExperimentConfig
+    from ..data import build_dataset
+    from ..errors import ConfigError
+    from ..models.esol_net import EsolCamNet
+    from ..pipeline import build_cam_model
+
+    run_dir = Path(run_dir)
+    cfg = ExperimentConfig.load(run_dir / "config.json")
+    if cfg.cam.method != "esol":
+        raise ConfigError(f"{run_dir} is a cam.method={cfg.cam.method} run; expected esol")
+    if r != 0:
+        raise ConfigError("load_esol_round reads round 0 only (later rounds need the context "
+                          "module of their confounder dictionary)")
+    d = cfg.data
+    num_fg = build_dataset(d.dataset, d.root, d.eval_split, max_images=d.max_images).num_classes - 1
+    e = cfg.esol
+    stage0 = build_cam_model(cfg, num_fg)
+    load_checkpoint(run_dir / f"round_{r}" / "cam_net.pt", model=stage0, map_location="cpu")
+    base = build_cam_model(cfg, num_fg)
+    esol = EsolCamNet(base, r_max=e.r_max, ramp=e.lambda_rev, op=e.sampler_op,
+                      train_backbone=e.train_backbone)
+    load_checkpoint(run_dir / f"round_{r}" / "cam_shrink.pt", model=esol, map_location="cpu")
+    esol.set_phase("shrink")
+    return cfg, stage0.to(device).eval(), esol.to(device).eval()
