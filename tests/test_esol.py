@@ -364,3 +364,24 @@ def test_interrupted_expansion_resumes_to_the_same_weights(synth, tmp_path, monk
     assert set(full) == set(resumed)
     for key in full:
         torch.testing.assert_close(full[key], resumed[key], rtol=0, atol=0, msg=key)
+
+
+def test_the_results_table_script(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "esol_table", Path(__file__).resolve().parents[1] / "scripts" / "esol_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for seed, final in ((0, 40.0), (1, 42.0)):
+        folder = tmp_path / f"esol_s{seed}"
+        folder.mkdir()
+        entry = {"round": 0, "cam_miou_best": final, "precision_best": 0.5, "recall_best": 0.6,
+                 "esol_stage0_cam_miou_best": 39.0, "esol_expand_recall_best": 0.7,
+                 "pseudo_miou": 38.0, "seg_miou": 37.0, "context_effect": float("nan")}
+        (folder / "report.json").write_text(json.dumps({"rounds": [entry]}))
+    module.main([f"esol={tmp_path}/esol_s*"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| esol r0 | 2 | 39.0 ± 0.0 |")
+    assert "41.0 ± 1.0" in lines[2] and "0.70 ± 0.00" in lines[2]
