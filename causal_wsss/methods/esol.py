@@ -121,7 +121,7 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     ``cam_<phase>.pt`` every epoch and resumes from it."""
     from ..data.transforms import TrainTransform, normalize
     from ..models.esol_net import area_loss
-    from ..pipeline import ContextCamNet, _with_transform
+    from ..pipeline import ContextCamNet, _ddp, _with_transform
     from ..train import build_optimizer, fit, make_loader, poly_lambda
 
     e, c = cfg.esol, cfg.cam
@@ -139,8 +139,12 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     sampler = net.expand if phase == "expand" else net.shrink
     if phase == "expand" and not checkpoint.is_file():
         sampler.lambda_scale.fill_(e.lambda_rev_max)
-        if e.clip_q > 0:
-            result["clip"] = calibrate_clip(net, loader, q=e.clip_q, images=e.clip_images,
+        if e.clip_q > 0:  # every rank reads the same crops (an unsharded loader): same tau
+            from ..runtime import DistInfo
+
+            whole = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
+                                num_workers=cfg.data.num_workers, dist_info=DistInfo())
+            result["clip"] = calibrate_clip(net, whole, q=e.clip_q, images=e.clip_images,
                                             device=device, seed=cfg.seed)
             logger.info("esol clip: tau = %.3g on average (the %.2f-quantile of F1 over %d "
                         "crops)", result["clip"]["tau_mean"], e.clip_q,
@@ -176,7 +180,7 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     if phase == "expand":
         callbacks.insert(0, ReversalRamp(sampler, e.guard_outside, logger))
     model.to(device)
-    state = fit(model, loader, optimizer, epochs=epochs, loss_fn=loss_fn, device=device,
+    state = fit(_ddp(model, device, round_.dist_info), loader, optimizer, epochs=epochs, loss_fn=loss_fn, device=device,
                 scheduler=scheduler, checkpoint_path=checkpoint, config=cfg.to_dict(),
                 amp=c.amp, callbacks=callbacks, progress=round_.progress,
                 desc=f"esol {phase} epoch", dist_info=round_.dist_info)
