@@ -22,7 +22,10 @@ examples:
   causal-wsss run --dataset voc --root /data/VOC --preset paper --rounds 3 --out runs/voc
   causal-wsss run --dataset voc --root data/synth --preset cpu cam.epochs=10 seed=1
 
-config overrides are section.key=value pairs; sections: data, cam, cam_infer, pseudo, seg, context.
+  causal-wsss run --root data/synth --preset cpu --rounds 1 --out runs/esol cam.method=esol
+
+config overrides are section.key=value pairs; sections: data, cam, cam_infer, pseudo, seg, context,
+esol. cam.method chooses the CAM method: irn (IRNet's CAM, default) or esol (docs/esol.md).
 """
 
 

@@ -664,6 +664,20 @@ def precision_split(conf: torch.Tensor, classes: Sequence[int] | None = None,
             "per_class": per_class}
 
 
+def foreground_recall(conf: torch.Tensor, classes: Sequence[int] | None = None) -> float:
+    """Mean recall of the foreground classes: ``conf[k, k] / sum_p conf[k, p]`` over the classes
+    of ``classes`` (default all) that have ground-truth pixels; NaN when none has.
+
+    From a ``(C, C)`` confusion matrix ``conf[target, pred]``; with :func:`precision_split`
+    it gives the recall / precision trade-off of a thresholded CAM.
+    """
+    _check_square(conf)
+    conf = conf.to(torch.float64).cpu()
+    fg = [c for c in (classes if classes is not None else range(conf.shape[0])) if c != 0]
+    values = [float(conf[k, k]) / float(conf[k].sum()) for k in fg if float(conf[k].sum()) > 0]
+    return float(np.mean(values)) if values else math.nan
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------

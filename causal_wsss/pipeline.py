@@ -35,10 +35,13 @@ from torch import nn
 from .config import ExperimentConfig, resolve
 from .errors import ConfigError, DataError
 from .io import write_json
+from .methods import CamRound, get_method, method_stages
 from .models.context import ContextCamNet  # noqa: F401  (re-exported: it used to live here)
 
-STAGES = ("confounders", "cam_train", "cams", "cam_eval", "twin_eval", "ir_labels", "irn_train",
-          "pseudo", "pseudo_eval", "seg_train", "seg_eval", "seg_predict")
+STAGES = ("confounders", "cam_train", *method_stages(), "cams", "cam_eval", "twin_eval",
+          "ir_labels", "irn_train", "pseudo", "pseudo_eval", "seg_train", "seg_eval", "seg_predict")
+"""Every stage a round may run; the CAM methods' own stages (``cam_expand`` ... of
+:mod:`causal_wsss.methods`) follow ``cam_train`` and run only for their ``cam.method``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +378,7 @@ class ContextMonitor:
     def __init__(self, cam_net: nn.Module, logger=None) -> None:
         self.cam_net, self.logger = cam_net, logger
 
-    def on_epoch_end(self, state) -> None:
+    def on_history(self, state) -> None:
         context = self.cam_net.new_modules["context"]
         entry = {"w_m_abs": float(self.cam_net.context_weight().abs().mean())}
         entry.update({k: v for k, v in attention_summary(context).items()
@@ -547,6 +550,7 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
         ContrastMeter,
         LeakageMeter,
         ThresholdSweep,
+        foreground_recall,
         precision_split,
         threshold_grid,
     )
@@ -597,6 +601,8 @@ def stage_cam_eval(cfg: ExperimentConfig, eval_ds, cache_dir: Path, *, device: t
             "precision_best": prec_best["precision"],
             "precision_best_fp_context": prec_best["fp_context"],
             "precision_best_fp_objects": prec_best["fp_objects"],
+            "recall": foreground_recall(conf[grid.index(fixed_t)], used),
+            "recall_best": foreground_recall(conf[grid.index(best_t)], used),
             "cam_iou_per_class": _iou_by_class(fixed, eval_ds.classes),
             "per_class": {n: {**contrasts["per_class"][n],
                               "leakage": leakage["per_class"][n]["leakage"],
@@ -647,7 +653,8 @@ def stage_twin_eval(cfg: ExperimentConfig, model: nn.Module, twins_ds, cache_dir
 
 ROUND_CAM_KEYS = ("miou_classes", "leakage_uniform", "contrast_context", "contrast_partner",
                   "precision", "precision_fp_context", "precision_fp_objects", "precision_best",
-                  "precision_best_fp_context", "precision_best_fp_objects")
+                  "precision_best_fp_context", "precision_best_fp_objects", "recall",
+                  "recall_best")
 """cam_eval figures copied into each round's report entry (beside the mIoUs and leakage)."""
 
 ROUND_TWIN_KEYS = ("context_effect", "fp_rate_preferred", "fp_rate_other", "partner_effect",
@@ -795,14 +802,12 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
             cam_net.set_context_mixture(cam_net.new_modules["context"].mixture_weights())
         model = ContextCamNet(cam_net)
 
-    if r == 0 and cfg.cam.checkpoint:
-        cam_train = timed("cam_train", lambda: stage_cam_transfer(cfg, model, round_dir))
-    else:
-        cam_train = timed("cam_train", lambda: stage_cam_train(
-            cfg, model, train_ds, round_dir, device=device, dist_info=dist_info,
-            progress=progress, logger=logger))
-    load_checkpoint(round_dir / "cam_net.pt", model=model, map_location=device)
-    model.to(device)
+    # the CAM method (cam.method) trains stage 0 (cam_train) and its own stages
+    trained = get_method(cfg.cam.method).train(CamRound(
+        cfg=cfg, r=r, round_dir=round_dir, model=model, cam_net=cam_net, sets=sets, timed=timed,
+        device=device, dist_info=dist_info, progress=progress, logger=logger,
+        rows_by_name=rows_by_name))
+    cam_train, model = trained.record, trained.model
     ctx_fn = context_fn_for(model, rows_by_name) if r > 0 else None
     cache_dir = round_dir / "cams"
     timed("cams", lambda: stage_cams(cfg, model, cam_datasets, cache_dir, device=device,
@@ -874,6 +879,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
              **{key: cam_eval[key] for key in ROUND_CAM_KEYS if key in cam_eval}}
     if twin_eval is not None:
         entry.update({key: twin_eval[key] for key in ROUND_TWIN_KEYS if key in twin_eval})
+    entry.update(trained.summary)  # the method's own figures (ESOL: stage-0 and expansion CAMs)
     for key in ("context_weight_mean_abs", "context_weight_vs_feature_weight", "context_share",
                 "alpha_max_mean", "alpha_top_class_share", "m_spread"):
         if key in cam_train:
@@ -903,7 +909,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
         cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
     check_config(cfg)
     check_context_config(cfg)
+    get_method(cfg.cam.method)  # an unknown cam.method is refused before anything is written
     check_optional_packages(cfg)
+    if cfg.cam.checkpoint and cfg.cam.method != "irn":
+        raise ConfigError(f"config key 'cam.checkpoint' works with cam.method=irn only (this run "
+                          f"has cam.method={cfg.cam.method!r})")
     if cfg.cam.checkpoint and not Path(cfg.cam.checkpoint).is_file():
         raise ConfigError(f"config key 'cam.checkpoint' is {cfg.cam.checkpoint!r}, which is not a "
                           "file; expected a round's cam_net.pt (or \"\" to train round 0)")

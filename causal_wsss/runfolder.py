@@ -209,6 +209,7 @@ def config_fingerprint(cfg) -> str:
     if data.get("pseudo", {}).get("refine") != "irn":
         for dotted in IRN_ONLY:
             _drop(data, dotted)
+    _drop_esol(data)
     return _hash(data)
 
 
@@ -221,7 +222,16 @@ def legacy_config_fingerprint(cfg) -> str:
         section, key = dotted.split(".", 1)
         if data.get(section, {}).get(key, neutral) == neutral:
             _drop(data, dotted)
+    _drop_esol(data)
     return _hash(data)
+
+
+def _drop_esol(data: dict) -> None:
+    """With ``cam.method=irn`` the keys that cannot change an IRN run (``cam.method`` itself and
+    the ``esol`` section) are left out, so folders written before CAM methods existed resume."""
+    if data.get("cam", {}).get("method", "irn") == "irn":
+        data["cam"].pop("method", None)
+        data.pop("esol", None)
 
 
 def run_inputs(cfg, sets: dict) -> dict[str, Any]:
@@ -290,6 +300,22 @@ STAGE_INPUTS: dict[str, tuple[tuple[int, str], ...]] = {
     "seg_predict": ((0, "seg_train"),),
 }
 """The stages each stage is computed from, as (round offset, stage)."""
+
+
+def _add_method_stages() -> None:
+    """The CAM methods' own stages (:func:`causal_wsss.methods.method_stages`): their files and
+    inputs; the stages computed from the round's CAM network also depend on those that make it."""
+    from .methods import method_stages
+
+    for name, spec in method_stages().items():
+        STAGE_ARTEFACTS[name] = tuple(Artefact(path, kind) for path, kind in spec.files)
+        STAGE_INPUTS[name] = spec.inputs
+        if spec.makes_cam_net:
+            for dependent in ("cams", "twin_eval", "irn_train"):
+                STAGE_INPUTS[dependent] = (*STAGE_INPUTS[dependent], (0, name))
+
+
+_add_method_stages()
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -366,6 +392,12 @@ class RunFolder:
             return r > 0
         if stage in ("ir_labels", "irn_train"):
             return self.cfg.pseudo.refine == "irn"
+        from .methods import method_stages
+
+        spec = method_stages().get(stage)
+        if spec is not None:  # a CAM method's own stage runs for that method only
+            return spec.method == self.cfg.cam.method and (spec.enabled is None
+                                                           or bool(spec.enabled(self.cfg)))
         return True
 
     def inputs_of(self, r: int, stage: str) -> list[tuple[int, str]]:

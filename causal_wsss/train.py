@@ -130,7 +130,8 @@ class TrainState:
 
 
 class Callback(Protocol):
-    """Any object with some of ``on_step(state)``, ``on_epoch_end(state)``."""
+    """Any object with some of ``on_step(state)``, ``on_history(state)`` (before the epoch's
+    checkpoint: may add keys to ``state.history[-1]``), ``on_epoch_end(state)``."""
 
 
 class LossHistory:
@@ -257,10 +258,12 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
                         progress=progress and info.is_main, desc=desc)
         state.history.append({"epoch": epoch + 1, "loss": state.epoch_loss, "lr": state.lr,
                               "seconds": time.perf_counter() - t0})
-        # before the checkpoint: a callback may add figures to this epoch's history entry
-        _emit(callbacks, "on_epoch_end", state)
+        # on_history: a callback may add figures to this epoch's history entry, which the
+        # checkpoint then keeps; on_epoch_end runs once the epoch is safely on disk
+        _emit(callbacks, "on_history", state)
         if checkpoint_path is not None and info.is_main:
             save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
                             epoch=epoch + 1, step=state.step, config=config,
                             extra={"history": state.history})
+        _emit(callbacks, "on_epoch_end", state)
     return state

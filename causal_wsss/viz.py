@@ -699,6 +699,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
                "fp32 on CPUs without bf16 instructions (docs/benchmarks.md); cam.amp=false "
                "gives IRNet's fp32",
     "cam.channels_last": "ours (memory layout; no effect on results)",
+    "cam.method": "ours: the CAM method; irn = IRNet's CAM as in CONTA (esol: docs/esol.md)",
     "cam_infer.scales": "method.md 4: scales (1.0, 0.5, 1.5, 2.0)",
     "cam_infer.flip": "method.md 4: each scale with its flip",
     "cam_infer.bg_threshold": "method.md 5: IRNet cam_eval_thres 0.15",
@@ -743,6 +744,25 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.l2_normalize": "method.md 7.3 [R]: off",
     "context.attention": "Eq. 3 (learned); 'uniform' is our control (docs/method-decisions.md)",
     "context.source": "method.md 7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
+    # ESOL (cam.method=esol only): re-implemented from the abstract and the official figure;
+    # [R] = our decision where the sources are silent (docs/esol.md)
+    "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",
+    "esol.r_max": "docs/esol.md [R]: offsets bounded to 8 feature cells (tanh)",
+    "esol.clip_q": "docs/esol.md [R]: Clip Op at the per-channel 0.9-quantile of F1",
+    "esol.clip_images": "docs/esol.md [R]: 200 training crops",
+    "esol.lambda_rev": "docs/esol.md [R]: DANN ramp of the reversed gradient",
+    "esol.lambda_rev_max": "docs/esol.md [R]: 1",
+    "esol.guard_outside": "docs/esol.md [R]: halve lambda_rev above 20% taps off the map",
+    "esol.lambda_area": "docs/esol.md [R]: area weight 0.1",
+    "esol.epochs_expand": "docs/esol.md [R]: 5 epochs",
+    "esol.epochs_shrink": "docs/esol.md [R]: 5 epochs",
+    "esol.lr_head": "docs/esol.md [R]: 0.01",
+    "esol.lr_offset": "docs/esol.md [R]: 0.001",
+    "esol.lr_backbone": "docs/esol.md [R]: 0.001 (reading B only)",
+    "esol.momentum": "docs/esol.md [R]: SGD momentum 0.9",
+    "esol.train_backbone": "docs/esol.md: reading A (figure: no gradient into the backbone)",
+    "esol.extract_from": "docs/esol.md [V-fig]: final CAMs from the shrinkage head",
+    "esol.diagnostics": "ours: also score stage-0 and expansion CAMs",
 }
 """Where each value of the ``paper`` preset comes from (``docs/method.md`` sections; "ours"
 marks engineering settings; those that change the numbers, such as ``cam.amp``, say so)."""
