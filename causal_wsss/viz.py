@@ -97,8 +97,7 @@ def plot_cooccurrence(stats: dict, *, conditional: bool = True, ax: Any = None,
     else:
         fig = ax.figure
     top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("0.85")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=max(top, 1e-6))
     ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
     ax.set_yticks(range(len(classes)), classes)
