@@ -89,7 +89,7 @@ if TORCH_THREADS:
 #
 # A classifier trained from image-level labels has no notion of *where* an object is. The CAM
 # network of IRNet (and of CONTA, which keeps it) makes location readable by its shape
-# (method.md section 4, "Classification / CAM stage"):
+# ([docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters), "Classification / CAM stage"):
 #
 # 1. a convolutional trunk maps the image to features $F \in \mathbb{R}^{C \times h \times w}$
 #    (ResNet-50 with output stride 16 in the paper: $h = H/16$);
@@ -154,7 +154,7 @@ print(f"loss {F.multilabel_soft_margin_loss(out.logits, labels):.4f} = by hand {
 # The same network comes in four sizes. `smoke` is for tests; `cpu` is what this course runs:
 # a ResNet-18 trunk cut after `layer3` (output stride 16), trained from scratch with AdamW on
 # the synthetic benchmark (no ImageNet weights can be downloaded here). `gpu` and `paper` are
-# IRNet's recipe on PASCAL VOC `train_aug` (method.md section 4): ResNet-50 at output stride
+# IRNet's recipe on PASCAL VOC `train_aug` ([docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters)): ResNet-50 at output stride
 # 16 with frozen BatchNorm and stem, random resize of the long side to [320, 640], flip,
 # crop 512, batch 16, 5 epochs, SGD with learning rate 0.1 for the trunk and 1.0 (10×) for the
 # classifier, weight decay 1e-4, poly schedule $(1 - \text{step}/\text{max})^{0.9}$.
@@ -211,7 +211,7 @@ plt.show()
 #
 # IRNet computes CAMs at four scales, (1.0, 0.5, 1.5, 2.0), each together with its mirror image:
 # every map is resized to the image, the eight maps are summed, and each class map is divided
-# by its maximum (`extract_cams`, method.md section 4, "CAM inference"). Small scales see whole
+# by its maximum (`extract_cams`, [docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters), "CAM inference"). Small scales see whole
 # objects, large scales see detail, and the flip averages out left-right asymmetries of the
 # network. We compare single-scale CAMs, their flip-averaged version, the scales of the preset
 # and IRNet's four scales, all with the network just trained, on the same images.
@@ -258,7 +258,7 @@ plt.show()
 # at most the threshold $t$, otherwise it takes the class with the largest map (only the
 # image's own classes compete). The mIoU over the 21 VOC labels is then computed against the
 # ground truth. IRNet reports $t = 0.15$; SEAM reports the best $t$ of a sweep. We show both
-# (method.md section 5) and always say which.
+# ([docs/method.md §5](../docs/method.md#5-evaluation-protocol)) and always say which.
 
 # %%
 fixed = cfg.cam_infer.bg_threshold
@@ -311,7 +311,7 @@ plt.show()
 # causal-wsss run --preset paper --root $VOC --rounds 0 --out runs/voc_paper_r0
 # ```
 #
-# IRNet reports 48.3 mIoU for these CAMs on VOC `train` at $t = 0.15$ (method.md section 8).
+# IRNet reports 48.3 mIoU for these CAMs on VOC `train` at $t = 0.15$ ([docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)).
 #
 # ## What we saw
 #

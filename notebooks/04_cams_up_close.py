@@ -84,7 +84,7 @@ if TORCH_THREADS:
 # %% [markdown]
 # ## 1. Round 0 of the pipeline
 #
-# `run_experiment` with `rounds=0` runs the baseline that CONTA starts from (method.md section
+# `run_experiment` with `rounds=0` runs the baseline that CONTA starts from (docs/method.md section
 # 4): train the CAM classifier, cache multi-scale + flip CAMs of every training image, evaluate
 # them (mIoU at the fixed threshold and over a sweep, leakage), make pseudo-masks, train and
 # evaluate a segmentation network. Each stage leaves `RUN_DIR/round_0/<stage>.json` when it is

@@ -142,7 +142,7 @@ plt.show()
 # A fully connected CRF (Krähenbühl and Koltun, 2011) relabels each pixel from the labels of
 # all others, weighted by colour similarity and distance: labels snap to colour edges. IRNet
 # uses it inside its IR-label step (10 iterations; Gaussian kernel sxy 3 / compat 3; bilateral
-# kernel sxy 50 / srgb 5 / compat 10, method.md section 4). It needs the `pydensecrf` package
+# kernel sxy 50 / srgb 5 / compat 10, [docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters)). It needs the `pydensecrf` package
 # (`pip install "causal-wsss[crf]"`, a compiled extension).
 
 # %%
@@ -167,7 +167,7 @@ if HAVE_CRF:
 #
 # ## 4. IRNet: relations instead of regions
 #
-# IRNet (Ahn, Cho and Kwak, CVPR 2019; method.md section 8) does not trust the CAM's extent. It
+# IRNet (Ahn, Cho and Kwak, CVPR 2019; [docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)) does not trust the CAM's extent. It
 # keeps only what the CAM is *sure* about and learns where objects end.
 #
 # ### 4a. Confident IR labels
@@ -250,7 +250,7 @@ plt.show()
 #
 # Every variant labels the same evaluation images from the same cached CAMs, and a
 # `ConfusionMatrix` per variant scores them against the ground truth (mIoU over the 21 labels,
-# method.md section 5). The IR labels are scored on their confident pixels only, with their
+# [docs/method.md §5](../docs/method.md#5-evaluation-protocol)). The IR labels are scored on their confident pixels only, with their
 # coverage: they are the random walk's training signal, not a pseudo-mask.
 
 # %%
@@ -321,7 +321,7 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # spreads CAM mass inside the regions the boundary map closes; when the CAM has leaked onto the
 # context, the leaked region is confident "horse" and the walk fills it in. No refinement removes
 # the confounder, because every variant starts from the same biased CAMs. On VOC, with the
-# `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
+# `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 ([docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)).
 #
 # ## What we saw
 #

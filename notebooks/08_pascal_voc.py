@@ -20,7 +20,7 @@
 #
 # - the folder layout `causal-wsss` expects for PASCAL VOC 2012 with SBD's `train_aug`, and how
 #   to check your copy before spending GPU hours;
-# - the `paper` preset: every hyper-parameter of the run, with the section of `method.md` it
+# - the `paper` preset: every hyper-parameter of the run, with the section of `docs/method.md` it
 #   comes from (IRNet's CAM and relation stages, CONTA's DeepLab-v2, our choices for the causal
 #   part);
 # - how to run round 0 (the IRNet baseline) and CONTA rounds 1-3 on one GPU, from the command
@@ -44,7 +44,7 @@ SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: tiny stand-in 
 FULL_SCALE = False  # True runs the experiment below (papermill -p FULL_SCALE True); hours on a GPU
 DATA = os.environ.get("CAUSAL_WSSS_DATA", "")  # folder holding VOCdevkit/ (or VOC2012/ itself)
 PRESET = "paper"  # the preset of the full-scale run (`gpu` is a shorter schedule)
-ROUNDS = 3  # CONTA rounds after round 0 (method.md 4: T = 3)
+ROUNDS = 3  # CONTA rounds after round 0 (docs/method.md §4: T = 3)
 SEED = 0
 OVERRIDES: list[str] = []  # e.g. ["cam.weights=/w/resnet50.pth", "seg.weights=/w/resnet101.pth"]
 RUN_DIR = "../runs/voc_paper"  # the same folder as `causal-wsss run ... --out runs/voc_paper`
@@ -100,7 +100,7 @@ pd.set_option("display.max_rows", 100)
 #     ImageSets/SegmentationAug/train_aug.txt # or ImageSets/Segmentation/train_aug.txt
 # ```
 #
-# Three splits take part (method.md 5): the classifier and DeepLab train on **train_aug**
+# Three splits take part ([docs/method.md §5](../docs/method.md#5-evaluation-protocol)): the classifier and DeepLab train on **train_aug**
 # (image-level labels only; SBD's masks are never used for training), CAMs and pseudo-masks are
 # scored on **train** (1,464 images, the original VOC masks), and DeepLab on **val** (1,449).
 # Without `train_aug` the run falls back to `train`, which is a different, smaller experiment.
@@ -138,7 +138,7 @@ config_sources_table(paper_cfg)
 
 # %% [markdown]
 # "ours" marks settings that change speed, not what is computed (bf16 autocast, memory
-# layout, loader processes). The tags [U], [R] and [V-...] are `method.md`'s: unverified,
+# layout, loader processes). The tags [U], [R] and [V-...] are `docs/method.md`'s: unverified,
 # our resolution, verified in code or paper. `causal-wsss config --preset paper` prints the
 # same configuration as JSON; every run saves it as `config.json`.
 #
@@ -261,7 +261,7 @@ else:
 # %% [markdown]
 # ## 5. Beside the published numbers
 #
-# The published rows are method.md section 6, with its verification tags: only some numbers
+# The published rows are [docs/method.md §6](../docs/method.md#6-headline-results), with its verification tags: only some numbers
 # could be checked against a source, and the CONTA paper's own tables were not available.
 # Ours are mIoU in percent: CAMs at IRNet's fixed background threshold 0.15 and pseudo-masks on
 # VOC train, segmentation on VOC val (the test server is not used, so that column stays empty).
@@ -302,13 +302,13 @@ if report is not None and len(report["rounds"]) > 1:
 # - The VOC experiment needs `train_aug` (SBD) for training and VOC's own masks on `train` and
 #   `val` for scoring; the checks above catch a missing piece before any GPU time is spent.
 # - The `paper` preset is IRNet's CAM and relation stages plus CONTA's DeepLab-v2, with every
-#   value traced to `method.md`; what the paper never specified (the dictionary, the prior, where
+#   value traced to `docs/method.md`; what the paper never specified (the dictionary, the prior, where
 #   the context enters) is our documented choice, not CONTA's.
 # - A full run is round 0 plus three CONTA rounds, each retraining everything: about 7-11 hours on
 #   one H200-class GPU, projected from stage rates measured there.
 # - The published gains of CONTA over IRNet and SEAM are +0.5 to +0.8 CAM, +1.4 to +1.8
 #   pseudo-mask and +1.6 to +1.8 segmentation mIoU, partly unverified and about as large as the
-#   spread between IRNet reproductions (method.md 7, pitfall 4): compare means over several
+#   spread between IRNet reproductions ([docs/method.md §7](../docs/method.md#7-pitfalls-from-issues-and-ambiguities-with-recommended-resolutions), pitfall 4): compare means over several
 #   seeds, not one run.
 #   In smoke mode the measured rows come from a tiny stand-in and say nothing about VOC.
 #

@@ -44,9 +44,9 @@ SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: tiny stand-in 
 FULL_SCALE = False  # True runs the experiment below (papermill -p FULL_SCALE True); days on a GPU
 DATA = os.environ.get("CAUSAL_WSSS_DATA", "")  # COCO root (train2014/ ...), or a folder with coco/
 PRESET = "paper"
-ROUNDS = 3  # CONTA rounds after round 0 (method.md 4: T = 3)
+ROUNDS = 3  # CONTA rounds after round 0 (docs/method.md §4: T = 3)
 SEED = 0
-OVERRIDES: list[str] = ["seg.iterations=100000"]  # CONTA's COCO schedule (method.md 4)
+OVERRIDES: list[str] = ["seg.iterations=100000"]  # CONTA's COCO schedule (docs/method.md §4)
 RUN_DIR = "../runs/coco_paper"  # the same folder as `causal-wsss run ... --out runs/coco_paper`
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
 SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
@@ -122,7 +122,7 @@ else:
 #
 # COCO numbers its 80 categories from 1 to 90 and skips ten ids (left over from categories that
 # were planned and dropped). Label maps need contiguous indices, so `constants.COCO_ID_TO_LABEL`
-# maps the ids to labels 1-80, with 0 for background: 81 labels, the count method.md 5 uses.
+# maps the ids to labels 1-80, with 0 for background: 81 labels, the count [docs/method.md §5](../docs/method.md#5-evaluation-protocol) uses.
 
 # %%
 missing_ids = sorted(set(range(1, 91)) - set(COCO_ID_TO_LABEL))
@@ -195,13 +195,13 @@ if sets is not None:
 # %%
 coco_sources = {
     **PAPER_PRESET_SOURCES,
-    "data.dataset": "method.md 5: MS-COCO 2014, 81 labels",
+    "data.dataset": "docs/method.md §5: MS-COCO 2014, 81 labels",
     "data.root": "your copy (--root / CAUSAL_WSSS_DATA)",
-    "data.train_split": "method.md 5: COCO train 2014 (no train_aug: falls back to train)",
+    "data.train_split": "docs/method.md §5: COCO train 2014 (no train_aug: falls back to train)",
     "data.eval_split": "ours: CAMs and pseudo-masks scored on COCO train (no COCO protocol "
-                       "for them in method.md)",
-    "data.val_split": "method.md 5: COCO val 2014, 40,504 images",
-    "seg.iterations": "method.md 4: CONTA's COCO config, 100,000 iterations",
+                       "for them in docs/method.md)",
+    "data.val_split": "docs/method.md §5: COCO val 2014, 40,504 images",
+    "seg.iterations": "docs/method.md §4: CONTA's COCO config, 100,000 iterations",
 }
 config_sources_table(paper_cfg, coco_sources)
 
@@ -291,7 +291,7 @@ else:
 # %% [markdown]
 # ## 5. Beside the published numbers
 #
-# method.md section 6 has only segmentation mIoU on COCO val for the CONTA paper's
+# [docs/method.md §6](../docs/method.md#6-headline-results) has only segmentation mIoU on COCO val for the CONTA paper's
 # re-implemented baselines ("*"); the tags say how far each number was verified. Our rows add
 # CAM and pseudo-mask mIoU on COCO train (fixed threshold 0.15) from the run's report.
 

@@ -21,7 +21,7 @@
 # - which runs exist (`runs/*/report.json`, the seed and `rho` sweep in
 #   `runs/evidence/reports.json`) and what each one measured;
 # - which numbers in this course were **measured here**, with the preset, seed and date of the
-#   run, and which are **the paper's** (method.md section 6), with how far each was verified;
+#   run, and which are **the paper's** ([docs/method.md §6](../docs/method.md#6-headline-results)), with how far each was verified;
 # - how every figure in `figures/` is made: this notebook redraws the ones that come from runs
 #   and from the package, with the same functions the other notebooks call, and can re-execute
 #   the notebooks that draw the rest.
@@ -137,7 +137,7 @@ for label, (report, _) in runs.items():
 #
 # Every number in the course comes from one of two places. **Measured here**: a run of this
 # package, recorded in its `report.json` (the note gives preset, seed and the report's date).
-# **The paper's**: the published values collected in method.md section 6, each tagged with how
+# **The paper's**: the published values collected in [docs/method.md §6](../docs/method.md#6-headline-results), each tagged with how
 # far it was checked: [V-...] verified in a named source, [U] recalled from the paper and not
 # re-checked (the CONTA paper's own tables could not be consulted). Nothing else enters a
 # table or a figure.
@@ -249,7 +249,7 @@ for name in REBUILD:
 #
 # - The runs of this course leave reports with one entry per round; this notebook lists them
 #   and marks every number **measured here** with the preset, seed and date of its run.
-# - The published numbers (method.md 6) stay apart, with their verification tags: several are
+# - The published numbers ([docs/method.md §6](../docs/method.md#6-headline-results)) stay apart, with their verification tags: several are
 #   unverified, and the reported gains of CONTA (half a point to two points of mIoU) are the size
 #   of seed-to-seed differences, so only means over seeds (`runs/evidence`) compare fairly.
 # - Every figure in `figures/` is drawn by code: the run and graph figures here, the rest by
