@@ -267,7 +267,8 @@ lifts = pd.Series({(a, b): cond[a][b] / base[b] for a in counts["classes"]
                    if a != b and counts["image_counts"][a] and base[b] > 0}).sort_values()
 print(lifts.tail(3).round(2))
 assert lifts.notna().all()
-#
+
+# %% [markdown]
 # ## What we saw
 #
 # - Co-occurrence is visible in image-level labels alone: $P(b \mid a)$ far above $P(b)$ marks
