@@ -27,7 +27,8 @@
 # - how to read the outcome beside the COCO numbers published for IRNet, SEAM and CONTA.
 #
 # **Before this:** [08 · Full PASCAL VOC 2012 experiment](08_pascal_voc.ipynb): the same run on
-# VOC, with the `paper` preset explained in full.
+# VOC, with the `paper` preset explained in full. Prerequisites: PyTorch and convolutional
+# networks, as from notebook 03 on; for the run itself, a machine with a CUDA GPU.
 #
 # **Run time and hardware:** as it is, this notebook takes seconds, plus a few minutes and a
 # few GB of memory to read COCO's annotations when `CAUSAL_WSSS_DATA` points at them;
@@ -55,29 +56,23 @@ WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_09_")  # smoke mode: stand-in da
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
-import importlib.util
 import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from causal_wsss.config import resolve
 from causal_wsss.constants import COCO_CATEGORIES, COCO_CLASSES, COCO_ID_TO_LABEL
-from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.errors import ConfigError, DataError, WeightsError
-from causal_wsss.models.seg_net import build_seg_net
-from causal_wsss.pipeline import build_cam_model, format_report_table, load_datasets, run_experiment
+from causal_wsss.course import check_gpu_run, run_or_read, show_run_figures, standin_root
+from causal_wsss.errors import ConfigError, DataError
+from causal_wsss.pipeline import load_datasets
 from causal_wsss.viz import (
     PAPER_PRESET_SOURCES,
     config_sources_table,
-    load_report,
     plot_image_mask_grid,
     plot_results_table,
-    plot_rounds,
-    plot_run_cams,
     results_table,
     save_figure,
 )
@@ -105,8 +100,7 @@ pd.set_option("display.max_rows", 100)
 
 # %%
 if SMOKE:
-    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED, coco=True,
-                                  **STANDIN).parents[1])
+    DATA = standin_root(WORK_DIR, seed=SEED, coco=True, **STANDIN)
 coco_root = ""  # empty: the configuration below says which key is missing
 if DATA:
     data = Path(DATA).expanduser().resolve()  # absolute, as `causal-wsss run` saves it
@@ -243,25 +237,7 @@ config_sources_table(paper_cfg, coco_sources)
 # The checks before starting:
 
 # %%
-print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
-needs_crf = cfg.pseudo.refine == "crf" or (cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf)
-crf_ok = not needs_crf or importlib.util.find_spec("pydensecrf") is not None
-if needs_crf:
-    print("pydensecrf:", "installed" if crf_ok else "missing (pip install 'causal-wsss[crf]', "
-          "or add 'pseudo.ir_crf=false' to OVERRIDES)")
-weights_ok = False  # loading ImageNet weights may download them: only when running
-if SMOKE or FULL_SCALE:
-    try:
-        build_cam_model(cfg, len(COCO_CLASSES) - 1)
-        build_seg_net(len(COCO_CLASSES), arch=cfg.seg.arch, backbone=cfg.seg.backbone,
-                      weights=cfg.seg.weights)
-        weights_ok = True
-        print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
-              f"({cfg.seg.weights}) load")
-    except WeightsError as exc:
-        print(f"weights: {exc}")
-else:
-    print("weights: checked when FULL_SCALE is set (building the networks may download them)")
+ok = check_gpu_run(cfg, len(COCO_CLASSES), build_networks=SMOKE or FULL_SCALE)  # as in notebook 08
 
 # %% [markdown]
 # ## 4. The run
@@ -272,21 +248,10 @@ else:
 
 # %%
 run_dir = Path(f"{WORK_DIR}/run" if SMOKE else RUN_DIR)
-if SMOKE or (FULL_SCALE and sets is not None and crf_ok and weights_ok):
-    run_experiment(cfg, run_dir, progress=PROGRESS)
-elif FULL_SCALE:
-    print("FULL_SCALE is set but the checks above failed: nothing was run.")
-else:
-    print("FULL_SCALE is False: not running (set it, or use the command line of section 3).")
-report, measured = None, ""
-if (run_dir / "report.json").is_file():
-    report, measured = load_report(run_dir / "report.json")
-    if SMOKE:
-        measured += ", synthetic stand-in (not COCO)"
-    print(format_report_table(report))
-    print(measured)
-else:
-    print(f"no report in {run_dir} yet")
+ready = sets is not None and ok["crf"] and ok["weights"]
+report, measured = run_or_read(cfg, run_dir, run=SMOKE or (FULL_SCALE and ready),
+                               full_scale=FULL_SCALE, progress=PROGRESS,
+                               note=", synthetic stand-in (not COCO)" if SMOKE else "")
 
 # %% [markdown]
 # ## 5. Beside the published numbers
@@ -309,16 +274,32 @@ plt.show()
 # The rounds, and the baseline's and the last round's CAMs on the same training images:
 
 # %%
-if report is not None:
-    fig = plot_rounds(report)
-    save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_rounds.png")
-    plt.show()
+saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "09_ms_coco")
 
-# %%
-if report is not None and len(report["rounds"]) > 1:
-    fig = plot_run_cams(run_dir, report)
-    save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_cams.png")
-    plt.show()
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** How many of the ids 1-90 does COCO leave unused, and which contiguous label
+# does the last category (id 90, "toothbrush") get? Use `COCO_ID_TO_LABEL`.
+#
+# **Exercise 2.** Scale notebook 08's per-round projection to COCO for the two stages whose cost
+# grows with the schedule: CAM training (5 epochs over the training images: 82,081 against
+# 10,582, about 10 minutes on VOC) and segmentation (100,000 iterations against 20,000, about
+# 46 minutes on VOC). Compare with section 3.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: ten ids are unused and the 80 categories fill labels 1-80.
+unused = sorted(set(range(1, 91)) - set(COCO_ID_TO_LABEL))
+print(f"{len(unused)} unused ids: {unused}; id 90 -> label {COCO_ID_TO_LABEL[90]}")
+assert len(unused) == 10 and COCO_ID_TO_LABEL[90] == 80
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: time grows with the number of crops or iterations.
+cam_h = 10 * 82_081 / 10_582 / 60
+seg_h = 46 * 100_000 / 20_000 / 60
+print(f"CAM training about {cam_h:.1f} h, segmentation about {seg_h:.1f} h per round "
+      "(section 3: about 1.3 h and 4 h)")
+assert 1.2 < cam_h < 1.4 and 3.7 < seg_h < 4.0
 
 # %% [markdown]
 # ## What we saw
