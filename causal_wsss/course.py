@@ -29,15 +29,21 @@ from .io import write_json
 def benchmark_config(preset: str, *, synth_dir: str | os.PathLike, rho: float, seed: int,
                      n_train: int, n_val: int, size: int, twins: int, rounds: int = 0,
                      dataset: str = "synthetic", data: str | os.PathLike = "",
-                     overrides: Sequence[str] = (), progress: bool = False) -> ExperimentConfig:
+                     overrides: Sequence[str] = (), progress: bool = False,
+                     torch_threads: int = 0) -> ExperimentConfig:
     """Write the synthetic benchmark into ``synth_dir`` (reused when it is there, as
     ``generate_synthetic`` does) and resolve ``preset`` on it.
 
     With ``dataset`` other than ``synthetic`` nothing is generated and the data root is
     ``data`` (e.g. ``CAUSAL_WSSS_DATA``). The root is made absolute, so the configuration a run
     saves works from any folder; ``overrides`` are ``key=value`` pairs as on the command line.
+    ``torch_threads`` > 0 sets torch's CPU threads for the session (1 is fastest on the smoke
+    sizes); 0 leaves torch's default.
     """
     from .data.synthetic import generate_synthetic
+
+    if torch_threads > 0:
+        torch.set_num_threads(int(torch_threads))
 
     if dataset == "synthetic":
         generate_synthetic(synth_dir, n_train=n_train, n_val=n_val, rho=rho, seed=seed, size=size,

@@ -83,9 +83,6 @@ from causal_wsss.runtime import choose_device, seed_everything
 from causal_wsss.train import LossHistory
 from causal_wsss.viz import plot_cam_grid, plot_loss_history, plot_threshold_sweep, save_figure
 
-if TORCH_THREADS:
-    torch.set_num_threads(TORCH_THREADS)
-
 # %% [markdown]
 # ## 1. What a CAM is
 #
@@ -118,7 +115,7 @@ if TORCH_THREADS:
 # the benchmark of notebook 02 (written once, then reused) and the preset's configuration on it
 cfg = benchmark_config(PRESET, dataset=DATASET, data=DATA, synth_dir=SYNTH_DIR, rho=RHO,
                        seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE, twins=TWINS,
-                       progress=PROGRESS)
+                       progress=PROGRESS, torch_threads=TORCH_THREADS)
 sets = load_datasets(cfg)
 train, evalset = sets["train"], sets["eval"]
 num_fg = train.num_classes - 1

@@ -78,9 +78,6 @@ from causal_wsss.viz import (
 )
 from causal_wsss.widgets import CamExplorer
 
-if TORCH_THREADS:
-    torch.set_num_threads(TORCH_THREADS)
-
 # %% [markdown]
 # ## 1. Round 0 of the pipeline
 #
@@ -93,9 +90,10 @@ if TORCH_THREADS:
 
 # %%
 # the benchmark of notebook 02, the preset on it, and round 0 run (or read) in RUN_DIR
-cfg, report = run_benchmark(RUN_DIR, PRESET, dataset=DATASET, data=DATA, synth_dir=SYNTH_DIR,
-                            rho=RHO, seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE,
-                            twins=TWINS, progress=PROGRESS)
+cfg, report = run_benchmark(RUN_DIR, PRESET, rounds=0, dataset=DATASET, data=DATA,
+                            synth_dir=SYNTH_DIR, rho=RHO, seed=SEED, n_train=N_TRAIN,
+                            n_val=N_VAL, size=SIZE, twins=TWINS, progress=PROGRESS,
+                            torch_threads=TORCH_THREADS)
 print(format_report_table(report))
 
 # %% [markdown]

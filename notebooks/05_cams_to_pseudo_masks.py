@@ -61,7 +61,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from causal_wsss.cam import CamCache
 from causal_wsss.checkpoint import load_checkpoint
@@ -80,9 +79,6 @@ from causal_wsss.pseudo_masks import cams_to_mask, refine_none, refine_threshold
 from causal_wsss.runtime import choose_device
 from causal_wsss.viz import plot_cam_grid, plot_label_grid, save_figure
 
-if TORCH_THREADS:
-    torch.set_num_threads(TORCH_THREADS)
-
 # %% [markdown]
 # ## 1. The CAMs of round 0
 #
@@ -93,12 +89,12 @@ if TORCH_THREADS:
 # the benchmark of notebook 02, the preset on it, and round 0 run (or read) in RUN_DIR
 cfg, report = run_benchmark(RUN_DIR, PRESET, dataset=DATASET, data=DATA, synth_dir=SYNTH_DIR,
                             rho=RHO, seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE,
-                            twins=TWINS, progress=PROGRESS)
+                            twins=TWINS, progress=PROGRESS, torch_threads=TORCH_THREADS)
+p = cfg.pseudo  # the pseudo-mask settings of the preset
+device = choose_device(cfg.device)
 sets = load_datasets(cfg)
 train, evalset = sets["train"], sets["eval"]
 cache = CamCache(Path(RUN_DIR) / "round_0" / "cams")
-p = cfg.pseudo
-device = choose_device(cfg.device)
 ridden = [i for i, row in enumerate(evalset.label_matrix())
           if row[evalset.classes.index("horse") - 1] and row[evalset.classes.index("person") - 1]]
 show = (ridden[:2] + [i for i in range(len(evalset)) if i not in ridden[:2]])[:N_SHOW]
