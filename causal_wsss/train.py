@@ -189,7 +189,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
                         device=device, amp=amp, state=state, callbacks=callbacks,
                         progress=progress and info.is_main, desc=desc)
         state.history.append({"epoch": epoch + 1, "loss": state.epoch_loss, "lr": state.lr,
-                              "step": state.step, "seconds": time.perf_counter() - t0})
+                              "seconds": time.perf_counter() - t0})
         if checkpoint_path is not None and info.is_main:
             save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
                             epoch=epoch + 1, step=state.step, config=config,
