@@ -241,13 +241,13 @@ fig = plot_cam_grid([evalset.load_image(i) for i in shown],
                      for label in ("scale 1.0", "IRNet: 4 scales + flips")},
                     col_titles=[f"{evalset.names[i]}: {evalset.classes[first[i] + 1]}"
                                 for i in shown],
-                    masks=[masks[i].numpy() for i in shown])
+                    masks=[masks[i].numpy() for i in shown], classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/03_cam_training_cams.png")
 plt.show()
 
 # %% [markdown]
-# Each column is one image and the CAM of its first class, below its ground truth (the cream
-# band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
+# Each column is one image and the CAM of its first class, below its ground truth (classes in
+# the legend; the cream band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
 # `cpu` preset the bird's CAM covers the sky and the horse's CAM the grass: context, not object.
 # Notebook 04 measures that leak.
 #
