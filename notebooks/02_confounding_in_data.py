@@ -215,13 +215,14 @@ explorer.widget(RHO_GRID, value=RHO)
 # %% [markdown]
 # Try `rho` = 0.2: the context no longer depends on the class (five contexts), yet the person
 # still follows the horse 20% of the time. At `rho` = 0 the horse never stands on grass and never
-# carries a rider. The person is then *less* likely with a horse than without one (in our run
-# of the figure, $P(\text{person} \mid \text{horse})$ was 0.05 against 0.19 without a horse):
-# an anti-correlation, so the sign of the confounding flips. It does not confound "just as
-# much": the gap at `rho` = 0 (0.14) is about a third of the gap at `rho` = 0.9 (0.89 against
-# 0.42, 0.47), because persons keep coming into horse-free images as boats' partners, as
-# anchors and as extra objects whatever `rho` is. Somewhere between the two the curves cross,
-# and there a person says nothing about a horse (exercise 1).
+# carries a rider. The person is then *less* likely with a horse than without one (in the
+# committed figure, made with the parameters above, $P(\text{person} \mid \text{horse})$ is
+# 0.08 against 0.20 without a horse): an anti-correlation, so the sign of the confounding
+# flips. It does not confound "just as much": the gap at `rho` = 0 (0.12) is about a quarter of
+# the gap at `rho` = 0.9 (0.84 against 0.40, 0.44), because persons keep coming into horse-free
+# images as boats' partners, as anchors and as extra objects whatever `rho` is. In between the
+# curves cross (near `rho` = 0.28 in that figure), and there a person says nothing about a
+# horse (exercise 1).
 #
 # ## Exercises
 #
