@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ExperimentConfig, resolve
+from .config import ExperimentConfig
 from .errors import ConfigError, DataError
 from .io import write_json
 from .methods import CamRound, get_method, method_stages
@@ -1006,31 +1006,3 @@ def format_report_table(report: dict) -> str:
             f" {num(e.get('context_effect'), '.2f', 8)}")
     return "\n".join(lines)
 
-
-def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
-             preset: str = "cpu", rounds: int = 1, seed: int = 0,
-             overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-             n_train: int = 400, n_val: int = 100, rho: float = 0.9, size: int | None = None,
-             twins: int | None = None, figures_dir: str | Path | None = None) -> dict:
-    """The main job: synthetic confounded data (cached), round 0 + CONTA rounds, figures, table.
-
-    The data are the benchmark (``size`` default ``BENCHMARK_SIZE`` px, do(context) twins of the
-    first ``BENCHMARK_TWINS`` validation images), so every round's report carries the context
-    effect, in/out-of-context CAM mIoU and the false positives on context alone.
-    """
-    from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
-    from .data.synthetic import generate_synthetic
-
-    size = BENCHMARK_SIZE if size is None else size
-    generate_synthetic(data, n_train=n_train, n_val=n_val, rho=rho, seed=seed, size=size,
-                       twins=min(BENCHMARK_TWINS, n_val) if twins is None else twins,
-                       progress=progress)
-    cfg = resolve(preset, [f"data.root={Path(data).resolve()}", *overrides], seed=seed,
-                  rounds=rounds)
-    report = run_experiment(cfg, out, progress=progress)
-    print(format_report_table(report))
-    from .viz import save_demo_figures
-
-    for path in save_demo_figures(report, out, figures_dir=figures_dir):
-        print(f"figure: {path}")
-    return report

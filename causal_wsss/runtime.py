@@ -155,17 +155,41 @@ def get_dist() -> DistInfo:
     return DistInfo()
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (an IPython kernel app is running), False in a plain
+    interpreter, a script or the command line."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython() if hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 def setup_logging(run_dir: str | Path | None = None, name: str = "causal_wsss",
-                  filename: str = "log.txt") -> logging.Logger:
-    """A logger that prints to stderr and, with ``run_dir``, appends to ``run_dir/filename``."""
+                  filename: str = "log.txt", console_level: int | None = None) -> logging.Logger:
+    """A logger that prints to stderr and, with ``run_dir``, appends to ``run_dir/filename``.
+
+    The file gets every INFO line. The console gets ``console_level`` and above: by default INFO
+    on the command line and WARNING inside a notebook (:func:`in_notebook`), where a kernel
+    shows every stderr line as an error box; progress bars and warnings stay visible there, and
+    the run's ``log.txt`` holds the rest.
+    """
+    if console_level is None:
+        console_level = logging.WARNING if in_notebook() else logging.INFO
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in logger.handlers):
+    consoles = [h for h in logger.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    if not consoles:
         stream = logging.StreamHandler()
         stream.setFormatter(fmt)
         logger.addHandler(stream)
+        consoles = [stream]
+    for h in consoles:
+        h.setLevel(console_level)
     if run_dir is not None:
         path = Path(run_dir) / filename
         path.parent.mkdir(parents=True, exist_ok=True)

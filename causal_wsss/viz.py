@@ -6,6 +6,7 @@ notebooks display the figure, scripts save it (:func:`save_figure`, atomic).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,26 +48,57 @@ def plot_graph(graph: Any, layout: dict[str, tuple[float, float]] | None = None,
     for node, (x, y) in pos.items():
         desc = graph.nodes[node].get("description", "")
         if desc:
-            ax.text(x, y - 0.22, desc.split(":")[0][:38], ha="center", va="top", fontsize=8,
-                    color="0.25")
+            dx, dy = _caption_side(graph, pos, node)
+            ax.text(x + 0.2 * dx, y + 0.2 * dy, "\n".join(textwrap.wrap(desc.split(":")[0][:38], 16)),
+                    ha={-1: "right", 0: "center", 1: "left"}[dx],
+                    va={-1: "top", 0: "center", 1: "bottom"}[dy], fontsize=8, color="0.25",
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                          "alpha": 0.8})
     ax.set_title(title)
     ax.axis("off")
     ax.margins(0.25)
     return fig
 
 
+def _caption_side(graph: Any, pos: dict, node: str) -> tuple[int, int]:
+    """Where a node's caption goes, as a unit step (dx, dy): the first of below, above, right,
+    left that is at least 60 degrees from every edge at the node, else the one farthest from
+    them, so that no caption is drawn over an arrow."""
+    x, y = pos[node]
+    angles = [np.arctan2(pos[v][1] - y, pos[v][0] - x)
+              for v in {*graph.successors(node), *graph.predecessors(node)}]
+    best, best_gap = (0, -1), -1.0
+    for step in ((0, -1), (0, 1), (1, 0), (-1, 0)):
+        direction = np.arctan2(step[1], step[0])
+        gap = min((abs((direction - a + np.pi) % (2 * np.pi) - np.pi) for a in angles),
+                  default=np.pi)
+        if gap >= np.pi / 3:
+            return step
+        if gap > best_gap:
+            best, best_gap = step, gap
+    return best
+
+
 def plot_cooccurrence(stats: dict, *, conditional: bool = True, ax: Any = None,
-                      min_images: int = 1) -> Figure:
-    """Heat map of P(b | a) (rows a, columns b) or of raw co-occurrence counts."""
+                      min_images: int = 1, mask_diagonal: bool = True) -> Figure:
+    """Heat map of P(b | a) (rows a, columns b) or of raw co-occurrence counts.
+
+    With ``mask_diagonal`` the diagonal (P(a | a) = 1, or each class's own count) is drawn grey
+    and left out of the colour scale, so that the scale shows the off-diagonal values."""
     classes = [c for c in stats["classes"] if stats["image_counts"][c] >= min_images]
     counts = np.array([[stats["cooccurrence"][a][b] for b in classes] for a in classes], float)
     values = counts / np.maximum(counts.diagonal()[:, None], 1) if conditional else counts
+    if mask_diagonal and len(classes) > 1:
+        values = values.copy()
+        np.fill_diagonal(values, np.nan)
     if ax is None:
         size = 1.2 + 0.38 * len(classes)
         fig, ax = plt.subplots(figsize=(size + 1.2, size))
     else:
         fig = ax.figure
-    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1 if conditional else None)
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=max(top, 1e-6))
     ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("b")
@@ -75,9 +107,11 @@ def plot_cooccurrence(stats: dict, *, conditional: bool = True, ax: Any = None,
     if len(classes) <= 12:
         for i in range(len(classes)):
             for j in range(len(classes)):
+                if np.isnan(values[i, j]):
+                    continue
                 text = f"{values[i, j]:.2f}" if conditional else f"{int(values[i, j])}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                        color="white" if values[i, j] < 0.6 * values.max() else "black")
+                        color="white" if values[i, j] < 0.6 * top else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     return fig
 
@@ -85,6 +119,23 @@ def plot_cooccurrence(stats: dict, *, conditional: bool = True, ax: Any = None,
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
     """(H, W) label map -> (H, W, 3) uint8 in the VOC palette."""
     return voc_palette()[np.asarray(labels, dtype=np.uint8)]
+
+
+def class_legend(fig: Figure, maps: Sequence[np.ndarray], classes: Sequence[str], *,
+                 ncol: int = 8) -> None:
+    """A legend under ``fig``: one patch in the VOC palette for each label that occurs in the
+    label maps ``maps`` (index into ``classes``), plus "void / ignored" for 255."""
+    from matplotlib.patches import Patch
+
+    present = sorted({int(v) for m in maps for v in np.unique(np.asarray(m))})
+    palette = voc_palette()
+    handles = [Patch(facecolor=palette[v] / 255.0, edgecolor="0.3",
+                     label="void / ignored" if v == 255 else
+                     (classes[v] if v < len(classes) else str(v)))
+               for v in present if v == 255 or v < len(palette)]
+    if handles:
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
 
 
 def overlay_cam(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -95,10 +146,13 @@ def overlay_cam(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.nd
 
 def plot_cam_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndarray]], *,
                   col_titles: Sequence[str] = (), masks: Sequence[np.ndarray] | None = None,
-                  figsize_per: float = 2.1) -> Figure:
+                  figsize_per: float = 2.1, gray_rows: Sequence[str] = (),
+                  classes: Sequence[str] | None = None) -> Figure:
     """Columns = images; first row the image (or its ground truth), then one row per CAM set.
 
-    ``rows`` maps a row title (e.g. "baseline", "CONTA") to one (H, W) CAM per image.
+    ``rows`` maps a row title (e.g. "baseline", "CONTA") to one (H, W) CAM per image, drawn over
+    the image; the rows named in ``gray_rows`` (e.g. a boundary map) are drawn alone in grey on
+    [0, 1], with a colour bar. With ``classes`` the ground truth gets a colour legend.
     """
     n = len(images)
     nrows = 1 + (masks is not None) + len(rows)
@@ -113,7 +167,12 @@ def plot_cam_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndar
             axes[r, j].imshow(colorize_labels(masks[j]))
             r += 1
         for title, cams in rows.items():
-            axes[r, j].imshow(overlay_cam(image, cams[j]))
+            if title in gray_rows:
+                shown = axes[r, j].imshow(cams[j], cmap="gray", vmin=0, vmax=1)
+                if j == n - 1:
+                    fig.colorbar(shown, ax=list(axes[r]), fraction=0.02, pad=0.01)
+            else:
+                axes[r, j].imshow(overlay_cam(image, cams[j]))
             if j == 0:
                 axes[r, j].set_ylabel(title, fontsize=10)
             r += 1
@@ -122,7 +181,10 @@ def plot_cam_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndar
         ax.set_yticks([])
     if masks is not None:
         axes[1, 0].set_ylabel("ground truth", fontsize=10)
-    fig.tight_layout()
+    if not gray_rows:
+        fig.tight_layout()
+    if masks is not None and classes is not None:
+        class_legend(fig, masks, classes)
     return fig
 
 
@@ -134,33 +196,41 @@ def plot_dictionary(masks: np.ndarray, classes: Sequence[str], prior: np.ndarray
     n = max(1, len(idx))
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols + 0.8, 2.0 * nrows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    top = max([1e-6, *(float(fg[i].max()) for i in idx)])
+    shown = None
     for k, i in enumerate(idx):
         ax = axes.flat[k]
-        ax.imshow(fg[i], cmap="magma", vmin=0, vmax=max(1e-6, float(fg[i].max())))
+        shown = ax.imshow(fg[i], cmap="magma", vmin=0, vmax=top)
         title = classes[i + 1]
         if prior is not None:
             title += f"\nP(c)={prior[i]:.3f}"
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(axes.flat), fraction=0.025, pad=0.02)
+        bar.set_label("share of the class's images\nwith the class at the cell", fontsize=8)
     return fig
 
 
 def plot_attention(alpha: np.ndarray, classes: Sequence[str], prior: np.ndarray | None = None,
-                   ax: Any = None) -> Figure:
-    """Bar chart of one image's attention weights alpha_i (and alpha_i * P(c_i))."""
+                   ax: Any = None, shown: Sequence[int] | None = None) -> Figure:
+    """Bar chart of one image's attention weights alpha_i (and alpha_i * P(c_i)); ``shown``:
+    the foreground indices i (0-based, ``classes[i + 1]``) to draw, default all."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 2.8))
     else:
         fig = ax.figure
-    names = list(classes[1:])
+    alpha = np.asarray(alpha, dtype=np.float64)
+    shown = list(range(len(classes) - 1)) if shown is None else [int(i) for i in shown]
+    names = [classes[i + 1] for i in shown]
     x = np.arange(len(names))
-    ax.bar(x - 0.2, alpha, width=0.4, label="alpha")
+    ax.bar(x - 0.2, alpha[shown], width=0.4, label="alpha")
     if prior is not None:
-        ax.bar(x + 0.2, alpha * prior / max(float((alpha * prior).sum()), 1e-12), width=0.4,
-               label="alpha * P(c), normalised")
+        weighted = alpha * prior / max(float((alpha * prior).sum()), 1e-12)
+        ax.bar(x + 0.2, weighted[shown], width=0.4, label="alpha * P(c), normalised")
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("weight")
     ax.legend(fontsize=8)
@@ -302,9 +372,9 @@ def plot_bars(groups: Sequence[str], series: dict[str, Sequence[float]], *,
 
 def plot_image_mask_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
                          titles: Sequence[str] = (), ncols: int = 6,
-                         size: float = 2.0) -> Figure:
+                         size: float = 2.0, classes: Sequence[str] | None = None) -> Figure:
     """Images (uint8 (H, W, 3)) above their label masks ((H, W), VOC palette, 255 = void),
-    ``ncols`` images per block of two rows."""
+    ``ncols`` images per block of two rows; with ``classes`` a colour legend of the labels."""
     if len(images) != len(masks) or not images:
         raise ValueError(f"plot_image_mask_grid: expected as many masks as images (at least "
                          f"one), got {len(images)} images and {len(masks)} masks")
@@ -321,6 +391,8 @@ def plot_image_mask_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarra
         if k < len(titles):
             axes[row, col].set_title(titles[k], fontsize=8)
     fig.tight_layout()
+    if classes is not None:
+        class_legend(fig, masks, classes)
     return fig
 
 
@@ -328,28 +400,52 @@ def plot_image_mask_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarra
 # Notebooks 03-05: training curves, threshold sweeps, leakage, label maps
 
 
+def epoch_end_steps(epochs: Sequence[dict], steps: Sequence[int] = (),
+                    steps_per_epoch: int | None = None) -> list[float]:
+    """The global step at which each epoch of ``epochs`` (``fit``'s history) ended: its
+    ``step`` entry when recorded; else ``epoch * steps_per_epoch``, with ``steps_per_epoch``
+    taken from the last recorded step (``steps``, global steps: the callback of a resumed run
+    sees only the last epochs, but their step numbers go on) when not given; else the epoch
+    number itself."""
+    if steps_per_epoch is None and len(steps) and epochs:
+        steps_per_epoch = float(steps[-1]) / float(epochs[-1]["epoch"])
+    return [float(e["step"]) if "step" in e else
+            float(e["epoch"]) * (steps_per_epoch if steps_per_epoch else 1.0) for e in epochs]
+
+
 def plot_loss_history(steps: Sequence[int], losses: Sequence[float], *,
                       epochs: Sequence[dict] = (), window: int = 10, title: str = "",
-                      ax: Any = None) -> Figure:
+                      steps_per_epoch: int | None = None, ax: Any = None) -> Figure:
     """Training loss per step (thin), its running mean over ``window`` steps, and the mean loss
-    of each epoch (``epochs``: ``fit``'s history entries ``{"epoch", "loss"}``) at the epoch's
-    last step."""
+    of each epoch (``epochs``: ``fit``'s history entries ``{"epoch", "loss"}``, with ``step``
+    when recorded) at the epoch's last step (:func:`epoch_end_steps`).
+
+    ``steps`` are global step numbers. Several histories (a run resumed, or callbacks of
+    several sessions concatenated) may leave gaps: each contiguous stretch gets its own running
+    mean, none is averaged across a gap. Without steps (a finished checkpoint reloaded) only
+    the epoch means are drawn, against the epoch."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.0, 3.4))
     else:
         fig = ax.figure
     steps, losses = np.asarray(steps, float), np.asarray(losses, float)
     if len(losses):
+        order = np.argsort(steps, kind="stable")
+        steps, losses = steps[order], losses[order]
         ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="loss per step")
+        cuts = np.flatnonzero(np.diff(steps) != 1) + 1
         w = max(1, min(int(window), len(losses)))
-        running = np.convolve(losses, np.ones(w) / w, mode="valid")  # (n - w + 1,)
-        ax.plot(steps[w - 1:], running, color="tab:blue", linewidth=2,
-                label=f"running mean ({w} steps)")
+        label = f"running mean ({w} steps)"
+        for part_steps, part in zip(np.split(steps, cuts), np.split(losses, cuts)):
+            k = min(w, len(part))
+            running = np.convolve(part, np.ones(k) / k, mode="valid")  # (n - k + 1,)
+            ax.plot(part_steps[k - 1:], running, color="tab:blue", linewidth=2, label=label)
+            label = None
     if epochs:
-        per_epoch = len(steps) / len(epochs) if len(steps) else 1.0
-        ax.plot([round(e["epoch"] * per_epoch) for e in epochs], [e["loss"] for e in epochs],
-                "o", color="tab:orange", label="epoch mean")
-    ax.set_xlabel("step" if len(steps) else "epoch")
+        x = (epoch_end_steps(epochs, steps, steps_per_epoch) if len(steps) or steps_per_epoch
+             else [float(e["epoch"]) for e in epochs])
+        ax.plot(x, [e["loss"] for e in epochs], "o", color="tab:orange", label="epoch mean")
+    ax.set_xlabel("step" if len(steps) or steps_per_epoch else "epoch")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -384,7 +480,7 @@ def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the curves' labels
     return fig
 
 
@@ -438,9 +534,11 @@ def plot_share_matrix(values: np.ndarray, rows: Sequence[str], cols: Sequence[st
 
 
 def plot_label_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndarray]], *,
-                    col_titles: Sequence[str] = (), figsize_per: float = 2.1) -> Figure:
+                    col_titles: Sequence[str] = (), figsize_per: float = 2.1,
+                    classes: Sequence[str] | None = None) -> Figure:
     """Columns = images; the first row shows the image, then one row per entry of ``rows``
-    (a row title -> one (H, W) label map per image, VOC palette, 255 = void/ignore)."""
+    (a row title -> one (H, W) label map per image, VOC palette, 255 = void/ignore). With
+    ``classes`` (the label names) a colour legend of the labels shown goes under the grid."""
     n = len(images)
     fig, axes = plt.subplots(1 + len(rows), n, squeeze=False,
                              figsize=(figsize_per * n, figsize_per * (1 + len(rows)) * 0.85))
@@ -456,6 +554,8 @@ def plot_label_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.nd
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    if classes is not None:
+        class_legend(fig, [m for labels in rows.values() for m in labels], classes)
     return fig
 
 
@@ -475,7 +575,8 @@ def error_map(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = No
 def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarray,
                         labels: np.ndarray | None = None, truth: np.ndarray | None = None, *,
                         titles: Sequence[str] = ("image", "CAM", "mask at t",
-                                                 "ground truth")) -> Figure:
+                                                 "ground truth"),
+                        classes: Sequence[str] | None = None) -> Figure:
     """One image and one class: the image, its CAM overlaid, the class's mask at the threshold
     (``predicted`` bool (H, W); with ``truth`` bool (H, W) drawn as :func:`error_map`) and the
     ground-truth label map ``labels`` (H, W) (panel left blank when None)."""
@@ -496,6 +597,8 @@ def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarra
     if labels is None:
         axes[3].axis("off")
     fig.tight_layout()
+    if labels is not None and classes is not None:
+        class_legend(fig, [labels], classes)
     return fig
 
 
@@ -505,7 +608,7 @@ def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarra
 
 def plot_context_panel(image: np.ndarray, query: np.ndarray, alpha: np.ndarray, m: np.ndarray,
                        classes: Sequence[str], prior: np.ndarray | None = None, *,
-                       title: str = "") -> Figure:
+                       title: str = "", shown: Sequence[int] | None = None) -> Figure:
     """One image through Eq. 3 (method.md section 3): the image (H, W, 3), its query X_m (h, w)
     on the dictionary grid, the attention alpha (n,) over the classes (``plot_attention``) and
     the resulting m = sum_i alpha_i P(c_i) c_i (h, w), on its own colour scale."""
@@ -516,7 +619,7 @@ def plot_context_panel(image: np.ndarray, query: np.ndarray, alpha: np.ndarray, 
     ax_img.set_title(title or "image", fontsize=9)
     ax_q.imshow(query, cmap="gray", vmin=0, vmax=1)
     ax_q.set_title(f"X_m: predicted foreground\n({query.shape[0]}x{query.shape[1]} grid)", fontsize=9)
-    plot_attention(alpha, classes, prior, ax=ax_a)
+    plot_attention(alpha, classes, prior, ax=ax_a, shown=shown)
     ax_a.set_title("attention alpha over C", fontsize=9)
     shown = ax_m.imshow(m, cmap="magma", vmin=0, vmax=max(float(m.max()), 1e-12))
     ax_m.set_title(f"m = sum alpha P(c) c\n(max {float(m.max()):.3g})", fontsize=9)
@@ -580,9 +683,25 @@ def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
         ax.set_xlabel("round (0 = baseline)")
         ax.set_title(_METRIC_TITLES.get(key, key), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
+        _share_axis(ax, key)
+    _legend_below(fig, axes[0, 0])
     return fig
+
+
+def _share_axis(ax: Any, key: str) -> None:
+    """A leakage (a share in [0, 1]) on its whole range: an axis fitted to the data would
+    make differences of a few thousandths look large."""
+    if key.startswith("leakage"):
+        ax.set_ylim(0.0, 1.0)
+
+
+def _legend_below(fig: Figure, ax: Any) -> None:
+    """One legend for all panels, under them, where it hides no point."""
+    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(labels), 5), fontsize=8, frameon=False)
 
 
 def plot_rho_sweep(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS, rounds: Sequence[int] = (0, 1)
@@ -603,8 +722,8 @@ def plot_rho_sweep(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS, rounds: S
         ax.set_xlabel("rho (confounding strength)")
         ax.set_title(_METRIC_TITLES.get(key, key), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
+        _share_axis(ax, key)
+    _legend_below(fig, axes[0, 0])
     return fig
 
 
@@ -641,20 +760,20 @@ def plot_paired_deltas(deltas: dict[str, dict], keys: Sequence[str] = EVIDENCE_K
 PUBLISHED_MIOU: dict[str, tuple[dict[str, Any], ...]] = {
     "voc": (
         {"method": "IRNet", "cam": 48.3, "pseudo": 66.5, "seg_val": 63.5, "seg_test": 64.8,
-         "source": "paper, method.md 6 [V-issue/2nd] (IRNet's own paper, ResNet-50 DeepLab)"},
+         "source": "paper, docs/method.md §6 [V-issue/2nd] (IRNet's own paper, ResNet-50 DeepLab)"},
         {"method": "IRNet + CONTA", "cam": 48.8, "pseudo": 67.9, "seg_val": 65.3, "seg_test": 66.1,
-         "source": "paper, method.md 6 [U] (seg values approximate, low confidence)"},
+         "source": "paper, docs/method.md §6 [U] (seg values approximate, low confidence)"},
         {"method": "SEAM", "cam": 55.4, "pseudo": 63.6, "seg_val": 64.5, "seg_test": 65.7,
-         "source": "paper, method.md 6 [V] (SEAM's own paper, ResNet-38)"},
+         "source": "paper, docs/method.md §6 [V] (SEAM's own paper, ResNet-38)"},
         {"method": "SEAM + CONTA", "cam": 56.2, "pseudo": 65.4, "seg_val": 66.1, "seg_test": 66.7,
-         "source": "paper, method.md 6: seg val/test [V-2nd], CAM/pseudo-mask [U]"},
+         "source": "paper, docs/method.md §6: seg val/test [V-2nd], CAM/pseudo-mask [U]"},
     ),
     "coco": (
-        {"method": "IRNet*", "seg_val": 32.6, "source": "paper, method.md 6 [U]"},
+        {"method": "IRNet*", "seg_val": 32.6, "source": "paper, docs/method.md §6 [U]"},
         {"method": "IRNet* + CONTA", "seg_val": 33.4,
-         "source": "paper, method.md 6 [V-2nd] (33.4 verified; its pairing with IRNet* [U])"},
-        {"method": "SEAM*", "seg_val": 31.9, "source": "paper, method.md 6 [U]"},
-        {"method": "SEAM* + CONTA", "seg_val": 32.8, "source": "paper, method.md 6 [U]"},
+         "source": "paper, docs/method.md §6 [V-2nd] (33.4 verified; its pairing with IRNet* [U])"},
+        {"method": "SEAM*", "seg_val": 31.9, "source": "paper, docs/method.md §6 [U]"},
+        {"method": "SEAM* + CONTA", "seg_val": 32.8, "source": "paper, docs/method.md §6 [U]"},
     ),
 }
 """mIoU (%) published for CONTA and its baselines (method.md section 6; "*" = re-implemented in
@@ -666,33 +785,33 @@ RESULT_COLUMNS = {"cam": "CAM (train)", "pseudo": "pseudo-mask (train)", "seg_va
 
 PAPER_PRESET_SOURCES: dict[str, str] = {
     "preset": "the `paper` preset (causal_wsss/config.py)",
-    "seed": "ours; method.md 6 asks for means over seeds",
-    "rounds": "method.md 4: T = 3 [U]",
+    "seed": "ours; docs/method.md §6 asks for means over seeds",
+    "rounds": "docs/method.md §4: T = 3 [U]",
     "device": "ours (auto: CUDA when present)",
-    "data.dataset": "method.md 5: PASCAL VOC 2012",
+    "data.dataset": "docs/method.md §5: PASCAL VOC 2012",
     "data.root": "your copy (--root / CAUSAL_WSSS_DATA)",
-    "data.train_split": "method.md 4-5: train_aug, 10,582 images (falls back to train)",
-    "data.eval_split": "method.md 5: CAM and pseudo-mask mIoU on VOC train (1,464)",
-    "data.val_split": "method.md 5: segmentation mIoU on VOC val (1,449)",
+    "data.train_split": "docs/method.md §4-5: train_aug, 10,582 images (falls back to train)",
+    "data.eval_split": "docs/method.md §5: CAM and pseudo-mask mIoU on VOC train (1,464)",
+    "data.val_split": "docs/method.md §5: segmentation mIoU on VOC val (1,449)",
     "data.num_workers": "ours (loader processes; no effect on results)",
     "data.max_images": "ours (0 = every image)",
     "data.twins_split": "ours (the do(context) twins of a synthetic set; absent on VOC/COCO, so unused)",
-    "cam.backbone": "method.md 4 CAM stage [V-code]: ResNet-50",
-    "cam.weights": "method.md 4: torchvision ImageNet weights",
-    "cam.output_stride": "method.md 4: strides (2,2,2,1), OS 16",
-    "cam.trunk_depth": "method.md 4: all four ResNet stages",
-    "cam.freeze_bn": "method.md 4: FixedBatchNorm",
-    "cam.freeze_stem": "method.md 4: conv1/bn1 frozen, stage-2 output detached",
-    "cam.epochs": "method.md 4: 5 epochs",
-    "cam.batch_size": "method.md 4: batch 16",
-    "cam.crop_size": "method.md 4: random crop 512",
-    "cam.resize_long": "method.md 4: long side resized to [320, 640]",
-    "cam.optimizer": "method.md 4: SGD (IRNet PolyOptimizer)",
-    "cam.lr": "method.md 4: 0.1 backbone",
-    "cam.head_lr_mult": "method.md 4: head 1.0 = 10x",
-    "cam.weight_decay": "method.md 4: 1e-4",
-    "cam.momentum": "method.md 4 and 7.5: IRNet's effective momentum 1e-4",
-    "cam.poly_power": "method.md 4: poly 0.9",
+    "cam.backbone": "docs/method.md §4 CAM stage [V-code]: ResNet-50",
+    "cam.weights": "docs/method.md §4: torchvision ImageNet weights",
+    "cam.output_stride": "docs/method.md §4: strides (2,2,2,1), OS 16",
+    "cam.trunk_depth": "docs/method.md §4: all four ResNet stages",
+    "cam.freeze_bn": "docs/method.md §4: FixedBatchNorm",
+    "cam.freeze_stem": "docs/method.md §4: conv1/bn1 frozen, stage-2 output detached",
+    "cam.epochs": "docs/method.md §4: 5 epochs",
+    "cam.batch_size": "docs/method.md §4: batch 16",
+    "cam.crop_size": "docs/method.md §4: random crop 512",
+    "cam.resize_long": "docs/method.md §4: long side resized to [320, 640]",
+    "cam.optimizer": "docs/method.md §4: SGD (IRNet PolyOptimizer)",
+    "cam.lr": "docs/method.md §4: 0.1 backbone",
+    "cam.head_lr_mult": "docs/method.md §4: head 1.0 = 10x",
+    "cam.weight_decay": "docs/method.md §4: 1e-4",
+    "cam.momentum": "docs/method.md §4 and 7.5: IRNet's effective momentum 1e-4",
+    "cam.poly_power": "docs/method.md §4: poly 0.9",
     "cam.amp": "ours, a speed setting that is not IRNet's: bf16 autocast in CAM training and "
                "CAM inference (IRNet runs both in fp32); it moves a trained network's "
                "normalised CAMs by up to 6.5e-3 on a CPU, 4.8e-2 on an H200, and is slower than "
@@ -700,50 +819,50 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
                "gives IRNet's fp32",
     "cam.channels_last": "ours (memory layout; no effect on results)",
     "cam.method": "ours: the CAM method; irn = IRNet's CAM as in CONTA (esol: docs/esol.md)",
-    "cam_infer.scales": "method.md 4: scales (1.0, 0.5, 1.5, 2.0)",
-    "cam_infer.flip": "method.md 4: each scale with its flip",
-    "cam_infer.bg_threshold": "method.md 5: IRNet cam_eval_thres 0.15",
-    "cam_infer.sweep": "method.md 5 [R]: best over 0.05-0.60, step 0.01",
+    "cam_infer.scales": "docs/method.md §4: scales (1.0, 0.5, 1.5, 2.0)",
+    "cam_infer.flip": "docs/method.md §4: each scale with its flip",
+    "cam_infer.bg_threshold": "docs/method.md §5: IRNet cam_eval_thres 0.15",
+    "cam_infer.sweep": "docs/method.md §5 [R]: best over 0.05-0.60, step 0.01",
     "cam_infer.batch_size": "ours (throughput)",
-    "cam_infer.max_side": "method.md 4: native image size (0)",
-    "pseudo.refine": "method.md 4 pseudo-mask stage: IRNet (IR labels, IRNet, random walk)",
-    "pseudo.bg_threshold": "method.md 5: 0.15, used by refine none/crf only",
-    "pseudo.conf_fg_threshold": "method.md 4: conf_fg_thres 0.30",
-    "pseudo.conf_bg_threshold": "method.md 4: conf_bg_thres 0.05",
-    "pseudo.ir_crf": "method.md 4: dense CRF on the IR label maps",
-    "pseudo.sem_seg_bg_threshold": "method.md 4: sem_seg_bg_thres 0.25",
-    "pseudo.beta": "method.md 4: beta 10",
-    "pseudo.exp_times": "method.md 4: exp_times 8 (256 steps)",
-    "pseudo.irn_radius": "method.md 4: path-index radius 10",
-    "pseudo.irn_epochs": "method.md 4: 3 epochs",
-    "pseudo.irn_batch_size": "method.md 4: batch 32",
-    "pseudo.walk_reach": "method.md 4: 0 = IRNet's radius 5 and exp_times as given (a fraction "
+    "cam_infer.max_side": "docs/method.md §4: native image size (0)",
+    "pseudo.refine": "docs/method.md §4 pseudo-mask stage: IRNet (IR labels, IRNet, random walk)",
+    "pseudo.bg_threshold": "docs/method.md §5: 0.15, used by refine none/crf only",
+    "pseudo.conf_fg_threshold": "docs/method.md §4: conf_fg_thres 0.30",
+    "pseudo.conf_bg_threshold": "docs/method.md §4: conf_bg_thres 0.05",
+    "pseudo.ir_crf": "docs/method.md §4: dense CRF on the IR label maps",
+    "pseudo.sem_seg_bg_threshold": "docs/method.md §4: sem_seg_bg_thres 0.25",
+    "pseudo.beta": "docs/method.md §4: beta 10",
+    "pseudo.exp_times": "docs/method.md §4: exp_times 8 (256 steps)",
+    "pseudo.irn_radius": "docs/method.md §4: path-index radius 10",
+    "pseudo.irn_epochs": "docs/method.md §4: 3 epochs",
+    "pseudo.irn_batch_size": "docs/method.md §4: batch 32",
+    "pseudo.walk_reach": "docs/method.md §4: 0 = IRNet's radius 5 and exp_times as given (a fraction "
                          "> 0 scales the walk to smaller images; docs/method-decisions.md)",
-    "pseudo.irn_steps": "method.md 4: 0 = irn_epochs epochs (IRNet's 3 epochs of 10,582 images "
+    "pseudo.irn_steps": "docs/method.md §4: 0 = irn_epochs epochs (IRNet's 3 epochs of 10,582 images "
                         "= 993 steps; N > 0 counts steps, docs/method-decisions.md)",
-    "seg.arch": "method.md 4 segmentation stage [V-code]: DeepLab-v2",
-    "seg.backbone": "method.md 4: ResNet-101",
-    "seg.weights": "method.md 4 and 7.6: ImageNet initialisation",
-    "seg.iterations": "method.md 4: 20,000 (VOC; COCO config 100,000)",
-    "seg.batch_size": "method.md 4: 5 x iter_size 2 = 10",
-    "seg.crop_size": "method.md 4: crop 321",
-    "seg.scales": "method.md 4: random scale {0.5, 0.75, 1.0, 1.25, 1.5}",
-    "seg.lr": "method.md 4: 2.5e-4",
-    "seg.momentum": "method.md 4: 0.9",
-    "seg.weight_decay": "method.md 4: 5e-4",
-    "seg.poly_power": "method.md 4: poly 0.9",
-    "seg.optimizer": "method.md 4: SGD",
+    "seg.arch": "docs/method.md §4 segmentation stage [V-code]: DeepLab-v2",
+    "seg.backbone": "docs/method.md §4: ResNet-101",
+    "seg.weights": "docs/method.md §4 and 7.6: ImageNet initialisation",
+    "seg.iterations": "docs/method.md §4: 20,000 (VOC; COCO config 100,000)",
+    "seg.batch_size": "docs/method.md §4: 5 x iter_size 2 = 10",
+    "seg.crop_size": "docs/method.md §4: crop 321",
+    "seg.scales": "docs/method.md §4: random scale {0.5, 0.75, 1.0, 1.25, 1.5}",
+    "seg.lr": "docs/method.md §4: 2.5e-4",
+    "seg.momentum": "docs/method.md §4: 0.9",
+    "seg.weight_decay": "docs/method.md §4: 5e-4",
+    "seg.poly_power": "docs/method.md §4: poly 0.9",
+    "seg.optimizer": "docs/method.md §4: SGD",
     "seg.amp": "ours (bf16 autocast for speed)",
     "seg.channels_last": "ours (memory layout; no effect on results)",
-    "context.grid": "method.md 2 [R]: 64 x 64 grid",
-    "context.prior": "method.md 2 and 7.4 [R]: empirical frequency",
-    "context.query": "method.md 2 [R] step 5: binary foreground map",
-    "context.agree_with_labels": "method.md 2 [R] step 3: intersect with image labels",
-    "context.fuse_at": "method.md 3 and 7.6 [R]: concatenated at layer4",
-    "context.m_scale": "method.md 3 [R]: identity (faithful)",
-    "context.l2_normalize": "method.md 7.3 [R]: off",
+    "context.grid": "docs/method.md §2 [R]: 64 x 64 grid",
+    "context.prior": "docs/method.md §2 and 7.4 [R]: empirical frequency",
+    "context.query": "docs/method.md §2 [R] step 5: binary foreground map",
+    "context.agree_with_labels": "docs/method.md §2 [R] step 3: intersect with image labels",
+    "context.fuse_at": "docs/method.md §3 and 7.6 [R]: concatenated at layer4",
+    "context.m_scale": "docs/method.md §3 [R]: identity (faithful)",
+    "context.l2_normalize": "docs/method.md §7.3 [R]: off",
     "context.attention": "Eq. 3 (learned); 'uniform' is our control (docs/method-decisions.md)",
-    "context.source": "method.md 7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
+    "context.source": "docs/method.md §7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
     # ESOL (cam.method=esol only): re-implemented from the abstract and the official figure;
     # [R] = our decision where the sources are silent (docs/esol.md)
     "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",

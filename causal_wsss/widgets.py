@@ -384,7 +384,11 @@ class CamExplorer:
         """Image, CAM of ``cls``, its mask at ``threshold`` (against the ground truth when
         ``show_gt``: green hit, red leak, blue miss) and the ground truth. A class not in the
         image's label falls back to its first class. Returns the figure and the line
-        ``image=N class=C t=T IoU=I leakage=L (objects O, background 'ctx' B)``."""
+        ``image=N class=C t=T IoU=I leakage=L (objects O, background 'ctx' B)``.
+
+        Both the IoU and the leakage need the ground truth: without ``show_gt`` the line stops
+        after ``t=T`` and no panel title gives them away. An all-zero CAM has no mass to leak:
+        its leakage reads ``n/a (empty CAM)``, not ``nan``."""
         from .metrics import cams_to_labels
         from .viz import plot_cam_inspection
 
@@ -400,11 +404,17 @@ class CamExplorer:
             item.image, item.cam(label).numpy(), predicted,
             item.mask if show_gt else None, truth,
             titles=(f"{name} ({item.context})", f"CAM: {cls}",
-                    f"{cls} at t={threshold:.2f}: IoU {s.iou:.2f}",
-                    "ground truth" if show_gt else "(ground truth hidden)"))
-        line = (f"image={name} class={cls} t={threshold:.2f} IoU={s.iou:.2f} "
-                f"leakage={s.leakage:.2f} (objects {s.leakage_cooccur:.2f}, background "
-                f"'{item.context}' {s.leakage_background:.2f})")
+                    f"{cls} at t={threshold:.2f}" + (f": IoU {s.iou:.2f}" if show_gt else ""),
+                    "ground truth" if show_gt else "(ground truth hidden)"),
+            classes=self.classes)
+        line = f"image={name} class={cls} t={threshold:.2f}"
+        if show_gt:
+            if s.leakage != s.leakage:  # NaN: the CAM has no mass
+                leak = "leakage=n/a (empty CAM)"
+            else:
+                leak = (f"leakage={s.leakage:.2f} (objects {s.leakage_cooccur:.2f}, background "
+                        f"'{item.context}' {s.leakage_background:.2f})")
+            line += f" IoU={s.iou:.2f} {leak}"
         return fig, line
 
     def show(self, name: str, cls: str, threshold: float, show_gt: bool = True) -> str:
@@ -423,13 +433,28 @@ class CamExplorer:
                                      description="threshold", readout_format=".2f",
                                      continuous_update=False)
         gt = widgets.Checkbox(value=True, description="ground truth")
+        out = widgets.Output()
+        busy = [False]  # True while a new image resets the class dropdown
+
+        def redraw(_change: dict | None = None) -> None:
+            if busy[0]:
+                return
+            out.clear_output(wait=True)
+            with out:
+                self.show(image.value, cls.value, slider.value, gt.value)
 
         def new_image(change: dict) -> None:
-            cls.options = self.classes_of(change["new"])  # resets the class to the first one
+            busy[0] = True  # resetting the options changes the class: one redraw, not two
+            try:
+                cls.options = self.classes_of(change["new"])
+            finally:
+                busy[0] = False
+            redraw()
 
         image.observe(new_image, names="value")
-        out = widgets.interactive_output(self.show, {"name": image, "cls": cls,
-                                                     "threshold": slider, "show_gt": gt})
+        for control in (cls, slider, gt):
+            control.observe(redraw, names="value")
+        redraw()
         return widgets.VBox([widgets.HBox([image, cls]), widgets.HBox([slider, gt]), out])
 
     def pair_table(self, threshold: float) -> list[dict]:
@@ -512,11 +537,13 @@ class AttentionExplorer:
         alpha: (N, n) attention weights over the n foreground classes (each row sums to 1).
         m: (N, h, w) context maps m = sum_i alpha_i P(c_i) c_i.
         classes: n + 1 label names, background first; prior: (n,) P(c_i) or None.
+        present: the classes the attention panel shows (e.g. those of the data set's labels);
+            default: those with a dictionary entry (P(c_i) > 0), or with any attention.
     """
 
     def __init__(self, names: Sequence[str], images: Sequence[np.ndarray], queries: np.ndarray,
                  alpha: np.ndarray, m: np.ndarray, classes: Sequence[str],
-                 prior: np.ndarray | None = None) -> None:
+                 prior: np.ndarray | None = None, present: Sequence[str] | None = None) -> None:
         from .errors import DataError
 
         self.names = [str(n) for n in names]
@@ -538,6 +565,15 @@ class AttentionExplorer:
         if self.prior is not None and self.prior.shape != (n,):
             raise DataError(f"AttentionExplorer: expected prior ({n},), got {self.prior.shape}")
         self._rows = {name: i for i, name in enumerate(self.names)}
+        if present is None:  # classes with a dictionary entry (or any attention at all)
+            keep = self.prior > 0 if self.prior is not None else self.alpha.max(0) > 0
+            self.shown = [i for i in range(n) if keep[i]]
+        else:
+            unknown = sorted(set(present) - set(self.classes[1:]))
+            if unknown:
+                raise DataError(f"AttentionExplorer: present classes {unknown} are not among "
+                                f"{', '.join(self.classes[1:])}")
+            self.shown = [i for i in range(n) if self.classes[i + 1] in set(present)]
 
     def _row(self, name: str) -> int:
         if name not in self._rows:
@@ -557,7 +593,7 @@ class AttentionExplorer:
         i = self._row(name)
         cls, a = self.top(name)
         fig = plot_context_panel(self.images[i], self.queries[i], self.alpha[i], self.m[i],
-                                 self.classes, self.prior, title=name)
+                                 self.classes, self.prior, title=name, shown=self.shown)
         return fig, f"image={name} top={cls} alpha={a:.2f}"
 
     def show(self, name: str) -> str:

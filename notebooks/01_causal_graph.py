@@ -78,8 +78,13 @@ pd.set_option("display.max_colwidth", None)  # show the node descriptions in ful
 # and context pixels both predict the label. Its CAM then spreads onto the rider and the meadow
 # (*object ambiguity*, *incomplete background*) or covers only the most telling part of the
 # horse (*incomplete foreground*). The context is a **confounder**: a common cause of what the
-# image shows and of the label. CONTA (Zhang et al., NeurIPS 2020) removes it with a causal
-# intervention; this notebook builds the reasoning behind that.
+# image shows and of the label. CONTA (Zhang, Zhang, Tang, Hua and Sun, "Causal Intervention
+# for Weakly-Supervised Semantic Segmentation", NeurIPS 2020,
+# [arXiv:2009.12547](https://arxiv.org/abs/2009.12547)) removes it with a causal intervention;
+# this notebook builds the reasoning behind that. The project's own description of the method,
+# with every source and every choice it makes where the paper is silent, is
+# [docs/method.md](../docs/method.md); the graph below is its
+# [§1](../docs/method.md#1-structural-causal-model-scm-and-the-adjustment-formula).
 #
 # ## 2. The structural causal model
 #
@@ -128,9 +133,11 @@ print("backdoor paths from X to Y:", scm.backdoor_paths(graph, "X", "Y"))
 no_out = graph.copy()
 no_out.remove_edges_from(list(graph.out_edges("X")))  # only backdoor paths remain
 cut = "G without X's out-edges"
+after_do = scm.intervene(graph, "X")  # do(X): the arrow C -> X removed
 queries = [(graph, "G", "X", "Y", ()), (no_out, cut, "X", "Y", ()),
            (no_out, cut, "X", "Y", ("C",)), (no_out, cut, "X", "Y", ("M",)),
-           (graph, "G", "C", "Y", ("X", "M")), (graph, "G", "X", "C", ("M",))]
+           (graph, "G", "C", "Y", ("X", "M")),
+           (after_do, "G after do(X)", "X", "C", ()), (after_do, "G after do(X)", "X", "C", ("M",))]
 pd.DataFrame([{"graph": name, "query": f"{a} ⫫ {b} | {{{', '.join(z)}}}",
                "d-separated": scm.is_d_separated(g, a, b, z)}
               for g, name, a, b, z in queries])
@@ -139,9 +146,16 @@ pd.DataFrame([{"graph": name, "query": f"{a} ⫫ {b} | {{{', '.join(z)}}}",
 # Rows 3 and 4: in $G_{\underline{X}}$ both $\{C\}$ and $\{M\}$ block the backdoor path. But
 # $M$ is a **descendant** of $X$ ($X \rightarrow M$, a mediator). Adjusting for it would cut the
 # part of $X$'s effect that flows through $M$, and it would open the collider
-# $X \rightarrow M \leftarrow C$ (last row: given $M$, $X$ and $C$ become dependent). Pearl's
-# **backdoor criterion** therefore asks two things of $Z$: no node of $Z$ descends from $X$, and
-# $Z$ blocks every backdoor path.
+# $X \rightarrow M \leftarrow C$.
+#
+# The last two rows show that collider on its own. In $G$ itself, $X$ and $C$ can never be
+# separated: the arrow $C \rightarrow X$ joins them directly, whatever we condition on. So we
+# look at the graph after $do(X)$ (section 4), where that arrow is gone and the only path
+# between $X$ and $C$ is $X \rightarrow M \leftarrow C$. Given nothing, that path is blocked at
+# the collider $M$: $X \perp C$ (True). Given $\{M\}$, it opens: $X$ and $C$ become dependent
+# (False). Conditioning on a common *effect* creates association between its causes; adjusting
+# for $M$ would do exactly that. Pearl's **backdoor criterion** therefore asks two things of
+# $Z$: no node of $Z$ descends from $X$, and $Z$ blocks every backdoor path.
 
 # %%
 candidates = [(), ("C",), ("M",), ("C", "M")]
@@ -265,6 +279,17 @@ print(line)
 plt.show()
 
 # %% [markdown]
+# Why does the truth (dashed) itself fall, from about 0.26 at strength 0 to 0.20 at strength
+# 1? `strength` does more than confound: it also scales the mechanism $C \rightarrow M$. $X$
+# acts on $Y$ in two ways, directly ($X \rightarrow Y$, one logit) and by pushing the reading $M$
+# towards its high-$Y$ value ($X \rightarrow M \rightarrow Y$). The stronger $C$ pins $M$ to
+# its own value, the less room $X$ has to move $M$, so the mediated part of the effect shrinks.
+# And the direct part is added on the logit scale: in contexts that already push $P(Y = 1)$
+# towards 0.2 or 0.8, one logit changes the probability less than around 0.5. The
+# interventional effect is a property of the whole mechanism, so it moves when the mechanism
+# does; the *bias* of the naive contrast (the gap between the solid and dashed curves) is what
+# the confounding adds.
+#
 # Move the slider: every quantity is computed exactly from the tables, so the figure follows at
 # once. Where does the naive contrast change sign?
 
@@ -287,6 +312,19 @@ confounding_widget(value=1.0)
 # $$E_c[\sigma(s(x, c))] \approx \sigma\big(E_c[s(x, c)]\big)
 #   = \sigma\Big(\sum_c P(c)\, s(x, c)\Big).$$
 #
+# Why that identity? The NWGM of the sigmoid outputs weights each stratum geometrically and
+# renormalises over the two outcomes:
+#
+# $$\mathrm{NWGM} = \frac{\prod_c \sigma(s_c)^{P(c)}}{\prod_c \sigma(s_c)^{P(c)}
+#   + \prod_c \big(1 - \sigma(s_c)\big)^{P(c)}}
+#   = \frac{1}{1 + \prod_c \big(\tfrac{1 - \sigma(s_c)}{\sigma(s_c)}\big)^{P(c)}}
+#   = \frac{1}{1 + \prod_c e^{-P(c)\, s_c}} = \sigma\Big(\sum_c P(c)\, s_c\Big),$$
+#
+# because $(1 - \sigma(s))/\sigma(s) = e^{-s}$. So the NWGM of the sigmoids *is* the sigmoid of
+# the mean logit, exactly; the approximation is only the step $E_c[\sigma(s_c)] \approx
+# \mathrm{NWGM}$ (Baldi and Sadowski's result for dropout, which CONTA borrows). The cell below
+# checks the identity on random logits.
+#
 # If $s$ is linear in the context, $E_c[s(x, c)] = s(x, E_c[c])$: a *single* forward pass with
 # the expected context, which CONTA computes by attention over the dictionary (paper Eq. 3):
 # $M = \sum_i \alpha_i\, P(c_i)\, c_i$. The approximation error is at most
@@ -296,6 +334,13 @@ confounding_widget(value=1.0)
 # %%
 gen = torch.Generator().manual_seed(SEED)
 prior = torch.tensor(sim.p_c)
+s_c = torch.randn(sim.n_c, generator=gen, dtype=torch.float64)  # one logit per context
+geometric = (torch.sigmoid(s_c) ** prior).prod()
+nwgm_by_hand = geometric / (geometric + ((1 - torch.sigmoid(s_c)) ** prior).prod())
+print(f"NWGM by the product formula {nwgm_by_hand:.6f} = sigma(sum_c P(c) s_c) "
+      f"{torch.sigmoid((prior * s_c).sum()):.6f} = nwgm_sigmoid "
+      f"{nwgm_sigmoid(s_c[None, :, None], prior).item():.6f}")
+assert torch.isclose(nwgm_by_hand, torch.sigmoid((prior * s_c).sum()))
 rows = []
 for spread in (0.25, 1.0, 3.0):
     logits = spread * torch.randn(1, sim.n_c, 1, generator=gen, dtype=torch.float64)  # (1, n_c, 1)
@@ -308,18 +353,55 @@ pd.DataFrame(rows).round(4)
 # Notebook 06 builds the dictionary from segmentation masks and trains the context adjustment
 # of Eq. 3: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).
 #
+# ## Exercises
+#
+# **Exercise 1.** Compute the backdoor sum by hand from the table of section 5: the effect
+# $\sum_c P(c)\,[P(Y{=}1 \mid X{=}1, c) - P(Y{=}1 \mid X{=}0, c)]$ with the columns `P(c)`,
+# `P(Y=1 | X=1, c)` and `P(Y=1 | X=0, c)`, and the naive contrast with `P(c | X=1)` and
+# `P(c | X=0)` instead of `P(c)`. Compare both with `table.truth` and `table.naive_exact`.
+#
+# **Exercise 2.** At which confounding strength does the naive contrast change sign? Use
+# `causal_wsss.widgets.effect_summary(strength)` on a fine grid.
+#
+# The solutions are in the folded cells below (click to unfold); try first.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: the backdoor sum weights each context by P(c), the naive contrast by P(c | x).
+p_c, p_y_xc, p_c_x = sim.p_c, sim.p_y_given_x_c(), sim.p_c_given_x()  # (3,), (2, 3), (2, 3)
+backdoor_by_hand = float((p_c * (p_y_xc[1] - p_y_xc[0])).sum())
+naive_by_hand = float((p_c_x[1] * p_y_xc[1]).sum() - (p_c_x[0] * p_y_xc[0]).sum())
+print(f"backdoor sum by hand {backdoor_by_hand:+.4f} (truth {table.truth:+.4f}); "
+      f"naive by hand {naive_by_hand:+.4f} (exact naive {table.naive_exact:+.4f})")
+assert abs(backdoor_by_hand - table.truth) < 1e-9 and abs(naive_by_hand - table.naive_exact) < 1e-9
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: scan the strength; the naive contrast falls from the truth (strength 0) to about
+# -0.12 (strength 1) and crosses zero in between, while the true effect stays positive.
+import numpy as np
+
+from causal_wsss.widgets import effect_summary
+
+grid = np.linspace(0.0, 1.0, 1001)
+naive = np.array([effect_summary(s).naive for s in grid])
+crossing = grid[np.flatnonzero(np.diff(np.sign(naive)))[0] + 1]
+print(f"the naive contrast changes sign near strength {crossing:.3f}; the truth there is "
+      f"{effect_summary(crossing).truth:+.3f}")
+assert 0.0 < crossing < 1.0
+
+# %% [markdown]
 # ## What we saw
 #
 # - Image-level labels make context a confounder: $C$ causes both the image $X$ and, through
 #   $M$, the label $Y$, along the backdoor path $X \leftarrow C \rightarrow M \rightarrow Y$.
 # - $\{C\}$ satisfies the backdoor criterion; $M$ blocks the path too but is a mediator (a
-#   descendant of $X$), so adjusting for it is wrong. DoWhy identifies the same set.
+#   descendant of $X$) and a collider between $X$ and $C$, so adjusting for it is wrong. DoWhy
+#   identifies the same set.
 # - $do(X)$ cuts $C \rightarrow X$; $P(Y \mid do(X))$ weights contexts by $P(c)$ instead of
 #   $P(c \mid x)$. On the simulator the naive contrast even had the wrong sign, while the
 #   backdoor sum, its sample estimate and DoWhy recovered the truth, and the placebo refuter
 #   found no effect of a permuted $X$.
 # - CONTA replaces the unobservable $C$ by a dictionary of class-average masks and the sum by
-#   one NWGM forward pass.
+#   one NWGM forward pass; the NWGM of sigmoids is exactly the sigmoid of the mean logit.
 #
 # **Next:** how strong is this confounding in real and synthetic data?
 # [02 · Confounding in the data](02_confounding_in_data.ipynb).

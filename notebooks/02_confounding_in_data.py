@@ -152,13 +152,14 @@ shown = range(min(8, len(train)))
 captions = [" + ".join(o["class"] for o in info[train.names[i]]["objects"])
             + f"\non {info[train.names[i]]['context']}" for i in shown]
 fig = plot_image_mask_grid([train.load_image(i) for i in shown],
-                           [train.load_mask(i) for i in shown], titles=captions, ncols=4)
+                           [train.load_mask(i) for i in shown], titles=captions, ncols=4,
+                           classes=train.classes)
 save_figure(fig, f"{FIGURES_DIR}/02_confounding_in_data_examples.png")
 plt.show()
 
 # %% [markdown]
-# Each image sits above its ground-truth mask (VOC colours; the pale outline is the 255
-# "void" band that evaluation ignores).
+# Each image sits above its ground-truth mask (VOC colours, named in the legend; the pale
+# outline is the 255 "void" band that evaluation ignores).
 # A segmentation model never sees these masks in training: only the class names.
 #
 # ### Measured confounding
@@ -194,7 +195,8 @@ pd.DataFrame({"P(partner placed | anchor)": measured.partner_given_anchor,
 #
 # The explorer below generates a small set (`WIDGET_IMAGES` images at 96 px) for each value of
 # the slider once, caches it in `WORK_DIR`, and then only redraws. Left: $P(b \mid a)$ over the
-# classes at the chosen `rho`, the selected pair outlined. Right: for the selected pair,
+# classes at the chosen `rho`, the selected pair outlined; the diagonal, $P(a \mid a) = 1$, is
+# greyed out so that the colour scale spans the off-diagonal values. Right: for the selected pair,
 # $P(b \mid a)$ and $P(b \mid \text{not } a)$, and how often $a$ sits on its preferred context,
 # over all values of `rho`. Small sets make the curves noisy; the trend is the point.
 
@@ -213,8 +215,61 @@ explorer.widget(RHO_GRID, value=RHO)
 # %% [markdown]
 # Try `rho` = 0.2: the context no longer depends on the class (five contexts), yet the person
 # still follows the horse 20% of the time. At `rho` = 0 the horse never stands on grass and never
-# carries a rider, an anti-correlation that confounds just as much.
+# carries a rider. The person is then *less* likely with a horse than without one (in the
+# committed figure, made with the parameters above, $P(\text{person} \mid \text{horse})$ is
+# 0.08 against 0.20 without a horse): an anti-correlation, so the sign of the confounding
+# flips. It does not confound "just as much": the gap at `rho` = 0 (0.12) is about a quarter of
+# the gap at `rho` = 0.9 (0.84 against 0.40, 0.44), because persons keep coming into horse-free
+# images as boats' partners, as anchors and as extra objects whatever `rho` is. In between the
+# curves cross (near `rho` = 0.28 in that figure), and there a person says nothing about a
+# horse (exercise 1).
 #
+# ## Exercises
+#
+# **Exercise 1.** Find the `rho` at which $P(\text{person} \mid \text{horse})$ equals
+# $P(\text{person} \mid \text{no horse})$: use the explorer's cached snapshots
+# (`explorer.cached_rhos()`, `explorer.snapshot(rho).p_b_given_a(a, b)` and
+# `.p_b_given_not_a(a, b)`) and interpolate where the difference changes sign. Why is it not
+# `rho` = 0.2, where the context stops depending on the class?
+#
+# **Exercise 2.** From the labels of the 400 training images (`cooccurrence_stats(train)`),
+# compute the *lift* $P(b \mid a) / P(b)$ of every pair and name the three largest. Which of
+# them did the generator plant?
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: the difference P(person | horse) - P(person | no horse) over the cached rhos, and
+# the linear interpolation of its first change of sign. The crossing is not at rho = 0.2: the
+# rider is placed with probability rho, not with the context's 1/5, and persons reach horse-free
+# images through boats and extra objects, so P(person | horse) must fall below their rate.
+import numpy as np
+
+rhos = np.array(explorer.cached_rhos())
+gap = np.array([explorer.snapshot(r).p_b_given_a("horse", "person")
+                - explorer.snapshot(r).p_b_given_not_a("horse", "person") for r in rhos])
+print(pd.DataFrame({"rho": rhos, "P(person|horse) - P(person|no horse)": gap}).round(2)
+      .to_string(index=False))
+flips = np.flatnonzero(np.diff(np.sign(gap)) != 0)
+if len(flips):
+    i = flips[0]
+    crossing = rhos[i] - gap[i] * (rhos[i + 1] - rhos[i]) / (gap[i + 1] - gap[i])
+    print(f"the curves cross near rho = {crossing:.2f}")
+else:
+    print("no crossing on this grid (in smoke mode the sets are tiny and noisy)")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: lift = P(b | a) / P(b) from the label counts. The planted pairs (horse -> person,
+# boat -> person) come out on top; other pairs sit near 1 or below (the extra object avoids the
+# anchor's partner, and every image has one anchor).
+counts = cooccurrence_stats(train)
+cond = conditional_probability(counts)
+base = {c: counts["image_counts"][c] / counts["num_images"] for c in counts["classes"]}
+lifts = pd.Series({(a, b): cond[a][b] / base[b] for a in counts["classes"]
+                   for b in counts["classes"]
+                   if a != b and counts["image_counts"][a] and base[b] > 0}).sort_values()
+print(lifts.tail(3).round(2))
+assert lifts.notna().all()
+
+# %% [markdown]
 # ## What we saw
 #
 # - Co-occurrence is visible in image-level labels alone: $P(b \mid a)$ far above $P(b)$ marks
@@ -225,6 +280,8 @@ explorer.widget(RHO_GRID, value=RHO)
 #   context, so we can later measure how much of a CAM lands on context.
 # - What a classifier sees, $P(\text{context} \mid \text{class in image})$, is weaker than the
 #   generator's parameter for classes that also appear as partners or extra objects.
+# - Lowering `rho` does not remove the confounding at once: the person-horse association
+#   weakens, crosses zero and turns into a weaker anti-correlation at `rho` = 0.
 #
 # **Next:** train a CAM classifier on this benchmark and see where its CAMs leak:
 # [03 · CAM training](03_cam_training.ipynb).

@@ -29,7 +29,9 @@
 #   on a GPU.
 #
 # **Before this:** [02 · Confounding in the data](02_confounding_in_data.ipynb), which builds the
-# benchmark used here.
+# benchmark used here. **Prerequisites from here on:** PyTorch (tensors, `nn.Module`, a training
+# loop with an optimiser) and convolutional networks (a ResNet-style trunk, feature maps and
+# their stride, global pooling). The notebooks explain everything specific to weak supervision.
 #
 # **Run time and hardware:** CPU only with the `cpu` preset: 2 epochs of an ImageNet MobileNetV2
 # fine-tuned on 400 images of about 280 px, then CAMs at four settings for 100 images. Measured on
@@ -71,25 +73,24 @@ import torch
 import torch.nn.functional as F
 
 from causal_wsss.cam import IRNET_SCALES, extract_cams_list
-from causal_wsss.config import ExperimentConfig, preset, resolve
-from causal_wsss.data.synthetic import generate_synthetic
+from causal_wsss.config import ExperimentConfig, preset
+from causal_wsss.course import benchmark_config
 from causal_wsss.data.transforms import normalize
 from causal_wsss.errors import ConfigError
-from causal_wsss.metrics import ThresholdSweep, threshold_grid
+from causal_wsss.metrics import ConfusionMatrix, ThresholdSweep, threshold_grid
 from causal_wsss.pipeline import build_cam_model, load_datasets, stage_cam_train
 from causal_wsss.runtime import choose_device, seed_everything
 from causal_wsss.train import LossHistory
 from causal_wsss.viz import plot_cam_grid, plot_loss_history, plot_threshold_sweep, save_figure
 
-if TORCH_THREADS:
-    torch.set_num_threads(TORCH_THREADS)
-
 # %% [markdown]
 # ## 1. What a CAM is
 #
 # A classifier trained from image-level labels has no notion of *where* an object is. The CAM
-# network of IRNet (and of CONTA, which keeps it) makes location readable by its shape
-# (method.md section 4, "Classification / CAM stage"):
+# network of IRNet (Ahn, Cho and Kwak, CVPR 2019,
+# [arXiv:1904.05044](https://arxiv.org/abs/1904.05044); CONTA keeps it) makes location readable
+# by its shape ([docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters),
+# "Classification / CAM stage"):
 #
 # 1. a convolutional trunk maps the image to features $F \in \mathbb{R}^{C \times h \times w}$
 #    (ResNet-50 with output stride 16 in the paper: $h = H/16$);
@@ -111,12 +112,10 @@ if TORCH_THREADS:
 # before the ReLU.
 
 # %%
-if DATASET == "synthetic":
-    generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                       twins=TWINS, progress=PROGRESS)
-root = SYNTH_DIR if DATASET == "synthetic" else DATA
-root = str(Path(root).resolve()) if root else ""  # absolute: the saved config works anywhere
-cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)
+# the benchmark of notebook 02 (written once, then reused) and the preset's configuration on it
+cfg = benchmark_config(PRESET, dataset=DATASET, data=DATA, synth_dir=SYNTH_DIR, rho=RHO,
+                       seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE, twins=TWINS,
+                       progress=PROGRESS, torch_threads=TORCH_THREADS)
 sets = load_datasets(cfg)
 train, evalset = sets["train"], sets["eval"]
 num_fg = train.num_classes - 1
@@ -154,7 +153,7 @@ print(f"loss {F.multilabel_soft_margin_loss(out.logits, labels):.4f} = by hand {
 # The same network comes in four sizes. `smoke` is for tests; `cpu` is what this course runs:
 # a ResNet-18 trunk cut after `layer3` (output stride 16), trained from scratch with AdamW on
 # the synthetic benchmark (no ImageNet weights can be downloaded here). `gpu` and `paper` are
-# IRNet's recipe on PASCAL VOC `train_aug` (method.md section 4): ResNet-50 at output stride
+# IRNet's recipe on PASCAL VOC `train_aug` ([docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters)): ResNet-50 at output stride
 # 16 with frozen BatchNorm and stem, random resize of the long side to [320, 640], flip,
 # crop 512, batch 16, 5 epochs, SGD with learning rate 0.1 for the trunk and 1.0 (10×) for the
 # classifier, weight decay 1e-4, poly schedule $(1 - \text{step}/\text{max})^{0.9}$.
@@ -211,7 +210,7 @@ plt.show()
 #
 # IRNet computes CAMs at four scales, (1.0, 0.5, 1.5, 2.0), each together with its mirror image:
 # every map is resized to the image, the eight maps are summed, and each class map is divided
-# by its maximum (`extract_cams`, method.md section 4, "CAM inference"). Small scales see whole
+# by its maximum (`extract_cams`, [docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters), "CAM inference"). Small scales see whole
 # objects, large scales see detail, and the flip averages out left-right asymmetries of the
 # network. We compare single-scale CAMs, their flip-averaged version, the scales of the preset
 # and IRNet's four scales, all with the network just trained, on the same images.
@@ -242,23 +241,38 @@ fig = plot_cam_grid([evalset.load_image(i) for i in shown],
                      for label in ("scale 1.0", "IRNet: 4 scales + flips")},
                     col_titles=[f"{evalset.names[i]}: {evalset.classes[first[i] + 1]}"
                                 for i in shown],
-                    masks=[masks[i].numpy() for i in shown])
+                    masks=[masks[i].numpy() for i in shown], classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/03_cam_training_cams.png")
 plt.show()
 
 # %% [markdown]
-# Each column is one image and the CAM of its first class, below its ground truth (the cream
-# band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
+# Each column is one image and the CAM of its first class, below its ground truth (classes in
+# the legend; the cream band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
 # `cpu` preset the bird's CAM covers the sky and the horse's CAM the grass: context, not object.
 # Notebook 04 measures that leak.
+#
+# ### IoU and mIoU
+#
+# Every segmentation in this course, whether thresholded CAMs, pseudo-masks or a segmentation
+# network's output, is scored the same way. For a label $k$, let $P_k$ be the pixels predicted as
+# $k$ and $G_k$ those whose ground truth is $k$, over **all images of the split** (void pixels,
+# 255, left out). The intersection over union is
+#
+# $$\text{IoU}_k = \frac{|P_k \cap G_k|}{|P_k \cup G_k|}
+#   = \frac{\text{TP}_k}{\text{TP}_k + \text{FP}_k + \text{FN}_k},$$
+#
+# counted on one confusion matrix summed over the images (not averaged image by image), and the
+# **mIoU** is the mean of $\text{IoU}_k$ over the labels that occur in the ground truth or in
+# the predictions, background included: VOC's 21, COCO's 81, this benchmark's 7 (background and
+# its six classes). A label that occurs in neither has no IoU and does not enter the mean.
+# Papers report it in percent.
 #
 # ### mIoU at the fixed threshold and at the best one
 #
 # A CAM becomes a segmentation by IRNet's rule: a pixel is background when every class map is
 # at most the threshold $t$, otherwise it takes the class with the largest map (only the
-# image's own classes compete). The mIoU over the 21 VOC labels is then computed against the
-# ground truth. IRNet reports $t = 0.15$; SEAM reports the best $t$ of a sweep. We show both
-# (method.md section 5) and always say which.
+# image's own classes compete). The mIoU is then computed against the ground truth. IRNet reports $t = 0.15$; SEAM reports the best $t$ of a sweep. We show both
+# ([docs/method.md §5](../docs/method.md#5-evaluation-protocol)) and always say which.
 
 # %%
 fixed = cfg.cam_infer.bg_threshold
@@ -311,14 +325,55 @@ plt.show()
 # causal-wsss run --preset paper --root $VOC --rounds 0 --out runs/voc_paper_r0
 # ```
 #
-# IRNet reports 48.3 mIoU for these CAMs on VOC `train` at $t = 0.15$ (method.md section 8).
+# IRNet reports 48.3 mIoU for these CAMs on VOC `train` at $t = 0.15$ ([docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)).
 #
+# ## Exercises
+#
+# **Exercise 1.** The CAM exists because average pooling and the linear classifier commute.
+# Would it still work with global *max* pooling? Using `out.features` and
+# `model.classifier.weight` from section 1, compare the logits $W_k \cdot \max_p F(p)$ with
+# $\max_p W_k \cdot F(p)$.
+#
+# **Exercise 2.** What mIoU does the laziest segmentation get, "background everywhere", on the
+# images scored above (`masks`)? Fill a `ConfusionMatrix` and read its per-label IoU. What does
+# the answer tell you about the mIoU numbers of this notebook?
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: max pooling does not commute with the linear map (the max of a sum is not the sum
+# of the maxima), so a max-pooled classifier's logit is not a statistic of a score map.
+with torch.no_grad():
+    out = model.cpu()(x)
+    w = model.classifier.weight[:, :, 0, 0]  # (K, C)
+    pooled_max = out.features.amax(dim=(2, 3)) @ w.T  # W_k . max_p F(p)
+    map_max = F.conv2d(out.features, model.classifier.weight).amax(dim=(2, 3))  # max_p W_k . F(p)
+gap_max = (pooled_max - map_max).abs().max().item()
+print(f"largest difference between W.max(F) and max(W.F): {gap_max:.3f}")
+assert gap_max > 1e-4
+model.to(device)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: all-background gets IoU_bg = |background| / |all non-void pixels| and 0 for every
+# object class, so its mIoU is IoU_bg / 7 on this benchmark: about 12-13% when objects cover
+# 10-15% of the image. Any CAM mIoU should be read against that floor.
+lazy = ConfusionMatrix(evalset.num_classes)
+for mask in masks:
+    lazy.update(torch.zeros_like(mask), mask)
+scores = lazy.compute()
+present = [k for k, v in enumerate(scores.iou) if v == v]  # labels with an IoU (not NaN)
+print(f"IoU of background {scores.iou[0]:.3f}; labels in the mean: "
+      f"{[evalset.classes[k] for k in present]}; mIoU {100 * scores.miou:.1f}%")
+assert abs(scores.miou - scores.iou[0] / len(present)) < 1e-6
+
+# %% [markdown]
 # ## What we saw
 #
 # - A CAM is the classifier applied at every position before pooling:
 #   $\text{CAM}_k = \text{ReLU}(W_k \cdot F)$; the image-level logit is its spatial mean, so
 #   anything that raises the logit lights up, object or not.
 # - The network learns from image-level labels alone with the multi-label soft-margin loss.
+# - IoU and mIoU are counted on one confusion matrix over the whole split; the mean runs over
+#   the labels the data set uses, background included, and "background everywhere" already
+#   scores the background's share of it.
 # - IRNet's multi-scale + flip inference is part of its recipe, not a law: in our run of the former `cpu` preset (now `cpu_scratch`) it
 #   did not help. The background threshold decides far more, so CAM quality is reported at the
 #   fixed 0.15 *and* at the best threshold.

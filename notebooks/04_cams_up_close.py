@@ -30,8 +30,9 @@
 #   images side by side, the recall / precision trade-off between them, and what is and is not
 #   known about the original method.
 #
-# **Before this:** [03 · CAM training](03_cam_training.ipynb) (what a CAM is; its trained network
-# is reused when `RUN_DIR` is the same).
+# **Before this:** [03 · CAM training](03_cam_training.ipynb) (what a CAM is, IoU and mIoU; its
+# trained network is reused when `RUN_DIR` is the same). Prerequisites: PyTorch and
+# convolutional networks, as from notebook 03 on.
 #
 # **Run time and hardware:** CPU only. The first time it runs round 0 with the `cpu` preset: the
 # CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small segmentation network.
@@ -76,9 +77,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from causal_wsss.config import resolve
-from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.pipeline import format_report_table, run_experiment
+from causal_wsss.course import run_benchmark
+from causal_wsss.pipeline import format_report_table
 from causal_wsss.viz import (
     plot_bars,
     plot_leakage_split,
@@ -88,13 +88,10 @@ from causal_wsss.viz import (
 )
 from causal_wsss.widgets import CamExplorer
 
-if TORCH_THREADS:
-    torch.set_num_threads(TORCH_THREADS)
-
 # %% [markdown]
 # ## 1. Round 0 of the pipeline
 #
-# `run_experiment` with `rounds=0` runs the baseline that CONTA starts from (method.md section
+# `run_experiment` with `rounds=0` runs the baseline that CONTA starts from (docs/method.md section
 # 4): train the CAM classifier, cache multi-scale + flip CAMs of every training image, evaluate
 # them (mIoU at the fixed threshold and over a sweep, leakage), make pseudo-masks, train and
 # evaluate a segmentation network. Each stage leaves `RUN_DIR/round_0/<stage>.json` when it is
@@ -102,20 +99,19 @@ if TORCH_THREADS:
 # trained the CAM network in the same `RUN_DIR` with the same configuration, it is reused.
 
 # %%
-if DATASET == "synthetic":
-    generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                       twins=TWINS, progress=PROGRESS)
-root = SYNTH_DIR if DATASET == "synthetic" else DATA
-root = str(Path(root).resolve()) if root else ""  # absolute: the saved config works anywhere
-cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)
-report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
+# the benchmark of notebook 02, the preset on it, and round 0 run (or read) in RUN_DIR
+cfg, report = run_benchmark(RUN_DIR, PRESET, rounds=0, dataset=DATASET, data=DATA,
+                            synth_dir=SYNTH_DIR, rho=RHO, seed=SEED, n_train=N_TRAIN,
+                            n_val=N_VAL, size=SIZE, twins=TWINS, progress=PROGRESS,
+                            torch_threads=TORCH_THREADS)
 print(format_report_table(report))
 
 # %% [markdown]
 # The table reads: CAM mIoU at the fixed threshold (IRNet's 0.15) and at the best threshold of
 # the sweep, the mIoU of the pseudo-masks, the segmentation network's mIoU on `val`, and the
 # CAM leakage in total, on co-occurring objects and on the background (all mIoU in percent).
-# The rest of this notebook opens the CAM cache `RUN_DIR/round_0/cams/` and looks inside.
+# The rest of this notebook opens the CAM cache `RUN_DIR/round_0/cams/` and looks inside. The
+# stages log to `RUN_DIR/log.txt`; only warnings reach the notebook.
 #
 # ## 2. One image, one class
 #
@@ -123,8 +119,8 @@ print(format_report_table(report))
 # For an image and one of its classes it draws the image (with its background context), the
 # CAM (the white outline is the object), the class's mask at the threshold against the ground
 # truth (green: hit, red: CAM mask outside the object, blue: missed object) and the ground
-# truth. The printed line gives the IoU of that class in that image and its leakage, which does
-# not depend on the threshold:
+# truth, its classes named in the legend. The printed line gives the IoU (notebook 03) of that
+# class in that image and its leakage, which does not depend on the threshold:
 #
 # $$\text{leakage}_k = 1 - \frac{\sum_{p \in G_k} \text{CAM}_k(p)}{\sum_p \text{CAM}_k(p)},$$
 #
@@ -147,7 +143,8 @@ plt.show()
 # threshold. A low threshold grows the mask into the background; a high one shrinks it to the
 # CAM's peak. Images of a class on its preferred context (a horse on grass) show the context
 # leak; pick the person in an image with a horse and its rider, or a boat with a person aboard,
-# to see the co-occurrence leak.
+# to see the co-occurrence leak. Untick "ground truth" to look at the CAM as the pipeline does,
+# without the answer: the IoU and the leakage, which both need the ground truth, are hidden too.
 
 # %%
 explorer.widget(example, threshold)
@@ -353,9 +350,10 @@ cells.apply(lambda c: f"{c['mean']:.2f} ({int(c['count'])})", axis=1).unstack(fi
 from causal_wsss.cam import extract_cams
 from causal_wsss.methods.esol import load_esol_round
 
-esol_cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}", "cam.method=esol"],
-                   seed=SEED, rounds=0)
-esol_report = run_experiment(esol_cfg, ESOL_RUN_DIR, progress=PROGRESS)
+esol_cfg, esol_report = run_benchmark(
+    ESOL_RUN_DIR, PRESET, rounds=0, dataset=DATASET, data=DATA, synth_dir=SYNTH_DIR, rho=RHO,
+    seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE, twins=TWINS, progress=PROGRESS,
+    overrides=["cam.method=esol"], torch_threads=TORCH_THREADS)
 e0 = esol_report["rounds"][0]
 trade_off = pd.DataFrame(
     {"stage 0 (IRNet CAM)": [e0[f"esol_stage0_{k}"] for k in ("cam_miou_best", "precision_best",
@@ -384,7 +382,7 @@ trade_off.astype(float).round(3)
 from causal_wsss.data import build_dataset
 
 _, stage0_net, esol_net = load_esol_round(ESOL_RUN_DIR, 0)
-eval_ds = build_dataset(esol_cfg.data.dataset, root, esol_cfg.data.eval_split)
+eval_ds = build_dataset(esol_cfg.data.dataset, esol_cfg.data.root, esol_cfg.data.eval_split)
 picked = list(range(min(ESOL_IMAGES, len(eval_ds))))
 fig, axes = plt.subplots(len(picked), 5, figsize=(12, 2.5 * len(picked)), squeeze=False)
 for row, i in enumerate(picked):
@@ -424,6 +422,50 @@ plt.show()
 # sampler that moves; docs/results.md lists the ablations that test it (a larger offset
 # learning rate, no clip) and the shrinkage network's numbers.
 #
+# ## Exercises
+#
+# **Exercise 1.** A single background threshold serves every class. Find each class's own best
+# threshold: `sweep.at(t).iou` gives the IoU per label at a threshold `t` of `sweep.thresholds`.
+# How far apart are the classes' best thresholds, and what would per-class thresholds gain in
+# mIoU?
+#
+# **Exercise 2.** Check the claim of section 3 that a uniform CAM already has a leakage of one
+# minus the object's share of the pixels: for the example image and class, compute
+# `pair_stats` (`causal_wsss.widgets.pair_stats`) of a constant CAM and compare it with
+# $1 - |G_k| / |\text{non-void pixels}|$.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: per class, the threshold of the sweep with the largest IoU. The classes' optima
+# differ: diffuse CAMs (of classes that leak onto their context) want a high threshold, compact
+# ones a lower one. Taking each class at its own optimum bounds what per-class thresholds gain
+# (it is tuned on the evaluation images, so it is optimistic).
+per_t = np.array([sweep.at(t).iou for t in sweep.thresholds])  # (T, labels)
+rows = {explorer.classes[k]: {"best t": sweep.thresholds[int(np.nanargmax(per_t[:, k]))],
+                              "IoU at best t": np.nanmax(per_t[:, k]),
+                              f"IoU at t={threshold:.2f}": at_fixed[k]}
+        for k in shown}
+best_each = pd.DataFrame(rows).T
+print(f"mean of the per-class optima {100 * best_each['IoU at best t'].mean():.1f} against "
+      f"{100 * best:.1f} at the best common threshold")
+best_each.astype(float).round(2)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: a constant CAM spreads its mass evenly over the non-void pixels, so the share
+# outside the object is exactly the share of non-void pixels outside it.
+from causal_wsss.widgets import pair_stats
+
+item = explorer.images[example]
+label = explorer.classes.index(example_class)
+flat = torch.zeros(explorer.num_fg, *item.mask.shape)
+flat[label - 1] = 1.0  # the class's CAM is 1 everywhere
+valid = item.mask != 255
+by_hand = 1 - (item.mask[valid] == label).sum() / valid.sum()
+uniform = pair_stats(flat, item.mask, label, threshold).leakage
+print(f"uniform CAM: leakage {uniform:.3f}, by hand {by_hand:.3f}; this CAM: "
+      f"{explorer.stats(example, example_class, threshold).leakage:.3f}")
+assert abs(uniform - by_hand) < 1e-6
+
+# %% [markdown]
 # ## What we saw
 #
 # - Round 0 of the pipeline caches every stage under `RUN_DIR/round_0/`; the CAM cache holds the

@@ -29,7 +29,8 @@
 # - to compare the variants by the mIoU of their pseudo-masks on the same images.
 #
 # **Before this:** [04 · CAMs up close](04_cams_up_close.ipynb) (round 0 of the pipeline and
-# where its CAMs leak).
+# where its CAMs leak). Prerequisites: PyTorch and convolutional networks, as from notebook 03
+# on; IoU and mIoU as defined in notebook 03.
 #
 # **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
 # there; otherwise add its run time): the boundary network's training at the `cpu` preset's
@@ -68,19 +69,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from causal_wsss.cam import CamCache
 from causal_wsss.checkpoint import load_checkpoint
-from causal_wsss.config import resolve
 from causal_wsss.constants import IGNORE_INDEX
-from causal_wsss.data.synthetic import generate_synthetic
+from causal_wsss.course import run_benchmark, score_pseudo_masks, walk_maps
 from causal_wsss.errors import CausalWSSSError
 from causal_wsss.irn import (
-    boundary_map,
     ground_truth_boundary,
     irn_epochs,
     load_boundary_net,
@@ -88,19 +83,14 @@ from causal_wsss.irn import (
     make_ir_labels,
     make_irn_refiner,
     oracle_walk_labels,
-    random_walk,
     train_irn,
     walk_reach_cells,
     walk_settings,
 )
-from causal_wsss.metrics import ConfusionMatrix
-from causal_wsss.pipeline import build_cam_model, load_datasets, run_experiment
+from causal_wsss.pipeline import build_cam_model, load_datasets
 from causal_wsss.pseudo_masks import cams_to_mask, refine_none, refine_threshold_crf
 from causal_wsss.runtime import choose_device
 from causal_wsss.viz import plot_cam_grid, plot_label_grid, save_figure
-
-if TORCH_THREADS:
-    torch.set_num_threads(TORCH_THREADS)
 
 # %% [markdown]
 # ## 1. The CAMs of round 0
@@ -109,18 +99,15 @@ if TORCH_THREADS:
 # is already cached and this cell only reads the report.
 
 # %%
-if DATASET == "synthetic":
-    generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                       twins=TWINS, progress=PROGRESS)
-root = SYNTH_DIR if DATASET == "synthetic" else DATA
-root = str(Path(root).resolve()) if root else ""  # absolute: the saved config works anywhere
-cfg = resolve(PRESET, [f"data.root={root}", f"data.dataset={DATASET}"], seed=SEED, rounds=0)
-report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
+# the benchmark of notebook 02, the preset on it, and round 0 run (or read) in RUN_DIR
+cfg, report = run_benchmark(RUN_DIR, PRESET, dataset=DATASET, data=DATA, synth_dir=SYNTH_DIR,
+                            rho=RHO, seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE,
+                            twins=TWINS, progress=PROGRESS, torch_threads=TORCH_THREADS)
+p = cfg.pseudo  # the pseudo-mask settings of the preset
+device = choose_device(cfg.device)
 sets = load_datasets(cfg)
 train, evalset = sets["train"], sets["eval"]
 cache = CamCache(Path(RUN_DIR) / "round_0" / "cams")
-p = cfg.pseudo
-device = choose_device(cfg.device)
 ridden = [i for i, row in enumerate(evalset.label_matrix())
           if row[evalset.classes.index("horse") - 1] and row[evalset.classes.index("person") - 1]]
 show = (ridden[:2] + [i for i in range(len(evalset)) if i not in ridden[:2]])[:N_SHOW]
@@ -142,7 +129,8 @@ print(f"pseudo-mask threshold of preset '{cfg.preset}': {p.bg_threshold}")
 # %%
 thresholded = {f"t = {t}": [cams_to_mask(c.high_res, c.keys, t) for c in cams]
                for t in sorted({0.15, p.bg_threshold})}
-fig = plot_label_grid(images, {"ground truth": masks, **thresholded}, col_titles=titles)
+fig = plot_label_grid(images, {"ground truth": masks, **thresholded}, col_titles=titles,
+                      classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_threshold.png")
 plt.show()
 
@@ -155,7 +143,7 @@ plt.show()
 # A fully connected CRF (Krähenbühl and Koltun, 2011) relabels each pixel from the labels of
 # all others, weighted by colour similarity and distance: labels snap to colour edges. IRNet
 # uses it inside its IR-label step (10 iterations; Gaussian kernel sxy 3 / compat 3; bilateral
-# kernel sxy 50 / srgb 5 / compat 10, method.md section 4). It needs the `pydensecrf` package
+# kernel sxy 50 / srgb 5 / compat 10, [docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters)). It needs the `pydensecrf` package
 # (`pip install "causal-wsss[crf]"`, a compiled extension).
 
 # %%
@@ -169,7 +157,8 @@ if HAVE_CRF:
     crf_masks = [refine_threshold_crf(im, c, p.bg_threshold) for im, c in zip(images, cams)]
     fig = plot_label_grid(images, {"ground truth": masks,
                                    f"t = {p.bg_threshold}": thresholded[f"t = {p.bg_threshold}"],
-                                   "t + dense CRF": crf_masks}, col_titles=titles)
+                                   "t + dense CRF": crf_masks}, col_titles=titles,
+                          classes=evalset.classes)
     save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_crf.png")
     plt.show()
 
@@ -181,7 +170,9 @@ if HAVE_CRF:
 #
 # ## 4. IRNet: relations instead of regions
 #
-# IRNet (Ahn, Cho and Kwak, CVPR 2019; method.md section 8) does not trust the CAM's extent. It
+# IRNet (Ahn, Cho and Kwak, CVPR 2019, [arXiv:1904.05044](https://arxiv.org/abs/1904.05044);
+# [docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)) does
+# not trust the CAM's extent. It
 # keeps only what the CAM is *sure* about and learns where objects end.
 #
 # ### 4a. Confident IR labels
@@ -198,7 +189,7 @@ ir_labels = [make_ir_labels(c, im, fg_threshold=p.conf_fg_threshold,
              for im, c in zip(images, cams)]
 fig = plot_label_grid(images, {"ground truth": masks,
                                f"IR labels ({p.conf_fg_threshold} / {p.conf_bg_threshold})":
-                                   ir_labels}, col_titles=titles)
+                                   ir_labels}, col_titles=titles, classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_ir_labels.png")
 plt.show()
 
@@ -254,33 +245,20 @@ print("boundary network, mean loss per epoch:",
 # for a grid of long side $L$, which gives radius 3 and $2^8$ steps here (22 cells of reach) and
 # IRNet's radius 5 and $2^8$ at $L = 125$. The `gpu` and `paper` presets keep IRNet's numbers.
 #
-# Rows below: the boundary map, the CAM of the image's first class on the stride-4 grid, and the
-# same map after the walk.
+# Rows below: the boundary map $B$ in grey (white = boundary, with its scale), the CAM of the
+# image's first class on the stride-4 grid, and the same map after the walk
+# (`course.walk_maps`; each map upsampled to the image and divided by its maximum).
 
 # %%
 boundary_net = load_boundary_net(cam_net, irn_dir / "irn.pt", device=device)
-
-
-def upsample(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) map -> (H, W) bilinear, scaled to [0, 1]."""
-    up = F.interpolate(m[None, None].float().cpu(), size=size, mode="bilinear")[0, 0]
-    return (up / up.max().clamp_min(1e-5)).numpy()
-
-
-edges, before, after = [], [], []
-for image, c in zip(images, cams):
-    edge = boundary_map(boundary_net, image, device=device)  # (h, w)
-    radius, exp_times = walk_settings(p, tuple(edge.shape))
-    walked = random_walk(c.stride4.to(device), edge, beta=p.beta, exp_times=exp_times,
-                         radius=radius)
-    edges.append(upsample(edge, image.shape[:2]))
-    before.append(upsample(c.stride4[0], image.shape[:2]))
-    after.append(upsample(walked[0], image.shape[:2]))
-fig = plot_cam_grid(images, {"boundary map": edges, "CAM": before, "after the walk": after},
-                    col_titles=[t.split(",")[0] for t in titles])
+rows = walk_maps(boundary_net, images, cams, p, device=device)
+fig = plot_cam_grid(images, rows, col_titles=[t.split(",")[0] for t in titles],
+                    gray_rows=("boundary map",))
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_walk.png")
 plt.show()
-print(f"walk on a {tuple(edge.shape)} grid: radius {radius}, 2^{exp_times} steps, reach "
+grid = tuple(-(-n // 4) for n in images[0].shape[:2])  # the stride-4 grid of the first image
+radius, exp_times = walk_settings(p, grid)
+print(f"walk on a {grid} grid: radius {radius}, 2^{exp_times} steps, reach "
       f"{walk_reach_cells(radius, exp_times):.1f} cells")
 
 # %% [markdown]
@@ -314,12 +292,23 @@ save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_oracle.png")
 plt.show()
 
 # %% [markdown]
+# Read the boundary row first. A good boundary map is a thin bright outline around each
+# object. In our run of the `cpu` preset the map of the first image (a horse with its rider)
+# was the reverse: bright over the *whole* horse and rider, dark on the grass. The boundary
+# network had learned "horse region" as a wall, not the horse's edge, because its training
+# pairs come from the CAM's confident regions, and those cover the horse and the grass around
+# it. The car's CAM then walked around the horse and flooded the grass, while the horse itself
+# stayed empty: the walk spreads mass wherever the boundary map lets it, context included.
+
+# %% [markdown]
 # ## 5. The variants side by side
 #
-# Every variant labels the same evaluation images from the same cached CAMs, and a
-# `ConfusionMatrix` per variant scores them against the ground truth (mIoU over the 21 labels,
-# method.md section 5). The IR labels are scored on their confident pixels only, with their
-# coverage: they are the random walk's training signal, not a pseudo-mask.
+# Every variant labels the same evaluation images from the same cached CAMs, and
+# `course.score_pseudo_masks` fills one `ConfusionMatrix` per variant against the ground truth
+# (mIoU over the labels the data set uses, as defined in notebook 03;
+# [docs/method.md §5](../docs/method.md#5-evaluation-protocol)). The IR labels are scored on
+# their confident pixels only, with their coverage: they are the random walk's training signal,
+# not a pseudo-mask.
 
 # %%
 variants = {f"threshold t={p.bg_threshold}": (refine_none, p.bg_threshold)}
@@ -328,35 +317,16 @@ if HAVE_CRF:
 variants[f"IRNet random walk (t={p.sem_seg_bg_threshold})"] = (
     make_irn_refiner(cam_net, irn_dir / "irn.pt", p, device=device), p.sem_seg_bg_threshold)
 ORACLE = f"walk on true boundaries (t={p.sem_seg_bg_threshold})"  # a diagnostic: needs masks
-scores = {name: ConfusionMatrix(evalset.num_classes) for name in [*variants, ORACLE, "IR labels"]}
-scored = confident = 0  # non-void pixels; those with a confident IR label
-for i in tqdm(range(len(evalset)), desc="pseudo-masks", disable=not PROGRESS):
-    image, c = evalset.load_image(i), cache.get(evalset.names[i])
-    target = torch.from_numpy(evalset.load_mask(i).astype(np.int64))
-    for name, (refine, t) in variants.items():
-        scores[name].update(torch.from_numpy(refine(image, c, t).astype(np.int64)), target)
-    scores[ORACLE].update(oracle_walk_labels(target.numpy(), c.keys, c.stride4, p,
-                                             bg_threshold=p.sem_seg_bg_threshold).long(), target)
-    ir = torch.from_numpy(make_ir_labels(c, image, fg_threshold=p.conf_fg_threshold,
-                                         bg_threshold=p.conf_bg_threshold, crf=use_crf))
-    sure = ir != IGNORE_INDEX
-    scored += int((target != IGNORE_INDEX).sum())
-    confident += int((sure & (target != IGNORE_INDEX)).sum())
-    scores["IR labels"].update(ir.long() * sure, torch.where(sure, target, IGNORE_INDEX))
-
-# %%
-coverage = {name: 1.0 for name in [*variants, ORACLE]} | {"IR labels": confident / scored}
-pd.DataFrame({name: {"mIoU (%)": 100 * s.miou(),
-                     "pixel accuracy (%)": 100 * s.compute().pixel_accuracy,
-                     "pixels labelled (%)": 100 * coverage[name]}
-              for name, s in scores.items()}).T.round(1)
+score_pseudo_masks(evalset, cache, variants, ir_fg_threshold=p.conf_fg_threshold,
+                   ir_bg_threshold=p.conf_bg_threshold, ir_crf=use_crf, oracle=p,
+                   progress=PROGRESS).round(1)
 
 # %%
 masks_by_variant = {"ground truth": masks}
 for name, (refine, t) in variants.items():
     masks_by_variant[name] = [refine(im, c, t) for im, c in zip(images, cams)]
 masks_by_variant[ORACLE] = oracle_walk
-fig = plot_label_grid(images, masks_by_variant, col_titles=titles)
+fig = plot_label_grid(images, masks_by_variant, col_titles=titles, classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_variants.png")
 plt.show()
 print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
@@ -402,8 +372,39 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # context, the leaked region is confident "horse" and the walk fills it in, unless the threshold
 # after the walk is high enough to keep only regions whose *average* score is high. No refinement
 # removes the confounder, because every variant starts from the same biased CAMs. On VOC, with
-# the `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 (method.md section 8).
+# the `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 ([docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)).
 #
+# ## Exercises
+#
+# **Exercise 1.** The threshold variant used one background threshold, the preset's. Score the
+# plain threshold at 0.3, 0.5 and 0.7 with `score_pseudo_masks` (variants
+# `{f"t={t}": (refine_none, t)}`) and find the best. Would choosing it this way be fair?
+#
+# **Exercise 2.** How much of each image do IRNet's confident labels cover as the foreground
+# threshold grows? For the images shown above, compute the share of non-void pixels that
+# `make_ir_labels` does not mark 255, at foreground thresholds 0.3, 0.5 and 0.7 (background
+# threshold 0.05).
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: the scores at three thresholds. Picking the best on the images we score is tuning
+# on the test data: the pipeline fixes its threshold per preset from one round-0 sweep, and
+# any comparison of variants should use a threshold chosen on other images or other seeds.
+sweep_variants = {f"t={t}": (refine_none, t) for t in (0.3, 0.5, 0.7)}
+by_threshold = score_pseudo_masks(evalset, cache, sweep_variants)
+print(f"best: {by_threshold['mIoU (%)'].idxmax()}")
+by_threshold.round(1)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: coverage of the confident IR labels. A higher foreground threshold leaves more
+# pixels "unsure" (255) around objects; diffuse CAMs stay confident on much of the context even
+# at 0.3, which is why IRNet's thresholds, tuned for ImageNet ResNet-50 CAMs, fit them badly.
+for fg in (0.3, 0.5, 0.7):
+    share = [float(((make_ir_labels(c, im, fg_threshold=fg, bg_threshold=0.05) != IGNORE_INDEX)
+                    & (m != IGNORE_INDEX)).sum() / (m != IGNORE_INDEX).sum())
+             for im, c, m in zip(images, cams, masks)]
+    print(f"fg threshold {fg}: confident on {100 * np.mean(share):.0f}% of the pixels")
+
+# %% [markdown]
 # ## What we saw
 #
 # - A background threshold turns CAMs into pseudo-masks, but cannot separate an object from the

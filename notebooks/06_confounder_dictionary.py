@@ -29,7 +29,8 @@
 # **Before this:** [05 · From CAMs to pseudo-masks](05_cams_to_pseudo_masks.ipynb), which ends
 # round 0 (the baseline), whose segmentation predictions on the training images are the raw
 # material of the dictionary; [01 · The causal graph](01_causal_graph.ipynb) for the backdoor
-# adjustment and the NWGM.
+# adjustment and the NWGM. Prerequisites: PyTorch and convolutional networks, as from notebook
+# 03 on.
 #
 # **Run time and hardware:** about 5 minutes on 2 CPU cores, no GPU, when notebooks 03-05 left
 # round 0 in `../runs/course_r0` (about 10 minutes otherwise): one CONTA round of the `cpu`
@@ -63,10 +64,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 
 from causal_wsss.checkpoint import load_checkpoint
-from causal_wsss.config import resolve
 from causal_wsss.confounders import (
     ConfounderDictionary,
     build_confounder_dictionary,
@@ -74,7 +76,7 @@ from causal_wsss.confounders import (
     queries_from_grids,
     resize_labels,
 )
-from causal_wsss.data.synthetic import generate_synthetic
+from causal_wsss.course import run_benchmark
 from causal_wsss.data.transforms import normalize
 from causal_wsss.pipeline import (
     ContextCamNet,
@@ -82,9 +84,8 @@ from causal_wsss.pipeline import (
     format_report_table,
     load_context_module,
     load_datasets,
-    run_experiment,
 )
-from causal_wsss.viz import plot_bars, plot_dictionary, save_figure
+from causal_wsss.viz import plot_bars, plot_dictionary, plot_label_grid, save_figure
 from causal_wsss.widgets import AttentionExplorer
 
 # %% [markdown]
@@ -97,7 +98,10 @@ from causal_wsss.widgets import AttentionExplorer
 # $c_i$ is the **average mask of class $i$** over the training images. In the author's words it
 # "reflects the rough position and shape of that class in images"; Fig. 4 of the paper draws
 # each $c_i$ as one image-shaped map, and the author says the set is built "via segmentation mask
-# by ourselves" (issue #20), i.e. from the segmentation model of the previous round.
+# by ourselves" (CONTA's GitHub
+# [issue 20](https://github.com/ZHANGDONG-NJUST/CONTA/issues/20); quoted in
+# [docs/method.md §2](../docs/method.md#2-confounder-set-c-and-image-specific-x_m--m)), i.e.
+# from the segmentation model of the previous round.
 #
 # The official repository never shipped that code, so `causal_wsss` follows
 # `docs/method-decisions.md`:
@@ -116,12 +120,53 @@ from causal_wsss.widgets import AttentionExplorer
 # `RUN_DIR`: round 0 is read from its cache, or computed if missing).
 
 # %%
-generate_synthetic(SYNTH_DIR, n_train=N_TRAIN, n_val=N_VAL, rho=RHO, seed=SEED, size=SIZE,
-                   twins=TWINS, progress=PROGRESS)
-cfg = resolve(PRESET, [f"data.root={SYNTH_DIR}", "data.dataset=synthetic", *OVERRIDES],
-              seed=SEED, rounds=1)
-report = run_experiment(cfg, RUN_DIR, progress=PROGRESS)
+# the benchmark of notebook 02, round 0 read from RUN_DIR (or computed) and round 1 added
+cfg, report = run_benchmark(RUN_DIR, PRESET, synth_dir=SYNTH_DIR, rho=RHO, seed=SEED,
+                            n_train=N_TRAIN, n_val=N_VAL, size=SIZE, twins=TWINS, rounds=1,
+                            overrides=OVERRIDES, progress=PROGRESS)
 print(format_report_table(report))
+
+# %% [markdown]
+# ### The segmentation stage: where the masks come from
+#
+# Every round ends by training a segmentation network on that round's pseudo-masks (notebook
+# 05), as if they were ground truth, and the dictionary is built from **its predictions** on the
+# training images. The network is a fully convolutional model that gives every pixel a score
+# per label: in the `gpu` and `paper` presets CONTA's DeepLab-v2 on a ResNet-101 (Chen et al.,
+# "DeepLab", TPAMI 2018, [arXiv:1606.00915](https://arxiv.org/abs/1606.00915): atrous
+# convolutions keep the feature map at stride 8, and an atrous spatial pyramid pooling head sums
+# four dilated 3×3 classifiers), in the `cpu` preset a small network of the same shape
+# (`causal_wsss/models/seg_net.py`; the settings below). Its loss is the pixel-wise
+# cross-entropy against the pseudo-mask $\hat y$, over the pixels $V$ the pseudo-mask labels
+# (255 is ignored):
+#
+# $$L = -\frac{1}{|V|} \sum_{p \in V} \log \operatorname{softmax}\big(z(p)\big)_{\hat y(p)} .$$
+#
+# Its predictions are the argmax label maps of the network at one scale
+# (`round_k/pred/<name>.png`). Unlike a CAM they are not limited to the image's labels, and
+# they are smoother than the pseudo-masks they learned from: the network averages the
+# pseudo-masks' mistakes over the training set, but keeps the systematic ones (a horse that
+# always comes with grass). Below: training images, their round-0 pseudo-masks, the
+# predictions, and the ground truth (which no stage sees).
+
+# %%
+run = Path(RUN_DIR)
+train = load_datasets(cfg)["train"]
+classes = train.classes
+print(pd.Series({k: getattr(cfg.seg, k) for k in ("arch", "backbone", "weights", "iterations",
+                                                  "batch_size", "crop_size")}, name="seg").to_string())
+shown_seg = range(min(5, len(train)))
+read_png = lambda path: np.array(Image.open(path))  # noqa: E731  palette PNG -> (H, W) labels
+fig = plot_label_grid([train.load_image(i) for i in shown_seg],
+                      {"pseudo-mask": [read_png(run / "round_0" / "pseudo" / f"{train.names[i]}.png")
+                                       for i in shown_seg],
+                       "prediction": [read_png(run / "round_0" / "pred" / f"{train.names[i]}.png")
+                                      for i in shown_seg],
+                       "ground truth": [train.load_mask(i) for i in shown_seg]},
+                      col_titles=[train.names[i] for i in shown_seg], classes=classes)
+plt.show()
+print(f"round 0: pseudo-masks {report['rounds'][0]['pseudo_miou']:.1f} mIoU (training images), "
+      f"segmentation {report['rounds'][0]['seg_miou']:.1f} mIoU (val)")
 
 # %% [markdown]
 # ## 2. Building the dictionary
@@ -131,9 +176,6 @@ print(format_report_table(report))
 # pipeline calls, and check that we get the same thing.
 
 # %%
-run = Path(RUN_DIR)
-train = load_datasets(cfg)["train"]
-classes = train.classes
 grids = load_label_grids(run / "round_0" / "pred", train.names, cfg.context.grid)  # (N, g, g)
 dictionary = build_confounder_dictionary(grids, train.label_matrix(), classes=classes,
                                          prior=cfg.context.prior,
@@ -147,11 +189,23 @@ print("|S_i| per class:", {c: int(k) for c, k in zip(classes[1:], dictionary.cou
 # Each panel is one $c_i$: brightness is the fraction of $S_i$'s images in which the model
 # predicted class $i$ at that grid cell. Classes the model never predicted (together with the
 # label) have no entry; they get $c_i = 0$ and $P(c_i) = 0$, and Eq. 3 never attends to them.
+# All panels share one colour scale (the bar: the share of $S_i$'s images with class $i$ at the
+# cell).
 
 # %%
 fig = plot_dictionary(saved.masks, classes, saved.prior)
 save_figure(fig, f"{FIGURES_DIR}/06_confounder_dictionary_masks.png")
 plt.show()
+
+# %% [markdown]
+# Look at the bird and the horse. An average mask of an object placed at random should be a
+# soft blob of the object's size, as in the ground-truth version below. In our run of the `cpu`
+# preset the bird's and the horse's entries instead filled nearly the whole frame: the
+# segmentation model, trained on pseudo-masks that had spread over sky and grass, predicted
+# "bird" over the sky and "horse" over the grass. The confounder has leaked into the
+# dictionary itself: $c_{\text{bird}}$ describes where sky is, not where birds are. A
+# dictionary built from confounded predictions stratifies by the context it should adjust for,
+# which is one reason the adjustment can do little on this benchmark (notebook 07).
 
 # %% [markdown]
 # For comparison, the same construction on the **ground-truth** masks: what the dictionary
@@ -217,9 +271,10 @@ rows = torch.arange(len(train))  # query rows = positions in the training names
 with torch.no_grad():
     m, alpha = cam_net.new_modules["context"](index=rows)  # (N, 1, g, g), (N, n)
 queries = queries_from_grids(np.load(run / "round_1" / "confounders" / "queries.npy")[: len(train)])
+present = [c for c, n in zip(classes[1:], train.label_matrix().sum(0)) if n]  # the data set's
 explorer = AttentionExplorer(train.names, [train.load_image(i) for i in range(len(train))],
                              queries.reshape(len(train), *saved.grid).numpy(), alpha.numpy(),
-                             m[:, 0].numpy(), classes, saved.prior)
+                             m[:, 0].numpy(), classes, saved.prior, present=present)
 valid = int(saved.valid.sum())
 print(f"{valid} classes with an entry: a uniform alpha would be {1 / valid:.3f}; the largest "
       f"alpha per image is {alpha.max(1).values.mean():.3f} on average "
@@ -236,7 +291,7 @@ plt.show()
 
 # %% [markdown]
 # Pick an image: its query $X_m$ (white = predicted foreground), the attention $\alpha$ over the
-# classes (blue) and $\alpha_i P(c_i)$ renormalised (orange: the weight each $c_i$ really gets
+# data set's classes (blue; the VOC classes the benchmark never uses are left out) and $\alpha_i P(c_i)$ renormalised (orange: the weight each $c_i$ really gets
 # in $m$), and the resulting map $m$.
 
 # %%
@@ -313,11 +368,59 @@ print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f
 # the two not separable with three seeds (`docs/results.md`, section 3). How the context term is
 # scaled decides whether the adjustment can act at all, and the paper does not say.
 #
+# ## Exercises
+#
+# **Exercise 1.** `context.attention=uniform` replaces $\alpha$ by $1 / n_{\text{valid}}$ for
+# every image. Compute the map $m$ it gives, $\sum_i P(c_i)\, c_i / n_{\text{valid}}$ over the
+# classes with an entry (`saved.masks[1:]`, `saved.prior`, `saved.valid`), and compare it with
+# the learned $m$ of every image: how far is each image's $m$ from the uniform one, next to how
+# far the images' maps are from each other?
+#
+# **Exercise 2.** Rerun this notebook's run with the uniform control (add
+# `"context.attention=uniform"` to `OVERRIDES` and choose a new `RUN_DIR`) and compare the
+# round-1 rows of the two reports. Explain the change, or its absence.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: the uniform control's m, and the distance of the learned maps from it.
+valid = saved.valid
+m_uniform = (saved.prior[valid, None, None] * saved.masks[1:][valid]).sum(0) / valid.sum()
+learned = m[:, 0].numpy()  # (N, g, g)
+to_uniform = np.abs(learned - m_uniform).mean((1, 2))
+between = np.abs(learned - learned.mean(0)).mean((1, 2))
+print(f"uniform m: max {m_uniform.max():.4f}; learned m: max {learned.max():.4f}")
+print(f"mean |m - m_uniform| per image {to_uniform.mean():.2e}; mean |m - mean m| {between.mean():.2e}")
+# With collapsed attention every image's m is (nearly) P(c_k) c_k for one class k: far from
+# the uniform average, but close to each other. Either way m hardly depends on the image.
+
+# %% [markdown]
+# <details><summary>Solution 2 (click to unfold)</summary>
+#
+# The code: `OVERRIDES = [*OVERRIDES, "context.attention=uniform"]` and, for example,
+# `RUN_DIR = "../runs/course_uniform"` (in smoke mode a temporary folder), then rerun the cells
+# from section 1. Round 0 is the same run (same seed, same stages, so the same numbers); only
+# round 1 changes, and it takes as long as round 1 here.
+#
+# What to expect, and why: the uniform control keeps the extra channel, a learnable
+# class-specific spatial bias, and removes the only thing Eq. 3 adds, an $\alpha$ that depends
+# on the image. Since the learned attention collapsed onto one class for nearly every image
+# (section 4), the learned $m$ is already almost one constant map, and the two runs should
+# differ by no more than two seeds of the same run do. That is what we measured over three seeds
+# of the `cpu` preset (`docs/results.md` section 1, "A control"): CAM mIoU at the best threshold
+# changed by +0.1 ± 2.7 points in round 1 with Eq. 3 and by +0.9 ± 3.3 with the uniform control,
+# with the same per-seed signs. A difference between your two round-1 rows of a point or two is
+# seed noise, not context.
+#
+# </details>
+
+# %% [markdown]
 # ## What we saw
 #
 # - The confounder $C$ is approximated by a dictionary of per-class average masks, built from
 #   the previous round's segmentation predictions on the training images (row 0, background,
-#   stored and dropped at use), with a prior $P(c)$ from class frequencies.
+#   stored and dropped at use), with a prior $P(c)$ from class frequencies. Those predictions
+#   come from a segmentation network trained with a pixel-wise cross-entropy on the round's
+#   pseudo-masks, so the dictionary inherits their errors: with confounded pseudo-masks, the
+#   bird's and the horse's entries cover their contexts.
 # - Eq. 3 turns the backdoor sum into one forward pass: attention of the image's query $X_m$
 #   over the dictionary, then $m = \sum_i \alpha_i P(c_i) c_i$, concatenated as one extra
 #   channel to the last features.

@@ -20,7 +20,7 @@
 #
 # - the folder layout `causal-wsss` expects for PASCAL VOC 2012 with SBD's `train_aug`, and how
 #   to check your copy before spending GPU hours;
-# - the `paper` preset: every hyper-parameter of the run, with the section of `method.md` it
+# - the `paper` preset: every hyper-parameter of the run, with the section of `docs/method.md` it
 #   comes from (IRNet's CAM and relation stages, CONTA's DeepLab-v2, our choices for the causal
 #   part);
 # - how to run round 0 (the IRNet baseline) and CONTA rounds 1-3 on one GPU, from the command
@@ -28,7 +28,8 @@
 # - how to read the outcome beside the numbers published for IRNet, SEAM and CONTA.
 #
 # **Before this:** [07 · CONTA rounds](07_conta_rounds.ipynb), where the same loop runs on the
-# synthetic benchmark in minutes on a CPU.
+# synthetic benchmark in minutes on a CPU. Prerequisites: PyTorch and convolutional networks, as
+# from notebook 03 on; for the run itself, a machine with a CUDA GPU.
 #
 # **Run time and hardware:** opening and running this notebook as it is takes seconds: it shows
 # the configuration and any results already in `../runs/voc_paper`. The experiment itself
@@ -44,7 +45,7 @@ SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: tiny stand-in 
 FULL_SCALE = False  # True runs the experiment below (papermill -p FULL_SCALE True); hours on a GPU
 DATA = os.environ.get("CAUSAL_WSSS_DATA", "")  # folder holding VOCdevkit/ (or VOC2012/ itself)
 PRESET = "paper"  # the preset of the full-scale run (`gpu` is a shorter schedule)
-ROUNDS = 3  # CONTA rounds after round 0 (method.md 4: T = 3)
+ROUNDS = 3  # CONTA rounds after round 0 (docs/method.md §4: T = 3)
 SEED = 0
 OVERRIDES: list[str] = []  # e.g. ["cam.weights=/w/resnet50.pth", "seg.weights=/w/resnet101.pth"]
 RUN_DIR = "../runs/voc_paper"  # the same folder as `causal-wsss run ... --out runs/voc_paper`
@@ -55,28 +56,17 @@ WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_08_")  # smoke mode: stand-in da
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
-import importlib.util
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from causal_wsss.config import resolve
-from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.errors import ConfigError, DataError, WeightsError
-from causal_wsss.models.seg_net import build_seg_net
-from causal_wsss.pipeline import build_cam_model, format_report_table, load_datasets, run_experiment
-from causal_wsss.viz import (
-    config_sources_table,
-    load_report,
-    plot_results_table,
-    plot_rounds,
-    plot_run_cams,
-    results_table,
-    save_figure,
-)
+from causal_wsss.course import check_gpu_run, run_or_read, show_run_figures, standin_root
+from causal_wsss.errors import ConfigError, DataError
+from causal_wsss.pipeline import load_datasets
+from causal_wsss.viz import config_sources_table, plot_results_table, results_table, save_figure
 
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.max_rows", 100)
@@ -100,7 +90,7 @@ pd.set_option("display.max_rows", 100)
 #     ImageSets/SegmentationAug/train_aug.txt # or ImageSets/Segmentation/train_aug.txt
 # ```
 #
-# Three splits take part (method.md 5): the classifier and DeepLab train on **train_aug**
+# Three splits take part ([docs/method.md §5](../docs/method.md#5-evaluation-protocol)): the classifier and DeepLab train on **train_aug**
 # (image-level labels only; SBD's masks are never used for training), CAMs and pseudo-masks are
 # scored on **train** (1,464 images, the original VOC masks), and DeepLab on **val** (1,449).
 # Without `train_aug` the run falls back to `train`, which is a different, smaller experiment.
@@ -110,8 +100,7 @@ pd.set_option("display.max_rows", 100)
 
 # %%
 if SMOKE:
-    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED,
-                                  **STANDIN).parents[1])
+    DATA = standin_root(WORK_DIR, seed=SEED, **STANDIN)
 if DATA:
     DATA = str(Path(DATA).expanduser().resolve())  # absolute, as `causal-wsss run` saves it
     voc = Path(DATA) / "VOCdevkit" / "VOC2012"
@@ -138,7 +127,7 @@ config_sources_table(paper_cfg)
 
 # %% [markdown]
 # "ours" marks settings that change speed, not what is computed (bf16 autocast, memory
-# layout, loader processes). The tags [U], [R] and [V-...] are `method.md`'s: unverified,
+# layout, loader processes). The tags [U], [R] and [V-...] are `docs/method.md`'s: unverified,
 # our resolution, verified in code or paper. `causal-wsss config --preset paper` prints the
 # same configuration as JSON; every run saves it as `config.json`.
 #
@@ -213,24 +202,9 @@ except (DataError, ConfigError) as exc:
     print(f"PASCAL VOC is not usable, so the experiment will not run:\n  {exc}")
 
 # %%
-print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
-needs_crf = cfg.pseudo.refine == "crf" or (cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf)
-crf_ok = not needs_crf or importlib.util.find_spec("pydensecrf") is not None
-if needs_crf:
-    print("pydensecrf:", "installed" if crf_ok else "missing (pip install 'causal-wsss[crf]', "
-          "or add 'pseudo.ir_crf=false' to OVERRIDES)")
-weights_ok = False  # loading ImageNet weights may download them: only when running
-if SMOKE or FULL_SCALE:
-    try:
-        build_cam_model(cfg, 20)
-        build_seg_net(21, arch=cfg.seg.arch, backbone=cfg.seg.backbone, weights=cfg.seg.weights)
-        weights_ok = True
-        print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
-              f"({cfg.seg.weights}) load")
-    except WeightsError as exc:
-        print(f"weights: {exc}")
-else:
-    print("weights: checked when FULL_SCALE is set (building the networks may download them)")
+# CUDA, pydensecrf when the CRF is used, and (only when running: loading ImageNet weights may
+# download them) both networks with their weights
+ok = check_gpu_run(cfg, 21, build_networks=SMOKE or FULL_SCALE)
 
 # %% [markdown]
 # ## 4. The run
@@ -242,26 +216,15 @@ else:
 
 # %%
 run_dir = Path(f"{WORK_DIR}/run" if SMOKE else RUN_DIR)
-if SMOKE or (FULL_SCALE and sets is not None and crf_ok and weights_ok):
-    run_experiment(cfg, run_dir, progress=PROGRESS)
-elif FULL_SCALE:
-    print("FULL_SCALE is set but the checks above failed: nothing was run.")
-else:
-    print("FULL_SCALE is False: not running (set it, or use the command line of section 3).")
-report, measured = None, ""
-if (run_dir / "report.json").is_file():
-    report, measured = load_report(run_dir / "report.json")
-    if SMOKE:
-        measured += ", synthetic stand-in (not VOC)"
-    print(format_report_table(report))
-    print(measured)
-else:
-    print(f"no report in {run_dir} yet")
+ready = sets is not None and ok["crf"] and ok["weights"]
+report, measured = run_or_read(cfg, run_dir, run=SMOKE or (FULL_SCALE and ready),
+                               full_scale=FULL_SCALE, progress=PROGRESS,
+                               note=", synthetic stand-in (not VOC)" if SMOKE else "")
 
 # %% [markdown]
 # ## 5. Beside the published numbers
 #
-# The published rows are method.md section 6, with its verification tags: only some numbers
+# The published rows are [docs/method.md §6](../docs/method.md#6-headline-results), with its verification tags: only some numbers
 # could be checked against a source, and the CONTA paper's own tables were not available.
 # Ours are mIoU in percent: CAMs at IRNet's fixed background threshold 0.15 and pseudo-masks on
 # VOC train, segmentation on VOC val (the test server is not used, so that column stays empty).
@@ -279,22 +242,39 @@ plt.show()
 # %% [markdown]
 # How the rounds went: mIoU of CAMs, pseudo-masks and segmentation per round, and how much of
 # each CAM lies outside its object (on co-occurring objects, on the background).
+#
+# Then the same training images seen by the baseline (round 0) and by the last CONTA round: the
+# CAM of each image's first class, over the ground truth.
 
 # %%
-if report is not None:
-    fig = plot_rounds(report)
-    save_figure(fig, f"{FIGURES_DIR}/08_pascal_voc_rounds.png")
-    plt.show()
+saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "08_pascal_voc")
 
 # %% [markdown]
-# The same training images seen by the baseline (round 0) and by the last CONTA round: the CAM
-# of each image's first class, over the ground truth.
+# ## Exercises
+#
+# **Exercise 1.** Which settings of the `paper` preset rest on an unverified recollection of the
+# paper ([U]), and which are this project's resolution where the sources are silent ([R] or
+# "ours")? Filter the table of section 2 (`config_sources_table(paper_cfg)`) by its `source`.
+#
+# **Exercise 2.** Check the run-time projection of section 3: add up the per-stage minutes of
+# its table (low and high ends) for one round, then for round 0 plus three CONTA rounds.
 
-# %%
-if report is not None and len(report["rounds"]) > 1:
-    fig = plot_run_cams(run_dir, report)
-    save_figure(fig, f"{FIGURES_DIR}/08_pascal_voc_cams.png")
-    plt.show()
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: the source column carries the tags of docs/method.md.
+sources = config_sources_table(paper_cfg)["source"]
+for tag, meaning in (("[U]", "unverified"), ("[R]", "our resolution"), ("ours", "ours")):
+    keys = sources[sources.str.contains(tag, regex=False)].index.tolist()
+    print(f"{meaning} ({len(keys)}): {', '.join(keys) or '-'}")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: minutes per stage, (low, high), from the table of section 3.
+stages = {"CAM training": (10, 10), "CAMs": (1, 35), "IR labels + CRF": (20, 40),
+          "relation network": (6, 6), "random walk": (12, 12), "segmentation": (46, 46),
+          "predictions": (10, 10)}
+low, high = (sum(v[i] for v in stages.values()) for i in (0, 1))
+print(f"one round: {low / 60:.1f} to {high / 60:.1f} h; four rounds: {4 * low / 60:.1f} to "
+      f"{4 * high / 60:.1f} h")
+assert 6.5 < 4 * low / 60 < 7.5 and 10 < 4 * high / 60 < 11
 
 # %% [markdown]
 # ## What we saw
@@ -302,13 +282,13 @@ if report is not None and len(report["rounds"]) > 1:
 # - The VOC experiment needs `train_aug` (SBD) for training and VOC's own masks on `train` and
 #   `val` for scoring; the checks above catch a missing piece before any GPU time is spent.
 # - The `paper` preset is IRNet's CAM and relation stages plus CONTA's DeepLab-v2, with every
-#   value traced to `method.md`; what the paper never specified (the dictionary, the prior, where
+#   value traced to `docs/method.md`; what the paper never specified (the dictionary, the prior, where
 #   the context enters) is our documented choice, not CONTA's.
 # - A full run is round 0 plus three CONTA rounds, each retraining everything: about 7-11 hours on
 #   one H200-class GPU, projected from stage rates measured there.
 # - The published gains of CONTA over IRNet and SEAM are +0.5 to +0.8 CAM, +1.4 to +1.8
 #   pseudo-mask and +1.6 to +1.8 segmentation mIoU, partly unverified and about as large as the
-#   spread between IRNet reproductions (method.md 7, pitfall 4): compare means over several
+#   spread between IRNet reproductions ([docs/method.md §7](../docs/method.md#7-pitfalls-from-issues-and-ambiguities-with-recommended-resolutions), pitfall 4): compare means over several
 #   seeds, not one run.
 #   In smoke mode the measured rows come from a tiny stand-in and say nothing about VOC.
 #

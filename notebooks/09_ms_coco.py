@@ -27,7 +27,8 @@
 # - how to read the outcome beside the COCO numbers published for IRNet, SEAM and CONTA.
 #
 # **Before this:** [08 · Full PASCAL VOC 2012 experiment](08_pascal_voc.ipynb): the same run on
-# VOC, with the `paper` preset explained in full.
+# VOC, with the `paper` preset explained in full. Prerequisites: PyTorch and convolutional
+# networks, as from notebook 03 on; for the run itself, a machine with a CUDA GPU.
 #
 # **Run time and hardware:** as it is, this notebook takes seconds, plus a few minutes and a
 # few GB of memory to read COCO's annotations when `CAUSAL_WSSS_DATA` points at them;
@@ -44,9 +45,9 @@ SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: tiny stand-in 
 FULL_SCALE = False  # True runs the experiment below (papermill -p FULL_SCALE True); days on a GPU
 DATA = os.environ.get("CAUSAL_WSSS_DATA", "")  # COCO root (train2014/ ...), or a folder with coco/
 PRESET = "paper"
-ROUNDS = 3  # CONTA rounds after round 0 (method.md 4: T = 3)
+ROUNDS = 3  # CONTA rounds after round 0 (docs/method.md §4: T = 3)
 SEED = 0
-OVERRIDES: list[str] = ["seg.iterations=100000"]  # CONTA's COCO schedule (method.md 4)
+OVERRIDES: list[str] = ["seg.iterations=100000"]  # CONTA's COCO schedule (docs/method.md §4)
 RUN_DIR = "../runs/coco_paper"  # the same folder as `causal-wsss run ... --out runs/coco_paper`
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
 SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
@@ -55,29 +56,23 @@ WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_09_")  # smoke mode: stand-in da
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
-import importlib.util
 import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from causal_wsss.config import resolve
 from causal_wsss.constants import COCO_CATEGORIES, COCO_CLASSES, COCO_ID_TO_LABEL
-from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.errors import ConfigError, DataError, WeightsError
-from causal_wsss.models.seg_net import build_seg_net
-from causal_wsss.pipeline import build_cam_model, format_report_table, load_datasets, run_experiment
+from causal_wsss.course import check_gpu_run, run_or_read, show_run_figures, standin_root
+from causal_wsss.errors import ConfigError, DataError
+from causal_wsss.pipeline import load_datasets
 from causal_wsss.viz import (
     PAPER_PRESET_SOURCES,
     config_sources_table,
-    load_report,
     plot_image_mask_grid,
     plot_results_table,
-    plot_rounds,
-    plot_run_cams,
     results_table,
     save_figure,
 )
@@ -105,8 +100,7 @@ pd.set_option("display.max_rows", 100)
 
 # %%
 if SMOKE:
-    DATA = str(generate_synthetic(f"{WORK_DIR}/standin", rho=0.9, seed=SEED, coco=True,
-                                  **STANDIN).parents[1])
+    DATA = standin_root(WORK_DIR, seed=SEED, coco=True, **STANDIN)
 coco_root = ""  # empty: the configuration below says which key is missing
 if DATA:
     data = Path(DATA).expanduser().resolve()  # absolute, as `causal-wsss run` saves it
@@ -122,7 +116,7 @@ else:
 #
 # COCO numbers its 80 categories from 1 to 90 and skips ten ids (left over from categories that
 # were planned and dropped). Label maps need contiguous indices, so `constants.COCO_ID_TO_LABEL`
-# maps the ids to labels 1-80, with 0 for background: 81 labels, the count method.md 5 uses.
+# maps the ids to labels 1-80, with 0 for background: 81 labels, the count [docs/method.md §5](../docs/method.md#5-evaluation-protocol) uses.
 
 # %%
 missing_ids = sorted(set(range(1, 91)) - set(COCO_ID_TO_LABEL))
@@ -195,13 +189,13 @@ if sets is not None:
 # %%
 coco_sources = {
     **PAPER_PRESET_SOURCES,
-    "data.dataset": "method.md 5: MS-COCO 2014, 81 labels",
+    "data.dataset": "docs/method.md §5: MS-COCO 2014, 81 labels",
     "data.root": "your copy (--root / CAUSAL_WSSS_DATA)",
-    "data.train_split": "method.md 5: COCO train 2014 (no train_aug: falls back to train)",
+    "data.train_split": "docs/method.md §5: COCO train 2014 (no train_aug: falls back to train)",
     "data.eval_split": "ours: CAMs and pseudo-masks scored on COCO train (no COCO protocol "
-                       "for them in method.md)",
-    "data.val_split": "method.md 5: COCO val 2014, 40,504 images",
-    "seg.iterations": "method.md 4: CONTA's COCO config, 100,000 iterations",
+                       "for them in docs/method.md)",
+    "data.val_split": "docs/method.md §5: COCO val 2014, 40,504 images",
+    "seg.iterations": "docs/method.md §4: CONTA's COCO config, 100,000 iterations",
 }
 config_sources_table(paper_cfg, coco_sources)
 
@@ -243,25 +237,7 @@ config_sources_table(paper_cfg, coco_sources)
 # The checks before starting:
 
 # %%
-print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
-needs_crf = cfg.pseudo.refine == "crf" or (cfg.pseudo.refine == "irn" and cfg.pseudo.ir_crf)
-crf_ok = not needs_crf or importlib.util.find_spec("pydensecrf") is not None
-if needs_crf:
-    print("pydensecrf:", "installed" if crf_ok else "missing (pip install 'causal-wsss[crf]', "
-          "or add 'pseudo.ir_crf=false' to OVERRIDES)")
-weights_ok = False  # loading ImageNet weights may download them: only when running
-if SMOKE or FULL_SCALE:
-    try:
-        build_cam_model(cfg, len(COCO_CLASSES) - 1)
-        build_seg_net(len(COCO_CLASSES), arch=cfg.seg.arch, backbone=cfg.seg.backbone,
-                      weights=cfg.seg.weights)
-        weights_ok = True
-        print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
-              f"({cfg.seg.weights}) load")
-    except WeightsError as exc:
-        print(f"weights: {exc}")
-else:
-    print("weights: checked when FULL_SCALE is set (building the networks may download them)")
+ok = check_gpu_run(cfg, len(COCO_CLASSES), build_networks=SMOKE or FULL_SCALE)  # as in notebook 08
 
 # %% [markdown]
 # ## 4. The run
@@ -272,26 +248,15 @@ else:
 
 # %%
 run_dir = Path(f"{WORK_DIR}/run" if SMOKE else RUN_DIR)
-if SMOKE or (FULL_SCALE and sets is not None and crf_ok and weights_ok):
-    run_experiment(cfg, run_dir, progress=PROGRESS)
-elif FULL_SCALE:
-    print("FULL_SCALE is set but the checks above failed: nothing was run.")
-else:
-    print("FULL_SCALE is False: not running (set it, or use the command line of section 3).")
-report, measured = None, ""
-if (run_dir / "report.json").is_file():
-    report, measured = load_report(run_dir / "report.json")
-    if SMOKE:
-        measured += ", synthetic stand-in (not COCO)"
-    print(format_report_table(report))
-    print(measured)
-else:
-    print(f"no report in {run_dir} yet")
+ready = sets is not None and ok["crf"] and ok["weights"]
+report, measured = run_or_read(cfg, run_dir, run=SMOKE or (FULL_SCALE and ready),
+                               full_scale=FULL_SCALE, progress=PROGRESS,
+                               note=", synthetic stand-in (not COCO)" if SMOKE else "")
 
 # %% [markdown]
 # ## 5. Beside the published numbers
 #
-# method.md section 6 has only segmentation mIoU on COCO val for the CONTA paper's
+# [docs/method.md §6](../docs/method.md#6-headline-results) has only segmentation mIoU on COCO val for the CONTA paper's
 # re-implemented baselines ("*"); the tags say how far each number was verified. Our rows add
 # CAM and pseudo-mask mIoU on COCO train (fixed threshold 0.15) from the run's report.
 
@@ -309,16 +274,32 @@ plt.show()
 # The rounds, and the baseline's and the last round's CAMs on the same training images:
 
 # %%
-if report is not None:
-    fig = plot_rounds(report)
-    save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_rounds.png")
-    plt.show()
+saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "09_ms_coco")
 
-# %%
-if report is not None and len(report["rounds"]) > 1:
-    fig = plot_run_cams(run_dir, report)
-    save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_cams.png")
-    plt.show()
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** How many of the ids 1-90 does COCO leave unused, and which contiguous label
+# does the last category (id 90, "toothbrush") get? Use `COCO_ID_TO_LABEL`.
+#
+# **Exercise 2.** Scale notebook 08's per-round projection to COCO for the two stages whose cost
+# grows with the schedule: CAM training (5 epochs over the training images: 82,081 against
+# 10,582, about 10 minutes on VOC) and segmentation (100,000 iterations against 20,000, about
+# 46 minutes on VOC). Compare with section 3.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: ten ids are unused and the 80 categories fill labels 1-80.
+unused = sorted(set(range(1, 91)) - set(COCO_ID_TO_LABEL))
+print(f"{len(unused)} unused ids: {unused}; id 90 -> label {COCO_ID_TO_LABEL[90]}")
+assert len(unused) == 10 and COCO_ID_TO_LABEL[90] == 80
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: time grows with the number of crops or iterations.
+cam_h = 10 * 82_081 / 10_582 / 60
+seg_h = 46 * 100_000 / 20_000 / 60
+print(f"CAM training about {cam_h:.1f} h, segmentation about {seg_h:.1f} h per round "
+      "(section 3: about 1.3 h and 4 h)")
+assert 1.2 < cam_h < 1.4 and 3.7 < seg_h < 4.0
 
 # %% [markdown]
 # ## What we saw

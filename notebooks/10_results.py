@@ -21,14 +21,15 @@
 # - which runs exist (`runs/*/report.json`, the seed and `rho` sweep in
 #   `runs/evidence/reports.json`) and what each one measured;
 # - which numbers in this course were **measured here**, with the preset, seed and date of the
-#   run, and which are **the paper's** (method.md section 6), with how far each was verified;
+#   run, and which are **the paper's** ([docs/method.md §6](../docs/method.md#6-headline-results)), with how far each was verified;
 # - how every figure in `figures/` is made: this notebook redraws the ones that come from runs
 #   and from the package, with the same functions the other notebooks call, and can re-execute
 #   the notebooks that draw the rest.
 #
 # **Before this:** the runs it reads: [07 · CONTA rounds](07_conta_rounds.ipynb) (the synthetic
 # benchmark and the sweep over seeds), [08 · PASCAL VOC](08_pascal_voc.ipynb) and
-# [09 · MS-COCO](09_ms_coco.ipynb) (full scale, on a GPU), and `make demo`.
+# [09 · MS-COCO](09_ms_coco.ipynb) (full scale, on a GPU), and `make demo`. Prerequisites: as
+# from notebook 03 on.
 #
 # **Run time and hardware:** seconds to a minute on a CPU, whatever the runs (it reads their
 # reports and cached CAMs; it trains nothing). Re-executing course notebooks (`REBUILD`) adds
@@ -50,7 +51,6 @@ WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_10_")  # all output in smoke mod
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -61,10 +61,8 @@ import pandas as pd
 from IPython.display import display
 from nbclient import NotebookClient
 
-from causal_wsss.config import resolve
-from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.io import write_json
-from causal_wsss.pipeline import format_report_table, run_experiment
+from causal_wsss.course import smoke_runs
+from causal_wsss.pipeline import format_report_table
 from causal_wsss.viz import (
     PUBLISHED_MIOU,
     collect_reports,
@@ -107,15 +105,10 @@ pd.set_option("display.max_colwidth", None)
 # every cell runs; its numbers mean nothing.
 
 # %%
-if SMOKE:
+if SMOKE:  # one tiny run, copied under every name above
     RUNS_DIR = f"{WORK_DIR}/runs"
-    data = generate_synthetic(f"{WORK_DIR}/synth", rho=0.9, seed=SEED, **STANDIN).parents[1]
-    cfg = resolve("smoke", [f"data.root={data}", *SMOKE_OVERRIDES], seed=SEED, rounds=1)
-    smoke_report = run_experiment(cfg, f"{RUNS_DIR}/voc_paper", progress=PROGRESS)
-    for name in ("demo", "course_r0"):
-        shutil.copytree(f"{RUNS_DIR}/voc_paper", f"{RUNS_DIR}/{name}")
-    write_json(f"{RUNS_DIR}/evidence/reports.json", {f"0.9/{SEED}": smoke_report})
-    write_json(f"{RUNS_DIR}/ev_uniform/reports.json", {f"0.9/{SEED}": smoke_report})
+    smoke_runs(RUNS_DIR, WORK_DIR, seed=SEED, standin=STANDIN, overrides=SMOKE_OVERRIDES,
+               progress=PROGRESS)
 
 runs = collect_reports(RUNS_DIR)
 if runs:
@@ -137,7 +130,7 @@ for label, (report, _) in runs.items():
 #
 # Every number in the course comes from one of two places. **Measured here**: a run of this
 # package, recorded in its `report.json` (the note gives preset, seed and the report's date).
-# **The paper's**: the published values collected in method.md section 6, each tagged with how
+# **The paper's**: the published values collected in [docs/method.md §6](../docs/method.md#6-headline-results), each tagged with how
 # far it was checked: [V-...] verified in a named source, [U] recalled from the paper and not
 # re-checked (the CONTA paper's own tables could not be consulted). Nothing else enters a
 # table or a figure.
@@ -245,11 +238,44 @@ for name in REBUILD:
     print(f"{name}: executed in {time.perf_counter() - t0:.0f} s; its figures are rewritten")
 
 # %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** From `PUBLISHED_MIOU["voc"]`, compute CONTA's gain over IRNet and over SEAM for
+# every column (CAM, pseudo-mask, segmentation on val and test), and mark each gain whose two
+# numbers are both verified (neither source says [U]).
+#
+# **Exercise 2.** Which figures in `FIGURES_DIR` were *not* redrawn by section 3, and which
+# notebook would you put in `REBUILD` for each?
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: CONTA's row minus its baseline's, per column; "verified" only when neither row's
+# source carries [U] for that column (the SEAM + CONTA row is [V-2nd] for segmentation only).
+rows = {row["method"]: row for row in PUBLISHED_MIOU["voc"]}
+columns = {"cam": "CAM", "pseudo": "pseudo-mask", "seg_val": "seg val", "seg_test": "seg test"}
+gains = []
+for base in ("IRNet", "SEAM"):
+    plus, ref = rows[f"{base} + CONTA"], rows[base]
+    for key, title in columns.items():
+        unverified = "[U]" in ref["source"] or (
+            "[U]" in plus["source"] and not (base == "SEAM" and key.startswith("seg")))
+        gains.append({"baseline": base, "metric": title, "gain": plus[key] - ref[key],
+                      "both verified": not unverified})
+pd.DataFrame(gains).round(1)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: the inventory above, filtered; the first two characters of a name are its notebook.
+not_redrawn = inventory[~inventory["redrawn here"]] if len(inventory) else inventory
+print(not_redrawn[["figure", "drawn by"]].to_string(index=False) if len(not_redrawn)
+      else "every figure was redrawn here")
+print("REBUILD =", tuple(sorted({n.removesuffix(".ipynb") for n in not_redrawn.get("drawn by", [])
+                                 if n.endswith(".ipynb")})))
+
+# %% [markdown]
 # ## What we saw
 #
 # - The runs of this course leave reports with one entry per round; this notebook lists them
 #   and marks every number **measured here** with the preset, seed and date of its run.
-# - The published numbers (method.md 6) stay apart, with their verification tags: several are
+# - The published numbers ([docs/method.md §6](../docs/method.md#6-headline-results)) stay apart, with their verification tags: several are
 #   unverified, and the reported gains of CONTA (half a point to two points of mIoU) are the size
 #   of seed-to-seed differences, so only means over seeds (`runs/evidence`) compare fairly.
 # - Every figure in `figures/` is drawn by code: the run and graph figures here, the rest by

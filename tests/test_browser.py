@@ -1,4 +1,5 @@
-"""Notebook 02's rho widget in a real browser: JupyterLab 4 in headless Debian chromium (Playwright).
+"""Two course widgets in a real browser: notebook 02's rho slider and notebook 01's
+confounding-strength slider, in JupyterLab 4 in headless Debian chromium (Playwright).
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the ``playwright`` pip package
 (no ``playwright install``: the system browser is used); skipped with the reason when either is
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_confounding_in_data.ipynb"
+NOTEBOOK_01 = REPO / "notebooks" / "01_causal_graph.ipynb"
 TOKEN = "causal-wsss-browser-test"
 START_TIMEOUT_S = 60
 KERNEL_TIMEOUT_MS = 90_000  # open the notebook and connect the kernel (cold start, busy CI)
@@ -90,7 +92,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     (data / "kernels" / "python3" / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    for notebook in (NOTEBOOK, NOTEBOOK_01):
+        shutil.copy(notebook, root / notebook.name)
 
     env = {k: v for k, v in os.environ.items()
            if k not in ("CAUSAL_WSSS_DATA", "MPLBACKEND", "JUPYTER_PATH")}
@@ -148,8 +151,23 @@ def _stop(proc: subprocess.Popen, base: str) -> None:
 def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
     """Open notebook 02, run all cells (smoke mode), move the rho slider one step left with the
     keyboard and wait for the widget's printed line to change from rho=0.90 to rho=0.80."""
+    _slider_redraws(lab, lab["notebook"], "rho=0.90 P(", "rho=0.80 P(", "0.80", "rho")
+
+
+def test_strength_slider_redraws_in_jupyterlab(lab: dict) -> None:
+    """Open notebook 01, run all cells (smoke mode), move the confounding-strength slider one
+    step (0.05) left and wait for the printed line to change from strength=1.00 to 0.95."""
+    _slider_redraws(lab, NOTEBOOK_01.name, "strength=1.00 naive=", "strength=0.95 naive=", "0.95",
+                    "strength")
+
+
+def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_after: str,
+                    name: str) -> None:
+    """Open ``notebook``, run all its cells, wait for a widget output holding ``before``, press
+    ArrowLeft on the first slider and wait for ``after`` and the slider's readout."""
     sync_playwright, chromium = lab["sync_playwright"], lab["chromium"]
-    shot, page_shot = lab["tmp"] / "browser_widget.png", lab["tmp"] / "browser_page.png"
+    shot, page_shot = (lab["tmp"] / f"browser_{name}_widget.png",
+                       lab["tmp"] / f"browser_{name}_page.png")
     t0 = time.perf_counter()
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
@@ -157,7 +175,7 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
         try:
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.goto(f"{lab['base']}/lab/tree/{lab['notebook']}?reset&token={TOKEN}",
+            page.goto(f"{lab['base']}/lab/tree/{notebook}?reset&token={TOKEN}",
                       timeout=KERNEL_TIMEOUT_MS)
             # A cold start shows an idle indicator before the kernel is connected, and "Run All"
             # sent then does nothing: wait for the session itself, then for the kernel's info reply.
@@ -165,14 +183,14 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
                 "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel",
                 timeout=KERNEL_TIMEOUT_MS)
             path = page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path")
-            assert path == lab["notebook"], f"JupyterLab opened {path!r}, not {lab['notebook']!r}"
+            assert path == notebook, f"JupyterLab opened {path!r}, not {notebook!r}"
             page.evaluate("async () => { const sc = window.jupyterapp.shell.currentWidget"
                           ".sessionContext; await sc.ready; await sc.session.kernel.info; }")
             # Fire and forget: a returned command promise can deadlock evaluate (a command that
             # opens a dialog resolves only once the dialog is answered).
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             outputs = page.locator(".widget-output")
-            outputs.filter(has_text="rho=0.90 P(").first.wait_for(timeout=WIDGET_TIMEOUT_MS)
+            outputs.filter(has_text=before).first.wait_for(timeout=WIDGET_TIMEOUT_MS)
             errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
             assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
 
@@ -181,10 +199,10 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
             page.keyboard.press("ArrowLeft")
             # Wait for the printed line, not for the image: each key press sends its own update,
             # so an image that just changed may still show an intermediate value.
-            outputs.filter(has_text="rho=0.80 P(").first.wait_for(timeout=UPDATE_TIMEOUT_MS)
+            outputs.filter(has_text=after).first.wait_for(timeout=UPDATE_TIMEOUT_MS)
             readout = page.locator(".widget-slider .widget-readout").first.inner_text()
-            assert readout.strip() == "0.80", readout
-            image = outputs.filter(has_text="rho=0.80 P(").first.locator("img").first
+            assert readout.strip() == readout_after, readout
+            image = outputs.filter(has_text=after).first.locator("img").first
             image.wait_for(timeout=UPDATE_TIMEOUT_MS)
             cell = page.locator(".jp-Cell").filter(has=page.locator(".widget-slider")).first
             cell.evaluate("el => el.scrollIntoView({block: 'start'})")
@@ -202,5 +220,5 @@ def test_rho_slider_redraws_in_jupyterlab(lab: dict) -> None:
         finally:
             ctx.close()
     assert shot.is_file() and shot.stat().st_size > 10_000, shot
-    print(f"browser test: slider moved and redrawn in {time.perf_counter() - t0:.1f} s; "
+    print(f"browser test ({notebook}): slider moved and redrawn in {time.perf_counter() - t0:.1f} s; "
           f"screenshots: {shot} (the widget cell), {page_shot} (the page)")

@@ -80,6 +80,25 @@ def test_notebook_conventions(path: Path):
     assert "widgets" not in nb.metadata, f"{path.name}: widget state saved; run nbstripout"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_has_exercises_with_folded_solutions(path: Path):
+    """One or two exercises before "What we saw", each solution folded: a code cell tagged
+    ``solution`` with its source hidden (it runs with the notebook, so the smoke run checks it),
+    or a ``<details>`` block."""
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    exercises = text.count("**Exercise ")
+    assert 1 <= exercises <= 2, f"{path.name}: {exercises} exercises (**Exercise N.**), expected 1-2"
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    details = [c for c in nb.cells if c.cell_type == "markdown" and "<details>" in c.source]
+    assert len(solutions) + len(details) >= exercises, f"{path.name}: an exercise has no solution"
+    for cell in solutions:
+        assert cell.cell_type == "code" and cell.metadata.get("jupyter", {}).get("source_hidden"), \
+            f"{path.name}: fold the solution (jupyter={{\"source_hidden\": true}})"
+    first = text.index("**Exercise ")
+    assert first < text.index("## What we saw"), f"{path.name}: exercises go before 'What we saw'"
+
+
 @pytest.fixture(scope="session")
 def python3_kernel(tmp_path_factory) -> str:
     """A kernelspec ``python3`` running this interpreter, ahead of any user-level ``python3``

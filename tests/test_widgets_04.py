@@ -171,3 +171,44 @@ def test_pair_table_rows_agree_with_stats(explorer, run_dir):
         assert (row["iou"], row["leakage"], row["leakage_background"]) == (
             s.iou, s.leakage, s.leakage_background)
         assert row["context"] == explorer.images[row["image"]].context
+
+
+def test_hidden_ground_truth_hides_iou_and_leakage(explorer, run_dir):
+    _, ds = run_dir
+    name = ds.names[0]
+    cls = explorer.classes_of(name)[0]
+    fig, line = explorer.figure(name, cls, 0.5, show_gt=False)
+    assert line == f"image={name} class={cls} t=0.50"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert not any("IoU" in t or "leak" in t for t in titles), titles
+    plt.close(fig)
+
+
+def test_empty_cam_reads_not_available(explorer, run_dir):
+    _, ds = run_dir
+    name = ds.names[0]
+    item = explorer.images[name]
+    saved = item.high_res.clone()
+    try:
+        item.high_res.zero_()
+        fig, line = explorer.figure(name, explorer.classes_of(name)[0], 0.5)
+        assert "leakage=n/a (empty CAM)" in line and "nan" not in line
+        plt.close(fig)
+    finally:
+        item.high_res.copy_(saved)
+
+
+def test_image_change_redraws_once(explorer, run_dir, monkeypatch):
+    _, ds = run_dir
+    calls = []
+    original = explorer.show
+    monkeypatch.setattr(explorer, "show", lambda *a: calls.append(a) or original(*a))
+    box = explorer.widget(ds.names[0], threshold=0.15)
+    image, cls = box.children[0].children
+    assert len(calls) == 1  # the first drawing
+    other = next(n for n in ds.names[1:] if explorer.classes_of(n) != explorer.classes_of(ds.names[0]))
+    image.value = other
+    assert len(calls) == 2, calls  # one redraw, with the new image's first class
+    assert calls[-1][:2] == (other, explorer.classes_of(other)[0])
+    box.children[1].children[1].value = False  # untick the ground truth
+    assert len(calls) == 3 and calls[-1][3] is False

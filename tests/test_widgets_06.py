@@ -118,3 +118,21 @@ def test_notebook_flow_from_context_module_matches_eq3_by_hand():
     shown = [im for im in fig.axes[3].get_children() if isinstance(im, AxesImage)][0]
     np.testing.assert_allclose(shown.get_array(), ref_m[1], rtol=1e-4, atol=1e-7)
     plt.close(fig)
+
+
+def test_attention_panel_shows_only_the_data_sets_classes():
+    alpha = np.array([[0.0, 0.7, 0.0, 0.3], [0.0, 0.2, 0.0, 0.8]])
+    prior = np.array([0.0, 0.5, 0.0, 0.5])  # cat and horse have no dictionary entry
+    queries, m = np.zeros((2, 4, 4)), np.zeros((2, 4, 4))
+    explorer = AttentionExplorer(["a", "b"], _images(2), queries, alpha, m, CLASSES, prior)
+    assert explorer.shown == [1, 3]
+    fig, _ = explorer.figure("a")
+    ax = fig.axes[2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dog", "person"]
+    plt.close(fig)
+    chosen = AttentionExplorer(["a", "b"], _images(2), queries, alpha, m, CLASSES, prior,
+                               present=("cat", "dog", "person"))
+    assert chosen.shown == [0, 1, 3]
+    with pytest.raises(DataError, match="zebra"):
+        AttentionExplorer(["a", "b"], _images(2), queries, alpha, m, CLASSES, prior,
+                          present=("zebra",))

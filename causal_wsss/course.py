@@ -1,0 +1,312 @@
+"""What the course notebooks share: the benchmark set-up, the GPU notebooks' checks and runs,
+notebook 05's scoring of pseudo-mask variants, and the smoke-mode stand-ins of notebooks 07
+and 10.
+
+A layer above the pipeline and the plotting (like ``cli``): it may import both, and nothing in
+the package imports it. Each function replaces a cell that several notebooks repeated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ExperimentConfig, resolve
+from .io import write_json
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 03-07: the synthetic benchmark and its configuration
+
+
+def benchmark_config(preset: str, *, synth_dir: str | os.PathLike, rho: float, seed: int,
+                     n_train: int, n_val: int, size: int, twins: int, rounds: int = 0,
+                     dataset: str = "synthetic", data: str | os.PathLike = "",
+                     overrides: Sequence[str] = (), progress: bool = False,
+                     torch_threads: int = 0) -> ExperimentConfig:
+    """Write the synthetic benchmark into ``synth_dir`` (reused when it is there, as
+    ``generate_synthetic`` does) and resolve ``preset`` on it.
+
+    With ``dataset`` other than ``synthetic`` nothing is generated and the data root is
+    ``data`` (e.g. ``CAUSAL_WSSS_DATA``). The root is made absolute, so the configuration a run
+    saves works from any folder; ``overrides`` are ``key=value`` pairs as on the command line.
+    ``torch_threads`` > 0 sets torch's CPU threads for the session (1 is fastest on the smoke
+    sizes); 0 leaves torch's default.
+    """
+    from .data.synthetic import generate_synthetic
+
+    if torch_threads > 0:
+        torch.set_num_threads(int(torch_threads))
+
+    if dataset == "synthetic":
+        generate_synthetic(synth_dir, n_train=n_train, n_val=n_val, rho=rho, seed=seed, size=size,
+                           twins=twins, progress=progress)
+        root = synth_dir
+    else:
+        root = data
+    root = str(Path(root).resolve()) if str(root) else ""
+    return resolve(preset, [f"data.root={root}", f"data.dataset={dataset}", *overrides],
+                   seed=seed, rounds=rounds)
+
+
+def run_benchmark(run_dir: str | os.PathLike, preset: str, *, progress: bool = False,
+                  **benchmark: Any) -> tuple[ExperimentConfig, dict]:
+    """:func:`benchmark_config` (``benchmark`` are its keywords), then ``run_experiment`` into
+    ``run_dir`` (cached stages are read, not recomputed). Returns the configuration and the
+    run's report."""
+    from .pipeline import run_experiment
+
+    cfg = benchmark_config(preset, progress=progress, **benchmark)
+    return cfg, run_experiment(cfg, run_dir, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 05: the random walk's maps and the pseudo-mask variants, scored
+
+
+def upsample_unit(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """An (h, w) map resized bilinearly to ``size`` (H, W) and divided by its maximum, so that
+    it lies in [0, 1] (an all-zero map stays zero)."""
+    up = F.interpolate(m[None, None].float().cpu(), size=size, mode="bilinear",
+                       align_corners=False)[0, 0]
+    return (up / up.max().clamp_min(1e-5)).numpy()
+
+
+def walk_maps(boundary_net, images: Sequence[np.ndarray], cams: Sequence, pseudo_cfg, *,
+              device: torch.device | str = "cpu") -> dict[str, list[np.ndarray]]:
+    """For each image and its cached CAMs: the boundary map, the first class's CAM on the
+    stride-4 grid and the same map after IRNet's random walk (``pseudo_cfg.beta``; radius and
+    steps from :func:`causal_wsss.irn.walk_settings`, i.e. scaled to the grid when
+    ``walk_reach > 0``), each upsampled to the image and scaled to [0, 1]
+    (:func:`upsample_unit`). Keys ``boundary map``, ``CAM``, ``after the walk``, as rows for
+    ``viz.plot_cam_grid``."""
+    from .irn import boundary_map, random_walk, walk_settings
+
+    rows: dict[str, list[np.ndarray]] = {"boundary map": [], "CAM": [], "after the walk": []}
+    for image, c in zip(images, cams):
+        edge = boundary_map(boundary_net, image, device=device)  # (h, w)
+        radius, exp_times = walk_settings(pseudo_cfg, tuple(edge.shape))
+        walked = random_walk(c.stride4.to(device), edge, beta=pseudo_cfg.beta,
+                             exp_times=exp_times, radius=radius)
+        size = image.shape[:2]
+        rows["boundary map"].append(upsample_unit(edge, size))
+        rows["CAM"].append(upsample_unit(c.stride4[0], size))
+        rows["after the walk"].append(upsample_unit(walked[0], size))
+    return rows
+
+
+def score_pseudo_masks(dataset, cache, variants: dict[str, tuple[Callable, float]], *,
+                       ir_fg_threshold: float | None = None, ir_bg_threshold: float = 0.05,
+                       ir_crf: bool = False, oracle: Any = None, progress: bool = False) -> Any:
+    """Score pseudo-mask variants on every image of ``dataset`` from its cached CAMs.
+
+    ``variants``: a name -> ``(refine, threshold)``, ``refine(image, cams, threshold)`` giving an
+    (H, W) label map (``pseudo_masks.refine_none``, ``refine_threshold_crf``, IRNet's refiner).
+    With ``ir_fg_threshold`` the confident IR labels are scored as a row ``IR labels`` on their
+    confident pixels only. With ``oracle`` (a PseudoConfig) a row ``walk on true boundaries``
+    scores the random walk of the image's CAMs on the ground-truth boundaries at
+    ``oracle.sem_seg_bg_threshold`` (:func:`causal_wsss.irn.oracle_walk_labels`; a diagnostic
+    that reads the masks). Returns a DataFrame, one row per variant: mIoU (%), pixel accuracy
+    (%) and the share of non-void pixels labelled (%; 100 for a pseudo-mask).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .constants import IGNORE_INDEX
+    from .irn import make_ir_labels
+    from .metrics import ConfusionMatrix
+
+    oracle_name = None if oracle is None else \
+        f"walk on true boundaries (t={oracle.sem_seg_bg_threshold})"
+    names = [*variants] + ([oracle_name] if oracle is not None else []) \
+        + (["IR labels"] if ir_fg_threshold is not None else [])
+    scores = {name: ConfusionMatrix(dataset.num_classes) for name in names}
+    scored = confident = 0  # non-void pixels; those with a confident IR label
+    for i in tqdm(range(len(dataset)), desc="pseudo-masks", disable=not progress):
+        image, c = dataset.load_image(i), cache.get(dataset.names[i])
+        target = torch.from_numpy(dataset.load_mask(i).astype(np.int64))
+        for name, (refine, t) in variants.items():
+            scores[name].update(torch.from_numpy(refine(image, c, t).astype(np.int64)), target)
+        if oracle is not None:
+            from .irn import oracle_walk_labels
+
+            scores[oracle_name].update(oracle_walk_labels(
+                target.numpy(), c.keys, c.stride4, oracle,
+                bg_threshold=oracle.sem_seg_bg_threshold).long().cpu(), target)
+        valid = target != IGNORE_INDEX
+        scored += int(valid.sum())
+        if ir_fg_threshold is not None:
+            ir = torch.from_numpy(make_ir_labels(c, image, fg_threshold=ir_fg_threshold,
+                                                 bg_threshold=ir_bg_threshold, crf=ir_crf))
+            sure = ir != IGNORE_INDEX
+            confident += int((sure & valid).sum())
+            scores["IR labels"].update(ir.long() * sure, torch.where(sure, target, IGNORE_INDEX))
+    coverage = {name: 1.0 for name in names} | {"IR labels": confident / max(scored, 1)}
+    return pd.DataFrame({name: {"mIoU (%)": 100 * s.miou(),
+                                "pixel accuracy (%)": 100 * s.compute().pixel_accuracy,
+                                "pixels labelled (%)": 100 * coverage[name]}
+                         for name, s in scores.items()}).T
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 08 and 09: the full-scale run on a GPU
+
+
+def standin_root(work_dir: str | os.PathLike, *, seed: int, coco: bool = False,
+                 n_train: int = 16, n_val: int = 4, size: int = 64) -> str:
+    """A tiny synthetic stand-in in the VOC layout (and COCO's with ``coco``) under
+    ``work_dir/standin``; returns the folder to use as ``CAUSAL_WSSS_DATA``."""
+    from .data.synthetic import generate_synthetic
+
+    voc_root = generate_synthetic(f"{work_dir}/standin", n_train=n_train, n_val=n_val, rho=0.9,
+                                  seed=seed, size=size, coco=coco)
+    return str(Path(voc_root).parents[1])
+
+
+def check_gpu_run(cfg: ExperimentConfig, num_classes: int, *, build_networks: bool) -> dict:
+    """What a full-scale run needs besides the data, printed one line each: CUDA, pydensecrf
+    (when the configuration uses the CRF) and, with ``build_networks`` (building them may
+    download ImageNet weights), both networks with their weights. Returns ``{"crf": bool,
+    "weights": bool}``; ``weights`` is False unless the networks were built."""
+    from .errors import WeightsError
+    from .models.seg_net import build_seg_net
+    from .pipeline import build_cam_model
+
+    print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
+    p = cfg.pseudo
+    needs_crf = p.refine == "crf" or (p.refine == "irn" and p.ir_crf)
+    crf_ok = not needs_crf or importlib.util.find_spec("pydensecrf") is not None
+    if needs_crf:
+        print("pydensecrf:", "installed" if crf_ok else "missing (pip install 'causal-wsss[crf]', "
+              "or add 'pseudo.ir_crf=false' to OVERRIDES)")
+    weights_ok = False
+    if build_networks:
+        try:
+            build_cam_model(cfg, num_classes - 1)
+            build_seg_net(num_classes, arch=cfg.seg.arch, backbone=cfg.seg.backbone,
+                          weights=cfg.seg.weights)
+            weights_ok = True
+            print(f"weights: {cfg.cam.backbone} ({cfg.cam.weights}) and {cfg.seg.backbone} "
+                  f"({cfg.seg.weights}) load")
+        except WeightsError as exc:
+            print(f"weights: {exc}")
+    else:
+        print("weights: checked when FULL_SCALE is set (building the networks may download them)")
+    return {"crf": crf_ok, "weights": weights_ok}
+
+
+def run_or_read(cfg: ExperimentConfig, run_dir: str | os.PathLike, *, run: bool,
+                full_scale: bool = False, note: str = "", progress: bool = False
+                ) -> tuple[dict | None, str]:
+    """Run the experiment into ``run_dir`` when ``run`` (else say why not: ``full_scale`` set
+    but the checks failed, or not set), then read the report there, if any, and print its
+    table. Returns ``(report or None, measured)``, ``measured`` naming preset, seed and date
+    (``viz.load_report``) followed by ``note``."""
+    from .pipeline import format_report_table, run_experiment
+    from .viz import load_report
+
+    run_dir = Path(run_dir)
+    if run:
+        run_experiment(cfg, run_dir, progress=progress)
+    elif full_scale:
+        print("FULL_SCALE is set but the checks above failed: nothing was run.")
+    else:
+        print("FULL_SCALE is False: not running (set it, or use the command line of section 3).")
+    if not (run_dir / "report.json").is_file():
+        print(f"no report in {run_dir} yet")
+        return None, ""
+    report, measured = load_report(run_dir / "report.json")
+    measured += note
+    print(format_report_table(report))
+    print(measured)
+    return report, measured
+
+
+def show_run_figures(report: dict | None, run_dir: str | os.PathLike,
+                     figures_dir: str | os.PathLike, prefix: str) -> list[Path]:
+    """Draw (inline) and save a run's per-round curves (``<prefix>_rounds.png``) and, with two
+    rounds or more, its baseline vs last-round CAMs (``<prefix>_cams.png``); nothing without a
+    report. Returns the saved paths."""
+    import matplotlib.pyplot as plt
+
+    from .viz import plot_rounds, plot_run_cams, save_figure
+
+    if report is None:
+        return []
+    made = [("rounds", plot_rounds(report))]
+    if len(report["rounds"]) > 1:
+        made.append(("cams", plot_run_cams(run_dir, report)))
+    paths = []
+    for name, fig in made:
+        paths.append(save_figure(fig, Path(figures_dir) / f"{prefix}_{name}.png"))
+        plt.show()
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 07 and 10: smoke-mode stand-ins for the runs made outside the notebooks
+
+
+def sweep_reports(evidence_dir: str | os.PathLike, reports: dict[str, dict],
+                  extra_rhos: Sequence[float] = (), *, preset: str, seed: int, n_train: int,
+                  n_val: int, size: int, rounds: int, overrides: Sequence[str] = (),
+                  progress: bool = False) -> dict[str, dict]:
+    """The runs of ``scripts/conta_evidence.py`` (``evidence_dir/reports.json``, keys
+    ``"rho/seed"``) when it is there, else ``reports``; plus one run per rho of ``extra_rhos``
+    (seed ``seed``, no twins), made in ``evidence_dir`` as the script would."""
+    import json
+
+    from .pipeline import run_experiment
+
+    evidence_dir = Path(evidence_dir)
+    saved = evidence_dir / "reports.json"
+    if saved.is_file():
+        reports = json.loads(saved.read_text())
+        print(f"read {len(reports)} runs from {saved}")
+    reports = dict(reports)
+    for rho in extra_rhos:
+        cfg = benchmark_config(preset, synth_dir=evidence_dir / "data" / f"rho{rho}_seed{seed}",
+                               rho=rho, seed=seed, n_train=n_train, n_val=n_val, size=size,
+                               twins=0, rounds=rounds, overrides=overrides)
+        reports[f"{rho}/{seed}"] = run_experiment(cfg, evidence_dir / f"rho{rho}_seed{seed}",
+                                                  progress=progress)
+    return reports
+
+
+def write_smoke_evidence(evidence_dir: str | os.PathLike, reports: dict[str, dict],
+                         controls: dict[str, tuple[str | os.PathLike, ExperimentConfig]], *,
+                         key: str, progress: bool = False) -> None:
+    """Smoke mode's stand-ins for the script's folders: ``reports`` as
+    ``evidence_dir/reports.json``, and for each control (label -> ``(folder, cfg)``) one run of
+    ``cfg`` in ``folder/run`` written as ``folder/reports.json`` under ``key`` (``"rho/seed"``)."""
+    from .pipeline import run_experiment
+
+    write_json(Path(evidence_dir) / "reports.json", reports)
+    for folder, cfg in controls.values():
+        report = run_experiment(cfg, Path(folder) / "run", progress=progress)
+        write_json(Path(folder) / "reports.json", {key: report})
+
+
+def smoke_runs(runs_dir: str | os.PathLike, work_dir: str | os.PathLike, *, seed: int,
+               standin: dict, overrides: Sequence[str] = (), progress: bool = False) -> dict:
+    """Notebook 10 in smoke mode: one tiny run on a generated stand-in, copied under every run
+    name the notebook knows (``voc_paper``, ``demo``, ``course_r0``) and written as the
+    evidence and uniform-control reports. Returns its report."""
+    from .pipeline import run_experiment
+
+    runs_dir = Path(runs_dir)
+    data = standin_root(work_dir, seed=seed, **standin)
+    cfg = resolve("smoke", [f"data.root={data}", *overrides], seed=seed, rounds=1)
+    report = run_experiment(cfg, runs_dir / "voc_paper", progress=progress)
+    for name in ("demo", "course_r0"):
+        shutil.copytree(runs_dir / "voc_paper", runs_dir / name)
+    for name in ("evidence", "ev_uniform"):
+        write_json(runs_dir / name / "reports.json", {f"0.9/{seed}": report})
+    return report

@@ -1,0 +1,92 @@
+"""causal_wsss.course (the notebooks' shared cells), the notebook logging, and the layering:
+the pipeline never imports the plotting; the demo's figures belong to the command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from causal_wsss import course
+from causal_wsss.cam import CamCache, ImageCams
+from causal_wsss.data import build_dataset
+from causal_wsss.pseudo_masks import refine_none
+
+PACKAGE = Path(course.__file__).resolve().parent
+
+
+def test_benchmark_config_writes_the_data_and_an_absolute_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = course.benchmark_config("smoke", synth_dir="synth", rho=0.9, seed=3, n_train=6,
+                                  n_val=2, size=64, twins=0, rounds=1,
+                                  overrides=["seg.iterations=2"])
+    assert Path(cfg.data.root) == (tmp_path / "synth").resolve() and Path(cfg.data.root).is_absolute()
+    assert (cfg.data.dataset, cfg.seed, cfg.rounds, cfg.seg.iterations) == ("synthetic", 3, 1, 2)
+    assert len(build_dataset("synthetic", cfg.data.root, "train")) == 6
+    other = course.benchmark_config("smoke", synth_dir="unused", rho=0.9, seed=0, n_train=6,
+                                    n_val=2, size=64, twins=0, dataset="voc", data="synth")
+    assert other.data.dataset == "voc" and other.data.root == cfg.data.root
+    assert not (tmp_path / "unused").exists()
+
+
+def test_upsample_unit_scales_to_one():
+    up = course.upsample_unit(torch.tensor([[0.0, 2.0], [1.0, 0.5]]), (6, 6))
+    assert up.shape == (6, 6) and up.max() == pytest.approx(1.0) and up.min() >= 0
+    assert course.upsample_unit(torch.zeros(2, 2), (4, 4)).max() == 0
+
+
+def test_score_pseudo_masks_on_ground_truth_cams(tmp_path):
+    from causal_wsss.data.synthetic import generate_synthetic
+
+    generate_synthetic(tmp_path / "synth", n_train=4, n_val=2, rho=0.9, seed=0, size=64)
+    ds = build_dataset("synthetic", tmp_path / "synth", "train")
+    cache = CamCache(tmp_path / "cams")
+    labels = ds.label_matrix()
+    for i, name in enumerate(ds.names):
+        mask = torch.from_numpy(ds.load_mask(i).astype(np.int64))
+        keys = torch.from_numpy(np.flatnonzero(labels[i]))
+        cache.put(name, ImageCams(keys, torch.stack([(mask == k + 1).float() for k in keys])))
+    table = course.score_pseudo_masks(ds, cache, {"t=0.5": (refine_none, 0.5)},
+                                      ir_fg_threshold=0.3, ir_bg_threshold=0.05)
+    assert list(table.index) == ["t=0.5", "IR labels"]
+    assert table.loc["t=0.5", "mIoU (%)"] == pytest.approx(100.0)
+    assert table.loc["t=0.5", "pixels labelled (%)"] == 100.0
+    assert 0 < table.loc["IR labels", "pixels labelled (%)"] <= 100.0
+    assert list(course.score_pseudo_masks(ds, cache, {"a": (refine_none, 0.5)}).index) == ["a"]
+
+
+def test_logging_keeps_info_off_the_notebook_console(tmp_path, monkeypatch):
+    from causal_wsss import runtime
+
+    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
+    logger = runtime.setup_logging(tmp_path, name="causal_wsss_test_nb")
+    console = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
+    assert [h.level for h in console] == [logging.WARNING]
+    logger.info("only in the file")
+    logger.warning("everywhere")
+    for h in logger.handlers:
+        h.flush()
+    text = (tmp_path / "log.txt").read_text()
+    assert "only in the file" in text and "everywhere" in text
+    monkeypatch.setattr(runtime, "in_notebook", lambda: False)
+    runtime.setup_logging(None, name="causal_wsss_test_nb")
+    assert [h.level for h in console] == [logging.INFO]  # the command line shows INFO
+
+
+def test_in_notebook_is_false_outside_a_kernel():
+    from causal_wsss.runtime import in_notebook
+
+    assert in_notebook() is False
+
+
+def test_pipeline_does_not_import_the_plotting():
+    for module in ("pipeline", "train", "cam", "irn", "confounders", "metrics"):
+        text = (PACKAGE / f"{module}.py").read_text()
+        assert "from .viz" not in text and "import viz" not in text, module
+    assert "def run_demo" not in (PACKAGE / "pipeline.py").read_text()
+    from causal_wsss.cli import run_demo
+
+    assert callable(run_demo)
