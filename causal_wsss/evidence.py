@@ -416,7 +416,7 @@ def _fmt(stat: dict | None, digits: int = 1, signed: bool = True) -> str:
 
 
 def _digits(key: str) -> int:
-    return 1 if "miou" in key else 2 if key in ("context_effect", "contrast_context") else 3
+    return 2 if "miou" in key else 3 if key in ("context_effect", "contrast_context") else 3
 
 
 def _per_seed(stat: dict | None, digits: int) -> str:
@@ -431,7 +431,8 @@ def markdown_tables(res: dict[str, Any]) -> str:
              "seed on fixed data.", ""]
     p = res["primary"]
     lines += ["**Primary endpoint** (pre-registered): pseudo-mask mIoU, CONTA round 1 − round 0, "
-              f"rho {MAIN_RHO}: {_fmt(p)}", "", f"per seed: {_per_seed(p, 1)}", ""]
+              f"rho {MAIN_RHO}: {_fmt(p, _digits(PRIMARY))}", "",
+              f"per seed: {_per_seed(p, _digits(PRIMARY))}", ""]
     # per arm at the main rho: paired differences
     lines += [f"**Paired differences at rho {MAIN_RHO}** (round t − round 0; interventional: "
               "its round 0 − the confounded round 0)", "",
@@ -509,3 +510,20 @@ def per_seed_table(res: dict[str, Any]) -> str:
         lines.append(f"| {arm.label} | " + " | ".join(
             f"{by_seed[s]:+.1f}" if s in by_seed else "" for s in range(8)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def published(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The committed tables of the protocol (``docs/tables/evidence.json`` of a source checkout,
+    written by ``scripts/conta_evidence.py --protocol --publish``), or None when absent (e.g. an
+    installed package without the repository)."""
+    path = Path(path) if path is not None else \
+        Path(__file__).resolve().parents[1] / "docs" / "tables" / "evidence.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        from .errors import DataError
+
+        raise DataError(f"{path} is not valid JSON ({exc}); rewrite it with "
+                        "scripts/conta_evidence.py --protocol --tables-only --publish") from exc

@@ -1123,7 +1123,7 @@ def plot_evidence_arms(res: dict[str, Any], keys: Sequence[str] = EVIDENCE_ARM_P
                                              "\n(secondary)"), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(rows)), [r[0] for r in rows])
-    axes[0][0].invert_yaxis()
+    axes[0][0].set_ylim(len(rows) - 0.5, -0.6)  # first arm on top, every row's dots beside it
     axes[0][0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.18), fontsize=8, ncol=2,
                       frameon=False)
     fig.suptitle(f"Paired differences over training seeds at rho = {rho} (fixed data): round 1 − "
