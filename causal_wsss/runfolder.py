@@ -197,33 +197,32 @@ def _hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def config_fingerprint(cfg) -> str:
-    """A hash of the configuration: every key but ``rounds``, the :data:`LATER_KEYS` at their
-    neutral values, and the :data:`IRN_ONLY` keys when the run does not refine with IRN."""
+def _fingerprint_data(cfg, *, drop_irn: bool) -> dict:
+    """The config as a dict without ``rounds``, the neutral :data:`LATER_KEYS`, the ESOL keys of
+    an IRN run and (``drop_irn``) the :data:`IRN_ONLY` keys of a run without IRN."""
     data = cfg.to_dict()
     data.pop("rounds", None)
     for dotted, neutral in LATER_KEYS.items():
         section, key = dotted.split(".", 1)
         if data.get(section, {}).get(key, neutral) == neutral:
             _drop(data, dotted)
-    if data.get("pseudo", {}).get("refine") != "irn":
+    if drop_irn and data.get("pseudo", {}).get("refine") != "irn":
         for dotted in IRN_ONLY:
             _drop(data, dotted)
     _drop_esol(data)
-    return _hash(data)
+    return data
+
+
+def config_fingerprint(cfg) -> str:
+    """A hash of the configuration: every key but ``rounds``, the :data:`LATER_KEYS` at their
+    neutral values, and the :data:`IRN_ONLY` keys when the run does not refine with IRN."""
+    return _hash(_fingerprint_data(cfg, drop_irn=True))
 
 
 def legacy_config_fingerprint(cfg) -> str:
     """The fingerprint of folders written before :data:`IRN_ONLY` was left out (every key but
     ``rounds`` and the neutral :data:`LATER_KEYS`): still accepted when a folder resumes."""
-    data = cfg.to_dict()
-    data.pop("rounds", None)
-    for dotted, neutral in LATER_KEYS.items():
-        section, key = dotted.split(".", 1)
-        if data.get(section, {}).get(key, neutral) == neutral:
-            _drop(data, dotted)
-    _drop_esol(data)
-    return _hash(data)
+    return _hash(_fingerprint_data(cfg, drop_irn=False))
 
 
 def _drop_esol(data: dict) -> None:
