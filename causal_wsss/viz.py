@@ -819,6 +819,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
                "gives IRNet's fp32",
     "cam.channels_last": "ours (memory layout; no effect on results)",
     "cam.method": "ours: the CAM method; irn = IRNet's CAM as in CONTA (esol: docs/esol.md)",
+    "cam.checkpoint": "ours: empty = round 0 trains its CAM network (a path evaluates one trained elsewhere)",
     "cam_infer.scales": "docs/method.md §4: scales (1.0, 0.5, 1.5, 2.0)",
     "cam_infer.flip": "docs/method.md §4: each scale with its flip",
     "cam_infer.bg_threshold": "docs/method.md §5: IRNet cam_eval_thres 0.15",
@@ -863,6 +864,9 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.l2_normalize": "docs/method.md §7.3 [R]: off",
     "context.attention": "Eq. 3 (learned); 'uniform' is our control (docs/method-decisions.md)",
     "context.source": "docs/method.md §7.1: the segmentation model's masks; 'gt' is the paper's upper-bound ablation",
+    "context.adjustment": "docs/method.md §3: nwgm = Eq. 3 (exact = our backdoor sum at the head)",
+    "context.optimizer": "docs/method.md §3: same = the network's SGD, 10x group (ours: sgd/adamw)",
+    "context.lr": "docs/method.md §3: 0 = the 10x group's learning rate",
     # ESOL (cam.method=esol only): re-implemented from the abstract and the official figure;
     # [R] = our decision where the sources are silent (docs/esol.md)
     "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",
