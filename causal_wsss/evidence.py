@@ -167,9 +167,6 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     fingerprint (their data fingerprint is checked as usual). Returns whether it copied.
     """
     from .errors import ConfigError
-    from .io import write_json
-    from .pipeline import STAGES
-    from .runfolder import config_fingerprint
 
     if (dst / "round_0").exists() or not (src / "round_0" / "seg_predict.json").is_file():
         return False
@@ -180,21 +177,37 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     if differ:
         raise ConfigError(f"cannot share round 0 of {src}: its config differs in {differ}; "
                           "only context.* keys may differ")
-    fingerprint = config_fingerprint(cfg)
     tmp = dst / "round_0.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src / "round_0", tmp)
-    for stage in STAGES:
-        path = tmp / f"{stage}.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
-            if isinstance(record.get("inputs"), dict):
-                record["inputs"]["config"] = fingerprint
-            record["shared_from"] = str(src.resolve())
-            write_json(path, record)
+    restamp_records(tmp, cfg, shared_from=src)
     tmp.rename(dst / "round_0")
     return True
+
+
+def restamp_records(round_dir: Path, cfg, *, shared_from: Path | None = None) -> None:
+    """Give the stage records of a copied round ``cfg``'s config fingerprint (the run folder
+    refuses records of another config; callers check that the copied stages do not read the
+    keys that differ). Unreadable records are left for the run folder to report."""
+    from .io import write_json
+    from .pipeline import STAGES
+    from .runfolder import config_fingerprint
+
+    fingerprint = config_fingerprint(cfg)
+    for stage in STAGES:
+        path = round_dir / f"{stage}.json"
+        try:
+            record = json.loads(path.read_text()) if path.is_file() else None
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("inputs"), dict):
+            record["inputs"]["config"] = fingerprint
+        if shared_from is not None:
+            record["shared_from"] = str(Path(shared_from).resolve())
+        write_json(path, record)
 
 
 def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress: bool = True,

@@ -286,7 +286,7 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
 
     dist_info = dist_info or get_dist()
     logger = logger or setup_logging(None)
-    from .data.transforms import TrainTransform, normalize
+    from .data.transforms import TrainTransform
     from .train import LogEpochs, fit, make_loader, poly_lambda, split_optimizer
 
     c = cfg.cam
@@ -312,16 +312,9 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
         callbacks = (ContextMonitor(cam_net, logger), *callbacks)
 
     def loss_fn(net: nn.Module, batch: dict) -> torch.Tensor:
-        images = normalize(batch["image"].to(device, non_blocking=True))
-        if device.type == "cuda" and c.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = batch["labels"].to(device)
-        if with_context:
-            out = net(images, batch["index"].to(device), batch["crop_box"].to(device),
-                      batch["flipped"].to(device))
-        else:
-            out = net(images)
-        return F.multilabel_soft_margin_loss(out.logits.float(), labels)
+        out = cam_batch_forward(net, batch, device, with_context=with_context,
+                                channels_last=device.type == "cuda" and c.channels_last)
+        return F.multilabel_soft_margin_loss(out.logits.float(), batch["labels"].to(device))
 
     state = fit(wrapped, loader, optimizer, epochs=c.epochs, loss_fn=loss_fn, device=device,
                 scheduler=scheduler, checkpoint_path=round_dir / "cam_net.pt",
@@ -346,6 +339,21 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
                     "of its mean", result["alpha_max_mean"], result["alpha_uniform"],
                     100 * result["alpha_top_class_share"], result["m_spread"])
     return result
+
+
+def cam_batch_forward(net: nn.Module, batch: dict, device: torch.device, *, with_context: bool,
+                      channels_last: bool = False):
+    """The CAM network's output on a training batch: normalised images, plus the batch's
+    query rows and crop geometry for a :class:`ContextCamNet` (``with_context``)."""
+    from .data.transforms import normalize
+
+    images = normalize(batch["image"].to(device, non_blocking=True))
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    if with_context:
+        return net(images, batch["index"].to(device), batch["crop_box"].to(device),
+                   batch["flipped"].to(device))
+    return net(images)
 
 
 def stage_cam_transfer(cfg: ExperimentConfig, model: nn.Module, round_dir: Path) -> dict:

@@ -89,19 +89,9 @@ def reuse_round0(src_run: Path, dst_run: Path, cfg) -> str:
 def _restamp(round_dir: Path, cfg) -> None:
     """Give the copied stage records ``cfg``'s config fingerprint: the stages copied do not read
     the keys that differ (checked above), and the run folder refuses records of another config."""
-    from causal_wsss.io import write_json
-    from causal_wsss.pipeline import STAGES
-    from causal_wsss.runfolder import config_fingerprint
+    from causal_wsss.evidence import restamp_records
 
-    for stage in STAGES:
-        path = round_dir / f"{stage}.json"
-        try:
-            record = json.loads(path.read_text()) if path.is_file() else None
-        except json.JSONDecodeError:
-            continue  # the run folder reports an unreadable record itself
-        if isinstance(record, dict) and isinstance(record.get("inputs"), dict):
-            record["inputs"]["config"] = config_fingerprint(cfg)
-            write_json(path, record)
+    restamp_records(round_dir, cfg)
 
 
 def run_all(args: argparse.Namespace) -> dict:

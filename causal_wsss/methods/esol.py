@@ -119,9 +119,9 @@ def calibrate_clip(net: nn.Module, loader, *, q: float, images: int, device: tor
 def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dict:
     """Train the expansion (``phase="expand"``) or shrinkage network; checkpoints
     ``cam_<phase>.pt`` every epoch and resumes from it."""
-    from ..data.transforms import TrainTransform, normalize
+    from ..data.transforms import TrainTransform
     from ..models.esol_net import area_loss
-    from ..pipeline import ContextCamNet, _ddp, _with_transform
+    from ..pipeline import ContextCamNet, _ddp, _with_transform, cam_batch_forward
     from ..train import build_optimizer, fit, make_loader, poly_lambda
 
     e, c = cfg.esol, cfg.cam
@@ -159,13 +159,8 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     parts: dict = {}
 
     def loss_fn(m: nn.Module, batch: dict) -> torch.Tensor:
-        images = normalize(batch["image"].to(device, non_blocking=True))
         labels = batch["labels"].to(device)
-        if with_context:
-            out = m(images, batch["index"].to(device), batch["crop_box"].to(device),
-                    batch["flipped"].to(device))
-        else:
-            out = m(images)
+        out = cam_batch_forward(m, batch, device, with_context=with_context)
         loss = F.multilabel_soft_margin_loss(out.logits.float(), labels)
         parts["cls"] = parts.get("cls", 0.0) + float(loss.detach())
         if phase == "shrink" and e.lambda_area > 0:
