@@ -1,4 +1,4 @@
-"""The evidence protocol for CONTA on the synthetic benchmark (docs/results.md, section 1).
+"""The evidence protocol for CONTA on the synthetic benchmark (docs/results.md, section 0).
 
 One data set per confounding strength ``rho`` (its own data seed, fixed), training seeds varied;
 every figure is a paired difference over training seeds (same seed, same data, same initial
@@ -95,7 +95,7 @@ class Job:
 
 @dataclass
 class Protocol:
-    """Where the runs live and how large they are (defaults: docs/results.md, section 1)."""
+    """Where the runs live and how large they are (defaults: docs/results.md, section 0)."""
 
     out: Path
     preset: str = "cpu"
@@ -110,6 +110,10 @@ class Protocol:
     twins: int | None = None  # default: the benchmark's
     data_seed: int = 0
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    seeds: tuple[int, ...] | None = None  # restrict every arm to these training seeds
+    rhos: tuple[float, ...] | None = None  # restrict to these rhos (interventional training kept)
+    archive: Path | None = None  # the committed per-run records (:func:`archive_runs`)
+    skip_archived: bool = False  # run_protocol skips jobs the archive holds (else reruns them)
 
     def data_root(self, rho: float | None) -> Path:
         return self.out / "data" / ("interventional" if rho is None else f"rho{rho}")
@@ -129,6 +133,10 @@ class Protocol:
         for rho in self.sweep_rhos:
             out += [Job("conta", rho, s, 1) for s in self.other_seeds]
             out += [Job("interventional", rho, s, 0) for s in self.other_seeds]
+        if self.seeds is not None:
+            out = [j for j in out if j.seed in self.seeds]
+        if self.rhos is not None:
+            out = [j for j in out if j.rho is None or j.rho in self.rhos]
         return out
 
 
@@ -219,23 +227,32 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
     """
     from .pipeline import run_experiment
 
+    archived = load_archive(proto.archive) if proto.skip_archived else {}
     done = 0
     for job in proto.jobs():
         if only and job.arm not in only:
             continue
         if max_jobs is not None and done >= max_jobs:
             break
+        run_dir = proto.run_dir(job)
+        if _finished(run_dir, job.rounds) or _archived(archived, proto, job):
+            continue
         if job.arm == "interventional" and job.rho is not None:
             src = proto.run_dir(Job("interventional", None, job.seed, 0))
             if not (src / "round_0" / "cam_net.pt").is_file():
                 continue  # its training job comes first in the order; skipped under --only
         _generate(proto, job.rho, progress)
-        run_dir = proto.run_dir(job)
-        if _finished(run_dir, job.rounds):
-            continue
         cfg = job_config(proto, job)
         if job.arm in VARIANTS:
-            share_round0(proto.run_dir(Job("conta", job.rho, job.seed, 0)), run_dir, cfg)
+            # the variant's round 1 is paired with conta's round 0 of the same seed: run that
+            # round 0 first when it is missing (e.g. under --only, or when only archived)
+            base = Job("conta", job.rho, job.seed, 0)
+            base_dir = proto.run_dir(base)
+            if not (run_dir / "round_0").exists() and not _finished(base_dir, 0):
+                print(f"[evidence] conta rho={job.rho} seed={job.seed} round 0 (shared by "
+                      f"{job.arm})", flush=True)
+                run_experiment(job_config(proto, base), base_dir, progress=progress)
+            share_round0(base_dir, run_dir, cfg)
         print(f"[evidence] {job.arm} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}",
               flush=True)
         run_experiment(cfg, run_dir, progress=progress)
@@ -254,6 +271,95 @@ def _finished(run_dir: Path, rounds: int) -> bool:
     except (json.JSONDecodeError, KeyError, TypeError):
         return False
     return all(r in have for r in range(rounds + 1))
+
+
+def _archived(archived: dict, proto: Protocol, job: Job) -> bool:
+    """Whether the archive holds every round of ``job``; the interventional training job
+    (``rho`` None) counts as archived when every transfer job of its seed is."""
+    if not archived:
+        return False
+    if job.rho is None:
+        transfers = [j for j in proto.jobs()
+                     if j.arm == "interventional" and j.rho is not None and j.seed == job.seed]
+        return bool(transfers) and all(_archived(archived, proto, j) for j in transfers)
+    rec = archived.get(_run_key(job, proto))
+    return rec is not None and all(str(r) in rec["rounds"] for r in range(job.rounds + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# the archive: every finished run's table entries, committed (a run folder is gigabytes and
+# lives on one machine; the archive is a few kilobytes per run and travels with the repository)
+
+ARCHIVE_FORMAT = 1
+_HISTORY_KEYS = ("w_m_abs", "alpha_max_mean", "attention_logit_std", "alpha_uniform")
+_ROUND_KEYS = (*ENDPOINTS, "context_share")
+
+
+def _run_key(job: Job, proto: Protocol) -> str:
+    return str(proto.run_dir(job).relative_to(proto.out)).replace("\\", "/")
+
+
+def _reduce(rounds: dict[int, dict]) -> dict[str, Any]:
+    """What the tables read from one run: each round's endpoints and round 1's first and last
+    epoch of the context monitor."""
+    out: dict[str, Any] = {"rounds": {}}
+    for r, entry in sorted(rounds.items()):
+        out["rounds"][str(r)] = {k: _value(entry, k) for k in _ROUND_KEYS if k in entry}
+    hist = (rounds.get(1) or {}).get("epoch_history") or []
+    if hist:
+        out["epoch_history"] = [{k: float(h[k]) for k in _HISTORY_KEYS if k in h}
+                                for h in (hist[0], hist[-1])]
+    return out
+
+
+def load_archive(path: Path | None) -> dict[str, dict]:
+    """{run key (``arm/rho0.9_seed3``): record} of the committed archive ({} when absent)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        from .errors import DataError
+
+        raise DataError(f"{path} is not valid JSON ({exc}); restore it with git") from exc
+    if not isinstance(data, dict) or data.get("format") != ARCHIVE_FORMAT:
+        from .errors import DataError
+
+        raise DataError(f"{path} is not an evidence archive of format {ARCHIVE_FORMAT}")
+    return data["runs"]
+
+
+def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> int:
+    """Add the reduced record of every finished round under ``proto.out`` to the archive at
+    ``path``. A round already archived is never overwritten (a rerun is compared with it:
+    ``collect``'s reproduction check); records of runs that are not here are kept. Each round
+    names the torch build it ran on (same seed, same numbers holds on one build only). Returns
+    how many rounds were added."""
+    import torch
+
+    from .io import write_json
+
+    build = torch.__version__.split("+")[0]
+    runs = load_archive(path)
+    n = 0
+    for (arm, rho), by_seed in _reports(proto).items():
+        for seed, rounds in by_seed.items():
+            key = _run_key(Job(arm, rho, seed, 0), proto)
+            rec = _reduce(rounds)
+            old = runs.setdefault(key, {"rounds": {}, "source": source})
+            for r, values in rec["rounds"].items():
+                if r not in old["rounds"]:
+                    old["rounds"][r] = {**values, "torch": build}
+                    n += 1
+                    if r == "1" and "epoch_history" in rec:
+                        old["epoch_history"] = rec["epoch_history"]
+            old["rounds"] = dict(sorted(old["rounds"].items()))
+    write_json(path, {"format": ARCHIVE_FORMAT,
+                      "note": "per-run entries of the evidence tables (causal_wsss.evidence); "
+                              "rounds are added by scripts/conta_evidence.py --protocol --publish "
+                              "and never overwritten",
+                      "runs": dict(sorted(runs.items()))})
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,12 +454,45 @@ def _paired(a: dict[int, dict], ra: int, b: dict[int, dict], rb: int, key: str
     return seeds, diffs
 
 
+def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
+    """Put the archive's rounds into ``reports`` (in place). The archive is the record: where a
+    run folder holds the same round too, the archived entry is tabulated and the pair is returned
+    (the reproduction check). Tables of one's own runs only: ``Protocol(archive=None)``."""
+    checks = []
+    for key, rec in load_archive(proto.archive).items():
+        arm, _, name = key.partition("/")
+        if arm not in ARM_BY_NAME or not name.startswith("rho") or "_seed" not in name:
+            continue
+        rho_s, seed_s = name[3:].split("_seed")
+        runs = reports.setdefault((arm, float(rho_s)), {})
+        have = runs.setdefault(int(seed_s), {})
+        for r_s, values in rec["rounds"].items():
+            r = int(r_s)
+            if r in have:
+                old, new = values.get(PRIMARY), _value(have[r], PRIMARY)
+                if old is not None and new is not None:
+                    checks.append({"run": key, "round": r, "archived": old, "rerun": new,
+                                   "torch_archived": values.get("torch")})
+            entry = {k: v for k, v in values.items() if k != "torch"}
+            if r == 1 and rec.get("epoch_history"):
+                entry["epoch_history"] = rec["epoch_history"]
+            entry["archived"] = True
+            have[r] = entry
+    for runs in reports.values():  # keep seeds in order (the tables list values by seed)
+        items = sorted(runs.items())
+        runs.clear()
+        runs.update(items)
+    return checks
+
+
 def collect(proto: Protocol) -> dict[str, Any]:
-    """Every table's numbers from the finished runs (JSON-ready)."""
+    """Every table's numbers from the finished runs and the archive (JSON-ready)."""
     reports = _reports(proto)
+    reproduced = _merge_archive(proto, reports)
     conta = reports.get(("conta", MAIN_RHO), {})
     result: dict[str, Any] = {"primary": None, "rounds": {}, "paired": {}, "vs_conta": {},
-                              "sweep": {}, "monitor": {}, "endpoints": list(ENDPOINTS)}
+                              "sweep": {}, "monitor": {}, "endpoints": list(ENDPOINTS),
+                              "reproduced": reproduced}
     # primary: conta round 1 - round 0, pseudo mIoU, rho 0.9
     seeds, diffs = _paired(conta, 1, conta, 0, PRIMARY)
     result["primary"] = {**interval(diffs), "seeds": seeds}
@@ -439,7 +578,7 @@ def _per_seed(stat: dict | None, digits: int) -> str:
 
 
 def markdown_tables(res: dict[str, Any]) -> str:
-    """The tables of docs/results.md section 1 (mean ± sample SD [95% t interval] (n))."""
+    """The tables of docs/results.md section 0 (mean ± sample SD [95% t interval] (n))."""
     lines = ["Mean ± sample SD [95% t interval] (n seeds); differences are paired by training "
              "seed on fixed data.", ""]
     p = res["primary"]
@@ -508,6 +647,19 @@ def markdown_tables(res: dict[str, Any]) -> str:
             gap = "–" if g["ratio"] is None else f"{g['ratio']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
             lines.append(f"| {rho} | {LABELS[k]} | {_fmt(row['conta'], _digits(k))} | "
                          f"{_fmt(row['interventional'], _digits(k))} | {gap} |")
+    return "\n".join(lines) + "\n"
+
+
+def reproduction_table(res: dict[str, Any]) -> str:
+    """Runs that are both archived and rerun here: the primary endpoint's level both times."""
+    rows = res.get("reproduced") or []
+    if not rows:
+        return ""
+    lines = ["| run | round | archived | rerun | difference | archived on torch |",
+             "|---|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {c['run']} | {c['round']} | {c['archived']:.2f} | {c['rerun']:.2f} | "
+                     f"{c['rerun'] - c['archived']:+.2f} | {c.get('torch_archived') or '?'} |")
     return "\n".join(lines) + "\n"
 
 

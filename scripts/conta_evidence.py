@@ -1,6 +1,6 @@
 """Baseline vs CONTA on the synthetic benchmark over seeds and rho: the tables of docs/results.md.
 
-THE PROTOCOL (docs/results.md, section 1): one command runs every arm resumably, in the
+THE PROTOCOL (docs/results.md, section 0): one command runs every arm resumably, in the
 background if you like, and rewrites ``OUT/evidence.md`` / ``OUT/evidence.json`` after each run
 (``--publish`` also copies them to docs/tables/ and draws the figures):
 
@@ -8,7 +8,16 @@ background if you like, and rewrites ``OUT/evidence.md`` / ``OUT/evidence.json``
         > runs/evidence.log 2>&1 &
     python scripts/conta_evidence.py --protocol --out runs/evidence --tables-only --publish
 
-``--only conta interventional`` restricts the arms; ``--list`` prints the jobs in order.
+``--only conta interventional`` restricts the arms, ``--seeds 0`` and ``--rhos 0.9`` the seeds and
+rhos (one seed of one row, in minutes: ``--only exact --seeds 0``, which first runs the conta
+round 0 it is paired with); ``--list`` prints the jobs in order.
+
+Every finished round's table entries are archived in ``docs/tables/evidence_runs.json`` by
+``--publish`` (a few kilobytes per run: a run folder is a gigabyte and lives on one machine).
+The tables read the archive as the record, so a fresh clone's ``--tables-only`` gives the
+committed tables; a round rerun here is listed beside its archived value under "Reproduction"
+(``--no-archive``: tables of this folder's runs only). ``--skip-archived`` skips the jobs the
+archive already holds (continuing the protocol on another machine).
 The older per-variant mode below stays for quick looks.
 
 For every (rho, seed) it generates the synthetic set (cached), runs round 0 and CONTA rounds
@@ -204,24 +213,41 @@ def compare(variants: dict[str, Path], rho: float | None = None) -> tuple[str, d
 def protocol_main(args: argparse.Namespace) -> None:
     """``--protocol``: run (or resume) the whole protocol, rewriting the tables after each run."""
     from causal_wsss.evidence import (
+        ARM_BY_NAME,
         Protocol,
+        archive_runs,
         collect,
         markdown_tables,
         per_seed_table,
+        reproduction_table,
         run_protocol,
     )
     from causal_wsss.io import write_json, write_text
 
+    bad = [a for a in args.only or () if a not in ARM_BY_NAME]
+    if bad:
+        raise SystemExit(f"error: unknown arm(s) {bad} in --only; the arms are "
+                         f"{' '.join(ARM_BY_NAME)}")
     proto = Protocol(Path(args.out), preset=args.preset, n_train=args.train, n_val=args.val,
-                     overrides=tuple(args.overrides))
+                     overrides=tuple(args.overrides),
+                     seeds=tuple(args.seeds) if args.seeds is not None else None,
+                     rhos=tuple(args.rhos) if args.rhos is not None else None,
+                     archive=None if args.no_archive else ARCHIVE,
+                     skip_archived=args.skip_archived)
     if args.list:
-        for i, job in enumerate(proto.jobs()):
+        for i, job in enumerate(j for j in proto.jobs() if not args.only or j.arm in args.only):
             print(f"{i:3d} {job.arm:15s} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}")
         return
 
     def tables() -> None:
-        res = collect(proto)
+        res = collect(proto)  # before archiving: the reproduction check compares with it
+        if args.publish:
+            archive_runs(proto, ARCHIVE)
         text = markdown_tables(res) + "\n**Primary endpoint per seed**\n\n" + per_seed_table(res)
+        repro = reproduction_table(res)
+        if repro:
+            text += ("\n**Reproduction**: runs both archived and rerun here (pseudo-mask mIoU; "
+                     "same seed, same numbers holds on one torch build only)\n\n" + repro)
         write_json(proto.out / "evidence.json", res)
         write_text(proto.out / "evidence.md", text)
         if args.publish:
@@ -241,12 +267,14 @@ def protocol_main(args: argparse.Namespace) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT / "docs" / "tables" / "evidence_runs.json"
+PROTOCOL_ONLY = ("only", "tables_only", "publish", "list", "skip_archived", "no_archive")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", action="store_true",
-                   help="run the whole protocol of docs/results.md section 1 (resumable)")
+                   help="run the whole protocol of docs/results.md section 0 (resumable)")
     p.add_argument("--only", nargs="+", default=None, metavar="ARM",
                    help="with --protocol: only these arms (conta interventional exact uniform "
                    "adamw mmax gt_dict)")
@@ -255,9 +283,20 @@ def main() -> None:
     p.add_argument("--publish", action="store_true",
                    help="with --protocol: also write docs/tables/evidence.* and the figures")
     p.add_argument("--list", action="store_true", help="with --protocol: print the jobs")
+    p.add_argument("--skip-archived", action="store_true",
+                   help="with --protocol: skip the jobs whose results docs/tables/"
+                   "evidence_runs.json already holds (default: rerun them, and tabulate both)")
+    p.add_argument("--no-archive", action="store_true",
+                   help="with --protocol: tables from this folder's runs only (by default the "
+                   "committed archive docs/tables/evidence_runs.json is the record: where a run "
+                   "here repeats an archived one, the archived numbers are tabulated and the "
+                   "two are listed side by side under 'Reproduction')")
     p.add_argument("--out", default="runs/evidence", help="folder of the runs, data and tables")
-    p.add_argument("--rhos", type=float, nargs="+", default=[0.9], help="confounding strengths")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rhos", type=float, nargs="+", default=None,
+                   help="confounding strengths (default 0.9; with --protocol: only these rhos)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="training seeds (default 0 1 2; with --protocol: only these seeds, e.g. "
+                   "--only exact --seeds 0 for one seed of one row)")
     p.add_argument("--rounds", type=int, default=2, help="CONTA rounds after round 0")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--train", type=int, default=400, help="training images per set")
@@ -277,6 +316,11 @@ def main() -> None:
     if args.protocol:
         protocol_main(args)
         return
+    misplaced = [f"--{k.replace('_', '-')}" for k in PROTOCOL_ONLY if getattr(args, k)]
+    if misplaced:
+        p.error(f"{' '.join(misplaced)}: needs --protocol")
+    args.rhos = args.rhos or [0.9]
+    args.seeds = args.seeds if args.seeds is not None else [0, 1, 2]
     if args.compare:
         variants = dict(item.split("=", 1) for item in args.compare)
         table, deltas = compare({k: Path(v) for k, v in variants.items()}, args.at_rho)

@@ -98,3 +98,108 @@ def test_share_round0_refuses_a_config_that_round0_reads(tmp_path):
     other = resolve("cpu", ["data.root=/d", "cam.epochs=3"], seed=0, rounds=1)
     with pytest.raises(ConfigError, match="cam"):
         share_round0(src, tmp_path / "other", other)
+
+
+def _fake_run(out, arm, rho, seed, values, history=None):
+    """A finished run folder as the pipeline leaves it (only what the tables read)."""
+    from causal_wsss.evidence import ENDPOINTS
+
+    run = out / arm / f"rho{rho}_seed{seed}"
+    run.mkdir(parents=True)
+    rounds = [{"round": r, "context_share": 1e-6, **{k: v for k in ENDPOINTS}}
+              for r, v in enumerate(values)]
+    (run / "report.json").write_text(json.dumps({"rounds": rounds}))
+    if history:
+        (run / "round_1").mkdir()
+        (run / "round_1" / "cam_train.json").write_text(json.dumps({"history": history}))
+    return run
+
+
+def test_archive_round_trip_gives_the_same_tables_without_the_run_folders(tmp_path):
+    from causal_wsss.evidence import archive_runs, load_archive
+
+    hist = [{"w_m_abs": 1e-3, "alpha_max_mean": 0.2, "attention_logit_std": 0.01, "loss": 1.0},
+            {"w_m_abs": 2e-3, "alpha_max_mean": 0.3, "attention_logit_std": 0.02, "loss": 0.5}]
+    for seed, (a, b) in enumerate([(40.0, 41.0), (42.0, 42.5), (38.0, 37.0)]):
+        _fake_run(tmp_path / "runs", "conta", 0.9, seed, [a, b], hist)
+    _fake_run(tmp_path / "runs", "interventional", 0.9, 0, [45.0])
+    arch = tmp_path / "evidence_runs.json"
+    live = collect(Protocol(tmp_path / "runs"))
+    assert archive_runs(Protocol(tmp_path / "runs"), arch) == 3 * 2 + 1
+    runs = load_archive(arch)
+    assert set(runs) == {"conta/rho0.9_seed0", "conta/rho0.9_seed1", "conta/rho0.9_seed2",
+                         "interventional/rho0.9_seed0"}
+    assert "loss" not in runs["conta/rho0.9_seed0"]["epoch_history"][0]  # reduced
+    # a fresh folder with only the archive: the same tables, and nothing to reproduce
+    fresh = collect(Protocol(tmp_path / "fresh", archive=arch))
+    assert fresh.pop("reproduced") == [] and live.pop("reproduced") == []
+    assert fresh == live
+    assert fresh["primary"]["values"] == pytest.approx([1.0, 0.5, -1.0])
+
+
+def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path):
+    from causal_wsss.evidence import archive_runs, load_archive, reproduction_table
+
+    arch = tmp_path / "evidence_runs.json"
+    _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
+    archive_runs(Protocol(tmp_path / "a"), arch)
+    _fake_run(tmp_path / "b", "conta", 0.9, 0, [40.5, 41.0])  # another build's rerun
+    res = collect(Protocol(tmp_path / "b", archive=arch))
+    assert [(c["round"], c["archived"], c["rerun"]) for c in res["reproduced"]] == \
+        [(0, 40.0, 40.5), (1, 41.0, 41.0)]
+    assert "+0.50" in reproduction_table(res)
+    assert res["primary"]["values"] == [pytest.approx(1.0)]  # the archive is the record
+    own = collect(Protocol(tmp_path / "b"))  # without the archive: this folder's runs only
+    assert own["primary"]["values"] == [pytest.approx(0.5)] and own["reproduced"] == []
+    assert archive_runs(Protocol(tmp_path / "b"), arch) == 0  # nothing new: nothing overwritten
+    assert load_archive(arch)["conta/rho0.9_seed0"]["rounds"]["0"]["pseudo_miou"] == 40.0
+
+
+def test_skip_archived_and_the_seed_and_rho_filters(tmp_path):
+    from causal_wsss.evidence import _archived, archive_runs, load_archive
+
+    arch = tmp_path / "evidence_runs.json"
+    _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
+    _fake_run(tmp_path / "a", "interventional", 0.9, 0, [45.0])
+    archive_runs(Protocol(tmp_path / "a"), arch)
+    proto = Protocol(tmp_path / "b", seeds=(0,), rhos=(0.9,), archive=arch, skip_archived=True)
+    jobs = proto.jobs()
+    assert {j.seed for j in jobs} == {0} and {j.rho for j in jobs} == {None, 0.9}
+    runs = load_archive(arch)
+    assert _archived(runs, proto, Job("conta", 0.9, 0, 1))
+    assert not _archived(runs, proto, Job("conta", 0.9, 0, 2))  # round 2 not archived
+    assert _archived(runs, proto, Job("interventional", None, 0, 0))  # its transfer is
+    assert not _archived(runs, proto, Job("exact", 0.9, 0, 1))
+    with pytest.raises(Exception, match="not valid JSON"):
+        arch.write_text("{")
+        load_archive(arch)
+
+
+def test_committed_archive_reproduces_the_committed_tables():
+    """docs/tables/evidence.json is what the archive gives (no run folder needed)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "tables"
+    res = collect(Protocol(root / "no-such-folder", archive=root / "evidence_runs.json"))
+    res.pop("reproduced")
+    committed = json.loads((root / "evidence.json").read_text())
+    committed.pop("reproduced", None)
+    assert json.loads(json.dumps(res)) == committed
+
+
+@pytest.mark.slow
+def test_a_variant_alone_runs_the_round_0_it_is_paired_with(tmp_path):
+    """``--only exact --seeds 0``: one seed of one row, from nothing."""
+    proto = Protocol(tmp_path / "ev", preset="smoke", main_seeds=(0, 1), other_seeds=(0, 1),
+                     round2_seeds=(), sweep_rhos=(), variants=("uniform",), n_train=24, n_val=8,
+                     size=96, twins=2, seeds=(1,))
+    assert run_protocol(proto, only=["uniform"], progress=False) == 1
+    conta = json.loads((tmp_path / "ev" / "conta" / "rho0.9_seed1" / "report.json").read_text())
+    assert [e["round"] for e in conta["rounds"]] == [0]  # only the shared round 0
+    uni = json.loads((tmp_path / "ev" / "uniform" / "rho0.9_seed1" / "report.json").read_text())
+    assert [e["round"] for e in uni["rounds"]] == [0, 1]
+    assert uni["rounds"][0]["pseudo_miou"] == conta["rounds"][0]["pseudo_miou"]
+    assert not (tmp_path / "ev" / "uniform" / "rho0.9_seed0").exists()  # seed filter
+    res = collect(proto)
+    assert res["vs_conta"]["uniform@0.9"]["pseudo_miou"]["n"] == 0  # conta has no round 1
+    assert res["paired"]["uniform@0.9"]["1"]["pseudo_miou"]["n"] == 1
