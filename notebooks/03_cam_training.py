@@ -410,6 +410,8 @@ assert abs(scores.miou - scores.iou[0] / len(present)) < 1e-6
 # - A CAM is the classifier applied at every position before pooling:
 #   $\text{CAM}_k = \text{ReLU}(W_k \cdot F)$; the image-level logit is its spatial mean, so
 #   anything that raises the logit lights up, object or not.
+# - A real ImageNet classifier does the same on a photograph: its "espresso" map sits on the cup
+#   and saucer that always come with an espresso, on a coarse 7 × 7 grid.
 # - The network learns from image-level labels alone with the multi-label soft-margin loss.
 # - IoU and mIoU are counted on one confusion matrix over the whole split; the mean runs over
 #   the labels the data set uses, background included, and "background everywhere" already
