@@ -405,9 +405,9 @@ print(f"mean |m - m_uniform| per image {to_uniform.mean():.2e}; mean |m - mean m
 # on the image. Since the learned attention collapsed onto one class for nearly every image
 # (section 4), the learned $m$ is already almost one constant map, and the two runs should
 # differ by no more than two seeds of the same run do. That is what we measured over three seeds
-# of the `cpu` preset (`docs/results.md` section 1, "A control"): CAM mIoU at the best threshold
-# changed by +0.1 ± 2.7 points in round 1 with Eq. 3 and by +0.9 ± 3.3 with the uniform control,
-# with the same per-seed signs. A difference between your two round-1 rows of a point or two is
+# of the former `cpu` preset (`docs/results.md` section 1, from scratch): CAM mIoU at the best
+# threshold changed by +0.1 ± 2.7 points in round 1 with Eq. 3 and by +0.9 ± 3.3 with the
+# uniform control, with the same per-seed signs. A difference between your two round-1 rows of a point or two is
 # seed noise, not context.
 #
 # </details>
