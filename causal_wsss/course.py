@@ -1,6 +1,6 @@
 """What the course notebooks share: the benchmark set-up, the GPU notebooks' checks and runs,
-notebook 05's scoring of pseudo-mask variants, and the smoke-mode stand-ins of notebooks 07
-and 10.
+notebook 03's CAMs of a real ImageNet classifier, notebook 05's scoring of pseudo-mask
+variants, and the smoke-mode stand-ins of notebook 10.
 
 A layer above the pipeline and the plotting (like ``cli``): it may import both, and nothing in
 the package imports it. Each function replaces a cell that several notebooks repeated.
@@ -252,46 +252,6 @@ def show_run_figures(report: dict | None, run_dir: str | os.PathLike,
 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 07 and 10: smoke-mode stand-ins for the runs made outside the notebooks
-
-
-def sweep_reports(evidence_dir: str | os.PathLike, reports: dict[str, dict],
-                  extra_rhos: Sequence[float] = (), *, preset: str, seed: int, n_train: int,
-                  n_val: int, size: int, rounds: int, overrides: Sequence[str] = (),
-                  progress: bool = False) -> dict[str, dict]:
-    """The runs of ``scripts/conta_evidence.py`` (``evidence_dir/reports.json``, keys
-    ``"rho/seed"``) when it is there, else ``reports``; plus one run per rho of ``extra_rhos``
-    (seed ``seed``, no twins), made in ``evidence_dir`` as the script would."""
-    import json
-
-    from .pipeline import run_experiment
-
-    evidence_dir = Path(evidence_dir)
-    saved = evidence_dir / "reports.json"
-    if saved.is_file():
-        reports = json.loads(saved.read_text())
-        print(f"read {len(reports)} runs from {saved}")
-    reports = dict(reports)
-    for rho in extra_rhos:
-        cfg = benchmark_config(preset, synth_dir=evidence_dir / "data" / f"rho{rho}_seed{seed}",
-                               rho=rho, seed=seed, n_train=n_train, n_val=n_val, size=size,
-                               twins=0, rounds=rounds, overrides=overrides)
-        reports[f"{rho}/{seed}"] = run_experiment(cfg, evidence_dir / f"rho{rho}_seed{seed}",
-                                                  progress=progress)
-    return reports
-
-
-def write_smoke_evidence(evidence_dir: str | os.PathLike, reports: dict[str, dict],
-                         controls: dict[str, tuple[str | os.PathLike, ExperimentConfig]], *,
-                         key: str, progress: bool = False) -> None:
-    """Smoke mode's stand-ins for the script's folders: ``reports`` as
-    ``evidence_dir/reports.json``, and for each control (label -> ``(folder, cfg)``) one run of
-    ``cfg`` in ``folder/run`` written as ``folder/reports.json`` under ``key`` (``"rho/seed"``)."""
-    from .pipeline import run_experiment
-
-    write_json(Path(evidence_dir) / "reports.json", reports)
-    for folder, cfg in controls.values():
-        report = run_experiment(cfg, Path(folder) / "run", progress=progress)
-        write_json(Path(folder) / "reports.json", {key: report})
 
 
 def smoke_runs(runs_dir: str | os.PathLike, work_dir: str | os.PathLike, *, seed: int,

@@ -32,9 +32,9 @@
 #
 # **Run time and hardware:** the `cpu` preset with `rounds=2` takes about 15 minutes on 2 CPU
 # cores, no GPU, from scratch; after notebooks 03-06 (rounds 0 and 1 cached in
-# `../runs/course_r0`) only round 2 remains, about 5 minutes. The sweep over `rho` and seeds runs
-# outside the notebook (hours on a CPU, section 4). In smoke mode (tests) under 90 s, on tiny
-# images in a temporary folder, with one CONTA round and a two-point sweep.
+# `../runs/course_r0`) only round 2 remains, about 5 minutes. The protocol over seeds and `rho`
+# runs outside the notebook (hours on a CPU); section 4 reads its committed tables. In smoke
+# mode (tests) under 90 s, on tiny images in a temporary folder, with one CONTA round.
 
 # %% tags=["parameters"]
 import os
@@ -52,38 +52,28 @@ N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 280
 TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
 N_SHOWN = 4 if SMOKE else 8  # images in the CAM comparison
-SWEEP_RHOS = (0.5,) if SMOKE else ()  # extra rho values run here; the full sweep is a script
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_07_")  # all output in smoke mode
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
 RUN_DIR = f"{WORK_DIR}/run" if SMOKE else "../runs/course_r0"  # the run of notebooks 03-06
-EVIDENCE_DIR = f"{WORK_DIR}/evidence" if SMOKE else "../runs/evidence"
-CONTROL_DIRS = ({"uniform control": f"{WORK_DIR}/ev_uniform"} if SMOKE else  # variants to compare
-                {"uniform control": "../runs/ev_uniform", "m_scale=max": "../runs/ev_mmax",
-                 "ground-truth masks": "../runs/ev_gt"})
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from causal_wsss.course import benchmark_config, run_benchmark, sweep_reports, write_smoke_evidence
+from causal_wsss.course import run_benchmark
 from causal_wsss.data.synthetic import SPEC
+from causal_wsss.evidence import markdown_tables, per_seed_table, published
 from causal_wsss.pipeline import format_report_table, load_datasets
 from causal_wsss.viz import (
     plot_cam_grid,
-    plot_evidence,
-    plot_paired_deltas,
-    plot_rho_sweep,
+    plot_evidence_arms,
+    plot_evidence_sweep,
     plot_rounds,
     save_figure,
 )
 from causal_wsss.widgets import CamRoundsExplorer
-
-sys.path.insert(0, str(Path("../scripts").resolve()))
-import conta_evidence  # scripts/conta_evidence.py: the sweep over seeds and rho
 
 # %% [markdown]
 # ## 1. The loop
@@ -163,111 +153,63 @@ plt.show()
 explorer.widget()
 
 # %% [markdown]
-# ## 4. Is the difference real? Confounding strength and seeds
+# ## 4. Is the difference real? The pre-registered protocol
 #
-# One run per setting says little: on this benchmark the seed-to-seed spread of CAM mIoU is
-# several points (`docs/results.md`; an independent CPU prototype saw ±4-5), larger than the
-# gains the paper reports. The script
-# `scripts/conta_evidence.py` runs round 0 and the CONTA rounds for every (rho, seed), caches
-# each run, and tabulates mean $\pm$ std over seeds. From the repository root:
-#
-# ```bash
-# .venv/bin/python scripts/conta_evidence.py --out runs/evidence --rhos 0.5 0.7 0.9 0.97 \
-#     --seeds 0 1 2 --rounds 2 --figure figures/07_conta_rounds_evidence.png
-# ```
-#
-# That is 12 runs of about 10 minutes each on 2 idle CPU cores (rerun it to resume). This notebook
-# reads its `reports.json` when present; otherwise it shows the run above, plus (in smoke mode)
-# one more `rho` on the same tiny setting.
-
-# %%
-reports = sweep_reports(EVIDENCE_DIR, {f"{RHO}/{SEED}": report}, SWEEP_RHOS, preset=PRESET,
-                        seed=SEED, n_train=N_TRAIN, n_val=N_VAL, size=SIZE, rounds=ROUNDS,
-                        overrides=OVERRIDES, progress=PROGRESS)
-summary = conta_evidence.summarise(reports)
-print(conta_evidence.markdown(summary))
-
-# %%
-fig = plot_evidence(summary)
-save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png")
-plt.show()
-fig = plot_rho_sweep(summary)  # the same numbers against rho: what confounding costs
-save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_rho_sweep.png")
-plt.show()
-
-# %% [markdown]
-# The fair comparison is paired: same rho, same seed, same data, **and the same initial
+# One run per setting says little: a tiny change early in training sends SGD down another path,
+# and CAM mIoU moves by a point or more from seed to seed, more than the gains the paper
+# reports. The fair comparison is **paired**: same data, same seed, **and the same initial
 # weights**. Every round seeds its networks from the run's seed and the stage name only
 # (`causal_wsss.runtime.stage_seed`), and the CONTA classifier starts from the baseline's head
 # with the weight of the M channel at zero. So round $t$ minus round 0 of one seed is caused by
 # the context channel alone, and its spread over seeds is the noise a gain has to beat.
 #
-# A **control** tells what kind of cause. `context.attention=uniform` keeps the extra channel
-# but gives every image the same $\alpha_i = 1/n$, so $m$ is one fixed map: a learnable,
-# class-specific spatial bias with no image-specific context. If CONTA's differences are no
-# larger than the control's, the image-specific attention of Eq. 3 is not what caused them.
-# The variants come from the same script (`--reuse` shares round 0):
-#
-# ```bash
-# .venv/bin/python scripts/conta_evidence.py --out runs/ev_uniform --reuse runs/evidence \
-#     --rhos 0.9 --seeds 0 1 2 --rounds 2 context.attention=uniform
-# .venv/bin/python scripts/conta_evidence.py --compare "Eq. 3 (CONTA)=runs/evidence" \
-#     "uniform control=runs/ev_uniform" --figure figures/07_conta_rounds_paired.png
-# ```
-#
-# Dots below are seeds, bars their mean; in smoke mode one tiny control run stands in.
-
-# %%
-if SMOKE:  # stand-ins for the script's folders: this notebook's runs, and one control run
-    uniform = benchmark_config(PRESET, **{**benchmark, "overrides": [
-        *OVERRIDES, "context.attention=uniform"]})
-    write_smoke_evidence(EVIDENCE_DIR, reports, {"uniform control": (
-        CONTROL_DIRS["uniform control"], uniform)}, key=f"{RHO}/{SEED}", progress=PROGRESS)
-variants = {"Eq. 3 (CONTA)": Path(EVIDENCE_DIR)}
-variants.update({label: Path(folder) for label, folder in CONTROL_DIRS.items()
-                 if (Path(folder) / "reports.json").is_file()})
-if (Path(EVIDENCE_DIR) / "reports.json").is_file():
-    table, deltas = conta_evidence.compare(variants, RHO)
-    print(table)
-    fig = plot_paired_deltas(deltas)
-    save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_paired.png")
-    plt.show()
-else:
-    print(f"no {EVIDENCE_DIR}/reports.json yet: run scripts/conta_evidence.py (above)")
-
-# %% [markdown]
-# ### 4b. The powered protocol: what this project now rests its claims on
-#
-# Three seeds whose data change with the seed cannot resolve a one-point effect. The protocol of
+# The protocol of
 # [docs/results.md §0](../docs/results.md#0-the-powered-evidence-protocol-written-2026-12-01-before-any-of-its-runs)
-# fixes the data per `rho`, varies the training seed (8 at rho 0.9), names one primary endpoint
-# in advance (pseudo-mask mIoU, round 1 − round 0) and compares CONTA with the
-# **interventional** baseline (trained where context does not depend on the class: the upper
-# bound), a uniform-attention control, `m_scale=max`, the context parameters under AdamW, the
-# **exact backdoor sum** at the head (our addition: $\sum_c P(Y \mid X, m=c)\,P(c)$, which
-# Eq. 3's NWGM approximates) and a ground-truth dictionary. One command runs all of it (about
-# 7 hours on 2 cores, resumable):
+# was written before any of its runs. It fixes the data per `rho`, varies the training seed
+# (8 at rho 0.9, 5 elsewhere), names **one primary endpoint** (pseudo-mask mIoU, round 1 −
+# round 0; a gain counts only if its 95% interval excludes 0) and compares CONTA with:
+#
+# - the **interventional** baseline: the same network trained where the context does not
+#   depend on the class, then evaluated on the confounded images. It is the upper bound of
+#   what removing the confounding can give, and shows how large the gap is;
+# - **controls and variants** of round 1, each paired with the same round 0: the
+#   uniform-attention control (one fixed $m$ for every image: the channel without the
+#   intervention), $m$ divided by its maximum, the context parameters under AdamW at a learning
+#   rate of their own, the **exact backdoor sum** at the head (our addition:
+#   $\sum_c P(Y \mid X, m=c)\,P(c)$, which Eq. 3's NWGM approximates, so the two separate a
+#   failure of the approximation from a failure of the idea) and a ground-truth dictionary;
+# - a sweep over `rho`, with the share of the confounded-to-interventional gap CONTA closes.
+#
+# One command runs all of it, resumably (about 7 hours on 2 CPU cores); one seed of one row
+# takes minutes:
 #
 # ```bash
 # nohup .venv/bin/python scripts/conta_evidence.py --protocol --out runs/evidence --publish \
 #     > runs/evidence.log 2>&1 &
+# .venv/bin/python scripts/conta_evidence.py --protocol --only exact --seeds 0 --out runs/evidence
 # ```
 #
-# The cell below reads the committed tables (`docs/tables/evidence.json`): each entry is a
-# paired difference over seeds with its sample SD and 95% t interval; "pending" marks runs not
-# finished when the tables were committed.
+# The cell below reads the committed tables (`docs/tables/evidence.json`, made from every
+# finished run by `--publish`): each entry is a paired difference over seeds, mean $\pm$ sample
+# SD [95% t interval] (n seeds); "pending" marks arms not finished when the tables were
+# committed. The first figure shows every arm's paired differences seed by seed (dots) with
+# their mean and interval; the second the sweep over `rho`.
 
 # %%
-from causal_wsss.evidence import markdown_tables, published  # noqa: E402
-from causal_wsss.viz import plot_evidence_arms  # noqa: E402
-
 evidence = published()
 if evidence is None:
-    print("no docs/tables/evidence.json here: run the protocol above")
+    print("no docs/tables/evidence.json here (an installed package without the repository): "
+          "run the protocol above")
 else:
     print(markdown_tables(evidence).split("**Levels")[0])
-    plot_evidence_arms(evidence)
+    print("Primary endpoint per seed:\n" + per_seed_table(evidence))
+    fig = plot_evidence_arms(evidence)
+    save_figure(fig, f"{FIGURES_DIR}/07_conta_evidence_arms.png")
     plt.show()
+    if evidence["sweep"]:
+        fig = plot_evidence_sweep(evidence)
+        save_figure(fig, f"{FIGURES_DIR}/07_conta_evidence_rho.png")
+        plt.show()
 
 # %% [markdown]
 # ## 5. What to expect, honestly
@@ -320,13 +262,13 @@ else:
 #
 # ## Exercises
 #
-# **Exercise 1.** A paired difference and its interval. For each seed, the gain of the last
-# round over round 0 is $d_s = \text{mIoU}_{T,s} - \text{mIoU}_{0,s}$ (same data, same
-# initial weights). With $n$ seeds, the 95% interval of the mean gain is
-# $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$. Compute it for CAM mIoU at the best threshold
-# (`cam_miou_best`) over two seeds of `reports` at the same `rho` (in smoke mode, or with only
-# one seed, use the two runs at different `rho` as a stand-in). What does an interval from two
-# seeds tell you?
+# **Exercise 1.** A paired difference and its interval. For each seed, the gain of round 1 over
+# round 0 is $d_s = \text{mIoU}_{1,s} - \text{mIoU}_{0,s}$ (same data, same initial weights).
+# With $n$ seeds, the 95% interval of the mean gain is
+# $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$, with $s_d$ the **sample** standard deviation.
+# Compute it by hand for the primary endpoint from the per-seed differences of section 4
+# (`evidence["paired"]["conta@0.9"]["1"]["pseudo_miou"]["values"]`) and check it against the
+# table. Then use only the first two seeds: what does an interval from two seeds tell you?
 #
 # **Exercise 2.** With the per-seed CAM gains we measured for Eq. 3 in round 1 (+1.7, +2.4 and
 # -3.7 points, `docs/results.md` section 1), how wide is the 95% interval, and how many seeds
@@ -334,9 +276,9 @@ else:
 # excludes zero?
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 1: the paired differences of the last round against round 0, per run, then the mean
-# and its t interval. With two seeds the t quantile is 12.7: the interval is about 9 standard
-# errors wide on each side, so two seeds can rule out almost nothing.
+# Solution 1: the per-seed paired differences, their mean and t interval, against the table's.
+# With two seeds the t quantile is 12.7: the interval is about 9 standard errors wide on each
+# side, so two seeds can rule out almost nothing.
 import numpy as np
 from scipy import stats  # installed with dowhy, a dependency of the package
 
@@ -348,15 +290,16 @@ def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
     return d.mean(), d.mean() - half, d.mean() + half
 
 
-same_rho = [r for key, r in reports.items() if float(key.split("/")[0]) == RHO]
-pairs = same_rho if len(same_rho) >= 2 else list(reports.values())  # smoke: two rhos
-diffs = [r["rounds"][-1]["cam_miou_best"] - r["rounds"][0]["cam_miou_best"] for r in pairs[:2]]
-if len(diffs) < 2:
-    print(f"one run only (gain {diffs[0]:+.2f}): no spread, no interval; run the sweep of section 4")
+if evidence is None:
+    print("no committed tables: run the protocol of section 4 first")
 else:
-    mean, low, high = paired_interval(diffs)
-    print(f"paired gains {[round(d, 2) for d in diffs]}: mean {mean:+.2f}, 95% interval "
-          f"[{low:+.2f}, {high:+.2f}]")
+    primary = evidence["paired"]["conta@0.9"]["1"]["pseudo_miou"]
+    mean, low, high = paired_interval(primary["values"])
+    print(f"{primary['n']} seeds: {mean:+.3f} [{low:+.3f}, {high:+.3f}]; the table: "
+          f"{primary['mean']:+.3f} [{primary['lo']:+.3f}, {primary['hi']:+.3f}]")
+    assert np.isclose(low, primary["lo"]) and np.isclose(high, primary["hi"])
+    mean, low, high = paired_interval(primary["values"][:2])
+    print(f"first two seeds only: {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # Solution 2: the measured spread (sd about 3.3 points) against a gain of +0.5. The interval's

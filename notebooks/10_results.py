@@ -18,8 +18,8 @@
 #
 # **What you will learn**
 #
-# - which runs exist (`runs/*/report.json`, the seed and `rho` sweep in
-#   `runs/evidence/reports.json`) and what each one measured;
+# - which runs exist (`runs/*/report.json`) and what each one measured, and the evidence
+#   protocol's tables over seeds and `rho` (`docs/tables/evidence.json`);
 # - which numbers in this course were **measured here**, with the preset, seed and date of the
 #   run, and which are **the paper's** ([docs/method.md §6](../docs/method.md#6-headline-results)), with how far each was verified;
 # - how every figure in `figures/` is made: this notebook redraws the ones that come from runs
@@ -42,7 +42,7 @@ import tempfile
 
 SMOKE = os.environ.get("CAUSAL_WSSS_SMOKE", "0") == "1"  # tests: a tiny run, temp folders
 SEED = 0
-RUNS_DIR = "../runs"  # run folders: <name>/report.json, and evidence/reports.json
+RUNS_DIR = "../runs"  # run folders: <name>/report.json
 REBUILD: tuple[str, ...] = ("01_causal_graph",) if SMOKE else ()  # notebooks to re-execute
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
 SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
@@ -51,7 +51,6 @@ WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_10_")  # all output in smoke mod
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
-import sys
 import time
 from pathlib import Path
 
@@ -62,15 +61,15 @@ from IPython.display import display
 from nbclient import NotebookClient
 
 from causal_wsss.course import smoke_runs
+from causal_wsss.evidence import published
 from causal_wsss.pipeline import format_report_table
 from causal_wsss.viz import (
     PUBLISHED_MIOU,
     collect_reports,
     plot_conta_scm,
-    plot_evidence,
-    plot_paired_deltas,
+    plot_evidence_arms,
+    plot_evidence_sweep,
     plot_results_table,
-    plot_rho_sweep,
     plot_rounds,
     plot_thumbnails,
     results_table,
@@ -78,9 +77,6 @@ from causal_wsss.viz import (
     save_figure,
     save_run_figures,
 )
-
-sys.path.insert(0, str(Path("../scripts").resolve()))
-import conta_evidence  # scripts/conta_evidence.py: the sweep over seeds and rho
 
 pd.set_option("display.max_colwidth", None)
 
@@ -95,8 +91,7 @@ pd.set_option("display.max_colwidth", None)
 # |---|---|---|
 # | `runs/demo` | `make demo` (cpu preset, synthetic benchmark) | `demo_rounds.png`, `demo_cams.png` |
 # | `runs/course_r0` | notebooks 03-07 (cpu preset, synthetic benchmark) | `07_conta_rounds_curves.png` |
-# | `runs/evidence` | `scripts/conta_evidence.py` (seeds x `rho`) | `07_conta_rounds_evidence.png`, `07_conta_rounds_rho_sweep.png` |
-# | `runs/ev_uniform`, `runs/ev_mmax`, `runs/ev_gt` | the same script with `--reuse runs/evidence` and a `context.*` override (docs/results.md) | `07_conta_rounds_paired.png` |
+# | `runs/evidence` | `scripts/conta_evidence.py --protocol --publish` (every arm, seed and `rho` of the protocol; its tables are committed in `docs/tables/evidence.json`, which is what this notebook reads) | `07_conta_evidence_arms.png`, `07_conta_evidence_rho.png` |
 # | `runs/voc_paper` | notebook 08 / `causal-wsss run --dataset voc --preset paper` | `08_pascal_voc_{results,rounds,cams}.png` |
 # | `runs/coco_paper` | notebook 09 / `causal-wsss run --dataset coco --preset paper` | `09_ms_coco_{results,rounds,cams}.png` |
 #
@@ -165,13 +160,12 @@ plt.show()
 #
 # The causal graph of notebook 01 comes from the package alone; every other figure redrawn here
 # comes from a run folder above, through the functions the notebooks call (`plot_rounds`,
-# `save_demo_figures`, `plot_evidence`, and `save_run_figures` for the results tables, rounds
-# and CAMs of notebooks 08 and 09). A run that is missing is skipped.
+# `save_demo_figures`, `plot_evidence_arms` on the committed evidence tables, and
+# `save_run_figures` for the results tables, rounds and CAMs of notebooks 08 and 09). A run
+# that is missing is skipped.
 
 # %%
 RUN_FIGURES = {"voc_paper": ("08_pascal_voc", "voc"), "coco_paper": ("09_ms_coco", "coco")}
-PAIRED_VARIANTS = {"Eq. 3 (CONTA)": "evidence", "uniform control": "ev_uniform",
-                   "m_scale=max": "ev_mmax", "ground-truth masks": "ev_gt"}
 fig = plot_conta_scm()
 saved = [save_figure(fig, f"{FIGURES_DIR}/01_causal_graph_scm.png")]
 plt.close(fig)
@@ -188,22 +182,15 @@ for label, (report, note) in runs.items():
         fig = plot_rounds(report)
         saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_curves.png"))
         plt.close(fig)
-evidence = {label.removeprefix("evidence/"): report for label, (report, _) in runs.items()
-            if label.startswith("evidence/")}
-if evidence:
-    fig = plot_evidence(conta_evidence.summarise(evidence))
-    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_evidence.png"))
+evidence = published()  # docs/tables/evidence.json: the protocol's tables
+if evidence is not None:
+    fig = plot_evidence_arms(evidence)
+    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_evidence_arms.png"))
     plt.close(fig)
-    fig = plot_rho_sweep(conta_evidence.summarise(evidence))
-    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_rho_sweep.png"))
-    plt.close(fig)
-variants = {label: Path(RUNS_DIR) / folder for label, folder in PAIRED_VARIANTS.items()
-            if (Path(RUNS_DIR) / folder / "reports.json").is_file()}
-if "Eq. 3 (CONTA)" in variants and len(variants) > 1:  # notebook 07, section 4
-    _, deltas = conta_evidence.compare(variants, 0.9)
-    fig = plot_paired_deltas(deltas)
-    saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_paired.png"))
-    plt.close(fig)
+    if evidence["sweep"]:
+        fig = plot_evidence_sweep(evidence)
+        saved.append(save_figure(fig, f"{FIGURES_DIR}/07_conta_evidence_rho.png"))
+        plt.close(fig)
 print("\n".join(str(p) for p in saved))
 
 # %%
@@ -277,7 +264,8 @@ print("REBUILD =", tuple(sorted({n.removesuffix(".ipynb") for n in not_redrawn.g
 #   and marks every number **measured here** with the preset, seed and date of its run.
 # - The published numbers ([docs/method.md §6](../docs/method.md#6-headline-results)) stay apart, with their verification tags: several are
 #   unverified, and the reported gains of CONTA (half a point to two points of mIoU) are the size
-#   of seed-to-seed differences, so only means over seeds (`runs/evidence`) compare fairly.
+#   of seed-to-seed differences, so only paired differences over seeds (the evidence
+#   protocol, `docs/tables/evidence.json`) compare fairly.
 # - Every figure in `figures/` is drawn by code: the run and graph figures here, the rest by
 #   the notebook that owns them, which `REBUILD` re-executes.
 #

@@ -43,7 +43,7 @@ folders and tabulates (and with ``--figure`` draws) their paired differences sid
 each rho they share:
 
     python scripts/conta_evidence.py --compare "Eq. 3=runs/evidence" \
-        "uniform control=runs/ev_uniform" --figure figures/07_conta_rounds_paired.png
+        "uniform control=runs/ev_uniform" --figure runs/paired.png
 
 ``--reuse DIR`` copies what does not depend on the changed keys from DIR's run of the same
 (rho, seed): all of round 0 when only ``context.*`` keys differ (round 0 has no context), its
