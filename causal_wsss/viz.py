@@ -1154,11 +1154,11 @@ def plot_evidence_arms(res: dict[str, Any], keys: Sequence[str] = EVIDENCE_ARM_P
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(rows)), [r[0] for r in rows])
     axes[0][0].set_ylim(len(rows) - 0.5, -0.6)  # first arm on top, every row's dots beside it
-    axes[0][0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.18), fontsize=8, ncol=2,
-                      frameon=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle(f"Paired differences over training seeds at rho = {rho} (fixed data): round 1 − "
-                 "round 0; interventional: its round 0 − confounded round 0", fontsize=10, y=1.02)
-    fig.tight_layout()
+                 "round 0; interventional: its round 0 − confounded round 0", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     return fig
 
 
@@ -1168,14 +1168,18 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
     from .evidence import LABELS
 
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
-    series = (("conta", "0", "baseline (round 0)", "tab:gray", -0.004),
+    # only the rhos with a confounded round 0: the interventional point is compared with it
+    based = {tag.split("@")[1] for tag, rounds in res["rounds"].items()
+             if tag.startswith("conta@") and ((rounds.get("0") or {}).get(key) or {}).get("mean")
+             is not None}
+    series = (("conta", "0", "baseline (round 0)", "tab:gray", -0.008),
               ("conta", "1", "CONTA round 1", "tab:blue", 0.0),
-              ("interventional", "0", "interventional baseline", "tab:green", 0.004))
+              ("interventional", "0", "interventional baseline", "tab:green", 0.008))
     for arm, r, label, colour, dx in series:
         xs, ms, los, his = [], [], [], []
         for tag, rounds in res["rounds"].items():
             name, rho = tag.split("@")
-            s = (rounds.get(r) or {}).get(key) if name == arm else None
+            s = (rounds.get(r) or {}).get(key) if name == arm and rho in based else None
             if s and s.get("mean") is not None:
                 xs.append(float(rho) + dx)
                 ms.append(s["mean"])
@@ -1187,6 +1191,8 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
             err = np.vstack([ms - np.asarray(los)[order], np.asarray(his)[order] - ms])
             ax.errorbar(xs, ms, yerr=err, fmt="o-", color=colour, capsize=3, label=label)
     ax.set_xlabel("rho (confounding strength of the training set)")
+    ax.set_xticks((0.5, 0.7, 0.9, 0.97))  # the protocol's rhos, on a fixed axis (one rho is
+    ax.set_xlim(0.45, 1.0)                # not a zoom onto the markers' offsets)
     ax.set_ylabel(LABELS.get(key, key))
     ax.set_title("What confounding costs, and how much of it CONTA recovers", fontsize=10)
     ax.grid(alpha=0.3)
