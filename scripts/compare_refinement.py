@@ -151,12 +151,7 @@ def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_ima
 
 
 def table(rows: list[dict]) -> str:
-    p = rows[0]["pseudo"]
-    labels = {"threshold": f"threshold {p['bg_threshold']}",
-              "crf": f"threshold {p['bg_threshold']} + CRF",
-              "irn": "IRN (IRNet's protocol)",
-              "oracle_sem": f"walk on ground-truth boundaries, t = {p['sem_seg_bg_threshold']}",
-              "oracle_bg": f"walk on ground-truth boundaries, t = {p['bg_threshold']}"}
+    labels = table_labels(rows)
     lines = ["| pseudo-masks | mIoU, mean [95% interval] | per seed |", "|---|---|---|"]
     for v in VARIANTS:
         vals = [r[v] for r in rows if v in r]
@@ -165,6 +160,17 @@ def table(rows: list[dict]) -> str:
         mean, half = interval(vals)
         lines.append(f"| {labels[v]} | {mean:.1f} [{mean - half:.1f}, {mean + half:.1f}] | "
                      + ", ".join(f"{x:.1f}" for x in vals) + " |")
+    lines += ["", "| paired difference (same seed) | mIoU, mean [95% interval] | per seed |",
+              "|---|---|---|"]
+    for v in VARIANTS[1:]:
+        pairs = [(r[v], r["threshold"]) for r in rows if v in r and "threshold" in r]
+        if not pairs:
+            continue
+        diffs = [a - b for a, b in pairs]
+        mean, half = interval(diffs)
+        lines.append(f"| {labels[v]} − {labels['threshold']} | {mean:+.1f} "
+                     f"[{mean - half:+.1f}, {mean + half:+.1f}] | "
+                     + ", ".join(f"{x:+.1f}" for x in diffs) + " |")
     lines += ["", "| IR labels (% of pixels) | confident fg | of which right | confident bg | "
               "of which right | ignore | truth fg |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -175,30 +181,82 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_class_figure(rows: list[dict], path: Path) -> None:
+    """IoU per class of every variant (mean over seeds, a dot per seed): where a refinement wins
+    or loses."""
+    import numpy as np
+
+    from causal_wsss.viz import plt, save_figure
+
+    present = [v for v in ("threshold", "crf", "irn") if all(f"{v}_per_class" in r for r in rows)]
+    classes = list(rows[0][f"{present[0]}_per_class"])
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 3.8))
+    width = 0.8 / len(present)
+    for j, v in enumerate(present):
+        vals = np.array([[r[f"{v}_per_class"][c] for c in classes] for r in rows], dtype=float)
+        x = np.arange(len(classes)) + (j - (len(present) - 1) / 2) * width
+        ax.bar(x, vals.mean(0), width, label=table_labels(rows)[v])
+        for seed_vals in vals:
+            ax.plot(x, seed_vals, ".", color="k", ms=3)
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=30)
+    ax.set_ylabel("IoU (%), training images")
+    ax.set_title(f"Pseudo-masks per class: mean over {len(rows)} seeds (bars), each seed (dots)",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def table_labels(rows: list[dict]) -> dict[str, str]:
+    p = rows[0]["pseudo"]
+    return {"threshold": f"threshold {p['bg_threshold']}",
+            "crf": f"threshold {p['bg_threshold']} + CRF",
+            "irn": "IRN (IRNet's protocol)",
+            "oracle_sem": f"walk on ground-truth boundaries, t = {p['sem_seg_bg_threshold']}",
+            "oracle_bg": f"walk on ground-truth boundaries, t = {p['bg_threshold']}"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("items", nargs="+", metavar="RUN | KEY=VALUE",
+    ap.add_argument("items", nargs="*", metavar="RUN | KEY=VALUE",
                     help="run folders (one per seed), then config overrides")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--irn", action="store_true", help="train IRN and walk (the slow part)")
     ap.add_argument("--oracle-images", type=int, default=40)
     ap.add_argument("--tolerance", type=float, default=5.0)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="also draw the IoU per class of every variant here")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="run nothing: rewrite table.md (and --figure) from OUT/scores.json")
     args = ap.parse_intermixed_args()
     overrides = [x for x in args.items if "=" in x]
     runs = [Path(x) for x in args.items if "=" not in x]
 
-    from causal_wsss.io import write_json
+    import json
 
-    rows = []
-    for run in runs:
-        rows.append(run_one(run, args.out / run.name, overrides, irn=args.irn,
-                            oracle_images=args.oracle_images, tolerance=args.tolerance,
-                            progress=not args.no_progress))
-        write_json(args.out / "scores.json", rows)
+    from causal_wsss.io import write_json, write_text
+
+    if not runs and not args.tables_only:
+        ap.error("give at least one run folder (or --tables-only)")
+    if args.tables_only:
+        scores = args.out / "scores.json"
+        if not scores.is_file():
+            raise SystemExit(f"error: --tables-only: no {scores}; run the comparison first")
+        rows = json.loads(scores.read_text())
+    else:
+        rows = []
+        for run in runs:
+            rows.append(run_one(run, args.out / run.name, overrides, irn=args.irn,
+                                oracle_images=args.oracle_images, tolerance=args.tolerance,
+                                progress=not args.no_progress))
+            write_json(args.out / "scores.json", rows)
     text = table(rows)
-    (args.out / "table.md").write_text(text)
+    write_text(args.out / "table.md", text)
+    if args.figure:
+        per_class_figure(rows, args.figure)
     print(text)
 
 

@@ -285,3 +285,31 @@ def test_compare_refinement_ir_label_stats_and_interval(tmp_path):
     mean, half = compare_refinement.interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302652729911275 / 3 ** 0.5)
     assert np.isnan(compare_refinement.interval([5.0])[1])
+
+
+def test_compare_refinement_tables_only_pairs_by_seed_and_draws_per_class(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_refinement.py"
+    pseudo = {"bg_threshold": 0.7, "sem_seg_bg_threshold": 0.25}
+    stats = {k: 1.0 for k in ("confident_fg", "confident_fg_correct", "confident_bg",
+                              "confident_bg_correct", "ignore", "truth_fg")}
+    rows = [{"seed": s, "pseudo": pseudo, "ir_labels": stats, "threshold": t, "crf": c,
+             "irn": i, "threshold_per_class": {"background": t, "horse": t},
+             "crf_per_class": {"background": c, "horse": c},
+             "irn_per_class": {"background": i, "horse": i}}
+            for s, (t, c, i) in enumerate([(40.0, 50.0, 30.0), (42.0, 51.0, 33.0)])]
+    (tmp_path / "scores.json").write_text(json.dumps(rows))
+    out = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--tables-only",
+                          "--figure", str(tmp_path / "per_class.png")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| threshold 0.7 + CRF − threshold 0.7 | +9.5 [" in out  # paired: +10, +9
+    assert "+10.0, +9.0" in out and "−10.0" not in out
+    assert "-10.0, -9.0" in out  # IRN − threshold per seed
+    assert (tmp_path / "per_class.png").is_file() and (tmp_path / "table.md").is_file()
+    bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "none")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "at least one run folder" in bad.stderr
