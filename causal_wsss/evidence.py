@@ -332,35 +332,60 @@ def load_archive(path: Path | None) -> dict[str, dict]:
     return data["runs"]
 
 
-def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> int:
-    """Add the reduced record of every finished round under ``proto.out`` to the archive at
-    ``path``. A round already archived is never overwritten (a rerun is compared with it:
-    ``collect``'s reproduction check); records of runs that are not here are kept. Each round
-    names the torch build it ran on (same seed, same numbers holds on one build only). Returns
-    how many rounds were added."""
+def machine_id() -> dict[str, str]:
+    """Where a run ran: the torch build, the CPU instruction set torch dispatches to, and the
+    boot (one session's machine). Same seed, same numbers holds on one build *and* one kind of
+    CPU only: a rerun of round 0 on another machine of the same build moved pseudo-mask mIoU by
+    0.4 points, so paired differences are only taken within one run's rounds."""
     import torch
 
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    return {"torch": torch.__version__.split("+")[0],
+            "cpu": str(torch.backends.cpu.get_cpu_capability()),
+            "session": boot.read_text().strip()[:8] if boot.is_file() else "unknown"}
+
+
+def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> int:
+    """Add the reduced record of every finished run under ``proto.out`` to the archive at
+    ``path``; returns how many rounds were added.
+
+    A run's rounds must come from one machine (round t − round 0 is a paired difference). So a
+    run folder's rounds are added to the archived record only when that record was made on this
+    machine (:func:`machine_id`'s session); a run folder holding rounds the record lacks, made
+    elsewhere (e.g. round 2 after round 1 was archived by another session), *replaces* the
+    record, the old one kept under ``previous``. A round already archived is otherwise never
+    overwritten (a rerun is compared with it: ``collect``'s reproduction check). Records of
+    runs that are not here are kept.
+    """
     from .io import write_json
 
-    build = torch.__version__.split("+")[0]
+    here = machine_id()
     runs = load_archive(path)
     n = 0
     for (arm, rho), by_seed in _reports(proto).items():
         for seed, rounds in by_seed.items():
             key = _run_key(Job(arm, rho, seed, 0), proto)
             rec = _reduce(rounds)
-            old = runs.setdefault(key, {"rounds": {}, "source": source})
-            for r, values in rec["rounds"].items():
-                if r not in old["rounds"]:
-                    old["rounds"][r] = {**values, "torch": build}
-                    n += 1
-                    if r == "1" and "epoch_history" in rec:
-                        old["epoch_history"] = rec["epoch_history"]
-            old["rounds"] = dict(sorted(old["rounds"].items()))
+            old = runs.get(key)
+            new_rounds = set(rec["rounds"]) - set((old or {}).get("rounds", {}))
+            if old is not None and not new_rounds:
+                continue
+            if old is None or old.get("machine", {}).get("session") != here["session"]:
+                previous = [] if old is None else [*old.pop("previous", []), old]
+                runs[key] = {"rounds": {}, "source": source, "machine": here,
+                             **({"previous": previous} if previous else {})}
+                new_rounds = set(rec["rounds"])
+            target = runs[key]
+            for r in sorted(new_rounds):
+                target["rounds"][r] = {**rec["rounds"][r], "torch": here["torch"]}
+                n += 1
+            if "epoch_history" in rec and "1" in new_rounds:
+                target["epoch_history"] = rec["epoch_history"]
+            target["rounds"] = dict(sorted(target["rounds"].items()))
     write_json(path, {"format": ARCHIVE_FORMAT,
                       "note": "per-run entries of the evidence tables (causal_wsss.evidence); "
-                              "rounds are added by scripts/conta_evidence.py --protocol --publish "
-                              "and never overwritten",
+                              "written by scripts/conta_evidence.py --protocol --publish; each "
+                              "run's rounds come from one machine",
                       "runs": dict(sorted(runs.items()))})
     return n
 
@@ -458,34 +483,52 @@ def _paired(a: dict[int, dict], ra: int, b: dict[int, dict], rb: int, key: str
 
 
 def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
-    """Put the archive's rounds into ``reports`` (in place). The archive is the record: where a
-    run folder holds the same round too, the archived entry is tabulated and the pair is returned
-    (the reproduction check). Tables of one's own runs only: ``Protocol(archive=None)``."""
+    """Put the archive's runs into ``reports`` (in place), one source per run so that its
+    rounds come from one machine: the archived record, unless the run folder here holds rounds
+    the record lacks (then the run folder's). Rounds held by both are returned as pairs (the
+    reproduction check). Tables of one's own runs only: ``Protocol(archive=None)``."""
     checks = []
+    session = machine_id()["session"]
     for key, rec in load_archive(proto.archive).items():
         arm, _, name = key.partition("/")
         if arm not in ARM_BY_NAME or not name.startswith("rho") or "_seed" not in name:
             continue
         rho_s, seed_s = name[3:].split("_seed")
         runs = reports.setdefault((arm, float(rho_s)), {})
-        have = runs.setdefault(int(seed_s), {})
+        have = runs.get(int(seed_s), {})
         for r_s, values in rec["rounds"].items():
-            r = int(r_s)
-            if r in have:
-                old, new = values.get(PRIMARY), _value(have[r], PRIMARY)
+            if int(r_s) in have and rec.get("machine", {}).get("session") != session:
+                old, new = values.get(PRIMARY), _value(have[int(r_s)], PRIMARY)
                 if old is not None and new is not None:
-                    checks.append({"run": key, "round": r, "archived": old, "rerun": new,
-                                   "torch_archived": values.get("torch")})
+                    checks.append({"run": key, "round": int(r_s), "archived": old, "rerun": new,
+                                   "torch_archived": values.get("torch"),
+                                   "cpu_archived": rec.get("machine", {}).get("cpu")})
+        if set(have) - {int(r) for r in rec["rounds"]}:
+            continue  # the run folder has more: it is the run (one machine)
+        entries = {}
+        for r_s, values in rec["rounds"].items():
             entry = {k: v for k, v in values.items() if k != "torch"}
-            if r == 1 and rec.get("epoch_history"):
+            if r_s == "1" and rec.get("epoch_history"):
                 entry["epoch_history"] = rec["epoch_history"]
             entry["archived"] = True
-            have[r] = entry
+            entries[int(r_s)] = entry
+        runs[int(seed_s)] = dict(sorted(entries.items()))
     for runs in reports.values():  # keep seeds in order (the tables list values by seed)
         items = sorted(runs.items())
         runs.clear()
         runs.update(items)
     return checks
+
+
+def _diff_in_diff(a: dict[int, dict], b: dict[int, dict], key: str
+                  ) -> tuple[list[int], list[float]]:
+    """Per seed, (a's round 1 − its round 0) − (b's round 1 − its round 0): a variant against
+    CONTA, each paired with its own round 0, so that the comparison holds even when the two
+    runs were made on different machines (round 0 is the same run within one machine)."""
+    sa, da = _paired(a, 1, a, 0, key)
+    sb, db = _paired(b, 1, b, 0, key)
+    both = sorted(set(sa) & set(sb))
+    return both, [da[sa.index(s)] - db[sb.index(s)] for s in both]
 
 
 def collect(proto: Protocol) -> dict[str, Any]:
@@ -515,7 +558,7 @@ def collect(proto: Protocol) -> dict[str, Any]:
         result["paired"][tag] = {str(r): {k: _with_seeds(*_paired(runs, r, runs, 0, k))
                                           for k in ENDPOINTS} for r in rounds if r > 0}
         if arm != "conta":
-            result["vs_conta"][tag] = {k: _with_seeds(*_paired(runs, 1, base, 1, k))
+            result["vs_conta"][tag] = {k: _with_seeds(*_diff_in_diff(runs, base, k))
                                        for k in ENDPOINTS}
         result["monitor"][tag] = _monitor(runs)
     for (arm, rho), runs in reports.items():
@@ -602,7 +645,8 @@ def markdown_tables(res: dict[str, Any]) -> str:
             diff = "int. − conf." if arm.name == "interventional" else f"round {r} − 0"
             lines.append(f"| {arm.label} | {diff} | "
                          + " | ".join(_fmt(stats[k], _digits(k)) for k in ENDPOINTS) + " |")
-    lines += ["", f"**Each variant against CONTA (Eq. 3)**, round 1 − round 1, rho {MAIN_RHO}", "",
+    lines += ["", f"**Each variant against CONTA (Eq. 3)**: (its round 1 − round 0) − (CONTA's "
+              f"round 1 − round 0), rho {MAIN_RHO}", "",
               "| variant | " + " | ".join(LABELS[k] for k in ENDPOINTS) + " |",
               "|---|" + "---|" * len(ENDPOINTS)]
     for name in VARIANTS:
@@ -655,14 +699,16 @@ def markdown_tables(res: dict[str, Any]) -> str:
 
 def reproduction_table(res: dict[str, Any]) -> str:
     """Runs that are both archived and rerun here: the primary endpoint's level both times."""
-    rows = res.get("reproduced") or []
+    rows = res.get("reproduced") or []  # reruns on another machine than the archived run's
     if not rows:
         return ""
-    lines = ["| run | round | archived | rerun | difference | archived on torch |",
-             "|---|---|---|---|---|---|"]
+    here = machine_id()
+    lines = [f"| run | round | archived | rerun here (torch {here['torch']}, {here['cpu']}) | "
+             "difference | archived on |", "|---|---|---|---|---|---|"]
     for c in rows:
         lines.append(f"| {c['run']} | {c['round']} | {c['archived']:.2f} | {c['rerun']:.2f} | "
-                     f"{c['rerun'] - c['archived']:+.2f} | {c.get('torch_archived') or '?'} |")
+                     f"{c['rerun'] - c['archived']:+.2f} | torch {c.get('torch_archived') or '?'}"
+                     f", {c.get('cpu_archived') or 'CPU not recorded'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -247,7 +247,7 @@ def protocol_main(args: argparse.Namespace) -> None:
         repro = reproduction_table(res)
         if repro:
             text += ("\n**Reproduction**: runs both archived and rerun here (pseudo-mask mIoU; "
-                     "same seed, same numbers holds on one torch build only)\n\n" + repro)
+                     "same seed, same numbers holds on one torch build and one kind of CPU only)\n\n" + repro)
         write_json(proto.out / "evidence.json", res)
         write_text(proto.out / "evidence.md", text)
         if args.publish:

@@ -137,12 +137,17 @@ def test_archive_round_trip_gives_the_same_tables_without_the_run_folders(tmp_pa
     assert fresh["primary"]["values"] == pytest.approx([1.0, 0.5, -1.0])
 
 
-def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path):
+def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path, monkeypatch):
+    from causal_wsss import evidence
     from causal_wsss.evidence import archive_runs, load_archive, reproduction_table
 
     arch = tmp_path / "evidence_runs.json"
+    monkeypatch.setattr(evidence, "machine_id",
+                        lambda: {"torch": "2.14.1", "cpu": "AVX2", "session": "first"})
     _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
     archive_runs(Protocol(tmp_path / "a"), arch)
+    monkeypatch.setattr(evidence, "machine_id",
+                        lambda: {"torch": "2.14.1", "cpu": "AVX512", "session": "second"})
     _fake_run(tmp_path / "b", "conta", 0.9, 0, [40.5, 41.0])  # another build's rerun
     res = collect(Protocol(tmp_path / "b", archive=arch))
     assert [(c["round"], c["archived"], c["rerun"]) for c in res["reproduced"]] == \
@@ -203,3 +208,41 @@ def test_a_variant_alone_runs_the_round_0_it_is_paired_with(tmp_path):
     res = collect(proto)
     assert res["vs_conta"]["uniform@0.9"]["pseudo_miou"]["n"] == 0  # conta has no round 1
     assert res["paired"]["uniform@0.9"]["1"]["pseudo_miou"]["n"] == 1
+
+
+def test_a_run_comes_from_one_machine(tmp_path, monkeypatch):
+    """Round 2 made elsewhere replaces the archived record (rounds 0-1 of another machine) in
+    the archive and in the tables: round t − round 0 never mixes machines."""
+    from causal_wsss import evidence
+    from causal_wsss.evidence import archive_runs, load_archive
+
+    arch = tmp_path / "evidence_runs.json"
+    monkeypatch.setattr(evidence, "machine_id",
+                        lambda: {"torch": "2.14.1", "cpu": "AVX2", "session": "first"})
+    _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
+    archive_runs(Protocol(tmp_path / "a"), arch)
+    monkeypatch.setattr(evidence, "machine_id",
+                        lambda: {"torch": "2.14.1", "cpu": "AVX512", "session": "second"})
+    _fake_run(tmp_path / "b", "conta", 0.9, 0, [40.4, 40.4, 40.9])  # rounds 0-2 elsewhere
+    res = collect(Protocol(tmp_path / "b", archive=arch))
+    assert res["primary"]["values"] == [pytest.approx(0.0)]  # 40.4 - 40.4, not 41.0 - 40.4
+    assert [c["archived"] for c in res["reproduced"]] == [40.0, 41.0]
+    assert archive_runs(Protocol(tmp_path / "b"), arch) == 3
+    rec = load_archive(arch)["conta/rho0.9_seed0"]
+    assert rec["machine"]["session"] == "second" and sorted(rec["rounds"]) == ["0", "1", "2"]
+    assert rec["previous"][0]["rounds"]["1"]["pseudo_miou"] == 41.0
+    # the same machine adds rounds to its own record
+    _fake_run(tmp_path / "c", "exact", 0.9, 0, [40.4])
+    archive_runs(Protocol(tmp_path / "c"), arch)
+    (tmp_path / "c" / "exact").rename(tmp_path / "c" / "old")
+    _fake_run(tmp_path / "c", "exact", 0.9, 0, [40.4, 40.2])
+    assert archive_runs(Protocol(tmp_path / "c"), arch) == 1
+    assert "previous" not in load_archive(arch)["exact/rho0.9_seed0"]
+
+
+def test_a_variant_is_compared_with_conta_through_their_own_round_0(tmp_path):
+    """(variant r1 − r0) − (conta r1 − r0): a round-0 offset between machines cancels."""
+    _fake_run(tmp_path, "conta", 0.9, 0, [40.0, 40.0])  # archived elsewhere, say
+    _fake_run(tmp_path, "exact", 0.9, 0, [40.5, 41.5])  # its round 0 rerun here: +0.5
+    res = collect(Protocol(tmp_path))
+    assert res["vs_conta"]["exact@0.9"]["pseudo_miou"]["values"] == [pytest.approx(1.0)]
