@@ -10,6 +10,7 @@ round 0 of ``scripts/conta_evidence.py``), on the training images:
   (``conf_fg/bg_threshold``, the CRF when ``pseudo.ir_crf``), the boundary network
   (``irn_steps`` / ``irn_epochs``, ``irn_batch_size``, ``irn_radius``), the walk
   (``walk_reach`` or ``exp_times``) and ``sem_seg_bg_threshold``;
+- ``irn_bg``: the same walk thresholded at ``bg_threshold`` (where the oracle walk gains);
 - ``oracle``: the same walk on ground-truth boundaries (outer side,
   :func:`causal_wsss.irn.ground_truth_boundary`) at ``sem_seg_bg_threshold`` and at
   ``bg_threshold``, after the sanity check on perfect CAMs (stops on failure);
@@ -18,7 +19,9 @@ round 0 of ``scripts/conta_evidence.py``), on the training images:
 
 It reads the run folders and writes only under ``--out``: ``<run name>/`` (IR labels, the
 boundary network, pseudo-masks), ``scores.json`` (every number, per-class IoU included) and
-``table.md`` (per seed, mean and 95% t interval over seeds). Trailing ``KEY=VALUE`` overrides
+``table.md`` (per seed, mean and 95% t interval over seeds, paired differences against the
+threshold); ``--figure`` draws IoU per class. Rerun to resume: what ``scores.json`` already holds
+for a run (same ``pseudo`` settings) is kept, a trained boundary network is reused. Trailing ``KEY=VALUE`` overrides
 apply to every run's saved configuration, e.g. the `cpu` preset's IRN protocol on runs made
 before it was adopted:
 
@@ -33,7 +36,7 @@ import argparse
 import math
 from pathlib import Path
 
-VARIANTS = ("threshold", "crf", "irn", "oracle_sem", "oracle_bg")
+VARIANTS = ("threshold", "crf", "irn", "irn_bg", "oracle_sem", "oracle_bg")
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -75,7 +78,7 @@ def ir_label_stats(dataset, ir_dir: Path) -> dict[str, float]:
 
 
 def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_images: int,
-            tolerance: float, progress: bool) -> dict:
+            tolerance: float, progress: bool, previous: dict | None = None) -> dict:
     import time
 
     import torch
@@ -92,6 +95,8 @@ def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_ima
     train = load_datasets(cfg)["train"]
     cams = round0 / "cams"
     row: dict = {"run": str(run), "seed": cfg.seed, "pseudo": dict(vars(p)), "seconds": {}}
+    if previous and previous.get("pseudo") == row["pseudo"]:  # an earlier invocation's numbers
+        row.update({k: v for k, v in previous.items() if k not in ("run", "seed", "pseudo")})
 
     def score(name: str, folder: Path) -> None:
         s = score_label_folder(train, folder, dist_info=dist, progress=progress)
@@ -100,18 +105,21 @@ def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_ima
         print(f"{run.name} {name}: {s['miou']:.1f}", flush=True)
 
     for name, refine in (("threshold", "none"), ("crf", "crf")):
+        if name in row:
+            continue
         t0 = time.perf_counter()
         make_pseudo_masks(train, cams, out / name, bg_threshold=p.bg_threshold, refine=refine,
                           progress=progress)
         row["seconds"][name] = time.perf_counter() - t0
         score(name, out / name)
-    t0 = time.perf_counter()
-    make_ir_label_files(train, cams, out / "ir_label", fg_threshold=p.conf_fg_threshold,
-                        bg_threshold=p.conf_bg_threshold, crf=p.ir_crf, progress=progress)
-    row["seconds"]["ir_labels"] = time.perf_counter() - t0
-    row["ir_labels"] = ir_label_stats(train, out / "ir_label")
-    print(f"{run.name} IR labels: {row['ir_labels']}", flush=True)
-    if irn:
+    if "ir_labels" not in row or not (out / "ir_label").is_dir():
+        t0 = time.perf_counter()
+        make_ir_label_files(train, cams, out / "ir_label", fg_threshold=p.conf_fg_threshold,
+                            bg_threshold=p.conf_bg_threshold, crf=p.ir_crf, progress=progress)
+        row["seconds"]["ir_labels"] = time.perf_counter() - t0
+        row["ir_labels"] = ir_label_stats(train, out / "ir_label")
+        print(f"{run.name} IR labels: {row['ir_labels']}", flush=True)
+    if irn and not all(k in row for k in ("irn", "irn_bg")):
         device = torch.device("cpu")
         cam_net = build_cam_model(cfg, train.num_classes - 1)
         load_checkpoint(round0 / "cam_net.pt", model=cam_net)
@@ -127,10 +135,16 @@ def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_ima
         row["seconds"]["irn_train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         refiner = make_irn_refiner(cam_net, out / "irn.pt", p, device=device)
-        make_pseudo_masks(train, cams, out / "irn", bg_threshold=p.sem_seg_bg_threshold,
-                          refine=refiner, progress=progress)
+        # IRNet's threshold after the walk, and the pipeline's (where the oracle walk gains)
+        for name, t in (("irn", p.sem_seg_bg_threshold), ("irn_bg", p.bg_threshold)):
+            if name in row:
+                continue
+            make_pseudo_masks(train, cams, out / name, bg_threshold=t, refine=refiner,
+                              progress=progress)
+            score(name, out / name)
         row["seconds"]["irn_walk"] = time.perf_counter() - t0
-        score("irn", out / "irn")
+    if "oracle_sem" in row:
+        return row
     sanity = oracle_scores(train, p, [p.sem_seg_bg_threshold, p.bg_threshold],
                            max_images=oracle_images, progress=progress)
     row["sanity"] = {k: {str(t): v for t, v in d.items()} for k, d in sanity.items()}
@@ -188,7 +202,8 @@ def per_class_figure(rows: list[dict], path: Path) -> None:
 
     from causal_wsss.viz import plt, save_figure
 
-    present = [v for v in ("threshold", "crf", "irn") if all(f"{v}_per_class" in r for r in rows)]
+    present = [v for v in ("threshold", "crf", "irn", "irn_bg")
+               if all(f"{v}_per_class" in r for r in rows)]
     classes = list(rows[0][f"{present[0]}_per_class"])
     fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 3.8))
     width = 0.8 / len(present)
@@ -212,7 +227,8 @@ def table_labels(rows: list[dict]) -> dict[str, str]:
     p = rows[0]["pseudo"]
     return {"threshold": f"threshold {p['bg_threshold']}",
             "crf": f"threshold {p['bg_threshold']} + CRF",
-            "irn": "IRN (IRNet's protocol)",
+            "irn": f"IRN (IRNet's protocol, t = {p['sem_seg_bg_threshold']})",
+            "irn_bg": f"IRN's walk, t = {p['bg_threshold']}",
             "oracle_sem": f"walk on ground-truth boundaries, t = {p['sem_seg_bg_threshold']}",
             "oracle_bg": f"walk on ground-truth boundaries, t = {p['bg_threshold']}"}
 
@@ -247,12 +263,14 @@ def main() -> None:
             raise SystemExit(f"error: --tables-only: no {scores}; run the comparison first")
         rows = json.loads(scores.read_text())
     else:
+        saved = args.out / "scores.json"  # an earlier invocation's rows: what is done is kept
+        previous = {r["run"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
         rows = []
         for run in runs:
             rows.append(run_one(run, args.out / run.name, overrides, irn=args.irn,
                                 oracle_images=args.oracle_images, tolerance=args.tolerance,
-                                progress=not args.no_progress))
-            write_json(args.out / "scores.json", rows)
+                                progress=not args.no_progress, previous=previous.get(str(run))))
+            write_json(saved, rows)
     text = table(rows)
     write_text(args.out / "table.md", text)
     if args.figure:
