@@ -34,10 +34,10 @@
 #
 # **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
 # there; otherwise add its run time): the boundary network's training at the `cpu` preset's
-# IRNet protocol (1000 SGD steps of 8 crops) takes most of it, about 2-4 s a step on two CPU
-# cores (estimated from single steps, 2026-12-01; not run end to end here), so 30-60 minutes;
-# `IRN_STEPS = 100` shortens it to minutes, at the price of the protocol. The rest (CRF, IR
-# labels, the walks over 400 images) takes a few minutes. Smoke mode: about 15 s.
+# IRNet protocol (993 SGD steps of 8 crops) takes about 6 minutes on two CPU cores (0.35 s a
+# step, measured end to end on three seeds, 2026-12-01; `IRN_STEPS = 100` shortens it, at the
+# price of the protocol). The rest (CRF, IR labels, the walks over 400 images) takes a few
+# minutes more. Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
 import os
@@ -360,12 +360,18 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 #   only 19% of them are right; 2% are confident background. The boundary network learns from
 #   these, so IRN at IRNet's thresholds starts far from the truth. On the same 40 images the
 #   CRF lifts the threshold's 44.9 to 79.0.
-# - **IRN with IRNet's protocol** (IR-label CRF, ~1000 steps, the scaled walk) over three seeds,
-#   beside the threshold, the CRF and the walk on true boundaries, and the IR labels' share of
-#   confident foreground and background: **not measured yet** (`scripts/compare_refinement.py`,
-#   command in `docs/results.md` 4c). Whether *learned* boundaries get anywhere near the oracle's
-#   73.8 is the open question; the table above (section 5) answers it for one run when you
-#   execute this notebook at the `cpu` preset.
+# - **IRN with IRNet's protocol** (IR-label CRF, 993 steps, the scaled walk), three seeds of
+#   the evidence protocol's round 0 (`docs/results.md` 4c, `scripts/compare_refinement.py`):
+#   threshold 0.7 gives 39.1 mIoU, the CRF **62.1** (+22.9 [+11.9, +34.0], every seed), IRN at
+#   IRNet's 0.25 **15.4** (−23.8 [−31.1, −16.5], every seed), the walk on true boundaries at
+#   0.25 16.0: at IRNet's threshold the learned boundaries are as good as true ones, and both
+#   fail, because the walk spreads the CAMs' leak over the context. At 0.7 the walk on true
+#   boundaries gains (62.1, +22.9), the walk on the *learned* boundaries loses (25.5, −13.7
+#   [−17.4, −10.0]): trained from IR labels that call 50-63% of the pixels confident
+#   foreground (the truth: 10.5%), the boundary network does not find the objects' edges. The
+#   figure below (IoU per class, from that script) shows the background collapsing under IRN.
+#
+# ![IoU per class of each refinement](../figures/05_refinement_per_class.png)
 #
 # The general lesson: refinement amplifies what the CAMs say, errors included. The random walk
 # spreads CAM mass inside the regions the boundary map closes; when the CAM has leaked onto the
@@ -415,10 +421,12 @@ for fg in (0.3, 0.5, 0.7):
 #   random-walk inside regions (β = 10, a reach of 0.30 of the image: 2^8 steps at radius 5 on
 #   VOC, radius 3 here), thresholding at 0.25.
 # - A diagnostic must pass its own sanity check: on true boundaries placed outside the objects,
-#   perfect CAMs survive the walk, and these CAMs gain 30 points at a threshold of 0.7 (seed 0),
-#   but lose at IRNet's 0.25. How far learned boundaries fall short of true ones is still to be
-#   measured over seeds. None of the variants removes the confounder itself, since they all
-#   start from the same biased CAMs.
+#   perfect CAMs survive the walk, and these CAMs gain about 23 points at a threshold of 0.7
+#   (three seeds), but lose at IRNet's 0.25. Learned boundaries fall far short of true ones here
+#   (−13.7 points against the plain threshold at 0.7), because their teacher, the IR labels,
+#   joins objects to their context; on this benchmark the dense CRF is the refinement that
+#   works (+22.9). None of the variants removes the confounder itself, since they all start
+#   from the same biased CAMs.
 #
 # **Next:** the confounder dictionary and the context adjustment that intervene on the
 # classifier: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).

@@ -33,6 +33,7 @@ before it was adopted:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -134,11 +135,14 @@ def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_ima
             write_json(out / "irn.json", {k: v for k, v in result.items() if k != "history"})
         row["seconds"]["irn_train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        refiner = make_irn_refiner(cam_net, out / "irn.pt", p, device=device)
-        # IRNet's threshold after the walk, and the pipeline's (where the oracle walk gains)
+        # IRNet's threshold after the walk, and the pipeline's (where the oracle walk gains);
+        # the refiner applies its config's sem_seg_bg_threshold, whatever it is passed
         for name, t in (("irn", p.sem_seg_bg_threshold), ("irn_bg", p.bg_threshold)):
             if name in row:
                 continue
+            refiner = make_irn_refiner(cam_net, out / "irn.pt",
+                                       dataclasses.replace(p, sem_seg_bg_threshold=t),
+                                       device=device)
             make_pseudo_masks(train, cams, out / name, bg_threshold=t, refine=refiner,
                               progress=progress)
             score(name, out / name)
@@ -266,11 +270,12 @@ def main() -> None:
         saved = args.out / "scores.json"  # an earlier invocation's rows: what is done is kept
         previous = {r["run"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
         rows = []
-        for run in runs:
+        for i, run in enumerate(runs):
             rows.append(run_one(run, args.out / run.name, overrides, irn=args.irn,
                                 oracle_images=args.oracle_images, tolerance=args.tolerance,
                                 progress=not args.no_progress, previous=previous.get(str(run))))
-            write_json(saved, rows)
+            later = [previous[str(r)] for r in runs[i + 1:] if str(r) in previous]
+            write_json(saved, rows + later)  # an interrupted invocation loses nothing
     text = table(rows)
     write_text(args.out / "table.md", text)
     if args.figure:
