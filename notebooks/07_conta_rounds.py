@@ -246,7 +246,7 @@ else:
 #   at 0.0008, its attention stays uniform (largest $\alpha$ 0.169 against 1/6), and the M
 #   term makes 2e-6 of the CAMs. Round 1 is round 0.
 # - **Not the approximation**: the exact backdoor sum $\sum_c P(Y \mid X, m=c)\,P(c)$ in place
-#   of Eq. 3's NWGM (4 seeds so far) changes pseudo-mask mIoU by $+0.01 \pm 0.08$ against
+#   of Eq. 3's NWGM (5 seeds) changes pseudo-mask mIoU by $+0.01 \pm 0.07$ against
 #   CONTA; its context term is still 6.5e-5 of the CAMs. With a channel this weak, the exact sum
 #   and its approximation are both the baseline.
 # - **What is still being measured**: whether the optimiser (AdamW at a learning rate of its
