@@ -137,17 +137,22 @@ def test_archive_round_trip_gives_the_same_tables_without_the_run_folders(tmp_pa
     assert fresh["primary"]["values"] == pytest.approx([1.0, 0.5, -1.0])
 
 
-def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path, monkeypatch):
+def _on_machine(monkeypatch, cpu: str, session: str) -> None:
+    """Pretend the following runs are made on another machine (causal_wsss.evidence.machine_id)."""
     from causal_wsss import evidence
+
+    monkeypatch.setattr(evidence, "machine_id",
+                        lambda: {"torch": "2.14.1", "cpu": cpu, "session": session})
+
+
+def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path, monkeypatch):
     from causal_wsss.evidence import archive_runs, load_archive, reproduction_table
 
     arch = tmp_path / "evidence_runs.json"
-    monkeypatch.setattr(evidence, "machine_id",
-                        lambda: {"torch": "2.14.1", "cpu": "AVX2", "session": "first"})
+    _on_machine(monkeypatch, "AVX2", "first")
     _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
     archive_runs(Protocol(tmp_path / "a"), arch)
-    monkeypatch.setattr(evidence, "machine_id",
-                        lambda: {"torch": "2.14.1", "cpu": "AVX512", "session": "second"})
+    _on_machine(monkeypatch, "AVX512", "second")
     _fake_run(tmp_path / "b", "conta", 0.9, 0, [40.5, 41.0])  # another build's rerun
     res = collect(Protocol(tmp_path / "b", archive=arch))
     assert [(c["round"], c["archived"], c["rerun"]) for c in res["reproduced"]] == \
@@ -213,16 +218,13 @@ def test_a_variant_alone_runs_the_round_0_it_is_paired_with(tmp_path):
 def test_a_run_comes_from_one_machine(tmp_path, monkeypatch):
     """Round 2 made elsewhere replaces the archived record (rounds 0-1 of another machine) in
     the archive and in the tables: round t − round 0 never mixes machines."""
-    from causal_wsss import evidence
     from causal_wsss.evidence import archive_runs, load_archive
 
     arch = tmp_path / "evidence_runs.json"
-    monkeypatch.setattr(evidence, "machine_id",
-                        lambda: {"torch": "2.14.1", "cpu": "AVX2", "session": "first"})
+    _on_machine(monkeypatch, "AVX2", "first")
     _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
     archive_runs(Protocol(tmp_path / "a"), arch)
-    monkeypatch.setattr(evidence, "machine_id",
-                        lambda: {"torch": "2.14.1", "cpu": "AVX512", "session": "second"})
+    _on_machine(monkeypatch, "AVX512", "second")
     _fake_run(tmp_path / "b", "conta", 0.9, 0, [40.4, 40.4, 40.9])  # rounds 0-2 elsewhere
     res = collect(Protocol(tmp_path / "b", archive=arch))
     assert res["primary"]["values"] == [pytest.approx(0.0)]  # 40.4 - 40.4, not 41.0 - 40.4
