@@ -44,6 +44,11 @@ def test_jobs_put_the_primary_comparison_first(tmp_path):
     assert jobs[:8] == [Job("conta", 0.9, s, 1) for s in range(8)]
     assert sum(j.arm == "conta" and j.rho == 0.9 and j.rounds == 2 for j in jobs) == 5
     assert {j.rho for j in jobs} == {None, 0.5, 0.7, 0.9, 0.97}
+    # variants and round 2 seed by seed: one rerun of a seed's round 0 serves all of them
+    per_seed = [(j.seed, j.arm) for j in jobs if j.rho == 0.9 and j.arm != "interventional"][8:]
+    assert per_seed[:6] == [(0, "exact"), (0, "adamw"), (0, "gt_dict"), (0, "mmax"),
+                            (0, "uniform"), (0, "conta")]
+    assert [s for s, _ in per_seed] == sorted(s for s, _ in per_seed)
 
 
 @pytest.mark.slow
