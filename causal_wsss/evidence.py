@@ -181,6 +181,8 @@ def job_config(proto: Protocol, job: Job):
 def share_round0(src: Path, dst: Path, cfg) -> bool:
     """Copy the finished round 0 of ``src`` (the ``conta`` run of the same rho and seed) into
     ``dst`` (a variant's run), so the variant's round 1 is paired with the very same baseline.
+    A round 0 run on its own (``rounds=0``) lacks the segmentation predictions on the training
+    images that the next round's dictionary needs; the variant's run adds them (seconds).
 
     Round 0 reads no ``context.*`` key, so only those may differ between the two configs (else
     ConfigError naming the keys); the copied stage records are re-stamped with ``cfg``'s config
@@ -188,7 +190,8 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     """
     from .errors import ConfigError
 
-    if (dst / "round_0").exists() or not (src / "round_0" / "seg_predict.json").is_file():
+    done = (src / "round_0" / "seg_predict.json").is_file() or _finished(src, 0)
+    if (dst / "round_0").exists() or not done:
         return False
     theirs = json.loads((src / "config.json").read_text())
     ours = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as in config.json

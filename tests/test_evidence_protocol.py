@@ -103,6 +103,15 @@ def test_share_round0_refuses_a_config_that_round0_reads(tmp_path):
     other = resolve("cpu", ["data.root=/d", "cam.epochs=3"], seed=0, rounds=1)
     with pytest.raises(ConfigError, match="cam"):
         share_round0(src, tmp_path / "other", other)
+    # a round 0 run on its own (rounds=0: no seg_predict yet) is shared once its report says so
+    alone = tmp_path / "alone"
+    (alone / "round_0").mkdir(parents=True)
+    base.save(alone / "config.json")
+    (alone / "round_0" / "seg_eval.json").write_text('{"inputs": {"config": "x", "data": {}}}')
+    assert not share_round0(alone, tmp_path / "v1", variant)  # round 0 not finished
+    (alone / "report.json").write_text(json.dumps({"rounds": [{"round": 0}]}))
+    assert share_round0(alone, tmp_path / "v1", variant)
+    assert (tmp_path / "v1" / "round_0" / "seg_eval.json").is_file()
 
 
 def _fake_run(out, arm, rho, seed, values, history=None):
