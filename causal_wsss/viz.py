@@ -287,6 +287,12 @@ def plot_rounds(reports: dict[str, dict] | dict) -> Figure:
         ax.legend(fontsize=7)
     ax1.set_ylabel("mIoU (%)")
     ax2.set_ylabel("share of CAM mass outside the object")
+    # shares on their whole scale: autoscaling would blow a 0.001 change up to the full height
+    ax2.set_ylim(0.0, 1.0)
+    ax1.set_ylim(0.0, max(50.0, 10.0 * np.ceil(max(
+        (e[k] for r in reports.values() for e in r["rounds"]
+         for k in ("cam_miou", "cam_miou_best", "pseudo_miou", "seg_miou")
+         if e.get(k) is not None), default=0.0) / 10.0)))
     fig.tight_layout()
     return fig
 
@@ -491,6 +497,7 @@ def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
         fig = ax.figure
     if fixed is not None:
         ax.axvline(fixed, color="0.4", linestyle=":", linewidth=1.5, label=f"fixed t = {fixed:.2f}")
+    at_fixed = []  # (value at the fixed threshold, its threshold, colour) per curve
     for k, (label, curve) in enumerate(curves.items()):
         t, m = (np.asarray(v, float) for v in zip(*curve))
         color = f"C{k}"
@@ -500,8 +507,12 @@ def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
         if fixed is not None:
             near = int(np.argmin(np.abs(t - fixed)))
             ax.plot(t[near], m[near], "o", color=color)
-            ax.annotate(f"{m[near]:.1f}", (t[near], m[near]), textcoords="offset points",
-                        xytext=(4, -12), fontsize=8, color=color)
+            at_fixed.append((float(m[near]), float(t[near]), color))
+    # the values at the fixed threshold, labelled right of their points, highest first, each
+    # 11 points below the one above so that close values do not print over each other
+    for rank, (value, t_near, color) in enumerate(sorted(at_fixed, key=lambda v: -v[0])):
+        ax.annotate(f"{value:.1f}", (t_near, value), textcoords="offset points",
+                    xytext=(6, 4 - 11 * rank), fontsize=8, color=color, va="center")
     ax.set_xlabel("background threshold t")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -44,6 +44,21 @@ def test_plot_threshold_sweep_marks_best_and_fixed():
     assert [(float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in stars] == [(0.2, 40.0)]
     assert [t.get_text() for t in ax.texts] == ["20.0"]  # the value at the fixed threshold
     plt.close(fig)
+    # two curves with close values at the fixed threshold: labels stacked, higher value on top
+    fig = viz.plot_threshold_sweep({"a": curve, "b": [(t, m - 0.5) for t, m in curve]})
+    offsets = {t.get_text(): t.xyann[1] for t in fig.axes[0].texts}
+    assert set(offsets) == {"20.0", "19.5"} and offsets["20.0"] - offsets["19.5"] >= 10
+    plt.close(fig)
+
+
+def test_plot_rounds_draws_shares_on_their_whole_scale():
+    entry = {"cam_miou": 16.0, "cam_miou_best": 40.0, "pseudo_miou": 39.9, "seg_miou": 42.0,
+             "leakage": 0.829, "leakage_background": 0.764, "leakage_cooccur": 0.065}
+    report = {"rounds": [{"round": 0, **entry}, {"round": 1, **entry, "leakage": 0.830}]}
+    fig = viz.plot_rounds(report)
+    assert fig.axes[1].get_ylim() == (0.0, 1.0)  # a 0.001 change stays a 0.001 change
+    assert fig.axes[0].get_ylim() == (0.0, 50.0)
+    plt.close(fig)
 
 
 def test_plot_leakage_split_stacks_and_skips_empty_classes():
