@@ -19,7 +19,7 @@ On real photographs nobody can do that; here, for any trained CAM network:
 
 Logits come from one full-image forward pass (no crop, no flip); CAMs from the configured
 multi-scale + flip inference (:func:`causal_wsss.cam.make_cams`). For a CONTA network (a
-:class:`~causal_wsss.pipeline.ContextCamNet`) every image gets its own context map from its
+:class:`~causal_wsss.models.context.ContextCamNet`) every image gets its own context map from its
 query, as in training.
 """
 

@@ -322,7 +322,7 @@ cells.apply(lambda c: f"{c['mean']:.2f} ({int(c['count'])})", axis=1).unstack(fi
 # ## 4. A second method: ESOL's expansion and shrinkage
 #
 # CONTA claims to improve "various popular WSSS methods"; so far we met one, IRNet's CAM. The
-# project has a second: **ESOL** (Li et al., NeurIPS 2022), chosen with `cam.method=esol`.
+# project has a second: **ESOL** (Li et al., NeurIPS 2022, [arXiv:2209.07761](https://arxiv.org/abs/2209.07761)), chosen with `cam.method=esol`.
 # After the same CAM training (its *stage 0*), ESOL adds two deformable samplers behind the
 # trunk. The **expansion** sampler learns *where to sample* the features so as to make the
 # classifier's job **harder**: it moves its taps away from the most discriminative parts, so

@@ -123,8 +123,9 @@ print(f"pseudo-mask threshold of preset '{cfg.preset}': {p.bg_threshold}")
 # The plainest pseudo-mask is the CAM evaluation rule itself (`cams_to_mask`, IRNet's
 # `eval_cam`): pad a constant background score $t$ in front of the image's class maps and take
 # the argmax, so a pixel is background where every CAM is at most $t$. IRNet evaluates CAMs at
-# $t = 0.15$; the `cpu` preset makes its pseudo-masks at 0.5, because CAMs of a network trained
-# from scratch on small images are diffuse (notebook 03).
+# $t = 0.15$; the `cpu` preset makes its pseudo-masks at 0.7, the best threshold of one round-0
+# sweep chosen once before any CONTA round (`docs/results.md` section 5), because CAMs on this
+# coarse grid (1/16 of the image, about 18 x 14 cells) spread far beyond the object (notebook 03).
 
 # %%
 thresholded = {f"t = {t}": [cams_to_mask(c.high_res, c.keys, t) for c in cams]
