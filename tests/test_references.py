@@ -14,7 +14,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 DOCS = [ROOT / "README.md", ROOT / "notebooks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # a repository path in backticks: a top-level folder of the project, then a file with a suffix
-PATH = re.compile(r"`(?:\.\./)?((?:docs|scripts|notebooks|tests|causal_wsss|bench)/[\w./-]+\.\w+)`")
+PATH = re.compile(r"`(?:\.\./)?((?:docs|scripts|notebooks|tests|causal_wsss|bench|figures)/[\w./-]+\.\w+)`")
 GENERATED = ("runs/", "data/")  # written by runs, never committed
 
 
@@ -66,6 +66,30 @@ def test_notebooks_cite_the_method_page_by_its_path(path: Path):
                       f"bare method.md, at characters {bare}")
     unnamed = re.findall(r"(?<![/\w])issue #\d+", text)
     assert not unnamed, f"{path.name}: say whose issue and link it: {unnamed}"
+
+
+def test_nothing_points_outside_the_repository():
+    """The developers' notes beside the checkout (``../shared``) are not in a user's clone."""
+    import subprocess
+
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    outside = re.compile(r"\.\./shared\b|(?<![\w./-])shared/\w+\.md")
+    hits = []
+    for rel in files:
+        path = ROOT / rel
+        if rel == "tests/test_references.py" or path.suffix not in {".py", ".md", ".ipynb", ".toml",
+                                                                   ".yml", ".cfg", ".txt", ".sh", ""}:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        hits += [f"{rel}: {m.group(0)}" for m in outside.finditer(text)]
+    assert not hits, "references to files outside the repository:\n" + "\n".join(hits)
 
 
 def test_the_checker_catches_a_missing_file(tmp_path: Path):
