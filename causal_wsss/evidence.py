@@ -307,7 +307,7 @@ def _archived(archived: dict, proto: Protocol, job: Job) -> bool:
 
 ARCHIVE_FORMAT = 1
 _HISTORY_KEYS = ("w_m_abs", "alpha_max_mean", "attention_logit_std", "alpha_uniform")
-_ROUND_KEYS = (*ENDPOINTS, "context_share")
+_ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds")
 
 
 def _run_key(job: Job, proto: Protocol) -> str:
@@ -380,7 +380,10 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
             rec = _reduce(rounds)
             old = runs.get(key)
             new_rounds = set(rec["rounds"]) - set((old or {}).get("rounds", {}))
-            if old is not None and not new_rounds:
+            if old is not None and not new_rounds and (
+                    old.get("machine", {}).get("session") != here["session"]
+                    or all("seconds" in old["rounds"].get(r, {}) or "seconds" not in v
+                           for r, v in rec["rounds"].items())):
                 continue
             if old is None or old.get("machine", {}).get("session") != here["session"]:
                 previous = [] if old is None else [*old.pop("previous", []), old]
@@ -388,6 +391,9 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
                              **({"previous": previous} if previous else {})}
                 new_rounds = set(rec["rounds"])
             target = runs[key]
+            for r, values in rec["rounds"].items():  # timings of rounds archived before they were kept
+                if r in target["rounds"] and "seconds" in values and "seconds" not in target["rounds"][r]:
+                    target["rounds"][r]["seconds"] = values["seconds"]
             for r in sorted(new_rounds):
                 target["rounds"][r] = {**rec["rounds"][r], "torch": here["torch"]}
                 n += 1
@@ -462,11 +468,34 @@ def _reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
             rho_s, seed_s = run.name[3:].split("_seed")
             report = json.loads(path.read_text())
             rounds = {e["round"]: e for e in report["rounds"]}
+            for r in rounds:
+                seconds = _round_seconds(run, r)
+                if seconds is not None:
+                    rounds[r] = {**rounds[r], "seconds": seconds}
             history = _round1_history(run)
             if history and 1 in rounds:
                 rounds[1] = {**rounds[1], "epoch_history": history}
             found.setdefault((arm.name, float(rho_s)), {})[int(seed_s)] = rounds
     return found
+
+
+def _round_seconds(run: Path, r: int) -> float | None:
+    """The wall seconds ``run`` spent on round ``r``: the sum of its stage records' ``seconds``.
+    None when no record says, or when part of the round was copied from another run (a
+    variant's shared round 0): such a round did not cost what a round costs."""
+    total, found = 0.0, False
+    for path in sorted((run / f"round_{r}").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        if "shared_from" in record:
+            return None
+        if isinstance(record.get("seconds"), (int, float)):
+            total, found = total + float(record["seconds"]), True
+    return total if found else None
 
 
 def _round1_history(run: Path) -> list[dict]:
@@ -587,7 +616,47 @@ def collect(proto: Protocol) -> dict[str, Any]:
             row[k] = {"conta": _with_seeds(s1, d_conta), "interventional": _with_seeds(s2, d_int),
                       "gap_closed": ratio_interval(num, den)}
         result["sweep"][str(rho)] = row
+    result["cost"] = _cost(proto, reports)
     return result
+
+
+COST_KINDS = ("round 0", "round 1 or 2", "interventional transfer")
+
+
+def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
+    """Median wall minutes per kind of round over every timed round (archived or here; rounds
+    timed on a loaded machine included: the median resists them), and the whole protocol at
+    those medians: each job counted by the rounds it adds (a variant adds round 1 on conta's
+    shared round 0; the interventional CAM training is a round 0, its transfer to each rho
+    skips CAM training)."""
+    times: dict[str, list[float]] = {k: [] for k in COST_KINDS}
+    for (arm, _), runs in reports.items():
+        for rounds in runs.values():
+            for r, entry in rounds.items():
+                seconds = _value(entry, "seconds")
+                if seconds is not None:
+                    kind = (COST_KINDS[2] if arm == "interventional"
+                            else COST_KINDS[0] if r == 0 else COST_KINDS[1])
+                    times[kind].append(seconds / 60.0)
+    count = dict.fromkeys(COST_KINDS, 0)
+    done: dict[tuple[str, float | None, int], int] = {}
+    for job in proto.jobs():
+        if job.rho is None:
+            count[COST_KINDS[0]] += 1
+        elif job.arm == "interventional":
+            count[COST_KINDS[2]] += 1
+        elif job.arm in VARIANTS:
+            count[COST_KINDS[1]] += 1
+        else:
+            first = done.get((job.arm, job.rho, job.seed), -1) + 1
+            count[COST_KINDS[0]] += int(first == 0)
+            count[COST_KINDS[1]] += max(0, job.rounds - max(first, 1) + 1)
+            done[(job.arm, job.rho, job.seed)] = job.rounds
+    median = {k: float(np.median(v)) if v else None for k, v in times.items()}
+    total = (None if None in median.values()
+             else sum(count[k] * median[k] for k in COST_KINDS) / 60.0)
+    return {"median_minutes": median, "timed": {k: len(v) for k, v in times.items()},
+            "rounds": count, "protocol_hours": total}
 
 
 def _with_seeds(seeds: list[int], diffs: list[float]) -> dict[str, Any]:
@@ -633,6 +702,23 @@ def _per_seed(stat: dict | None, digits: int) -> str:
     if not stat or not stat.get("values"):
         return ""
     return ", ".join(f"{s}: {v:+.{digits}f}" for s, v in zip(stat.get("seeds", []), stat["values"]))
+
+
+def cost_line(res: dict[str, Any]) -> str:
+    """One sentence: minutes per round and the whole protocol's hours at those medians."""
+    cost = res.get("cost")
+    if not cost or not any(cost["timed"].values()):
+        return ""
+    parts = [f"{k} {cost['median_minutes'][k]:.1f} min (n={cost['timed'][k]})"
+             for k in COST_KINDS if cost["timed"][k]]
+    n = cost["rounds"]
+    line = ("**Cost** (median wall time per round on 2 CPU cores, over the timed runs): "
+            + ", ".join(parts) + f". The protocol is {n[COST_KINDS[0]]} rounds 0 (the "
+            f"interventional CAM trainings included), {n[COST_KINDS[1]]} later rounds and "
+            f"{n[COST_KINDS[2]]} interventional transfers")
+    if cost["protocol_hours"] is not None:
+        line += f": about {cost['protocol_hours']:.1f} hours at these medians"
+    return line + "."
 
 
 def markdown_tables(res: dict[str, Any]) -> str:
@@ -706,6 +792,9 @@ def markdown_tables(res: dict[str, Any]) -> str:
             gap = "–" if g["ratio"] is None else f"{g['ratio']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
             lines.append(f"| {rho} | {LABELS[k]} | {_fmt(row['conta'], _digits(k))} | "
                          f"{_fmt(row['interventional'], _digits(k))} | {gap} |")
+    cost = cost_line(res)
+    if cost:
+        lines += ["", cost]
     return "\n".join(lines) + "\n"
 
 

@@ -262,3 +262,44 @@ def test_a_variant_is_compared_with_conta_through_their_own_round_0(tmp_path):
     _fake_run(tmp_path, "exact", 0.9, 0, [40.5, 41.5])  # its round 0 rerun here: +0.5
     res = collect(Protocol(tmp_path))
     assert res["vs_conta"]["exact@0.9"]["pseudo_miou"]["values"] == [pytest.approx(1.0)]
+
+
+def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
+    from causal_wsss.evidence import (
+        COST_KINDS,
+        _round_seconds,
+        archive_runs,
+        cost_line,
+        load_archive,
+    )
+
+    run = _fake_run(tmp_path / "runs", "conta", 0.9, 0, [40.0, 41.0])
+    for r, stages in ((0, {"cam_train": 60.0, "cams": 120.0}), (1, {"cam_train": 90.0, "cams": 60.0})):
+        (run / f"round_{r}").mkdir(exist_ok=True)
+        for stage, sec in stages.items():
+            (run / f"round_{r}" / f"{stage}.json").write_text(json.dumps({"seconds": sec}))
+    shared = _fake_run(tmp_path / "runs", "uniform", 0.9, 0, [40.0, 40.5])
+    (shared / "round_0").mkdir()
+    (shared / "round_0" / "cams.json").write_text(json.dumps({"seconds": 9.0, "shared_from": "x"}))
+    assert _round_seconds(run, 0) == 180.0 and _round_seconds(shared, 0) is None  # copied: no cost
+    assert _round_seconds(run, 5) is None
+    inter = _fake_run(tmp_path / "runs", "interventional", 0.9, 0, [45.0])
+    (inter / "round_0").mkdir()
+    (inter / "round_0" / "cams.json").write_text(json.dumps({"seconds": 120.0}))
+    proto = Protocol(tmp_path / "runs", main_seeds=(0,), other_seeds=(0,), round2_seeds=(0,),
+                     sweep_rhos=(0.5,), variants=("uniform",))
+    res = collect(proto)
+    cost = res["cost"]
+    assert cost["median_minutes"] == {COST_KINDS[0]: 3.0, COST_KINDS[1]: 2.5, COST_KINDS[2]: 2.0}
+    # rounds 0: conta at 0.9 and 0.5, the interventional training; later: conta r1 at 0.9 and
+    # 0.5, uniform r1, conta r2; transfers: 0.9 and 0.5
+    assert cost["rounds"] == {COST_KINDS[0]: 3, COST_KINDS[1]: 4, COST_KINDS[2]: 2}
+    assert cost["protocol_hours"] == pytest.approx((3 * 3.0 + 4 * 2.5 + 2 * 2.0) / 60)
+    assert "round 0 3.0 min (n=1)" in cost_line(res) and "0.4 hours" in cost_line(res)
+    # the archive keeps the timings, so a clone without the run folders gives the same cost
+    arch = tmp_path / "arch.json"
+    archive_runs(proto, arch)
+    assert load_archive(arch)["conta/rho0.9_seed0"]["rounds"]["1"]["seconds"] == 150.0
+    fresh = Protocol(tmp_path / "fresh", main_seeds=(0,), other_seeds=(0,), round2_seeds=(0,),
+                     sweep_rhos=(0.5,), variants=("uniform",), archive=arch)
+    assert collect(fresh)["cost"] == cost
