@@ -508,11 +508,19 @@ def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
             near = int(np.argmin(np.abs(t - fixed)))
             ax.plot(t[near], m[near], "o", color=color)
             at_fixed.append((float(m[near]), float(t[near]), color))
-    # the values at the fixed threshold, labelled right of their points, highest first, each
-    # 11 points below the one above so that close values do not print over each other
-    for rank, (value, t_near, color) in enumerate(sorted(at_fixed, key=lambda v: -v[0])):
-        ax.annotate(f"{value:.1f}", (t_near, value), textcoords="offset points",
-                    xytext=(6, 4 - 11 * rank), fontsize=8, color=color, va="center")
+    # the values at the fixed threshold, labelled right of their points, highest first; a label
+    # closer than 6% of the curves' range to the one above moves down (values that close would
+    # print over each other)
+    if at_fixed:
+        values = [float(np.nanmax(np.asarray(c, float)[:, 1])) for c in curves.values()] + \
+                 [float(np.nanmin(np.asarray(c, float)[:, 1])) for c in curves.values()]
+        gap = 0.06 * max(max(values) - min(values), 1e-6)
+        y_prev = np.inf
+        for value, t_near, color in sorted(at_fixed, key=lambda v: -v[0]):
+            y = min(value, y_prev - gap)
+            ax.annotate(f"{value:.1f}", (t_near, value), xytext=(t_near + 0.015, y),
+                        textcoords="data", fontsize=8, color=color, va="center")
+            y_prev = y
     ax.set_xlabel("background threshold t")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
