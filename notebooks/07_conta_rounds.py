@@ -274,8 +274,9 @@ else:
 # (`evidence["paired"]["conta@0.9"]["1"]["pseudo_miou"]["values"]`) and check it against the
 # table. Then use only the first two seeds: what does an interval from two seeds tell you?
 #
-# **Exercise 2.** With the per-seed CAM gains we measured for Eq. 3 in round 1 (+1.7, +2.4 and
-# -3.7 points, `docs/results.md` section 1), how wide is the 95% interval, and how many seeds
+# **Exercise 2.** With the per-seed CAM gains we measured for Eq. 3 in round 1 with the former,
+# from-scratch preset (+1.7, +2.4 and -3.7 points, `docs/results.md` section 1, three seeds
+# whose data were redrawn per seed), how wide is the 95% interval, and how many seeds
 # of that spread would a true gain of +0.5 (the paper's, for IRNet) need before its interval
 # excludes zero?
 
