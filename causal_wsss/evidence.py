@@ -79,7 +79,33 @@ ARMS: tuple[Arm, ...] = (
     Arm("gt_dict", "ground-truth dictionary", ("context.source=gt",),
         "dictionary and queries from the true masks (upper bound of the dictionary)"),
 )
-ARM_BY_NAME = {a.name: a for a in ARMS}
+ESOL_ARMS: tuple[Arm, ...] = (
+    Arm("esol", "ESOL (re-implemented) + CONTA", ("cam.method=esol",),
+        "its own round 0 (stage 0 is IRNet's CAM training), then CONTA's round 1"),
+    Arm("esol_noclip", "ESOL, no clip", ("cam.method=esol", "esol.clip_q=0"),
+        "the Clip Op off"),
+    Arm("esol_area002", "ESOL, area weight 0.02", ("cam.method=esol", "esol.lambda_area=0.02"),
+        "the shrinkage's area term 5x weaker"),
+    Arm("esol_area02", "ESOL, area weight 0.2", ("cam.method=esol", "esol.lambda_area=0.2"),
+        "the shrinkage's area term 2x stronger"),
+    Arm("esol_backbone", "ESOL, backbone in the expansion (reading B)",
+        ("cam.method=esol", "esol.train_backbone=true"),
+        "layer3/4 also descend the expansion loss"),
+    Arm("esol_lroff", "ESOL, offset learning rate 0.1", ("cam.method=esol", "esol.lr_offset=0.1"),
+        "does a sampler that moves expand the maps? (not in the specification's list)"),
+)
+"""ESOL (``cam.method=esol``) under the same protocol: an extension made after the
+pre-registration (``docs/results.md`` section 6), not one of its comparisons. ``esol`` runs
+rounds 0-1; the ablations run round 0 only and are compared with ``esol``'s round 0."""
+ESOL_ABLATIONS = tuple(a.name for a in ESOL_ARMS[1:])
+ALL_ARMS = (*ARMS, *ESOL_ARMS)
+ARM_BY_NAME = {a.name: a for a in ALL_ARMS}
+ESOL_STAGES = (("esol_stage0_", "stage 0 (IRNet's CAM)"), ("esol_expand_", "expansion"),
+               ("", "shrinkage (ESOL's CAMs)"))
+ESOL_CAM_KEYS = ("cam_miou_best", "precision_best", "recall_best", "contrast_context")
+ESOL_KEYS = (*(prefix + k for prefix, _ in ESOL_STAGES for k in ESOL_CAM_KEYS),
+             "esol_expand_mean_abs_offset", "esol_shrink_mean_abs_offset")
+"""What ESOL's rounds add to the archive: each stage's CAM figures and the samplers' offsets."""
 VARIANTS = ("exact", "adamw", "gt_dict", "mmax", "uniform")
 """The round-1 variants, in the order they run (most informative first: whether the NWGM, the
 optimiser or the dictionary is to blame; the uniform control last, as CONTA's own attention
@@ -107,6 +133,8 @@ class Protocol:
     round2_seeds: tuple[int, ...] = tuple(range(5))
     sweep_rhos: tuple[float, ...] = SWEEP_RHOS
     variants: tuple[str, ...] = VARIANTS
+    esol_seeds: tuple[int, ...] = tuple(range(3))
+    esol_ablations: tuple[str, ...] = ESOL_ABLATIONS
     n_train: int = 400
     n_val: int = 100
     size: int | None = None  # default: the benchmark's
@@ -145,6 +173,9 @@ class Protocol:
         for rho in self.sweep_rhos:
             out += [Job("conta", rho, s, 1) for s in self.other_seeds]
             out += [Job("interventional", rho, s, 0) for s in self.other_seeds]
+        # the ESOL extension (docs/results.md section 6), after the protocol proper
+        out += [Job("esol", MAIN_RHO, s, 1) for s in self.esol_seeds]
+        out += [Job(a, MAIN_RHO, s, 0) for s in self.esol_seeds for a in self.esol_ablations]
         if self.seeds is not None:
             out = [j for j in out if j.seed in self.seeds]
         if self.rhos is not None:
@@ -307,7 +338,8 @@ def _archived(archived: dict, proto: Protocol, job: Job) -> bool:
 
 ARCHIVE_FORMAT = 1
 _HISTORY_KEYS = ("w_m_abs", "alpha_max_mean", "attention_logit_std", "alpha_uniform")
-_ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds")
+_ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds",
+               *(k for k in ESOL_KEYS if k not in ENDPOINTS))
 
 
 def _run_key(job: Job, proto: Protocol) -> str:
@@ -457,7 +489,7 @@ def ratio_interval(num: Sequence[float], den: Sequence[float], *, reps: int = 40
 def _reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
     """{(arm, rho): {seed: {round: entry}}} of every report under ``proto.out``."""
     found: dict[tuple[str, float], dict[int, dict]] = {}
-    for arm in ARMS:
+    for arm in ALL_ARMS:
         folder = proto.out / arm.name
         if not folder.is_dir():
             continue
@@ -616,11 +648,41 @@ def collect(proto: Protocol) -> dict[str, Any]:
             row[k] = {"conta": _with_seeds(s1, d_conta), "interventional": _with_seeds(s2, d_int),
                       "gap_closed": ratio_interval(num, den)}
         result["sweep"][str(rho)] = row
+    result["esol"] = _esol(reports)
     result["cost"] = _cost(proto, reports)
     return result
 
 
-COST_KINDS = ("round 0", "round 1 or 2", "interventional transfer")
+def _esol(reports: dict) -> dict[str, Any]:
+    """The ESOL extension's comparisons at the main rho, each paired by seed: ESOL's round 0
+    against IRN's (the ``conta`` arm's round 0), CONTA's gain on ESOL against its gain on IRN,
+    each ablation's round 0 against ESOL's; and the levels of ESOL's stages."""
+    esol = reports.get(("esol", MAIN_RHO), {})
+    irn = reports.get(("conta", MAIN_RHO), {})
+    if not esol and not any(reports.get((a, MAIN_RHO)) for a in ESOL_ABLATIONS):
+        return {}
+    out: dict[str, Any] = {
+        "vs_irn": {k: _with_seeds(*_paired(esol, 0, irn, 0, k)) for k in ENDPOINTS},
+        "conta_gain": {k: _with_seeds(*_paired(esol, 1, esol, 0, k)) for k in ENDPOINTS},
+        "conta_gain_vs_irn": {k: _with_seeds(*_diff_in_diff(esol, irn, k)) for k in ENDPOINTS},
+        "ablations": {}, "stages": {}}
+    for name in ESOL_ABLATIONS:
+        runs = reports.get((name, MAIN_RHO), {})
+        if runs:
+            out["ablations"][name] = {k: _with_seeds(*_paired(runs, 0, esol, 0, k))
+                                      for k in ENDPOINTS}
+    for name in ("esol", *ESOL_ABLATIONS):
+        runs = reports.get((name, MAIN_RHO), {})
+        if runs:
+            out["stages"][name] = {k: {**interval([_value(e.get(0), k) for e in runs.values()]),
+                                       "seeds": sorted(s for s, e in runs.items()
+                                                       if _value(e.get(0), k) is not None)}
+                                   for k in ESOL_KEYS}
+    return out
+
+
+COST_KINDS = ("round 0", "round 1 or 2", "interventional transfer", "ESOL round 0",
+              "ESOL round 1")
 
 
 def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
@@ -635,28 +697,37 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
             for r, entry in rounds.items():
                 seconds = _value(entry, "seconds")
                 if seconds is not None:
-                    kind = (COST_KINDS[2] if arm == "interventional"
-                            else COST_KINDS[0] if r == 0 else COST_KINDS[1])
-                    times[kind].append(seconds / 60.0)
+                    times[_cost_kind(arm, r)].append(seconds / 60.0)
     count = dict.fromkeys(COST_KINDS, 0)
     done: dict[tuple[str, float | None, int], int] = {}
     for job in proto.jobs():
         if job.rho is None:
             count[COST_KINDS[0]] += 1
-        elif job.arm == "interventional":
-            count[COST_KINDS[2]] += 1
         elif job.arm in VARIANTS:
             count[COST_KINDS[1]] += 1
         else:
             first = done.get((job.arm, job.rho, job.seed), -1) + 1
-            count[COST_KINDS[0]] += int(first == 0)
-            count[COST_KINDS[1]] += max(0, job.rounds - max(first, 1) + 1)
+            for r in range(first, job.rounds + 1):
+                count[_cost_kind(job.arm, r)] += 1
             done[(job.arm, job.rho, job.seed)] = job.rounds
     median = {k: float(np.median(v)) if v else None for k, v in times.items()}
-    total = (None if None in median.values()
-             else sum(count[k] * median[k] for k in COST_KINDS) / 60.0)
+
+    def hours(kinds: Sequence[str]) -> float | None:
+        if any(count[k] and median[k] is None for k in kinds):
+            return None
+        return sum(count[k] * median[k] for k in kinds if count[k]) / 60.0
+
     return {"median_minutes": median, "timed": {k: len(v) for k, v in times.items()},
-            "rounds": count, "protocol_hours": total}
+            "rounds": count, "protocol_hours": hours(COST_KINDS[:3]),
+            "esol_hours": hours(COST_KINDS[3:])}
+
+
+def _cost_kind(arm: str, r: int) -> str:
+    if arm.startswith("esol"):
+        return COST_KINDS[3] if r == 0 else COST_KINDS[4]
+    if arm == "interventional":
+        return COST_KINDS[2]
+    return COST_KINDS[0] if r == 0 else COST_KINDS[1]
 
 
 def _with_seeds(seeds: list[int], diffs: list[float]) -> dict[str, Any]:
@@ -718,6 +789,11 @@ def cost_line(res: dict[str, Any]) -> str:
             f"{n[COST_KINDS[2]]} interventional transfers")
     if cost["protocol_hours"] is not None:
         line += f": about {cost['protocol_hours']:.1f} hours at these medians"
+    if n[COST_KINDS[3]] or n[COST_KINDS[4]]:
+        line += (f"; the ESOL extension adds {n[COST_KINDS[3]]} ESOL rounds 0 and "
+                 f"{n[COST_KINDS[4]]} ESOL rounds 1")
+        line += (f", about {cost['esol_hours']:.1f} hours" if cost.get("esol_hours") is not None
+                 else " (not yet timed)")
     return line + "."
 
 
@@ -792,10 +868,52 @@ def markdown_tables(res: dict[str, Any]) -> str:
             gap = "–" if g["ratio"] is None else f"{g['ratio']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
             lines.append(f"| {rho} | {LABELS[k]} | {_fmt(row['conta'], _digits(k))} | "
                          f"{_fmt(row['interventional'], _digits(k))} | {gap} |")
+    esol = markdown_esol(res)
+    if esol:
+        lines += ["", esol]
     cost = cost_line(res)
     if cost:
         lines += ["", cost]
     return "\n".join(lines) + "\n"
+
+
+def markdown_esol(res: dict[str, Any]) -> str:
+    """The ESOL extension's tables (empty before any ESOL run)."""
+    e = res.get("esol") or {}
+    if not e:
+        return ""
+    head = "| comparison | " + " | ".join(LABELS[k] for k in ENDPOINTS) + " |"
+    lines = ["**A second CAM method: ESOL** (`cam.method=esol`, re-implemented from the abstract "
+             "and the official figure, not a reproduction; an extension of the protocol made "
+             f"after it, `docs/results.md` section 6), rho {MAIN_RHO}, paired by training seed",
+             "", head, "|---|" + "---|" * len(ENDPOINTS)]
+    rows = [("ESOL round 0 − IRN round 0", e.get("vs_irn")),
+            ("ESOL + CONTA: round 1 − round 0", e.get("conta_gain")),
+            ("CONTA's gain on ESOL − its gain on IRN", e.get("conta_gain_vs_irn"))]
+    rows += [(f"{ARM_BY_NAME[n].label} − ESOL (round 0)", st)
+             for n, st in (e.get("ablations") or {}).items()]
+    for label, stats in rows:
+        if stats and stats[PRIMARY]["n"]:
+            lines.append(f"| {label} | " + " | ".join(_fmt(stats[k], _digits(k))
+                                                      for k in ENDPOINTS) + " |")
+    lines += ["", "**ESOL's stages** (round 0 levels; precision and recall of the thresholded "
+              "CAMs at each network's best threshold, averaged over the foreground classes)", "",
+              "| run | network | CAM mIoU (best thr.) | precision | recall | contrast "
+              "(object/context) |", "|---|---|---|---|---|---|"]
+    for name, stages in (e.get("stages") or {}).items():
+        for prefix, network in ESOL_STAGES:
+            stats = [stages.get(prefix + k) for k in ESOL_CAM_KEYS]
+            if not stats[0] or not stats[0]["n"]:
+                continue
+            cells = [_fmt(st, 1 if k == "cam_miou_best" else 2, signed=False)
+                     for st, k in zip(stats, ESOL_CAM_KEYS)]
+            lines.append(f"| {ARM_BY_NAME[name].label} | {network} | " + " | ".join(cells) + " |")
+        offsets = [stages.get(f"esol_{s}_mean_abs_offset") for s in ("expand", "shrink")]
+        if all(o and o["n"] for o in offsets):
+            lines.append(f"| {ARM_BY_NAME[name].label} | mean abs offset, expansion / shrinkage "
+                         f"(feature cells) | {_fmt(offsets[0], 2, signed=False)} / "
+                         f"{_fmt(offsets[1], 2, signed=False)} | | | |")
+    return "\n".join(lines)
 
 
 def reproduction_table(res: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ background if you like, and rewrites ``OUT/evidence.md`` / ``OUT/evidence.json``
 
 ``--only conta interventional`` restricts the arms, ``--seeds 0`` and ``--rhos 0.9`` the seeds and
 rhos (one seed of one row, in minutes: ``--only exact --seeds 0``, which first runs the conta
-round 0 it is paired with); ``--list`` prints the jobs in order.
+round 0 it is paired with); ``--list`` prints the jobs in order. After the protocol proper
+come the ESOL extension's jobs (docs/results.md section 6: ``cam.method=esol`` rounds 0-1 and
+its ablations' round 0, seeds 0-2), e.g. ``--only esol --seeds 0``.
 
 Every finished round's table entries are archived in ``docs/tables/evidence_runs.json`` by
 ``--publish`` (a few kilobytes per run: a run folder is a gigabyte and lives on one machine).
@@ -279,7 +281,8 @@ def main() -> None:
                    help="run the whole protocol of docs/results.md section 0 (resumable)")
     p.add_argument("--only", nargs="+", default=None, metavar="ARM",
                    help="with --protocol: only these arms (conta interventional exact uniform "
-                   "adamw mmax gt_dict)")
+                   "adamw mmax gt_dict; the ESOL extension: esol esol_noclip esol_area002 "
+                   "esol_area02 esol_backbone esol_lroff)")
     p.add_argument("--tables-only", action="store_true",
                    help="with --protocol: run nothing, rewrite the tables from finished runs")
     p.add_argument("--publish", action="store_true",

@@ -45,7 +45,9 @@ def test_jobs_put_the_primary_comparison_first(tmp_path):
     assert sum(j.arm == "conta" and j.rho == 0.9 and j.rounds == 2 for j in jobs) == 5
     assert {j.rho for j in jobs} == {None, 0.5, 0.7, 0.9, 0.97}
     # variants and round 2 seed by seed: one rerun of a seed's round 0 serves all of them
-    per_seed = [(j.seed, j.arm) for j in jobs if j.rho == 0.9 and j.arm != "interventional"][8:]
+    per_seed = [(j.seed, j.arm) for j in jobs
+                if j.rho == 0.9 and j.arm in ("conta", "exact", "adamw", "gt_dict", "mmax",
+                                              "uniform")][8:]
     assert per_seed[:6] == [(0, "exact"), (0, "adamw"), (0, "gt_dict"), (0, "mmax"),
                             (0, "uniform"), (0, "conta")]
     assert [s for s, _ in per_seed] == sorted(s for s, _ in per_seed)
@@ -55,7 +57,7 @@ def test_jobs_put_the_primary_comparison_first(tmp_path):
 def test_tiny_protocol_end_to_end(tmp_path):
     proto = Protocol(tmp_path / "ev", preset="smoke", main_seeds=(0, 1), other_seeds=(0,),
                      round2_seeds=(), sweep_rhos=(), variants=("uniform",), n_train=24, n_val=8,
-                     size=96, twins=2)
+                     size=96, twins=2, esol_seeds=())
     ran = run_protocol(proto, progress=False)
     assert ran == 2 + 4 + 1  # conta x2, interventional (train + transfer) x2, uniform x1
     assert run_protocol(proto, progress=False) == 0  # all finished: nothing reruns
@@ -287,13 +289,18 @@ def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
     (inter / "round_0").mkdir()
     (inter / "round_0" / "cams.json").write_text(json.dumps({"seconds": 120.0}))
     proto = Protocol(tmp_path / "runs", main_seeds=(0,), other_seeds=(0,), round2_seeds=(0,),
-                     sweep_rhos=(0.5,), variants=("uniform",))
+                     sweep_rhos=(0.5,), variants=("uniform",), esol_seeds=(0,),
+                     esol_ablations=("esol_noclip",))
     res = collect(proto)
     cost = res["cost"]
-    assert cost["median_minutes"] == {COST_KINDS[0]: 3.0, COST_KINDS[1]: 2.5, COST_KINDS[2]: 2.0}
+    assert cost["median_minutes"] == {COST_KINDS[0]: 3.0, COST_KINDS[1]: 2.5, COST_KINDS[2]: 2.0,
+                                      COST_KINDS[3]: None, COST_KINDS[4]: None}
     # rounds 0: conta at 0.9 and 0.5, the interventional training; later: conta r1 at 0.9 and
-    # 0.5, uniform r1, conta r2; transfers: 0.9 and 0.5
-    assert cost["rounds"] == {COST_KINDS[0]: 3, COST_KINDS[1]: 4, COST_KINDS[2]: 2}
+    # 0.5, uniform r1, conta r2; transfers: 0.9 and 0.5; ESOL: rounds 0 of esol and the
+    # ablation, round 1 of esol (not timed yet: the ESOL hours are unknown, the rest is not)
+    assert cost["rounds"] == {COST_KINDS[0]: 3, COST_KINDS[1]: 4, COST_KINDS[2]: 2,
+                              COST_KINDS[3]: 2, COST_KINDS[4]: 1}
+    assert cost["esol_hours"] is None and "ESOL rounds 1 (not yet timed)" in cost_line(res)
     assert cost["protocol_hours"] == pytest.approx((3 * 3.0 + 4 * 2.5 + 2 * 2.0) / 60)
     assert "round 0 3.0 min (n=1)" in cost_line(res) and "0.4 hours" in cost_line(res)
     # the archive keeps the timings, so a clone without the run folders gives the same cost
@@ -301,5 +308,69 @@ def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
     archive_runs(proto, arch)
     assert load_archive(arch)["conta/rho0.9_seed0"]["rounds"]["1"]["seconds"] == 150.0
     fresh = Protocol(tmp_path / "fresh", main_seeds=(0,), other_seeds=(0,), round2_seeds=(0,),
-                     sweep_rhos=(0.5,), variants=("uniform",), archive=arch)
+                     sweep_rhos=(0.5,), variants=("uniform",), esol_seeds=(0,),
+                     esol_ablations=("esol_noclip",), archive=arch)
     assert collect(fresh)["cost"] == cost
+
+
+def _fake_esol(out, arm, seed, values, stage0=40.0, expand=35.0):
+    """An ESOL run folder: the endpoints plus each stage's CAM figures in round 0."""
+    from causal_wsss.evidence import ESOL_KEYS
+
+    run = _fake_run(out, arm, 0.9, seed, values)
+    report = json.loads((run / "report.json").read_text())
+    extra = {k: 0.5 for k in ESOL_KEYS}
+    extra.update({"esol_stage0_cam_miou_best": stage0, "esol_expand_cam_miou_best": expand,
+                  "esol_expand_mean_abs_offset": 0.05, "esol_shrink_mean_abs_offset": 0.04})
+    report["rounds"][0].update({k: v for k, v in extra.items() if k != "cam_miou_best"})
+    (run / "report.json").write_text(json.dumps(report))
+    return run
+
+
+def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
+    from causal_wsss.evidence import ESOL_ABLATIONS, Job, archive_runs, markdown_tables
+
+    proto = Protocol(tmp_path / "runs")
+    jobs = proto.jobs()
+    assert jobs[-(3 + 3 * len(ESOL_ABLATIONS)):][:3] == [Job("esol", 0.9, s, 1) for s in range(3)]
+    assert {j.rounds for j in jobs if j.arm in ESOL_ABLATIONS} == {0}
+    for seed, (irn0, irn1, e0, e1, noclip) in enumerate([(40.0, 40.0, 37.0, 37.5, 38.0),
+                                                         (41.0, 41.5, 39.0, 39.0, 40.5),
+                                                         (39.0, 39.0, 36.0, 36.0, 36.5)]):
+        _fake_run(tmp_path / "runs", "conta", 0.9, seed, [irn0, irn1])
+        _fake_esol(tmp_path / "runs", "esol", seed, [e0, e1])
+        _fake_esol(tmp_path / "runs", "esol_noclip", seed, [noclip])
+    res = collect(proto)
+    e = res["esol"]
+    assert e["vs_irn"]["pseudo_miou"]["values"] == [-3.0, -2.0, -3.0]
+    assert e["conta_gain"]["pseudo_miou"]["values"] == [0.5, 0.0, 0.0]
+    assert e["conta_gain_vs_irn"]["pseudo_miou"]["values"] == [0.5, -0.5, 0.0]
+    assert e["ablations"]["esol_noclip"]["pseudo_miou"]["values"] == [1.0, 1.5, 0.5]
+    assert e["stages"]["esol"]["esol_stage0_cam_miou_best"]["mean"] == 40.0
+    text = markdown_tables(res)
+    assert "| ESOL round 0 − IRN round 0 | -2.67" in text
+    assert "| ESOL, no clip − ESOL (round 0) | +1.00" in text
+    assert "| ESOL (re-implemented) + CONTA | stage 0 (IRNet's CAM) | 40.0" in text
+    assert "ESOL (re-implemented)" not in text.split("**A second CAM method")[0]  # own section
+    # the archive keeps ESOL's stage figures: the same tables without the run folders
+    arch = tmp_path / "arch.json"
+    archive_runs(proto, arch)
+    fresh = collect(Protocol(tmp_path / "fresh", archive=arch))
+    assert fresh["esol"] == e
+
+
+@pytest.mark.slow
+def test_esol_runs_under_the_protocol(tmp_path):
+    """``--only esol esol_noclip --seeds 0`` on the smoke preset: ESOL's rounds 0-1 and an
+    ablation's round 0, each stage's figures in the tables."""
+    proto = Protocol(tmp_path / "ev", preset="smoke", main_seeds=(0,), other_seeds=(),
+                     round2_seeds=(), sweep_rhos=(), n_train=16, n_val=4, size=64, twins=2,
+                     esol_seeds=(0,), esol_ablations=("esol_noclip",),
+                     overrides=("seg.iterations=4", "cam_infer.scales=1.0"))
+    assert run_protocol(proto, only=["esol", "esol_noclip"], progress=False) == 2
+    res = collect(proto)
+    stages = res["esol"]["stages"]
+    assert stages["esol"]["esol_stage0_cam_miou_best"]["n"] == 1
+    assert stages["esol_noclip"]["esol_expand_mean_abs_offset"]["n"] == 1
+    assert res["esol"]["conta_gain"]["pseudo_miou"]["n"] == 1
+    assert res["esol"]["vs_irn"]["pseudo_miou"]["n"] == 0  # no IRN run here
