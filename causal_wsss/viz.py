@@ -122,9 +122,10 @@ def colorize_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def class_legend(fig: Figure, maps: Sequence[np.ndarray], classes: Sequence[str], *,
-                 ncol: int = 8) -> None:
+                 ncol: int = 8, extra: Sequence[Any] = ()) -> None:
     """A legend under ``fig``: one patch in the VOC palette for each label that occurs in the
-    label maps ``maps`` (index into ``classes``), plus "void / ignored" for 255."""
+    label maps ``maps`` (index into ``classes``), plus "void / ignored" for 255; ``extra``:
+    more legend handles after them."""
     from matplotlib.patches import Patch
 
     present = sorted({int(v) for m in maps for v in np.unique(np.asarray(m))})
@@ -132,7 +133,7 @@ def class_legend(fig: Figure, maps: Sequence[np.ndarray], classes: Sequence[str]
     handles = [Patch(facecolor=palette[v] / 255.0, edgecolor="0.3",
                      label="void / ignored" if v == 255 else
                      (classes[v] if v < len(classes) else str(v)))
-               for v in present if v == 255 or v < len(palette)]
+               for v in present if v == 255 or v < len(palette)] + list(extra)
     if handles:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
@@ -642,8 +643,18 @@ def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarra
     if labels is None:
         axes[3].axis("off")
     fig.tight_layout()
+    extra = []
+    if truth is not None:  # the error map's colours (error_map)
+        from matplotlib.patches import Patch
+
+        extra = [Patch(facecolor=np.array(c) / 255.0, edgecolor="0.3", label=f"mask: {name}")
+                 for c, name in (((40, 180, 60), "hit"), ((220, 40, 40), "outside the object"),
+                                 ((50, 90, 230), "missed"))]
     if labels is not None and classes is not None:
-        class_legend(fig, [labels], classes)
+        class_legend(fig, [labels], classes, extra=extra)
+    elif extra:
+        fig.legend(handles=extra, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                   fontsize=8, frameon=False)
     return fig
 
 

@@ -105,6 +105,13 @@ def test_plot_cam_inspection_panels(with_truth):
     if with_truth:
         np.testing.assert_array_equal(shown, viz.error_map(predicted, truth, labels != 255))
         assert fig.axes[3].images
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend[-3:] == ["mask: hit", "mask: outside the object", "mask: missed"]
+        plt.close(fig)
+        classes = [f"c{i}" for i in range(21)]
+        fig = viz.plot_cam_inspection(image, cam, predicted, labels, truth, classes=classes)
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend == ["c0", "c13", "mask: hit", "mask: outside the object", "mask: missed"]
     else:
         assert not fig.axes[3].images and not fig.axes[3].axison
     plt.close(fig)
