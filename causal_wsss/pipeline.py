@@ -73,6 +73,17 @@ def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.M
     return net
 
 
+
+def initial_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, with_context: bool = False):
+    """The CAM network a round starts from: :func:`build_cam_model` right after seeding with
+    ``stage_seed(cfg.seed, "cam")``. Every round, a resumed run and a notebook that trains the
+    network itself (notebook 03) thus start from the same weights, so the same seed gives the
+    same round 0 wherever it is trained (the paired comparison of docs/method.md 7.10)."""
+    from .runtime import seed_everything, stage_seed
+
+    seed_everything(stage_seed(cfg.seed, "cam"))
+    return build_cam_model(cfg, num_classes_fg, with_context=with_context)
+
 def _train_split(cfg: ExperimentConfig) -> str:
     return cfg.data.train_split
 
@@ -800,8 +811,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
             progress=progress, datasets=query_sets))
     # Same initial trunk in every round (only the context channel differs), and the same on a
     # resumed run as on an uninterrupted one.
-    seed_everything(stage_seed(cfg.seed, "cam"))
-    cam_net = build_cam_model(cfg, num_fg, with_context=r > 0)
+    cam_net = initial_cam_model(cfg, num_fg, with_context=r > 0)
     model = cam_net
     if r > 0:
         seed_everything(stage_seed(cfg.seed, f"context_{r}"))

@@ -79,7 +79,7 @@ from causal_wsss.course import benchmark_config, imagenet_cams
 from causal_wsss.data.transforms import normalize
 from causal_wsss.errors import ConfigError, WeightsError
 from causal_wsss.metrics import ConfusionMatrix, ThresholdSweep, threshold_grid
-from causal_wsss.pipeline import build_cam_model, load_datasets, stage_cam_train
+from causal_wsss.pipeline import build_cam_model, initial_cam_model, load_datasets, stage_cam_train
 from causal_wsss.runtime import choose_device, seed_everything
 from causal_wsss.train import LossHistory
 from causal_wsss.viz import (
@@ -228,8 +228,7 @@ if saved.is_file() and ExperimentConfig.load(saved) != cfg:
 cfg.save(saved)  # notebooks 04 and 05 run the rest of round 0 with this config
 
 device = choose_device(cfg.device)
-seed_everything(SEED)
-model = build_cam_model(cfg, num_fg)
+model = initial_cam_model(cfg, num_fg)  # seeded as the pipeline seeds round 0: the same network
 history = LossHistory()
 result = stage_cam_train(cfg, model, train, run_dir / "round_0", device=device,
                          progress=PROGRESS, callbacks=(history,))

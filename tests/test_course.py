@@ -90,3 +90,31 @@ def test_pipeline_does_not_import_the_plotting():
     from causal_wsss.cli import run_demo
 
     assert callable(run_demo)
+
+
+def test_notebook_03s_training_is_the_pipelines_round_0(tmp_path):
+    """Notebook 03 trains the CAM network itself (initial_cam_model + stage_cam_train) into the
+    run folder the later notebooks continue: the same seed must give the very network the
+    pipeline's round 0 trains, or the course's round 0 differs from `make demo`'s."""
+    import torch
+
+    from causal_wsss.pipeline import (
+        initial_cam_model,
+        load_datasets,
+        run_experiment,
+        stage_cam_train,
+    )
+
+    cfg = course.benchmark_config("smoke", synth_dir=tmp_path / "synth", rho=0.9, seed=2,
+                                  n_train=8, n_val=2, size=64, twins=0,
+                                  overrides=["seg.iterations=2", "cam_infer.scales=1.0"])
+    run_experiment(cfg, tmp_path / "pipeline", progress=False)
+    train = load_datasets(cfg)["train"]
+    model = initial_cam_model(cfg, train.num_classes - 1)
+    stage_cam_train(cfg, model, train, tmp_path / "notebook" / "round_0",
+                    device=torch.device("cpu"), progress=False)
+    ours = torch.load(tmp_path / "notebook" / "round_0" / "cam_net.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "pipeline" / "round_0" / "cam_net.pt", weights_only=True)
+    state = ours.get("model", ours)
+    for key, value in theirs.get("model", theirs).items():
+        assert torch.equal(value, state[key]), key
