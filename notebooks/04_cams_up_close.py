@@ -39,10 +39,9 @@
 # Measured on two idle CPU cores with notebook 03's network: about 3.5 minutes (2026-12-01), one
 # of them training the segmentation network; well under a minute once `RUN_DIR` holds the round.
 # Section 4 runs round 0 once more with `cam.method=esol` in its own folder (`ESOL_RUN_DIR`):
-# not yet timed on idle cores. On a heavily shared 2-core machine (load 8-10) it took over
-# 50 minutes; scaling its stage times to an idle IRN round gives about 10 minutes (an estimate:
-# stage 0 as in section 1, two short sampler trainings, and CAMs of the training images three
-# times, for stage 0, the expansion and the shrinkage network, the last two about 1.7x slower).
+# about 10 minutes on two CPU cores (measured 2026-12-01: 11.6 minutes, of which about 2 were
+# another process's load during the CAM training; the sampler trainings take 1 minute each, the
+# stage-0 and expansion CAMs of the diagnostics 3.3 minutes, the shrinkage CAMs 2.2).
 # Smoke mode: about 15 s, plus about a minute for section 4.
 
 # %% tags=["parameters"]
