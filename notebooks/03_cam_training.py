@@ -290,9 +290,10 @@ plt.show()
 # %% [markdown]
 # Each column is one image and the CAM of its first class, below its ground truth (classes in
 # the legend; the cream band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
-# `cpu` preset at scale 1.0 the bird's CAM covers the sky around the bird and the second car's
-# CAM the road around it: context, not object. IRNet's four scales pull both in toward the
-# object. Notebook 04 measures that leak, class by class.
+# `cpu` preset at scale 1.0 the bird's CAM covers most of the sky and the second car's CAM the
+# road around it: context, not object. IRNet's four scales pull the car's, the aeroplane's and
+# the person's maps in toward the object, not the bird's. Notebook 04 measures that leak, class
+# by class.
 #
 # ### IoU and mIoU
 #
@@ -339,13 +340,13 @@ plt.show()
 # - **The threshold matters most.** Our CAMs live on a grid of 1/16 of the image and spread
 #   beyond the object: at IRNet's 0.15 most of the image counts as foreground, and the best
 #   threshold sits far higher. In our run of the `cpu` preset (seed 0, torch 2.14.1, the table
-#   above) mIoU at scale 1.0 was 19.3% at 0.15 and 39.1% at the best threshold, 0.69. That is
+#   above) mIoU at scale 1.0 was 19.8% at 0.15 and 36.4% at the best threshold, 0.67. That is
 #   why the `cpu` preset makes its pseudo-masks at 0.7 (chosen once from a round-0 sweep,
 #   `docs/results.md` section 5).
 # - **Multi-scale + flip helps here, at the right threshold.** IRNet's four scales + flips
-#   raised the best-threshold mIoU from 39.1% to 45.2% (the preset's three scales: 43.7%), while
-#   at the fixed 0.15 every multi-scale variant scored *lower* than scale 1.0 (15-17% against
-#   19%): averaging scales spreads each map further, which a low threshold punishes and a high
+#   raised the best-threshold mIoU from 36.4% to 40.4% (the preset's three scales: 39.7%), while
+#   at the fixed 0.15 every multi-scale variant scored *lower* than scale 1.0 (16-18% against
+#   20%): averaging scales spreads each map further, which a low threshold punishes and a high
 #   one forgives. With the former from-scratch preset (`cpu_scratch`, 150 px images) neither set
 #   of scales beat scale 1.0 (33% and 32% against 33%): the pretrained trunk has seen objects at
 #   many scales, the from-scratch one had not. One seed: seed-to-seed differences on this
@@ -424,7 +425,7 @@ assert abs(scores.miou - scores.iou[0] / len(present)) < 1e-6
 #   the labels the data set uses, background included, and "background everywhere" already
 #   scores the background's share of it.
 # - IRNet's multi-scale + flip inference is part of its recipe, not a law: with the pretrained
-#   `cpu` preset it gained 6 points at the best threshold and lost 2-4 at the fixed 0.15; with
+#   `cpu` preset it gained 4 points at the best threshold and lost 1-4 at the fixed 0.15; with
 #   the former from-scratch preset it did not help at all. The background threshold decides far
 #   more, so CAM quality is reported at the fixed 0.15 *and* at the best threshold.
 # - Even on training images the CAMs spread onto the context (sky around birds, road around
