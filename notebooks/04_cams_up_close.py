@@ -381,6 +381,8 @@ trade_off.astype(float).round(3)
 # three CAMs, each normalised to its maximum as the pipeline does.
 
 # %%
+from matplotlib.cm import ScalarMappable
+
 from causal_wsss.data import build_dataset
 
 _, stage0_net, esol_net = load_esol_round(ESOL_RUN_DIR, 0)
@@ -409,6 +411,8 @@ for row, i in enumerate(picked):
 esol_net.set_phase("shrink")
 fig.suptitle("The same images through stage 0, the expansion and the shrinkage networks")
 fig.tight_layout()
+fig.colorbar(ScalarMappable(cmap="magma"), ax=axes[:, 2:].ravel().tolist(), fraction=0.03,
+             pad=0.02, label="CAM / its maximum")
 save_figure(fig, f"{FIGURES_DIR}/04_cams_up_close_esol.png")
 plt.show()
 
