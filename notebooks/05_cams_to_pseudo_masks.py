@@ -33,11 +33,11 @@
 # on; IoU and mIoU as defined in notebook 03.
 #
 # **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
-# there; otherwise add its run time): the boundary network's training at the `cpu` preset's
-# IRNet protocol (993 SGD steps of 8 crops) takes about 6 minutes on two CPU cores (0.35 s a
-# step, measured end to end on three seeds, 2026-12-01; `IRN_STEPS = 100` shortens it, at the
-# price of the protocol). The rest (CRF, IR labels, the walks over 400 images) takes a few
-# minutes more. Smoke mode: about 15 s.
+# there; otherwise add its run time): about 12 minutes on two CPU cores (measured 2026-12-01),
+# of which about 6 are the boundary network's training at the `cpu` preset's IRNet protocol
+# (993 SGD steps of 8 crops, 0.35 s a step; `IRN_STEPS = 100` shortens it, at the price of the
+# protocol) and the rest the CRF, the IR labels and the walks over 400 images. Smoke mode:
+# about 15 s.
 
 # %% tags=["parameters"]
 import os
@@ -349,9 +349,10 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 #   on ground-truth boundaries scored no better. That check was broken: its boundary ring lay
 #   partly *inside* the objects, and the walk zeroes the CAMs there, so it erased most of each
 #   object even from perfect CAMs (33 mIoU instead of 99). The conclusion is withdrawn.
-# - **The fixed check (section 4d; the `cpu` preset, seed 0, 400 images):** perfect CAMs keep
-#   97.9 mIoU through the walk on true boundaries (99.8 without a walk), so the check no longer
-#   erases what it should keep. The course's CAMs walked on true boundaries reach **73.8** at a
+# - **The fixed check (`docs/results.md` section 4b; the `cpu` preset, one round 0 of seed 0,
+#   400 images):** perfect CAMs keep 97.9 mIoU through the walk on true boundaries (99.8
+#   without a walk), so the check no longer erases what it should keep. That round's CAMs
+#   walked on true boundaries reach **73.8** at a
 #   background threshold of 0.7, against 44.0 for the plain threshold: with the right boundaries
 #   the propagation works on these CAMs. At IRNet's 0.25 it gives 16.6: these CAMs leak onto the
 #   context, which lies in the background region, and the walk spreads that leak over the whole
