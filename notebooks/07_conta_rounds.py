@@ -30,9 +30,9 @@
 # CONTA round adds to the baseline of notebooks 03-05). Prerequisites: PyTorch and convolutional
 # networks, as from notebook 03 on; a mean and a standard deviation over seeds.
 #
-# **Run time and hardware:** the `cpu` preset with `rounds=2` takes about 15 minutes on 2 CPU
-# cores, no GPU, from scratch; after notebooks 03-06 (rounds 0 and 1 cached in
-# `../runs/course_r0`) only round 2 remains, about 5 minutes. The protocol over seeds and `rho`
+# **Run time and hardware:** the `cpu` preset with `rounds=2` takes about 10 minutes on 2 CPU
+# cores, no GPU, from scratch (about 3 minutes a round); after notebooks 03-06 (rounds 0 and 1
+# cached in `../runs/course_r0`) only round 2 remains: 3.7 minutes (measured 2026-12-01). The protocol over seeds and `rho`
 # runs outside the notebook (hours on a CPU); section 4 reads its committed tables. In smoke
 # mode (tests) under 90 s, on tiny images in a temporary folder, with one CONTA round.
 
@@ -145,6 +145,11 @@ save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_cams.png")
 plt.show()
 
 # %% [markdown]
+# In our run (seed 0, torch 2.14.1) the two rows cannot be told apart: round 2 repeats round 0's
+# scores to the decimal (the table of section 1), because the context channel makes about a
+# millionth of the CAMs (section 2). The leaks are there to remove (the bird's CAM on the sky
+# and water around the boats, notebook 04), but the adjustment does not touch them.
+#
 # Pick an image and the round to compare with the baseline. The leakage in each title is the
 # share of that CAM's mass outside its object (the report's columns average it over all images
 # and classes).
