@@ -147,8 +147,9 @@ plt.show()
 # %% [markdown]
 # In our run (seed 0, torch 2.14.1) the two rows cannot be told apart: round 2 repeats round 0's
 # scores to the decimal (the table of section 1), because the context channel makes about a
-# millionth of the CAMs (section 2). The leaks are there to remove (the bird's CAM on the sky
-# and water around the boats, notebook 04), but the adjustment does not touch them.
+# millionth of the CAMs (section 2). The leaks are there to remove (the boats' CAMs spread over
+# the water around them, notebook 04 measures it per class), but the adjustment does not touch
+# them.
 #
 # Pick an image and the round to compare with the baseline. The leakage in each title is the
 # share of that CAM's mass outside its object (the report's columns average it over all images
