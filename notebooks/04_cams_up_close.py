@@ -36,8 +36,8 @@
 #
 # **Run time and hardware:** CPU only. The first time it runs round 0 with the `cpu` preset: the
 # CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small segmentation network.
-# Measured on two idle CPU cores with notebook 03's network: about 3.5 minutes (2026-12-01), one
-# of them training the segmentation network; well under a minute once `RUN_DIR` holds the round.
+# Measured on two idle CPU cores with notebook 03's network: 2.5 minutes (2026-12-01), most of
+# it training the segmentation network; well under a minute once `RUN_DIR` holds the round.
 # Section 4 runs round 0 once more with `cam.method=esol` in its own folder (`ESOL_RUN_DIR`):
 # about 10 minutes on two CPU cores (measured 2026-12-01: 11.6 minutes, of which about 2 were
 # another process's load during the CAM training; the sampler trainings take 1 minute each, the
