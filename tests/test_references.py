@@ -68,30 +68,6 @@ def test_notebooks_cite_the_method_page_by_its_path(path: Path):
     assert not unnamed, f"{path.name}: say whose issue and link it: {unnamed}"
 
 
-def test_nothing_points_outside_the_repository():
-    """The developers' notes beside the checkout (``../shared``) are not in a user's clone."""
-    import subprocess
-
-    try:
-        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    outside = re.compile(r"\.\./shared\b|(?<![\w./-])shared/\w+\.md")
-    hits = []
-    for rel in files:
-        path = ROOT / rel
-        if rel == "tests/test_references.py" or path.suffix not in {".py", ".md", ".ipynb", ".toml",
-                                                                   ".yml", ".cfg", ".txt", ".sh", ""}:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        hits += [f"{rel}: {m.group(0)}" for m in outside.finditer(text)]
-    assert not hits, "references to files outside the repository:\n" + "\n".join(hits)
-
-
 def test_the_checker_catches_a_missing_file(tmp_path: Path):
     page = tmp_path / "page.md"
     page.write_text("# Title\n[ok](page.md#title) [gone](nothere.md) [bad](page.md#nope) "
