@@ -576,6 +576,16 @@ def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
                     checks.append({"run": key, "round": int(r_s), "archived": old, "rerun": new,
                                    "torch_archived": values.get("torch"),
                                    "cpu_archived": rec.get("machine", {}).get("cpu")})
+        # a record replaced by a rerun elsewhere (archive_runs keeps it under "previous"): the
+        # rounds both made, so the reproduction check survives the replacement
+        for prev in rec.get("previous", []):
+            for r_s, values in prev.get("rounds", {}).items():
+                old, new = values.get(PRIMARY), rec["rounds"].get(r_s, {}).get(PRIMARY)
+                if old is not None and new is not None:
+                    checks.append({"run": key, "round": int(r_s), "archived": old, "rerun": new,
+                                   "torch_archived": values.get("torch"),
+                                   "cpu_archived": prev.get("machine", {}).get("cpu"),
+                                   "rerun_on": rec.get("machine")})
         if set(have) - {int(r) for r in rec["rounds"]}:
             continue  # the run folder has more: it is the run (one machine)
         entries = {}
@@ -922,12 +932,15 @@ def reproduction_table(res: dict[str, Any]) -> str:
     if not rows:
         return ""
     here = machine_id()
-    lines = [f"| run | round | archived | rerun here (torch {here['torch']}, {here['cpu']}) | "
-             "difference | archived on |", "|---|---|---|---|---|---|"]
-    for c in rows:
+    lines = ["| run | round | first run | rerun | difference | first run on | rerun on |",
+             "|---|---|---|---|---|---|---|"]
+    for c in sorted(rows, key=lambda c: (c["run"], c["round"])):
+        on = c.get("rerun_on") or here
         lines.append(f"| {c['run']} | {c['round']} | {c['archived']:.2f} | {c['rerun']:.2f} | "
                      f"{c['rerun'] - c['archived']:+.2f} | torch {c.get('torch_archived') or '?'}"
-                     f", {c.get('cpu_archived') or 'CPU not recorded'} |")
+                     f", {c.get('cpu_archived') or 'CPU not recorded'} | torch "
+                     f"{on.get('torch') or '?'}, {on.get('cpu') or 'CPU not recorded'}"
+                     + (" (the record now)" if c.get("rerun_on") else " (here)") + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -250,7 +250,7 @@ def protocol_main(args: argparse.Namespace) -> None:
         text = markdown_tables(res) + "\n**Primary endpoint per seed**\n\n" + per_seed_table(res)
         repro = reproduction_table(res)
         if repro:
-            text += ("\n**Reproduction**: runs both archived and rerun here (pseudo-mask mIoU; "
+            text += ("\n**Reproduction**: rounds run twice, on two machines (pseudo-mask mIoU; "
                      "same seed, same numbers holds on one torch build and one kind of CPU only)\n\n" + repro)
         write_json(proto.out / "evidence.json", res)
         write_text(proto.out / "evidence.md", text)

@@ -249,6 +249,15 @@ def test_a_run_comes_from_one_machine(tmp_path, monkeypatch):
     rec = load_archive(arch)["conta/rho0.9_seed0"]
     assert rec["machine"]["session"] == "second" and sorted(rec["rounds"]) == ["0", "1", "2"]
     assert rec["previous"][0]["rounds"]["1"]["pseudo_miou"] == 41.0
+    # the replaced record's rounds stay in the reproduction check, from the archive alone
+    from causal_wsss.evidence import reproduction_table
+
+    again = collect(Protocol(tmp_path / "fresh", archive=arch))
+    assert [(c["round"], c["archived"], c["rerun"]) for c in again["reproduced"]] == \
+        [(0, 40.0, 40.4), (1, 41.0, 40.4)]
+    table = reproduction_table(again)
+    assert "| conta/rho0.9_seed0 | 0 | 40.00 | 40.40 | +0.40 | torch" in table
+    assert "AVX2" in table and "AVX512 (the record now)" in table
     # the same machine adds rounds to its own record
     _fake_run(tmp_path / "c", "exact", 0.9, 0, [40.4])
     archive_runs(Protocol(tmp_path / "c"), arch)
