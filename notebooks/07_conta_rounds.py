@@ -260,7 +260,7 @@ else:
 #   (mean largest $\alpha$ 0.82), the failure of the from-scratch regime, which used AdamW; a
 #   ground-truth dictionary or $m$ scaled to its maximum leave the context term at most 3e-4 of
 #   the CAMs. Every variant stays within ±0.2 points of CONTA; the uniform control and round 2
-#   repeat Eq. 3's round 1 exactly.
+#   repeat Eq. 3's round 1 exactly when made on the same machine.
 # - **What is still being measured**: the last seed of each variant and the sweep over `rho`.
 #   Section 4's cell shows them as they are committed.
 # - **Before the protocol** (`docs/results.md` section 1: the former, from-scratch `cpu`
