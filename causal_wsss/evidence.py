@@ -412,20 +412,20 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
             rec = _reduce(rounds)
             old = runs.get(key)
             new_rounds = set(rec["rounds"]) - set((old or {}).get("rounds", {}))
-            if old is not None and not new_rounds and (
-                    old.get("machine", {}).get("session") != here["session"]
-                    or all("seconds" in old["rounds"].get(r, {}) or "seconds" not in v
-                           for r, v in rec["rounds"].items())):
+            mine = old is not None and old.get("machine", {}).get("session") == here["session"]
+            # timings of this machine's rounds archived before timings were kept
+            timings = {r: v["seconds"] for r, v in rec["rounds"].items() if mine and "seconds" in v
+                       and r in old["rounds"] and "seconds" not in old["rounds"][r]}
+            if old is not None and not new_rounds and not timings:
                 continue
-            if old is None or old.get("machine", {}).get("session") != here["session"]:
+            if not mine:
                 previous = [] if old is None else [*old.pop("previous", []), old]
                 runs[key] = {"rounds": {}, "source": source, "machine": here,
                              **({"previous": previous} if previous else {})}
                 new_rounds = set(rec["rounds"])
             target = runs[key]
-            for r, values in rec["rounds"].items():  # timings of rounds archived before they were kept
-                if r in target["rounds"] and "seconds" in values and "seconds" not in target["rounds"][r]:
-                    target["rounds"][r]["seconds"] = values["seconds"]
+            for r, seconds in timings.items():
+                target["rounds"][r]["seconds"] = seconds
             for r in sorted(new_rounds):
                 target["rounds"][r] = {**rec["rounds"][r], "torch": here["torch"]}
                 n += 1
@@ -628,10 +628,7 @@ def collect(proto: Protocol) -> dict[str, Any]:
     for (arm, rho), runs in sorted(reports.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         tag = f"{arm}@{rho}"
         rounds = sorted({r for entries in runs.values() for r in entries})
-        result["rounds"][tag] = {
-            str(r): {k: {**interval([_value(e.get(r), k) for e in runs.values()]),
-                         "seeds": sorted(s for s, e in runs.items() if _value(e.get(r), k) is not None)}
-                     for k in ENDPOINTS} for r in rounds}
+        result["rounds"][tag] = {str(r): _levels(runs, r, ENDPOINTS) for r in rounds}
         base = reports.get(("conta", rho), {})
         if arm == "interventional":  # interventional round 0 - confounded round 0, by seed
             result["paired"][tag] = {"0": {k: _with_seeds(*_paired(runs, 0, base, 0, k))
@@ -684,11 +681,15 @@ def _esol(reports: dict) -> dict[str, Any]:
     for name in ("esol", *ESOL_ABLATIONS):
         runs = reports.get((name, MAIN_RHO), {})
         if runs:
-            out["stages"][name] = {k: {**interval([_value(e.get(0), k) for e in runs.values()]),
-                                       "seeds": sorted(s for s, e in runs.items()
-                                                       if _value(e.get(0), k) is not None)}
-                                   for k in ESOL_KEYS}
+            out["stages"][name] = _levels(runs, 0, ESOL_KEYS)
     return out
+
+
+def _levels(runs: dict[int, dict], r: int, keys: Sequence[str]) -> dict[str, Any]:
+    """Round ``r``'s level of each key over the seeds (not a difference), with those seeds."""
+    return {k: {**interval([_value(e.get(r), k) for e in runs.values()]),
+                "seeds": sorted(s for s, e in runs.items() if _value(e.get(r), k) is not None)}
+            for k in keys}
 
 
 COST_KINDS = ("round 0", "round 1 or 2", "interventional transfer", "ESOL round 0",
