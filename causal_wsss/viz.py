@@ -605,14 +605,19 @@ def plot_label_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.nd
     return fig
 
 
+ERROR_COLOURS = {"hit": (40, 180, 60), "outside the object": (220, 40, 40),
+                 "missed": (50, 90, 230)}
+"""The colours of :func:`error_map` (RGB uint8), by what they mark."""
+
+
 def error_map(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) comparison of two boolean masks: true positives green, false
     positives red, false negatives blue, the rest black (``valid`` False: grey)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     out = np.zeros((*pred.shape, 3), np.uint8)
-    out[pred & truth] = (40, 180, 60)
-    out[pred & ~truth] = (220, 40, 40)
-    out[~pred & truth] = (50, 90, 230)
+    out[pred & truth] = ERROR_COLOURS["hit"]
+    out[pred & ~truth] = ERROR_COLOURS["outside the object"]
+    out[~pred & truth] = ERROR_COLOURS["missed"]
     if valid is not None:
         out[~np.asarray(valid, bool)] = (128, 128, 128)
     return out
@@ -648,8 +653,7 @@ def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarra
         from matplotlib.patches import Patch
 
         extra = [Patch(facecolor=np.array(c) / 255.0, edgecolor="0.3", label=f"mask: {name}")
-                 for c, name in (((40, 180, 60), "hit"), ((220, 40, 40), "outside the object"),
-                                 ((50, 90, 230), "missed"))]
+                 for name, c in ERROR_COLOURS.items()]
     if labels is not None and classes is not None:
         class_legend(fig, [labels], classes, extra=extra)
     elif extra:
