@@ -243,26 +243,26 @@ else:
 #   spread to compare with, and no conclusion.
 # - **What the protocol found** (section 4's tables; torch 2.14.1, 2 CPU cores, `rho` 0.9,
 #   8 seeds, fixed data). The primary endpoint: CONTA round 1 − round 0 changes pseudo-mask mIoU
-#   by $-0.00 \pm 0.01$ [−0.01, +0.01], a hundred times less than the paper's +1.4. It is not
+#   by $+0.00 \pm 0.02$ [−0.01, +0.02], about a hundred times less than the paper's +1.4. It is not
 #   that there was nothing to gain: the **interventional** baseline, the same network trained
 #   where context does not depend on the class and evaluated on the same images, gains
-#   $+3.5 \pm 2.1$ [+1.7, +5.2] (positive in all 8 seeds), its context effect drops from 2.8
-#   to 0.15 logits and its context-only false positives from 61% to 8% of the twins. CONTA
-#   closes none of that gap ($-0.00$ [−0.00, +0.00] of it): its context weight $|w_M|$ stays
+#   $+3.6 \pm 2.0$ [+2.0, +5.3] (positive in all 8 seeds), its context effect drops from 2.9
+#   to 0.15 logits and its context-only false positives from 60% to 8% of the twins. CONTA
+#   closes none of that gap ($+0.00$ [−0.00, +0.00] of it): its context weight $|w_M|$ stays
 #   at 0.0008, its attention stays uniform (largest $\alpha$ 0.169 against 1/6), and the M
 #   term makes 2e-6 of the CAMs. Round 1 is round 0.
 # - **Not the approximation**: the exact backdoor sum $\sum_c P(Y \mid X, m=c)\,P(c)$ in place
-#   of Eq. 3's NWGM (5 seeds) changes pseudo-mask mIoU by $+0.01 \pm 0.07$ against
-#   CONTA; its context term is still 6.5e-5 of the CAMs. With a channel this weak, the exact sum
+#   of Eq. 3's NWGM (5 seeds) changes pseudo-mask mIoU by $+0.01 \pm 0.05$ against
+#   CONTA; its context term is still 7e-5 of the CAMs. With a channel this weak, the exact sum
 #   and its approximation are both the baseline.
-# - **Not the optimiser, not the dictionary** (interim, 3-4 of 5 seeds): AdamW at a learning
+# - **Not the optimiser, not the dictionary** (5 seeds each): AdamW at a learning
 #   rate of its own for the context parameters makes the attention collapse onto one entry
 #   (mean largest $\alpha$ 0.82), the failure of the from-scratch regime, which used AdamW; a
 #   ground-truth dictionary or $m$ scaled to its maximum leave the context term at most 3e-4 of
-#   the CAMs. Every variant stays within ±0.2 points of CONTA; the uniform control and round 2
-#   repeat Eq. 3's round 1 exactly when made on the same machine.
-# - **What is still being measured**: the last seed of each variant and the sweep over `rho`.
-#   Section 4's cell shows them as they are committed.
+#   the CAMs. Every variant stays within ±0.1 points of CONTA; the uniform control equals
+#   Eq. 3's round 1 in every seed, and round 2 repeats it ($+0.01 \pm 0.02$, 5 seeds).
+# - **What is still being measured**: the sweep over `rho` (0.5, 0.7, 0.97).
+#   Section 4's cell shows it as it is committed.
 # - **Before the protocol** (`docs/results.md` section 1: the former, from-scratch `cpu`
 #   preset, three seeds with the data redrawn per seed): the same null, with a different
 #   failure (the attention collapsed onto one dictionary entry for every image), and a lesson
