@@ -240,6 +240,56 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     return True
 
 
+def share_esol_stages(src: Path, dst: Path, cfg) -> list[str]:
+    """Copy into ``dst`` (an ESOL ablation's run) the round-0 stages of ``src`` (the ``esol``
+    run of the same rho and seed) that the keys in which the two differ cannot change: stage 0
+    (``cam_train``) when only ``esol.*`` keys differ, and also ``cam_expand`` and ``esol_eval``
+    when those are all shrinkage keys (:data:`causal_wsss.methods.esol.SHRINK_ONLY_KEYS`). The
+    ablation's round 0 then starts from the very networks ESOL's did, and its stage-0 and (for
+    the shrinkage ablations) expansion figures are ESOL's own; the copied records are
+    re-stamped with ``cfg``'s fingerprint and marked ``shared_from`` (such a round is not
+    timed). Returns the stages copied (none when ``dst`` has a round 0 or ``src`` lacks them);
+    ConfigError when a key outside ``esol.*`` differs."""
+    from .errors import ConfigError
+    from .io import write_json
+    from .methods.esol import SHRINK_ONLY_KEYS
+    from .runfolder import config_fingerprint
+
+    src_round = src / "round_0"
+    if (dst / "round_0").exists() or not (src / "config.json").is_file():
+        return []
+    theirs = json.loads((src / "config.json").read_text())
+    ours = json.loads(json.dumps(cfg.to_dict()))
+    differ = sorted(k for k in set(theirs) | set(ours)
+                    if k not in ("rounds", "esol") and theirs.get(k) != ours.get(k))
+    if differ:
+        raise ConfigError(f"cannot share ESOL's stages of {src}: its config differs in {differ}; "
+                          "only esol.* keys may differ")
+    esol_a, esol_b = theirs.get("esol", {}), ours.get("esol", {})
+    esol_differ = {k for k in set(esol_a) | set(esol_b) if esol_a.get(k) != esol_b.get(k)}
+    files = {"cam_train": ("cam_net.pt",)}
+    if esol_differ <= SHRINK_ONLY_KEYS:
+        files.update({"cam_expand": ("cam_expand.pt",), "esol_eval": ()})
+    if not all((src_round / f"{stage}.json").is_file()
+               and all((src_round / f).is_file() for f in extra)
+               for stage, extra in files.items()):
+        return []
+    tmp = dst / "round_0.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fingerprint = config_fingerprint(cfg)
+    for stage, extra in files.items():
+        for name in extra:
+            shutil.copy2(src_round / name, tmp / name)
+        record = json.loads((src_round / f"{stage}.json").read_text())
+        if isinstance(record.get("inputs"), dict):
+            record["inputs"]["config"] = fingerprint
+        record["shared_from"] = str(src.resolve())
+        write_json(tmp / f"{stage}.json", record)
+    tmp.rename(dst / "round_0")
+    return list(files)
+
+
 def restamp_records(round_dir: Path, cfg, *, shared_from: Path | None = None) -> None:
     """Give the stage records of a copied round ``cfg``'s config fingerprint (the run folder
     refuses records of another config; callers check that the copied stages do not read the
@@ -299,8 +349,12 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
                       f"{job.arm})", flush=True)
                 run_experiment(job_config(proto, base), base_dir, progress=progress)
             share_round0(base_dir, run_dir, cfg)
-        print(f"[evidence] {job.arm} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}",
-              flush=True)
+        shared = []
+        if job.arm in ESOL_ABLATIONS:  # ESOL's stages that the ablated keys cannot change
+            shared = share_esol_stages(proto.run_dir(Job("esol", job.rho, job.seed, 0)),
+                                       run_dir, cfg)
+        print(f"[evidence] {job.arm} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}"
+              + (f" (sharing esol's {', '.join(shared)})" if shared else ""), flush=True)
         run_experiment(cfg, run_dir, progress=progress)
         done += 1
         if after_each is not None:

@@ -383,3 +383,36 @@ def test_esol_runs_under_the_protocol(tmp_path):
     assert stages["esol_noclip"]["esol_expand_mean_abs_offset"]["n"] == 1
     assert res["esol"]["conta_gain"]["pseudo_miou"]["n"] == 1
     assert res["esol"]["vs_irn"]["pseudo_miou"]["n"] == 0  # no IRN run here
+
+
+@pytest.mark.slow
+def test_esol_ablations_share_the_stages_they_cannot_change_and_no_number_moves(tmp_path):
+    """An ablation's round 0 copies ESOL's stage 0 (and, for a shrinkage key, the expansion
+    and its evaluation); the same ablation run from nothing gives the same numbers."""
+    from causal_wsss.evidence import ESOL_KEYS, job_config
+    from causal_wsss.pipeline import run_experiment
+
+    proto = Protocol(tmp_path / "ev", preset="smoke", main_seeds=(0,), other_seeds=(),
+                     round2_seeds=(), sweep_rhos=(), n_train=16, n_val=4, size=64, twins=2,
+                     esol_seeds=(0,), esol_ablations=("esol_area02", "esol_noclip"),
+                     overrides=("seg.iterations=4", "cam_infer.scales=1.0"))
+    assert run_protocol(proto, only=["esol", "esol_area02", "esol_noclip"], progress=False) == 3
+
+    def shared(arm: str) -> list[str]:
+        rd = proto.run_dir(Job(arm, 0.9, 0, 0)) / "round_0"
+        return [p.stem for p in sorted(rd.glob("*.json"))
+                if "shared_from" in json.loads(p.read_text())]
+
+    assert shared("esol_area02") == ["cam_expand", "cam_train", "esol_eval"]
+    assert shared("esol_noclip") == ["cam_train"]  # the clip changes the expansion
+    job = Job("esol_area02", 0.9, 0, 0)
+    alone = tmp_path / "alone"
+    run_experiment(job_config(proto, job), alone, progress=False)
+
+    def entry(run) -> dict:
+        return json.loads((run / "report.json").read_text())["rounds"][0]
+
+    a, b = entry(proto.run_dir(job)), entry(alone)
+    keys = ["pseudo_miou", "cam_miou_best", "seg_miou", *ESOL_KEYS]
+    assert all(a.get(k) is not None for k in keys)
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}

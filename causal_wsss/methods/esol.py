@@ -264,6 +264,12 @@ def train_esol_cams(round_: CamRound) -> CamStages:
     return CamStages(stage0.record, model, summary)
 
 
+SHRINK_ONLY_KEYS = frozenset({"lambda_area", "epochs_shrink", "extract_from"})
+"""``esol.*`` keys that stage 0 (``cam_train``), ``cam_expand`` and ``esol_eval`` never read:
+two runs differing only in these share those stages bit for bit (the shrinkage's loader and
+crops are seeded by ``cfg.seed`` alone, and its head starts as a copy of the expansion head).
+:func:`causal_wsss.evidence.share_esol_stages` uses it for the protocol's ablations."""
+
 METHOD = CamMethod(
     name="esol",
     description="ESOL re-implemented from the abstract and the official figure: expansion and "
@@ -273,7 +279,9 @@ METHOD = CamMethod(
                       inputs=((0, "cam_train"), (0, "confounders"))),
             StageSpec("cam_shrink", files=(("cam_shrink.pt", "zip"),),
                       inputs=((0, "cam_expand"),)),
-            StageSpec("esol_eval", inputs=((0, "cam_shrink"),), makes_cam_net=False,
+            # it scores the stage-0 and expansion networks only (it runs after the shrinkage)
+            StageSpec("esol_eval", inputs=((0, "cam_train"), (0, "cam_expand")),
+                      makes_cam_net=False,
                       enabled=lambda cfg: cfg.esol.diagnostics)),
 )
 
