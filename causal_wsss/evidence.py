@@ -555,7 +555,7 @@ def _reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
             report = json.loads(path.read_text())
             rounds = {e["round"]: e for e in report["rounds"]}
             for r in rounds:
-                seconds = _round_seconds(run, r)
+                seconds = _round_seconds(run, r, partial=arm.name in ESOL_ABLATIONS)
                 if seconds is not None:
                     rounds[r] = {**rounds[r], "seconds": seconds}
             history = _round1_history(run)
@@ -565,10 +565,12 @@ def _reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
     return found
 
 
-def _round_seconds(run: Path, r: int) -> float | None:
+def _round_seconds(run: Path, r: int, *, partial: bool = False) -> float | None:
     """The wall seconds ``run`` spent on round ``r``: the sum of its stage records' ``seconds``.
     None when no record says, or when part of the round was copied from another run (a
-    variant's shared round 0): such a round did not cost what a round costs."""
+    variant's shared round 0): such a round did not cost what a round costs. ``partial``: the
+    copied stages cost nothing and the rest is summed (an ESOL ablation's round 0, which shares
+    ESOL's first stages: a kind of round of its own)."""
     total, found = 0.0, False
     for path in sorted((run / f"round_{r}").glob("*.json")):
         try:
@@ -578,6 +580,8 @@ def _round_seconds(run: Path, r: int) -> float | None:
         if not isinstance(record, dict):
             continue
         if "shared_from" in record:
+            if partial:
+                continue
             return None
         if isinstance(record.get("seconds"), (int, float)):
             total, found = total + float(record["seconds"]), True
@@ -747,7 +751,7 @@ def _levels(runs: dict[int, dict], r: int, keys: Sequence[str]) -> dict[str, Any
 
 
 COST_KINDS = ("round 0", "round 1 or 2", "interventional transfer", "ESOL round 0",
-              "ESOL round 1")
+              "ESOL round 1", "ESOL ablation round 0")
 
 
 def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
@@ -788,6 +792,8 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
 
 
 def _cost_kind(arm: str, r: int) -> str:
+    if arm in ESOL_ABLATIONS:
+        return COST_KINDS[5]
     if arm.startswith("esol"):
         return COST_KINDS[3] if r == 0 else COST_KINDS[4]
     if arm == "interventional":
@@ -854,9 +860,10 @@ def cost_line(res: dict[str, Any]) -> str:
             f"{n[COST_KINDS[2]]} interventional transfers")
     if cost["protocol_hours"] is not None:
         line += f": about {cost['protocol_hours']:.1f} hours at these medians"
-    if n[COST_KINDS[3]] or n[COST_KINDS[4]]:
-        line += (f"; the ESOL extension adds {n[COST_KINDS[3]]} ESOL rounds 0 and "
-                 f"{n[COST_KINDS[4]]} ESOL rounds 1")
+    if n[COST_KINDS[3]] or n[COST_KINDS[4]] or n[COST_KINDS[5]]:
+        line += (f"; the ESOL extension adds {n[COST_KINDS[3]]} ESOL rounds 0, "
+                 f"{n[COST_KINDS[4]]} ESOL rounds 1 and {n[COST_KINDS[5]]} ablation rounds 0 "
+                 "(which share ESOL's stage 0, and for the area weight its expansion)")
         line += (f", about {cost['esol_hours']:.1f} hours" if cost.get("esol_hours") is not None
                  else " (not yet timed)")
     return line + "."

@@ -293,6 +293,8 @@ def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
     (shared / "round_0").mkdir()
     (shared / "round_0" / "cams.json").write_text(json.dumps({"seconds": 9.0, "shared_from": "x"}))
     assert _round_seconds(run, 0) == 180.0 and _round_seconds(shared, 0) is None  # copied: no cost
+    (shared / "round_0" / "cam_shrink.json").write_text(json.dumps({"seconds": 30.0}))
+    assert _round_seconds(shared, 0, partial=True) == 30.0  # an ESOL ablation: what it ran
     assert _round_seconds(run, 5) is None
     inter = _fake_run(tmp_path / "runs", "interventional", 0.9, 0, [45.0])
     (inter / "round_0").mkdir()
@@ -303,13 +305,15 @@ def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
     res = collect(proto)
     cost = res["cost"]
     assert cost["median_minutes"] == {COST_KINDS[0]: 3.0, COST_KINDS[1]: 2.5, COST_KINDS[2]: 2.0,
-                                      COST_KINDS[3]: None, COST_KINDS[4]: None}
+                                      COST_KINDS[3]: None, COST_KINDS[4]: None,
+                                      COST_KINDS[5]: None}
     # rounds 0: conta at 0.9 and 0.5, the interventional training; later: conta r1 at 0.9 and
     # 0.5, uniform r1, conta r2; transfers: 0.9 and 0.5; ESOL: rounds 0 of esol and the
-    # ablation, round 1 of esol (not timed yet: the ESOL hours are unknown, the rest is not)
+    # ablation (a kind of its own: it shares ESOL's first stages), round 1 of esol (not timed
+    # yet: the ESOL hours are unknown, the rest is not)
     assert cost["rounds"] == {COST_KINDS[0]: 3, COST_KINDS[1]: 4, COST_KINDS[2]: 2,
-                              COST_KINDS[3]: 2, COST_KINDS[4]: 1}
-    assert cost["esol_hours"] is None and "ESOL rounds 1 (not yet timed)" in cost_line(res)
+                              COST_KINDS[3]: 1, COST_KINDS[4]: 1, COST_KINDS[5]: 1}
+    assert cost["esol_hours"] is None and "expansion) (not yet timed)" in cost_line(res)
     assert cost["protocol_hours"] == pytest.approx((3 * 3.0 + 4 * 2.5 + 2 * 2.0) / 60)
     assert "round 0 3.0 min (n=1)" in cost_line(res) and "0.4 hours" in cost_line(res)
     # the archive keeps the timings, so a clone without the run folders gives the same cost
