@@ -968,6 +968,7 @@ def markdown_esol(res: dict[str, Any]) -> str:
         if stats and stats[PRIMARY]["n"]:
             lines.append(f"| {label} | " + " | ".join(_fmt(stats[k], _digits(k))
                                                       for k in ENDPOINTS) + " |")
+    lines += _esol_levels(res)
     lines += ["", "**ESOL's stages** (round 0 levels; precision and recall of the thresholded "
               "CAMs at each network's best threshold, averaged over the foreground classes)", "",
               "| run | network | CAM mIoU (best thr.) | precision | recall | contrast "
@@ -979,13 +980,53 @@ def markdown_esol(res: dict[str, Any]) -> str:
                 continue
             cells = [_fmt(st, 1 if k == "cam_miou_best" else 2, signed=False)
                      for st, k in zip(stats, ESOL_CAM_KEYS)]
-            lines.append(f"| {ARM_BY_NAME[name].label} | {network} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_esol_label(name)} | {network} | " + " | ".join(cells) + " |")
         offsets = [stages.get(f"esol_{s}_mean_abs_offset") for s in ("expand", "shrink")]
         if all(o and o["n"] for o in offsets):
-            lines.append(f"| {ARM_BY_NAME[name].label} | mean abs offset, expansion / shrinkage "
+            lines.append(f"| {_esol_label(name)} | mean abs offset, expansion / shrinkage "
                          f"(feature cells) | {_fmt(offsets[0], 2, signed=False)} / "
                          f"{_fmt(offsets[1], 2, signed=False)} | | | |")
     return "\n".join(lines)
+
+
+def _esol_label(name: str) -> str:
+    """An ESOL arm's name in the round-0 tables (the ``esol`` arm's round 0 has no CONTA yet)."""
+    return "ESOL (re-implemented)" if name == "esol" else ARM_BY_NAME[name].label
+
+
+def _esol_levels(res: dict[str, Any]) -> list[str]:
+    """Levels (not differences) of ESOL's rounds and ablations beside IRN's rounds on the
+    same training seeds (the ``conta`` arm, restricted to ESOL's seeds)."""
+    levels = res.get("rounds") or {}
+    esol = levels.get(f"esol@{MAIN_RHO}") or {}
+    seeds = set(((esol.get("0") or {}).get(PRIMARY) or {}).get("seeds") or [])
+    if not seeds:
+        return []
+    keys = (PRIMARY, "cam_miou_best", "seg_miou", "context_effect")
+
+    def on_seeds(stat: dict | None) -> dict | None:
+        if not stat or not stat.get("values"):
+            return None
+        pairs = [(sd, v) for sd, v in zip(stat["seeds"], stat["values"]) if sd in seeds]
+        return _with_seeds([sd for sd, _ in pairs], [v for _, v in pairs]) if pairs else None
+
+    rows = [(f"IRN (IRNet's CAM), round {r}{' + CONTA' if r else ''}",
+             (levels.get(f"conta@{MAIN_RHO}") or {}).get(str(r)), True) for r in (0, 1)]
+    rows += [(f"ESOL (re-implemented), round {r}{' + CONTA' if r else ''}", esol.get(str(r)),
+              False) for r in (0, 1)]
+    rows += [(f"{ARM_BY_NAME[n].label}, round 0",
+              (levels.get(f"{n}@{MAIN_RHO}") or {}).get("0"), False) for n in ESOL_ABLATIONS]
+    lines = ["", f"**Levels** (rho {MAIN_RHO}; IRN on ESOL's training seeds "
+             f"{', '.join(map(str, sorted(seeds)))}; CAM mIoU is the round's CAMs: ESOL's come "
+             "from the shrinkage network)", "",
+             "| run | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for label, entry, restrict in rows:
+        if not entry or not (entry.get(PRIMARY) or {}).get("n"):
+            continue
+        stats = [on_seeds(entry.get(k)) if restrict else entry.get(k) for k in keys]
+        lines.append(f"| {label} | " + " | ".join(_fmt(st, _digits(k), signed=False)
+                                                   for st, k in zip(stats, keys)) + " |")
+    return lines
 
 
 def reproduction_table(res: dict[str, Any]) -> str:

@@ -353,6 +353,7 @@ def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
         _fake_run(tmp_path / "runs", "conta", 0.9, seed, [irn0, irn1])
         _fake_esol(tmp_path / "runs", "esol", seed, [e0, e1])
         _fake_esol(tmp_path / "runs", "esol_noclip", seed, [noclip])
+    _fake_run(tmp_path / "runs", "conta", 0.9, 3, [30.0, 30.0])  # IRN only: not in ESOL's rows
     res = collect(proto)
     e = res["esol"]
     assert e["vs_irn"]["pseudo_miou"]["values"] == [-3.0, -2.0, -3.0]
@@ -363,7 +364,11 @@ def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
     text = markdown_tables(res)
     assert "| ESOL round 0 − IRN round 0 | -2.67" in text
     assert "| ESOL, no clip − ESOL (round 0) | +1.00" in text
-    assert "| ESOL (re-implemented) + CONTA | stage 0 (IRNet's CAM) | 40.0" in text
+    assert "| ESOL (re-implemented) | stage 0 (IRNet's CAM) | 40.0" in text
+    # levels: IRN on ESOL's seeds (0-2, not seed 3), beside ESOL's rounds and the ablation
+    assert "| IRN (IRNet's CAM), round 0 | 40.00 ± 1.00 [" in text
+    assert "| ESOL (re-implemented), round 1 + CONTA | 37.50 ± 1.50 [" in text
+    assert "| ESOL, no clip, round 0 | 38.33 ± 2.02 [" in text
     assert "ESOL (re-implemented)" not in text.split("**A second CAM method")[0]  # own section
     # the archive keeps ESOL's stage figures: the same tables without the run folders
     arch = tmp_path / "arch.json"
