@@ -431,7 +431,7 @@ plt.show()
 # its samplers still barely move, so the gain is a blur plus more head training rather than the
 # expansion the method promises; with an **offset learning rate 100x larger** the sampler moves
 # (5.8 cells), wins the inverse game by sampling off the object, and the maps collapse (CAM
-# mIoU 13 in seeds 0-1). The expected trade-off needs something that keeps the expansion on the object, in
+# mIoU 13.7 over three seeds). The expected trade-off needs something that keeps the expansion on the object, in
 # the part of the paper that could not be read.
 #
 # ## Exercises
