@@ -251,9 +251,7 @@ def share_esol_stages(src: Path, dst: Path, cfg) -> list[str]:
     timed). Returns the stages copied (none when ``dst`` has a round 0 or ``src`` lacks them);
     ConfigError when a key outside ``esol.*`` differs."""
     from .errors import ConfigError
-    from .io import write_json
     from .methods.esol import SHRINK_ONLY_KEYS
-    from .runfolder import config_fingerprint
 
     src_round = src / "round_0"
     if (dst / "round_0").exists() or not (src / "config.json").is_file():
@@ -277,15 +275,10 @@ def share_esol_stages(src: Path, dst: Path, cfg) -> list[str]:
     tmp = dst / "round_0.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    fingerprint = config_fingerprint(cfg)
     for stage, extra in files.items():
-        for name in extra:
+        for name in (f"{stage}.json", *extra):
             shutil.copy2(src_round / name, tmp / name)
-        record = json.loads((src_round / f"{stage}.json").read_text())
-        if isinstance(record.get("inputs"), dict):
-            record["inputs"]["config"] = fingerprint
-        record["shared_from"] = str(src.resolve())
-        write_json(tmp / f"{stage}.json", record)
+    restamp_records(tmp, cfg, shared_from=src)
     tmp.rename(dst / "round_0")
     return list(files)
 
