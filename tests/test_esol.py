@@ -202,6 +202,24 @@ def test_a_shrinkage_step_leaves_the_expansion_network_bit_identical():
     assert not torch.equal(net.cls_shrink.weight, net.cls_expand.weight)
 
 
+@pytest.mark.parametrize("context_channels", [0, 1])
+def test_the_shrinkage_head_starts_from_the_trained_expansion_head(context_channels):
+    # with a context channel the head is a SplitHead, whose ``weight`` is a fresh concatenation:
+    # a copy into it changes nothing, so this must hold for both kinds of head
+    net = EsolCamNet(_base(context_channels=context_channels))
+    with torch.no_grad():
+        for p in net.cls_expand.parameters():
+            p.add_(torch.randn_like(p))
+    assert not torch.equal(net.cls_shrink.weight, net.cls_expand.weight)
+    net.set_phase("shrink")
+    net.start_shrink()
+    assert torch.equal(net.cls_shrink.weight, net.cls_expand.weight)
+    assert net.cls_shrink.weight.shape[1] == net.feature_channels + context_channels
+    with torch.no_grad():  # a copy, not shared parameters
+        next(net.cls_shrink.parameters()).add_(1.0)
+    assert not torch.equal(net.cls_shrink.weight, net.cls_expand.weight)
+
+
 def test_the_context_channel_reaches_the_head_and_never_the_samplers():
     base = _base(context_channels=1)
     net = EsolCamNet(base)

@@ -264,8 +264,13 @@ class EsolCamNet(nn.Module):
 
     @torch.no_grad()
     def start_shrink(self) -> None:
-        """Initialise the shrinkage head from the trained expansion head (before stage S)."""
-        self.cls_shrink.weight.copy_(self.cls_expand.weight)
+        """Initialise the shrinkage head from the trained expansion head (before stage S).
+
+        Through the state dict, not ``weight``: with a context channel the head is a
+        :class:`~causal_wsss.models.cam_net.SplitHead`, whose ``weight`` is a concatenation made
+        on each read, so copying into it would silently change nothing (it did, until
+        2026-12-01: ESOL + CONTA's shrinkage head started from the stage-0 head)."""
+        self.cls_shrink.load_state_dict(self.cls_expand.state_dict())
 
     def _backbone_trains(self) -> bool:
         return self.train_backbone and self.phase == "expand"
