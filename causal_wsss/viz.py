@@ -1197,11 +1197,13 @@ def plot_evidence_arms(res: dict[str, Any], keys: Sequence[str] = EVIDENCE_ARM_P
 
 
 def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
-    """Levels of ``key`` against rho: the confounded baseline (round 0), CONTA round 1 and the
-    interventional baseline evaluated on the same images, mean with 95% t interval."""
+    """Against rho: left, the levels of ``key`` (the confounded baseline's round 0, CONTA round 1
+    and the interventional baseline evaluated on the same images); right, the paired
+    differences that the claims rest on (CONTA round 1 − round 0 and interventional − confounded
+    round 0, same seed), each seed a dot. Means with 95% t intervals over the training seeds."""
     from .evidence import LABELS
 
-    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.0))
     # only the rhos with a confounded round 0: the interventional point is compared with it
     based = {tag.split("@")[1] for tag, rounds in res["rounds"].items()
              if tag.startswith("conta@") and ((rounds.get("0") or {}).get(key) or {}).get("mean")
@@ -1209,27 +1211,53 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
     series = (("conta", "0", "baseline (round 0)", "tab:gray", -0.008),
               ("conta", "1", "CONTA round 1", "tab:blue", 0.0),
               ("interventional", "0", "interventional baseline", "tab:green", 0.008))
+
+    def draw(axis, points, label, colour):  # points: [(x, mean, lo, hi)]
+        if not points:
+            return
+        xs, ms, los, his = (np.asarray(v, dtype=float) for v in zip(*sorted(points)))
+        axis.errorbar(xs, ms, yerr=np.vstack([ms - los, his - ms]), fmt="o-", color=colour,
+                      capsize=3, label=label)
+
     for arm, r, label, colour, dx in series:
-        xs, ms, los, his = [], [], [], []
+        points = []
         for tag, rounds in res["rounds"].items():
             name, rho = tag.split("@")
             s = (rounds.get(r) or {}).get(key) if name == arm and rho in based else None
             if s and s.get("mean") is not None:
-                xs.append(float(rho) + dx)
-                ms.append(s["mean"])
-                los.append(s["lo"] if s.get("lo") is not None else s["mean"])
-                his.append(s["hi"] if s.get("hi") is not None else s["mean"])
-        if xs:
-            order = np.argsort(xs)
-            xs, ms = np.asarray(xs)[order], np.asarray(ms)[order]
-            err = np.vstack([ms - np.asarray(los)[order], np.asarray(his)[order] - ms])
-            ax.errorbar(xs, ms, yerr=err, fmt="o-", color=colour, capsize=3, label=label)
-    ax.set_xlabel("rho (confounding strength of the training set)")
-    ax.set_xticks((0.5, 0.7, 0.9, 0.97))  # the protocol's rhos, on a fixed axis (one rho is
-    ax.set_xlim(0.45, 1.0)                # not a zoom onto the markers' offsets)
-    ax.set_ylabel(LABELS.get(key, key))
-    ax.set_title("What confounding costs, and how much of it CONTA recovers", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+                points.append((float(rho) + dx, s["mean"],
+                               s["lo"] if s.get("lo") is not None else s["mean"],
+                               s["hi"] if s.get("hi") is not None else s["mean"]))
+        draw(ax, points, label, colour)
+    for arm, label, colour, dx in (("conta", "CONTA round 1 − round 0", "tab:blue", -0.006),
+                                   ("interventional", "interventional − confounded round 0",
+                                    "tab:green", 0.006)):
+        points = []
+        for rho, by_key in (res.get("sweep") or {}).items():
+            s = (by_key.get(key) or {}).get(arm)
+            if not s or s.get("mean") is None:
+                continue
+            x = float(rho) + dx
+            lo = s["lo"] if s.get("lo") is not None else s["mean"]
+            hi = s["hi"] if s.get("hi") is not None else s["mean"]
+            points.append((x, s["mean"], lo, hi))
+            values = s.get("values") or []
+            bx.scatter([x + 0.004] * len(values), values, s=10, color=colour, alpha=0.45,
+                       zorder=3)
+        draw(bx, points, label, colour)
+    bx.axhline(0.0, color="black", lw=0.8)
+    label = LABELS.get(key, key)
+    for axis, title, ylabel in (
+            (ax, "Levels: what confounding costs", f"{label} (mean, 95% interval)"),
+            (bx, "Paired differences (dots: seeds): the gap, and CONTA's share of it",
+             f"difference in {label}")):
+        axis.set_xlabel("rho (confounding strength of the training set)")
+        axis.set_xticks((0.5, 0.7, 0.9, 0.97))  # the protocol's rhos, on a fixed axis (one rho
+        axis.set_xlim(0.45, 1.0)                # is not a zoom onto the markers' offsets)
+        axis.set_ylabel(ylabel)
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

@@ -213,6 +213,27 @@ def test_committed_archive_reproduces_the_committed_tables():
     assert json.loads(json.dumps(res)) == committed
 
 
+def test_the_sweep_figure_shows_the_levels_and_the_paired_differences_per_seed():
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from causal_wsss.viz import plot_evidence_sweep
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "docs" / "tables"
+                      / "evidence.json").read_text())
+    fig = plot_evidence_sweep(res)
+    levels, paired = fig.axes
+    assert len(levels.containers) == 3  # baseline, CONTA round 1, interventional
+    assert len(paired.containers) == 2  # CONTA r1 - r0, interventional - r0
+    from matplotlib.collections import PathCollection
+
+    dots = sum(len(c.get_offsets()) for c in paired.collections if isinstance(c, PathCollection))
+    assert dots == sum(len(by_key["pseudo_miou"][arm]["values"])
+                       for by_key in res["sweep"].values() for arm in ("conta", "interventional"))
+    plt.close(fig)
+
+
 @pytest.mark.slow
 def test_a_variant_alone_runs_the_round_0_it_is_paired_with(tmp_path):
     """``--only exact --seeds 0``: one seed of one row, from nothing."""
