@@ -1212,10 +1212,12 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
               ("conta", "1", "CONTA round 1", "tab:blue", 0.0),
               ("interventional", "0", "interventional baseline", "tab:green", 0.008))
 
-    def draw(axis, points, label, colour):  # points: [(x, mean, lo, hi)]
+    def draw(axis, points, label, colour):  # points: [(x, stat)], stat with mean, lo, hi
         if not points:
             return
-        xs, ms, los, his = (np.asarray(v, dtype=float) for v in zip(*sorted(points)))
+        rows = sorted((x, st["mean"], st["mean"] if st.get("lo") is None else st["lo"],
+                       st["mean"] if st.get("hi") is None else st["hi"]) for x, st in points)
+        xs, ms, los, his = (np.asarray(v, dtype=float) for v in zip(*rows))
         axis.errorbar(xs, ms, yerr=np.vstack([ms - los, his - ms]), fmt="o-", color=colour,
                       capsize=3, label=label)
 
@@ -1225,9 +1227,7 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
             name, rho = tag.split("@")
             s = (rounds.get(r) or {}).get(key) if name == arm and rho in based else None
             if s and s.get("mean") is not None:
-                points.append((float(rho) + dx, s["mean"],
-                               s["lo"] if s.get("lo") is not None else s["mean"],
-                               s["hi"] if s.get("hi") is not None else s["mean"]))
+                points.append((float(rho) + dx, s))
         draw(ax, points, label, colour)
     for arm, label, colour, dx in (("conta", "CONTA round 1 − round 0", "tab:blue", -0.006),
                                    ("interventional", "interventional − confounded round 0",
@@ -1238,9 +1238,7 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
             if not s or s.get("mean") is None:
                 continue
             x = float(rho) + dx
-            lo = s["lo"] if s.get("lo") is not None else s["mean"]
-            hi = s["hi"] if s.get("hi") is not None else s["mean"]
-            points.append((x, s["mean"], lo, hi))
+            points.append((x, s))
             values = s.get("values") or []
             bx.scatter([x + 0.004] * len(values), values, s=10, color=colour, alpha=0.45,
                        zorder=3)

@@ -217,6 +217,7 @@ def test_the_sweep_figure_shows_the_levels_and_the_paired_differences_per_seed()
     from pathlib import Path
 
     import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
 
     from causal_wsss.viz import plot_evidence_sweep
 
@@ -226,8 +227,6 @@ def test_the_sweep_figure_shows_the_levels_and_the_paired_differences_per_seed()
     levels, paired = fig.axes
     assert len(levels.containers) == 3  # baseline, CONTA round 1, interventional
     assert len(paired.containers) == 2  # CONTA r1 - r0, interventional - r0
-    from matplotlib.collections import PathCollection
-
     dots = sum(len(c.get_offsets()) for c in paired.collections if isinstance(c, PathCollection))
     assert dots == sum(len(by_key["pseudo_miou"][arm]["values"])
                        for by_key in res["sweep"].values() for arm in ("conta", "interventional"))
