@@ -261,11 +261,13 @@ else:
 #   ground-truth dictionary or $m$ scaled to its maximum leave the context term at most 3e-4 of
 #   the CAMs. Every variant stays within ±0.1 points of CONTA; the uniform control equals
 #   Eq. 3's round 1 in every seed, and round 2 repeats it ($+0.01 \pm 0.02$, 5 seeds).
-# - **Not one confounding strength**: over `rho` (5 seeds each; 0.97 still being measured,
-#   section 4's cell shows the sweep as it is committed) the interventional gap grows from
-#   $+0.3$ (rho 0.5) to $+1.1$ (0.7) and $+3.6$ (0.9) points, the confounded network's context
-#   effect from 1.2 to 1.7 and 2.9 logits, and CONTA closes none of it at any rho: its round-1
-#   gain stays within ±0.05 points in every seed.
+# - **Not one confounding strength**: over `rho` (5 seeds each, 8 at 0.9; section 4's cell
+#   shows the sweep as it is committed) the interventional gap grows from $+0.3$ (rho 0.5) to
+#   $+1.1$ (0.7), $+3.6$ (0.9) and $+8.6 \pm 1.5$ $[+6.7, +10.4]$ (0.97) points, the confounded
+#   network's context effect from 1.2 to 1.7, 2.9 and 3.9 logits, and CONTA closes none of it
+#   at any rho: its round-1 gain is $+0.01$, $+0.00$, $+0.00$ and $-0.03$ points, every
+#   interval within ±0.1. The stronger the confounding, the more there is to gain, and CONTA
+#   gains none of it.
 # - **Before the protocol** (`docs/results.md` section 1: the former, from-scratch `cpu`
 #   preset, three seeds with the data redrawn per seed): the same null, with a different
 #   failure (the attention collapsed onto one dictionary entry for every image), and a lesson
