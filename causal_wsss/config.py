@@ -82,6 +82,9 @@ class EsolConfig:
     """
 
     sampler_op: str = "grid_sample"  # grid_sample (same numbers, ~6x faster on CPUs) | deform_conv2d
+    # deformable (ESOL) | identity: both samplers pass the features through unchanged (no blur,
+    # no offsets), so the stages only train the heads again: a control of ours, not ESOL
+    sampler: str = "deformable"
     r_max: float = 8.0  # offset bound in feature cells (tanh)
     clip_q: float = 0.9  # Clip Op: per-channel quantile of the expansion features; 0 = no clip
     clip_images: int = 200  # training crops the clip quantile is computed on
@@ -596,6 +599,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "context.lr": _number(0.0),
     "cam.method": _nonempty_text(),  # checked against the registry where the run starts
     "esol.sampler_op": _choice("grid_sample", "deform_conv2d"),
+    "esol.sampler": _choice("deformable", "identity"),
     "esol.r_max": _POSITIVE,
     "esol.clip_q": _number(0.0, 1.0, hi_open=True),
     "esol.clip_images": _int_at_least(1),

@@ -93,6 +93,10 @@ ESOL_ARMS: tuple[Arm, ...] = (
         "layer3/4 also descend the expansion loss"),
     Arm("esol_lroff", "ESOL, offset learning rate 0.1", ("cam.method=esol", "esol.lr_offset=0.1"),
         "does a sampler that moves expand the maps? (not in the specification's list)"),
+    Arm("esol_noclip_id", "ESOL, no clip, no samplers (control)",
+        ("cam.method=esol", "esol.clip_q=0", "esol.sampler=identity"),
+        "the no-clip run's two head trainings on unblurred features: what the samplers add "
+        "(a control of ours, added after the no-clip result)"),
 )
 """ESOL (``cam.method=esol``) under the same protocol: an extension made after the
 pre-registration (``docs/results.md`` section 6), not one of its comparisons. ``esol`` runs

@@ -176,6 +176,7 @@ LATER_KEYS: dict[str, Any] = {
     "context.lr": 0.0,
     "pseudo.walk_reach": 0.0,
     "pseudo.irn_steps": 0,
+    "esol.sampler": "deformable",
 }
 """Keys added after run folders began to carry config fingerprints, each with the value that
 does what the code did before the key existed. At that value a key is left out of the

@@ -930,6 +930,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     # ESOL (cam.method=esol only): re-implemented from the abstract and the official figure;
     # [R] = our decision where the sources are silent (docs/esol.md)
     "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",
+    "esol.sampler": "ours: deformable = ESOL; identity = no sampler (a control, not ESOL)",
     "esol.r_max": "docs/esol.md [R]: offsets bounded to 8 feature cells (tanh)",
     "esol.clip_q": "docs/esol.md [R]: Clip Op at the per-channel 0.9-quantile of F1",
     "esol.clip_images": "docs/esol.md [R]: 200 training crops",

@@ -283,7 +283,7 @@ def main() -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="ARM",
                    help="with --protocol: only these arms (conta interventional exact uniform "
                    "adamw mmax gt_dict; the ESOL extension: esol esol_noclip esol_area002 "
-                   "esol_area02 esol_backbone esol_lroff)")
+                   "esol_area02 esol_backbone esol_lroff esol_noclip_id)")
     p.add_argument("--tables-only", action="store_true",
                    help="with --protocol: run nothing, rewrite the tables from finished runs")
     p.add_argument("--publish", action="store_true",

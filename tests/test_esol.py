@@ -131,6 +131,30 @@ def test_zero_offsets_without_clip_match_the_stage0_logits_up_to_the_box_blur():
         torch.testing.assert_close(net(x).logits, base(x).logits, rtol=1e-5, atol=1e-5)
 
 
+def test_the_identity_sampler_control_trains_only_the_heads_on_the_trunk_features():
+    """``esol.sampler=identity`` (our control): no blur, no offsets; without the clip both heads
+    read the stage-0 features themselves, so at initialisation they give the stage-0 logits."""
+    base = _base().eval()
+    net = EsolCamNet(base, sampler="identity").eval()
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        feats = base.trunk_features(x)
+        for phase in ("expand", "shrink"):
+            net.set_phase(phase)
+            out = net(x)
+            torch.testing.assert_close(out.features, feats)
+            torch.testing.assert_close(out.logits, base(x).logits, rtol=1e-5, atol=1e-5)
+    # a training step moves the head and leaves the offset branch without a gradient
+    net.train().set_phase("expand")
+    net.freeze_for_phase()
+    F.multilabel_soft_margin_loss(net(x).logits, torch.tensor([[1.0, 0, 1], [0, 1, 0]])).backward()
+    assert net.cls_expand.weight.grad.abs().sum() > 0
+    assert net.expand.offset_conv.weight.grad is None
+    assert float(net.expand.mean_abs_offset) == 0.0
+    with pytest.raises(ValueError, match="sampler"):
+        EsolCamNet(_base(), sampler="blur")
+
+
 def _train_step(net, x, labels, reverse: bool = True):
     net.expand.reverse = reverse
     net.zero_grad(set_to_none=True)
@@ -278,6 +302,9 @@ def test_esol_keys_are_overridable_and_range_checked():
         resolve("cpu", ["esol.r_max=0"])
     with pytest.raises(ConfigError, match="esol.extract_from"):
         resolve("cpu", ["esol.extract_from=stage0"])
+    assert resolve("cpu", ["esol.sampler=identity"]).esol.sampler == "identity"
+    with pytest.raises(ConfigError, match="esol.sampler"):
+        resolve("cpu", ["esol.sampler=blur"])
 
 
 def test_irn_runs_keep_their_config_fingerprint():
@@ -299,7 +326,7 @@ def test_irn_runs_keep_their_config_fingerprint():
     data.pop("rounds")
     for dotted in LATER_KEYS:  # keys younger than the folder, at their neutral values
         section, key = dotted.split(".")
-        data[section].pop(key)
+        data.get(section, {}).pop(key, None)  # an IRN run's esol section is already gone
     old = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
     assert legacy_config_fingerprint(irn) == old
 

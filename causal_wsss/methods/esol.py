@@ -240,7 +240,7 @@ def train_esol_cams(round_: CamRound) -> CamStages:
     stage0 = train_irn_cams(round_)
     seed_everything(stage_seed(cfg.seed, "esol"))
     net = EsolCamNet(round_.cam_net, r_max=e.r_max, ramp=e.lambda_rev, op=e.sampler_op,
-                     train_backbone=e.train_backbone)
+                     train_backbone=e.train_backbone, sampler=e.sampler)
     model = ContextCamNet(net) if isinstance(round_.model, ContextCamNet) else net
     model.to(device)
     timed = round_.timed
@@ -314,7 +314,7 @@ def load_esol_round(run_dir, r: int = 0, *, device: str | torch.device = "cpu"):
     load_checkpoint(run_dir / f"round_{r}" / "cam_net.pt", model=stage0, map_location="cpu")
     base = build_cam_model(cfg, num_fg)
     esol = EsolCamNet(base, r_max=e.r_max, ramp=e.lambda_rev, op=e.sampler_op,
-                      train_backbone=e.train_backbone)
+                      train_backbone=e.train_backbone, sampler=e.sampler)
     load_checkpoint(run_dir / f"round_{r}" / "cam_shrink.pt", model=esol, map_location="cpu")
     esol.set_phase("shrink")
     return cfg, stage0.to(device).eval(), esol.to(device).eval()

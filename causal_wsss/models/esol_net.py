@@ -133,11 +133,16 @@ class DeformableSampler(nn.Module):
     In training mode every forward updates exponential averages of the mean |offset| and of the
     share of taps that sample more than half a cell beyond the map's zero-padding ring, i.e.
     read only zeros (the degeneracy monitor; 0 at zero offsets).
+
+    ``identity=True`` (``esol.sampler=identity``; a control of ours, not ESOL) returns the
+    features unchanged: no offsets, no 3x3 mean (at zero offset the sampler is a box blur), so
+    a stage trains only its head, on the features themselves.
     """
 
     def __init__(self, channels: int, *, r_max: float = 8.0, reverse: bool = False,
-                 ramp: str = "dann", op: str = "grid_sample") -> None:
+                 ramp: str = "dann", op: str = "grid_sample", identity: bool = False) -> None:
         super().__init__()
+        self.identity = bool(identity)
         self.offset_conv = nn.Conv2d(channels, 2 * TAPS, KERNEL, padding=1)
         nn.init.zeros_(self.offset_conv.weight)
         nn.init.zeros_(self.offset_conv.bias)
@@ -162,6 +167,8 @@ class DeformableSampler(nn.Module):
         return self.r_max * torch.tanh(raw / self.r_max)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return features
         offsets = self.offsets(features)
         if self.training:
             self._monitor(offsets.detach())
@@ -230,7 +237,8 @@ class EsolCamNet(nn.Module):
     """
 
     def __init__(self, base: nn.Module, *, r_max: float = 8.0, ramp: str = "dann",
-                 op: str = "grid_sample", train_backbone: bool = False) -> None:
+                 op: str = "grid_sample", train_backbone: bool = False,
+                 sampler: str = "deformable") -> None:
         super().__init__()
         self.base = base
         channels = base.feature_channels
@@ -239,9 +247,13 @@ class EsolCamNet(nn.Module):
         self.context_channels = base.context_channels
         self.output_stride = base.output_stride
         self.train_backbone = bool(train_backbone)
-        self.expand = DeformableSampler(channels, r_max=r_max, reverse=True, ramp=ramp, op=op)
+        if sampler not in ("deformable", "identity"):
+            raise ValueError(f"sampler must be 'deformable' or 'identity', not {sampler!r}")
+        identity = sampler == "identity"
+        self.expand = DeformableSampler(channels, r_max=r_max, reverse=True, ramp=ramp, op=op,
+                                        identity=identity)
         self.clip = FeatureClip(channels)
-        self.shrink = DeformableSampler(channels, r_max=r_max, op=op)
+        self.shrink = DeformableSampler(channels, r_max=r_max, op=op, identity=identity)
         self.cls_expand = copy.deepcopy(base.classifier)
         self.cls_shrink = copy.deepcopy(base.classifier)
         self.phase = "expand"
