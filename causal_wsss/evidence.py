@@ -102,6 +102,10 @@ ESOL_ARMS: tuple[Arm, ...] = (
 pre-registration (``docs/results.md`` section 6), not one of its comparisons. ``esol`` runs
 rounds 0-1; the ablations run round 0 only and are compared with ``esol``'s round 0."""
 ESOL_ABLATIONS = tuple(a.name for a in ESOL_ARMS[1:])
+ESOL_CONTROLS = {"esol_noclip_id": "esol_noclip"}
+"""Controls among the ablations, each also compared with the run it controls and with IRN's
+round 0: ESOL without the clip minus the same without samplers is what the samplers add;
+that control minus IRN's round 0 is what two more head trainings add."""
 ALL_ARMS = (*ARMS, *ESOL_ARMS)
 ARM_BY_NAME = {a.name: a for a in ALL_ARMS}
 ESOL_STAGES = (("esol_stage0_", "stage 0 (IRNet's CAM)"), ("esol_expand_", "expansion"),
@@ -733,6 +737,16 @@ def _esol(reports: dict) -> dict[str, Any]:
         if runs:
             out["ablations"][name] = {k: _with_seeds(*_paired(runs, 0, esol, 0, k))
                                       for k in ENDPOINTS}
+    out["controls"] = {}
+    for name, ref in ESOL_CONTROLS.items():
+        runs, controlled = reports.get((name, MAIN_RHO), {}), reports.get((ref, MAIN_RHO), {})
+        if runs:
+            out["controls"][name] = {
+                "of": ref,
+                "controlled_minus_control": {k: _with_seeds(*_paired(controlled, 0, runs, 0, k))
+                                             for k in ENDPOINTS},
+                "control_minus_irn": {k: _with_seeds(*_paired(runs, 0, irn, 0, k))
+                                      for k in ENDPOINTS}}
     for name in ("esol", *ESOL_ABLATIONS):
         runs = reports.get((name, MAIN_RHO), {})
         if runs:
@@ -961,6 +975,11 @@ def markdown_esol(res: dict[str, Any]) -> str:
             ("CONTA's gain on ESOL − its gain on IRN", e.get("conta_gain_vs_irn"))]
     rows += [(f"{ARM_BY_NAME[n].label} − ESOL (round 0)", st)
              for n, st in (e.get("ablations") or {}).items()]
+    for name, c in (e.get("controls") or {}).items():
+        rows += [(f"{ARM_BY_NAME[c['of']].label} − {ARM_BY_NAME[name].label}: what the samplers "
+                  "add (round 0)", c["controlled_minus_control"]),
+                 (f"{ARM_BY_NAME[name].label} − IRN round 0: what two more head trainings add",
+                  c["control_minus_irn"])]
     for label, stats in rows:
         if stats and stats[PRIMARY]["n"]:
             lines.append(f"| {label} | " + " | ".join(_fmt(stats[k], _digits(k))

@@ -373,6 +373,7 @@ def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
         _fake_run(tmp_path / "runs", "conta", 0.9, seed, [irn0, irn1])
         _fake_esol(tmp_path / "runs", "esol", seed, [e0, e1])
         _fake_esol(tmp_path / "runs", "esol_noclip", seed, [noclip])
+        _fake_esol(tmp_path / "runs", "esol_noclip_id", seed, [noclip + 1.0 - seed])
     _fake_run(tmp_path / "runs", "conta", 0.9, 3, [30.0, 30.0])  # IRN only: not in ESOL's rows
     res = collect(proto)
     e = res["esol"]
@@ -381,7 +382,15 @@ def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
     assert e["conta_gain_vs_irn"]["pseudo_miou"]["values"] == [0.5, -0.5, 0.0]
     assert e["ablations"]["esol_noclip"]["pseudo_miou"]["values"] == [1.0, 1.5, 0.5]
     assert e["stages"]["esol"]["esol_stage0_cam_miou_best"]["mean"] == 40.0
+    # the no-samplers control: against the no-clip run it controls, and against IRN's round 0
+    c = e["controls"]["esol_noclip_id"]
+    assert c["of"] == "esol_noclip"
+    assert c["controlled_minus_control"]["pseudo_miou"]["values"] == [-1.0, 0.0, 1.0]
+    assert c["control_minus_irn"]["pseudo_miou"]["values"] == [-1.0, -0.5, -3.5]
     text = markdown_tables(res)
+    assert ("| ESOL, no clip − ESOL, no clip, no samplers (control): what the samplers add "
+            "(round 0) | +0.00") in text
+    assert "no samplers (control) − IRN round 0: what two more head trainings add | -1.67" in text
     assert "| ESOL round 0 − IRN round 0 | -2.67" in text
     assert "| ESOL, no clip − ESOL (round 0) | +1.00" in text
     assert "| ESOL (re-implemented) | stage 0 (IRNet's CAM) | 40.0" in text
