@@ -280,10 +280,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", action="store_true",
                    help="run the whole protocol of docs/results.md section 0 (resumable)")
+    from causal_wsss.evidence import ARMS, ESOL_ARMS
+
     p.add_argument("--only", nargs="+", default=None, metavar="ARM",
-                   help="with --protocol: only these arms (conta interventional exact uniform "
-                   "adamw mmax gt_dict; the ESOL extension: esol esol_noclip esol_area002 "
-                   "esol_area02 esol_backbone esol_lroff esol_noclip_id)")
+                   help="with --protocol: only these arms (" + " ".join(a.name for a in ARMS)
+                   + "; the ESOL extension: " + " ".join(a.name for a in ESOL_ARMS) + ")")
     p.add_argument("--tables-only", action="store_true",
                    help="with --protocol: run nothing, rewrite the tables from finished runs")
     p.add_argument("--publish", action="store_true",
