@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint browser-deps crf-deps clean
+.PHONY: venv demo test layers lint browser-deps crf-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/causal-wsss demo
 
-test: $(STAMP) browser-deps crf-deps
+test: $(STAMP) browser-deps crf-deps layers
 	$(BIN)/python -m pytest -q
+
+# The import contracts of pyproject.toml ([tool.importlinter]): layers, no cycles, computation
+# free of plotting; a new upward import or cycle fails here (and so in CI).
+layers: $(STAMP)
+	$(BIN)/lint-imports --no-logo
 
 # The one real-browser test needs Debian's chromium and the playwright package (never
 # `playwright install`); without them (no root, no apt) it is skipped with the reason.
@@ -32,7 +37,7 @@ browser-deps: $(STAMP)
 crf-deps: $(STAMP)
 	-@$(BIN)/python -c "import pydensecrf.densecrf" 2>/dev/null || $(BIN)/pip install -q -e ".[crf]"
 
-lint: $(STAMP)
+lint: $(STAMP) layers
 	$(BIN)/ruff check causal_wsss tests bench
 
 clean:

@@ -7,16 +7,18 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from causal_wsss.errors import DataError
+from .errors import DataError
+from .scm import conta_graph
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from causal_wsss.simulate import DiscreteSCM
+    from .simulate import DiscreteSCM
 
 # max |sigmoid''| = 1 / (6 sqrt 3), reached at logit ±log(2 + sqrt 3); half of it bounds the NWGM gap
 _HALF_MAX_SIGMOID_CURVATURE = 1.0 / (12.0 * math.sqrt(3.0))
@@ -218,7 +220,7 @@ class EstimateTable:
     def to_frame(self) -> pd.DataFrame:
         """One row per effect estimate: ``estimate``, ``value`` and ``error`` (value - truth);
         the placebo effect is left out (its target is 0, not the truth)."""
-        import pandas as pd
+        import pandas as pd  # about 0.5 s: imported on use
 
         names = ["naive", "naive_exact", "backdoor_exact", "backdoor_empirical", "dowhy",
                  "truth"]
@@ -238,10 +240,7 @@ def dowhy_effect(frame: pd.DataFrame, *, refuter_simulations: int = 5,
     misses the ATE whenever the effect differs between contexts. Returns
     (effect, placebo effect, placebo p-value). DoWhy is imported here, its warnings silenced.
     """
-    import networkx as nx
-    from dowhy import CausalModel
-
-    from causal_wsss.scm import conta_graph
+    from dowhy import CausalModel  # heavy (about 3 s): imported on use
 
     missing = {"C", "X", "M", "Y"} - set(frame.columns)
     if missing:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data.transforms import denormalize, normalize
 from .errors import DataError
 from .io import atomic_path
-from .runtime import autocast
+from .runtime import autocast, eval_mode, unwrap_parallel
 
 IRNET_SCALES = (1.0, 0.5, 1.5, 2.0)
 """IRNet ``cam_scales`` (method.md section 4, CAM inference)."""
@@ -240,21 +239,6 @@ def _normalize_levels(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The CamNet inside DistributedDataParallel / DataParallel wrappers."""
-    return model.module if hasattr(model, "module") else model
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
                  out_size: tuple[int, int] | None = None, context: torch.Tensor | None = None,
@@ -284,7 +268,7 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     because emulated bf16 runs 8-12 times slower (:func:`causal_wsss.runtime.cpu_has_bf16`;
     docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
     """
-    net = _unwrap(model)
+    net = unwrap_parallel(model)
     if (images.dim() != 4 or images.shape[1] != 3
             or not (images.dtype == torch.uint8 or images.is_floating_point())):
         raise DataError(f"images have shape {tuple(images.shape)} and dtype {images.dtype}; "
@@ -315,7 +299,7 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     ctx = context
     if flip and context is not None:
         ctx = torch.cat([context, context.flip(-1)])  # (2B, Cc, Hc, Wc)
-    with torch.no_grad(), _eval_mode(net):
+    with torch.no_grad(), eval_mode(net):
         if images.dtype == torch.uint8:
             levels, x = images, normalize(images)  # (B, 3, H, W) uint8, float32
         else:
@@ -364,7 +348,7 @@ def extract_cams_list(model: nn.Module, images: Sequence[torch.Tensor],
                         f"{sorted(str(d) for d in {image.dtype for image in images})}; expected "
                         "all uint8 or all normalised float")
     if device is None:
-        device = next(_unwrap(model).parameters()).device
+        device = next(unwrap_parallel(model).parameters()).device
     buckets: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         buckets.setdefault(tuple(image.shape[-2:]), []).append(i)
@@ -495,7 +479,7 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     cache = CamCache(cache_dir)
     shard = range(rank, len(dataset), world_size)
     todo = _sorted_by_size(dataset, [i for i in shard if not cache.exists(names[i])])
-    net = _unwrap(model).to(device)
+    net = unwrap_parallel(model).to(device)
     net = net.to(memory_format=torch.channels_last)
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_as_list,

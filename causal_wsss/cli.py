@@ -2,17 +2,24 @@
 
 Every error the project anticipates (a wrong folder, a corrupt image, an unknown config key)
 is printed as one line naming the file or key, and the command exits with status 2.
+
+The torch-bound modules (data sets, the pipeline) and matplotlib (the figures) are imported
+inside the commands that use them, so that ``--help``, ``config`` and a mistyped option answer
+without loading torch (about 1.5 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .constants import BENCHMARK_SIZE
-from .errors import CausalWSSSError
+from .config import resolve
+from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
+from .errors import CausalWSSSError, ConfigError
+from .report import format_report_table
 
 EPILOG = """\
 examples:
@@ -139,10 +146,6 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _resolve_run_config(args: argparse.Namespace):
-    import os
-
-    from .config import resolve
-
     root = args.root or os.environ.get("CAUSAL_WSSS_DATA", "")
     top = {"seed": args.seed, "rounds": getattr(args, "rounds", None), "device": args.device}
     extra = []
@@ -156,12 +159,10 @@ def _resolve_run_config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import format_report_table, run_experiment
+    from .pipeline import run_experiment
 
     cfg = _resolve_run_config(args)
     if not cfg.data.root:
-        from .errors import ConfigError
-
         raise ConfigError("no data root: pass --root or set CAUSAL_WSSS_DATA (for VOC the folder "
                           "holding VOCdevkit/, for COCO the folder holding train2014/)")
     try:
@@ -188,10 +189,8 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
     (``viz.save_demo_figures``) are drawn here, in the command-line layer, so that the
     pipeline's computation never imports the plotting.
     """
-    from .config import resolve
-    from .constants import BENCHMARK_TWINS
     from .data.synthetic import generate_synthetic
-    from .pipeline import format_report_table, run_experiment
+    from .pipeline import run_experiment
     from .viz import save_demo_figures
 
     size = BENCHMARK_SIZE if size is None else size
@@ -214,8 +213,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from .config import resolve
-
     print(json.dumps(resolve(args.preset, args.overrides).to_dict(), indent=2))
     return 0
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .io import write_json
 
 
 @dataclass(frozen=True)
@@ -249,8 +250,6 @@ class ExperimentConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as JSON, atomically."""
-        from .io import write_json
-
         write_json(path, self.to_dict())
 
     @classmethod

@@ -34,7 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cam import CamCache
+from .data.transforms import normalize
 from .errors import DataError
+from .metrics import ConfusionMatrix, cams_to_labels
+from .runtime import autocast, eval_mode, unwrap_parallel
 
 TWIN_KINDS = ("twin", "no_partner", "context_only")
 
@@ -60,18 +64,15 @@ def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = 
     batched together (the twins of one validation image share its size); the sizes come from
     the synthetic sidecar ``meta`` when given, else from decoding each image.
     """
-    from .cam import _eval_mode, _unwrap
-    from .data.transforms import normalize
-    from .runtime import autocast
 
-    net = _unwrap(model).to(device)
+    net = unwrap_parallel(model).to(device)
     by_size: dict[tuple[int, int], list[int]] = {}
     sizes = {img["name"]: (img["height"], img["width"]) for img in meta["images"]} if meta else {}
     for i, name in enumerate(dataset.names):
         size = sizes.get(name) or dataset.load_image(i).shape[:2]
         by_size.setdefault(tuple(size), []).append(i)
     out = np.zeros((len(dataset), net.num_classes), dtype=np.float32)
-    with _eval_mode(net):
+    with eval_mode(net):
         for indices in by_size.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
@@ -154,8 +155,6 @@ def twin_cam_miou(dataset, cache_dir: Path, meta: dict[str, Any], threshold: flo
     Only ``kind == "twin"`` images are scored, at the background ``threshold`` (a value, not a
     sweep: the round's best threshold on the evaluation split).
     """
-    from .cam import CamCache
-    from .metrics import ConfusionMatrix, cams_to_labels
 
     entries = twin_index(meta, dataset.names)
     used = getattr(dataset, "used_classes", None)

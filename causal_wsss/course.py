@@ -20,7 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from .config import ExperimentConfig, resolve
+from .constants import IGNORE_INDEX
+from .data.synthetic import generate_synthetic
+from .errors import WeightsError
 from .io import write_json
+from .irn import boundary_map, make_ir_labels, oracle_walk_labels, random_walk, walk_settings
+from .metrics import ConfusionMatrix
+from .models.efficientnet_lite import MEAN, STD, imagenet_classifier
+from .models.seg_net import build_seg_net
+from .pipeline import run_experiment
+from .report import format_report_table
+from .results import load_report
+from .stages.models import build_cam_model
+from .viz import plot_rounds, plot_run_cams, save_figure
 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 03-07: the synthetic benchmark and its configuration
@@ -40,8 +52,6 @@ def benchmark_config(preset: str, *, synth_dir: str | os.PathLike, rho: float, s
     ``torch_threads`` > 0 sets torch's CPU threads for the session (1 is fastest on the smoke
     sizes); 0 leaves torch's default.
     """
-    from .data.synthetic import generate_synthetic
-
     if torch_threads > 0:
         torch.set_num_threads(int(torch_threads))
 
@@ -61,8 +71,6 @@ def run_benchmark(run_dir: str | os.PathLike, preset: str, *, progress: bool = F
     """:func:`benchmark_config` (``benchmark`` are its keywords), then ``run_experiment`` into
     ``run_dir`` (cached stages are read, not recomputed). Returns the configuration and the
     run's report."""
-    from .pipeline import run_experiment
-
     cfg = benchmark_config(preset, progress=progress, **benchmark)
     return cfg, run_experiment(cfg, run_dir, progress=progress)
 
@@ -87,8 +95,6 @@ def walk_maps(boundary_net, images: Sequence[np.ndarray], cams: Sequence, pseudo
     ``walk_reach > 0``), each upsampled to the image and scaled to [0, 1]
     (:func:`upsample_unit`). Keys ``boundary map``, ``CAM``, ``after the walk``, as rows for
     ``viz.plot_cam_grid``."""
-    from .irn import boundary_map, random_walk, walk_settings
-
     rows: dict[str, list[np.ndarray]] = {"boundary map": [], "CAM": [], "after the walk": []}
     for image, c in zip(images, cams):
         edge = boundary_map(boundary_net, image, device=device)  # (h, w)
@@ -119,9 +125,6 @@ def score_pseudo_masks(dataset, cache, variants: dict[str, tuple[Callable, float
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .constants import IGNORE_INDEX
-    from .irn import make_ir_labels
-    from .metrics import ConfusionMatrix
 
     oracle_name = None if oracle is None else \
         f"walk on true boundaries (t={oracle.sem_seg_bg_threshold})"
@@ -135,8 +138,6 @@ def score_pseudo_masks(dataset, cache, variants: dict[str, tuple[Callable, float
         for name, (refine, t) in variants.items():
             scores[name].update(torch.from_numpy(refine(image, c, t).astype(np.int64)), target)
         if oracle is not None:
-            from .irn import oracle_walk_labels
-
             scores[oracle_name].update(oracle_walk_labels(
                 target.numpy(), c.keys, c.stride4, oracle,
                 bg_threshold=oracle.sem_seg_bg_threshold).long().cpu(), target)
@@ -163,8 +164,6 @@ def standin_root(work_dir: str | os.PathLike, *, seed: int, coco: bool = False,
                  n_train: int = 16, n_val: int = 4, size: int = 64) -> str:
     """A tiny synthetic stand-in in the VOC layout (and COCO's with ``coco``) under
     ``work_dir/standin``; returns the folder to use as ``CAUSAL_WSSS_DATA``."""
-    from .data.synthetic import generate_synthetic
-
     voc_root = generate_synthetic(f"{work_dir}/standin", n_train=n_train, n_val=n_val, rho=0.9,
                                   seed=seed, size=size, coco=coco)
     return str(Path(voc_root).parents[1])
@@ -175,10 +174,6 @@ def check_gpu_run(cfg: ExperimentConfig, num_classes: int, *, build_networks: bo
     (when the configuration uses the CRF) and, with ``build_networks`` (building them may
     download ImageNet weights), both networks with their weights. Returns ``{"crf": bool,
     "weights": bool}``; ``weights`` is False unless the networks were built."""
-    from .errors import WeightsError
-    from .models.seg_net import build_seg_net
-    from .pipeline import build_cam_model
-
     print("CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
     p = cfg.pseudo
     needs_crf = p.refine == "crf" or (p.refine == "irn" and p.ir_crf)
@@ -209,9 +204,6 @@ def run_or_read(cfg: ExperimentConfig, run_dir: str | os.PathLike, *, run: bool,
     but the checks failed, or not set), then read the report there, if any, and print its
     table. Returns ``(report or None, measured)``, ``measured`` naming preset, seed and date
     (``viz.load_report``) followed by ``note``."""
-    from .pipeline import format_report_table, run_experiment
-    from .viz import load_report
-
     run_dir = Path(run_dir)
     if run:
         run_experiment(cfg, run_dir, progress=progress)
@@ -236,7 +228,6 @@ def show_run_figures(report: dict | None, run_dir: str | os.PathLike,
     report. Returns the saved paths."""
     import matplotlib.pyplot as plt
 
-    from .viz import plot_rounds, plot_run_cams, save_figure
 
     if report is None:
         return []
@@ -259,8 +250,6 @@ def smoke_runs(runs_dir: str | os.PathLike, work_dir: str | os.PathLike, *, seed
     """Notebook 10 in smoke mode: one tiny run on a generated stand-in, copied under every run
     name the notebook knows (``voc_paper``, ``demo``, ``course_r0``) and written as the
     evidence and uniform-control reports. Returns its report."""
-    from .pipeline import run_experiment
-
     runs_dir = Path(runs_dir)
     data = standin_root(work_dir, seed=seed, **standin)
     cfg = resolve("smoke", [f"data.root={data}", *overrides], seed=seed, rounds=1)
@@ -286,7 +275,6 @@ def imagenet_cams(image: np.ndarray, *, top: int = 3, size: int = 224,
     """
     from torchvision.models import MobileNet_V2_Weights
 
-    from .models.efficientnet_lite import MEAN, STD, imagenet_classifier
 
     model = imagenet_classifier()
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CausalWSSSError
+from .errors import CausalWSSSError, ConfigError
 
 
 def _read_umask() -> int:
@@ -110,8 +110,6 @@ def check_folder_target(path: str | os.PathLike, option: str,
 def make_folder(path: Path, option: str = "--out",
                 error: type[CausalWSSSError] | None = None) -> Path:
     """``mkdir -p path``; an OSError (read-only file system, permissions) becomes ``error``."""
-    from .errors import ConfigError
-
     error = error or ConfigError
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,11 +18,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .cam import CamCache, ImageCams
+from .checkpoint import load_checkpoint
 from .config import IRNET_WALK_GRID, IRNET_WALK_RADIUS, PseudoConfig, walk_step_spread
 from .constants import IGNORE_INDEX
 from .data.base import SegmentationDataset
 from .data.transforms import RandomGeometry, normalize
 from .errors import ConfigError, DataError
+from .metrics import ConfusionMatrix
 from .models.irn_net import BoundaryNet, build_boundary_net
 from .pseudo_masks import (
     PseudoMaskDataset,
@@ -32,9 +34,8 @@ from .pseudo_masks import (
     refine_threshold_crf,
     save_mask_png,
 )
-
-if TYPE_CHECKING:
-    from .runtime import DistInfo
+from .runtime import DistInfo, get_dist, progress_bar
+from .train import build_optimizer, fit, make_loader, poly_lambda
 
 IRN_LR = 0.1
 """Learning rate of the boundary branch (IRNet ``irn_learning_rate``)."""
@@ -130,8 +131,6 @@ def make_ir_label_files(dataset: SegmentationDataset, cam_cache_dir: str | os.Pa
     work (CRF included) in DataLoader worker processes. Returns ``{"images", "written",
     "skipped"}`` for this rank.
     """
-    from .runtime import progress_bar
-
     if not 0 <= rank < world_size:
         raise ConfigError(f"make_ir_label_files: rank {rank} outside world_size {world_size}")
     cam_dir = Path(cam_cache_dir)
@@ -342,9 +341,6 @@ def train_irn(cam_net: nn.Module, dataset: SegmentationDataset, ir_label_dir: st
     (JSON-ready);
     load the network with :func:`load_boundary_net`.
     """
-    from .runtime import get_dist
-    from .train import build_optimizer, fit, make_loader, poly_lambda
-
     if int(crop_size) < 8:
         raise ConfigError(f"train_irn: crop_size {crop_size} is too small; expected >= 8 pixels")
     info = dist_info or get_dist()
@@ -389,8 +385,6 @@ def train_irn(cam_net: nn.Module, dataset: SegmentationDataset, ir_label_dir: st
 def load_boundary_net(cam_net: nn.Module, checkpoint: str | os.PathLike, *,
                       device: torch.device | str = "cpu") -> BoundaryNet:
     """The boundary network saved by :func:`train_irn` (built on ``cam_net``'s architecture), in eval mode on ``device``."""
-    from .checkpoint import load_checkpoint
-
     net = build_boundary_net(cam_net)
     load_checkpoint(checkpoint, model=net, map_location="cpu")
     return net.to(device).eval()
@@ -701,9 +695,6 @@ def oracle_scores(dataset: SegmentationDataset, cfg: PseudoConfig, thresholds: I
     Returns ``{"walk": {t: mIoU}, "no_walk": {t: mIoU}}`` over the first ``max_images``
     images (0: all); "no_walk" upsamples and thresholds the same stride-4 maps without a walk.
     """
-    from .metrics import ConfusionMatrix
-    from .runtime import progress_bar
-
     thresholds = [float(t) for t in thresholds]
     classes = getattr(dataset, "used_classes", None)
     conf = {(kind, t): ConfusionMatrix(dataset.num_classes, classes=classes)

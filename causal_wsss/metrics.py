@@ -797,3 +797,10 @@ def _prepare_cams(owner: str, cams: torch.Tensor, target: torch.Tensor | None,
 
 def _json_float(value: float) -> float | None:
     return None if math.isnan(value) else value
+
+
+def iou_by_class(scores: SegmentationScores, classes: Sequence[str]) -> dict[str, float]:
+    """``{class name: IoU in percent}`` of ``scores`` for the classes present (absent classes,
+    whose IoU is undefined, are left out)."""
+    per = scores.as_dict(list(classes))["per_class"]
+    return {k: 100 * v["iou"] for k, v in per.items() if v["iou"] is not None}

@@ -17,6 +17,7 @@ from .constants import voc_palette
 from .data.base import SegmentationDataset, Transform, read_label_png
 from .errors import CausalWSSSError, ConfigError, DataError
 from .io import save_image
+from .runtime import progress_bar
 
 Refiner = Callable[[np.ndarray, ImageCams, float], np.ndarray]
 """``refiner(image uint8 (H, W, 3), cams, bg_threshold) -> uint8 (H, W)`` class labels.
@@ -68,7 +69,8 @@ def cams_to_mask(cams: np.ndarray | torch.Tensor, keys: Sequence[int] | np.ndarr
     return labels.cpu().numpy() if as_numpy else labels
 
 
-def _import_densecrf() -> tuple[Any, Any]:
+def import_densecrf() -> tuple[Any, Any]:
+    """``(pydensecrf.densecrf, pydensecrf.utils)``; CausalWSSSError saying how to install them."""
     try:
         import pydensecrf.densecrf as dcrf
         import pydensecrf.utils as crf_utils
@@ -92,7 +94,7 @@ def refine_crf(image: np.ndarray, probs: np.ndarray, *, iterations: int = 10,
     bilateral sxy 50 / srgb 5 / compat 10. DeepLab-v2's CRF is ``unary="softmax"``,
     ``gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4``.
     """
-    dcrf, crf_utils = _import_densecrf()
+    dcrf, crf_utils = import_densecrf()
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"refine_crf: expected a uint8 (H, W, 3) image, got {image.dtype} "
                         f"{image.shape}")
@@ -225,8 +227,6 @@ def make_pseudo_masks(dataset: SegmentationDataset, cam_dir_or_loader: str | os.
     worker processes, and refines there too for refiners registered with ``in_workers=True``
     ("none", "crf"). Returns ``{"images", "written", "skipped"}`` for this rank.
     """
-    from .runtime import progress_bar
-
     if not 0 <= rank < world_size:
         raise ConfigError(f"make_pseudo_masks: rank {rank} outside world_size {world_size}")
     refiner, in_workers = _get_refiner(refine)

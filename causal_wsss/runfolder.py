@@ -27,13 +27,19 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import IRN_ONLY_KEYS
+import numpy as np
+
+from .config import IRN_ONLY_KEYS, ExperimentConfig, config_differences, describe_differences
 from .errors import CausalWSSSError, ConfigError, DataError
 from .io import check_folder_target, make_folder
+from .methods import method_stages
+from .runtime import barrier, setup_logging
+from .stage_table import STAGE_ARTEFACTS, STAGE_INPUTS, STAGES
+from .stages.datasets import names_of, query_datasets
 
 LOCK_NAME = "run.lock"
 CONFIG_NAME = "config.json"
@@ -71,7 +77,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         try:
-            import fcntl
+            import fcntl  # POSIX only: imported where the lock is taken
         except ImportError:  # not POSIX
             self.unsupported = "no fcntl on this platform"
             return self
@@ -252,71 +258,6 @@ def run_inputs(cfg, sets: dict) -> dict[str, Any]:
 # stage records and their files
 
 
-@dataclass(frozen=True)
-class Artefact:
-    """A file a stage leaves in ``round_k/``; ``{}`` in ``path`` is an image name (one per image)."""
-
-    path: str
-    kind: str  # zip (torch checkpoints, .npz), npy, json, png
-    images: str = ""  # "" | "cams" (train + extra eval images) | "query" (+ twins) | "train"
-
-    @property
-    def folder(self) -> str | None:
-        """The folder that holds this artefact and nothing else, deleted when the stage is redone."""
-        return self.path.split("/")[0] if "/" in self.path else None
-
-
-STAGE_ARTEFACTS: dict[str, tuple[Artefact, ...]] = {
-    "confounders": (Artefact("confounders/dictionary.npy", "npy"),
-                    Artefact("confounders/prior.npy", "npy"),
-                    Artefact("confounders/meta.json", "json"),
-                    Artefact("confounders/queries.npy", "npy")),
-    "cam_train": (Artefact("cam_net.pt", "zip"),),
-    "cams": (Artefact("cams/{}.npz", "zip", "cams"),),
-    "cam_eval": (),
-    "twin_eval": (),  # its CAM cache twin_cams/ is rebuilt whenever the stage runs
-    "ir_labels": (Artefact("ir_label/{}.png", "png", "train"),),
-    "irn_train": (Artefact("irn.pt", "zip"),),
-    "pseudo": (Artefact("pseudo/{}.png", "png", "cams"),),
-    "pseudo_eval": (),
-    "seg_train": (Artefact("seg.pt", "zip"),),
-    "seg_eval": (),
-    "seg_predict": (Artefact("pred/{}.png", "png", "query"),),
-}
-"""The files of each stage of ``pipeline.STAGES`` (keep in step with ``pipeline.run_round``)."""
-
-STAGE_INPUTS: dict[str, tuple[tuple[int, str], ...]] = {
-    "confounders": ((-1, "seg_predict"),),
-    "cam_train": ((0, "confounders"),),
-    "cams": ((0, "cam_train"), (0, "confounders")),
-    "cam_eval": ((0, "cams"),),
-    "twin_eval": ((0, "cam_train"), (0, "cam_eval")),
-    "ir_labels": ((0, "cams"),),
-    "irn_train": ((0, "ir_labels"), (0, "cam_train")),
-    "pseudo": ((0, "cams"), (0, "irn_train")),
-    "pseudo_eval": ((0, "pseudo"),),
-    "seg_train": ((0, "pseudo"),),
-    "seg_eval": ((0, "seg_train"),),
-    "seg_predict": ((0, "seg_train"),),
-}
-"""The stages each stage is computed from, as (round offset, stage)."""
-
-
-def _add_method_stages() -> None:
-    """The CAM methods' own stages (:func:`causal_wsss.methods.method_stages`): their files and
-    inputs; the stages computed from the round's CAM network also depend on those that make it."""
-    from .methods import method_stages
-
-    for name, spec in method_stages().items():
-        STAGE_ARTEFACTS[name] = tuple(Artefact(path, kind) for path, kind in spec.files)
-        STAGE_INPUTS[name] = spec.inputs
-        if spec.makes_cam_net:
-            for dependent in ("cams", "twin_eval", "irn_train"):
-                STAGE_INPUTS[dependent] = (*STAGE_INPUTS[dependent], (0, name))
-
-
-_add_method_stages()
-
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
@@ -352,8 +293,6 @@ def file_problem(path: Path, kind: str) -> str | None:
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
         elif kind == "npy":
-            import numpy as np
-
             array = np.load(path, mmap_mode="r")  # reads the header, checks the size
             del array
         elif kind == "json":
@@ -392,8 +331,6 @@ class RunFolder:
             return r > 0
         if stage in ("ir_labels", "irn_train"):
             return self.cfg.pseudo.refine == "irn"
-        from .methods import method_stages
-
         spec = method_stages().get(stage)
         if spec is not None:  # a CAM method's own stage runs for that method only
             return spec.method == self.cfg.cam.method and (spec.enabled is None
@@ -478,8 +415,6 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
     ``names``: ``{"train": train names, "cams": + extra eval names, "query": + twins}``.
     """
     logger = logger or logging.getLogger("causal_wsss")
-    from .pipeline import STAGES
-
     folder = RunFolder(out, cfg, names)
     rounds = folder.rounds()
     records: dict[tuple[int, str], dict] = {}
@@ -580,8 +515,6 @@ def check_config_file(out: Path, cfg) -> int:
     lock it). With results, a different configuration is refused, naming each key with both
     values; ``rounds`` may differ.
     """
-    from .config import ExperimentConfig, config_differences, describe_differences
-
     path = out / CONFIG_NAME
     if not path.is_file() or not has_results(out):
         return 0
@@ -601,12 +534,10 @@ def check_config_file(out: Path, cfg) -> int:
 
 def names_by_role(sets: dict) -> dict[str, list[str]]:
     """``{"train": train names, "cams": + eval names not in train, "query": + twins names}``
-    (the images of each per-image artefact; :func:`causal_wsss.pipeline.query_datasets`)."""
-    from .pipeline import _names_of, query_datasets
-
+    (the images of each per-image artefact; :func:`causal_wsss.stages.datasets.query_datasets`)."""
     cam_sets, query_sets = query_datasets(sets)
-    return {"train": list(sets["train"].names), "cams": _names_of(cam_sets),
-            "query": _names_of(query_sets)}
+    return {"train": list(sets["train"].names), "cams": names_of(cam_sets),
+            "query": names_of(query_sets)}
 
 
 
@@ -640,10 +571,6 @@ def open_run_folder(out: Path, cfg, sets: dict, *, is_main: bool = True) -> Iter
     (:func:`check_stages`) and finished rounds beyond ``cfg.rounds``, which stay in the report
     (and in ``config.json``'s ``rounds``).
     """
-    from dataclasses import replace
-
-    from .runtime import barrier, setup_logging
-
     inputs = run_inputs(cfg, sets)
     lock = RunLock(out)
     if is_main:

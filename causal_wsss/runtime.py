@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from .errors import ConfigError
 
 
 def seed_everything(seed: int) -> None:
@@ -43,8 +48,6 @@ def choose_device(name: str = "auto", local_rank: int | None = None) -> torch.de
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
-
         raise ConfigError(f"config key 'device' asks for {name!r} but CUDA is not available; "
                           "use device=cpu or device=auto")
     return device
@@ -218,3 +221,29 @@ def progress_bar(iterable, **tqdm_kwargs):
             yield item
             bar.update(1)
 
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, dist_info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel when ``dist_info`` says the run is distributed."""
+    if not dist_info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel / DataParallel wrapper (itself otherwise)."""
+    return model.module if hasattr(model, "module") else model
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` for the block, then the training mode it had before."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

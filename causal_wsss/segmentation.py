@@ -22,14 +22,10 @@ from .errors import ConfigError, DataError
 from .metrics import ConfusionMatrix, SegmentationScores
 from .models.seg_net import predict
 from .pseudo_masks import save_mask_png
-from .runtime import DistInfo, autocast, get_dist
+from .runtime import DistInfo, autocast, get_dist, progress_bar, unwrap_parallel
 from .train import build_optimizer, fit, make_loader, poly_lambda
 
 CHECKPOINT_NAME = "seg.pt"
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def resize_labels(masks: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -136,7 +132,7 @@ def predict_labels(model: nn.Module, images: Sequence[torch.Tensor], *, device: 
     Puts the model in eval mode.
     """
     device = torch.device(device)
-    net = _unwrap(model).eval()
+    net = unwrap_parallel(model).eval()
     height = max(int(im.shape[-2]) for im in images)
     width = max(int(im.shape[-1]) for im in images)
     x = torch.zeros((len(images), 3, height, width), device=device)  # (B, 3, Hmax, Wmax)
@@ -152,7 +148,7 @@ def predict_labels(model: nn.Module, images: Sequence[torch.Tensor], *, device: 
 
 
 def _prepare_inference(model: nn.Module, device: torch.device) -> nn.Module:
-    net = _unwrap(model).to(device)
+    net = unwrap_parallel(model).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
@@ -177,7 +173,6 @@ def evaluate_segmentation(model: nn.Module, dataset, *, device: torch.device | s
                         pin_memory=device.type == "cuda")
     # The mean runs over the data set's own classes (a synthetic set uses 7 of VOC's 21).
     matrix = ConfusionMatrix(num_classes, device, classes=getattr(dataset, "used_classes", None))
-    from .runtime import progress_bar
 
     for batch in progress_bar(loader, desc="evaluate", disable=not (progress and info.is_main)):
         if "mask" not in batch:
@@ -213,7 +208,6 @@ def predict_masks(model: nn.Module, dataset, out_dir: str | os.PathLike, *,
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_list,
                         pin_memory=device.type == "cuda")
-    from .runtime import progress_bar
 
     for batch in progress_bar(loader, desc="predict masks", disable=not progress):
         preds = predict_labels(net, batch["image"], device=device, scales=scales, flip=flip, amp=amp)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CausalWSSSError, ConfigError
 from .runtime import DistInfo, autocast, get_dist
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
@@ -44,7 +45,6 @@ def build_optimizer(param_groups: list[dict], *, name: str, lr: float, weight_de
         return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
-    from .errors import ConfigError
 
     raise ConfigError(f"unknown optimizer '{name}'; expected 'sgd' or 'adamw'")
 
@@ -84,8 +84,6 @@ class OptimizerChain(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
         saved = state_dict.get("chain") if isinstance(state_dict, dict) else None
         if not isinstance(saved, list) or len(saved) != len(self.optimizers):
-            from .errors import CausalWSSSError
-
             raise CausalWSSSError("the checkpoint's optimiser state was written by another "
                                   f"optimiser set-up (expected {len(self.optimizers)} chained "
                                   "optimisers); delete the checkpoint to restart the stage")
@@ -212,8 +210,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         state.step += 1
         state.loss = float(loss.detach())
         if not math.isfinite(state.loss):
-            from .errors import CausalWSSSError
-
             raise CausalWSSSError(
                 f"{desc}: the loss is {state.loss} at step {state.step} (lr "
                 f"{optimizer.param_groups[0]['lr']:.3g}); lower the learning rate, or check the "

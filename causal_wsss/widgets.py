@@ -25,12 +25,26 @@ from matplotlib.patches import Rectangle
 from tqdm.auto import tqdm
 
 from .backdoor import backdoor_adjust
+from .cam import CamCache
+from .config import ExperimentConfig
+from .constants import IGNORE_INDEX
 from .data.registry import build_dataset
+from .data.scenes import SPEC
 from .data.stats import conditional_probability, cooccurrence_stats
-from .data.synthetic import SPEC, Cooccurrence, generate_synthetic, measured_cooccurrence
-from .errors import ConfigError
+from .data.synthetic import Cooccurrence, generate_synthetic, measured_cooccurrence
+from .errors import ConfigError, DataError
+from .metrics import LeakageMeter, ThresholdSweep, cams_to_labels, threshold_grid
 from .simulate import default_scm
-from .viz import plot_bars, plot_cooccurrence, plot_curves
+from .stages.datasets import load_datasets
+from .viz import (
+    cam_comparison_arrays,
+    plot_bars,
+    plot_cam_inspection,
+    plot_cam_rounds,
+    plot_context_panel,
+    plot_cooccurrence,
+    plot_curves,
+)
 
 STRENGTH_GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2).tolist())
 """Confounding strengths at which notebook 01's sweep is drawn."""
@@ -269,9 +283,6 @@ def pair_stats(cams: torch.Tensor, mask: np.ndarray, label: int, threshold: floa
     ``metrics.LeakageMeter`` for this single pair: the share of the CAM's mass outside G, split
     into other objects and background (method.md section 5); it does not depend on the threshold.
     """
-    from .constants import IGNORE_INDEX
-    from .metrics import LeakageMeter, cams_to_labels
-
     num_fg = cams.shape[0]
     if not 1 <= label <= num_fg:
         raise ConfigError(f"pair_stats: class label {label} outside 1..{num_fg}")
@@ -331,11 +342,6 @@ class CamExplorer:
 
     def __init__(self, run_dir: str | os.PathLike, round_index: int = 0, *, max_images: int = 0,
                  progress: bool = False) -> None:
-        from .cam import CamCache
-        from .config import ExperimentConfig
-        from .errors import DataError
-        from .pipeline import load_datasets
-
         run_dir = Path(run_dir)
         self.cfg = ExperimentConfig.load(run_dir / "config.json")
         self.dataset = load_datasets(self.cfg)["eval"]
@@ -389,9 +395,6 @@ class CamExplorer:
         Both the IoU and the leakage need the ground truth: without ``show_gt`` the line stops
         after ``t=T`` and no panel title gives them away. An all-zero CAM has no mass to leak:
         its leakage reads ``n/a (empty CAM)``, not ``nan``."""
-        from .metrics import cams_to_labels
-        from .viz import plot_cam_inspection
-
         item = self._get(name)
         if cls not in self.classes_of(name):
             cls = self.classes_of(name)[0]
@@ -473,8 +476,6 @@ class CamExplorer:
     def sweep(self, thresholds: Sequence[float] | None = None):
         """A ``metrics.ThresholdSweep`` over the loaded images (default grid: the run's
         ``cam_infer.sweep`` plus its fixed ``bg_threshold``)."""
-        from .metrics import ThresholdSweep, threshold_grid
-
         if thresholds is None:
             c = self.cfg.cam_infer
             thresholds = sorted(set(threshold_grid(*c.sweep)) | {round(c.bg_threshold, 10)})
@@ -486,8 +487,6 @@ class CamExplorer:
 
     def leakage(self) -> dict:
         """``metrics.LeakageMeter.compute`` over the loaded images, per class by name."""
-        from .metrics import LeakageMeter
-
         meter = LeakageMeter(len(self.classes))
         for item in self.images.values():
             present = torch.zeros(self.num_fg)
@@ -544,8 +543,6 @@ class AttentionExplorer:
     def __init__(self, names: Sequence[str], images: Sequence[np.ndarray], queries: np.ndarray,
                  alpha: np.ndarray, m: np.ndarray, classes: Sequence[str],
                  prior: np.ndarray | None = None, present: Sequence[str] | None = None) -> None:
-        from .errors import DataError
-
         self.names = [str(n) for n in names]
         self.images = list(images)
         self.queries = np.asarray(queries, dtype=np.float32)
@@ -588,8 +585,6 @@ class AttentionExplorer:
 
     def figure(self, name: str) -> tuple[Figure, str]:
         """Image, X_m, alpha and m of ``name``; the line ``image=NAME top=CLASS alpha=A``."""
-        from .viz import plot_context_panel
-
         i = self._row(name)
         cls, a = self.top(name)
         fig = plot_context_panel(self.images[i], self.queries[i], self.alpha[i], self.m[i],
@@ -621,8 +616,6 @@ class CamRoundsExplorer:
     """
 
     def __init__(self, names: Sequence[str], arrays: dict, leakage: dict[int, Sequence[float]]) -> None:
-        from .errors import DataError
-
         self.names = [str(n) for n in names]
         self.arrays = arrays
         self.rounds = sorted(int(r) for r in arrays["cams"])
@@ -639,11 +632,6 @@ class CamRoundsExplorer:
                  rounds: Sequence[int]) -> CamRoundsExplorer:
         """Read the CAM caches ``run_dir/round_r/cams`` of ``names`` (images of ``dataset``, which
         needs masks) and measure each shown CAM's leakage; the first round is the baseline."""
-        from .cam import CamCache
-        from .errors import DataError
-        from .metrics import LeakageMeter
-        from .viz import cam_comparison_arrays
-
         arrays = cam_comparison_arrays(run_dir, dataset, names, rounds)
         index = {n: i for i, n in enumerate(dataset.names)}
         labels = dataset.label_matrix()
@@ -671,8 +659,6 @@ class CamRoundsExplorer:
     def figure(self, name: str, r: int) -> tuple[Figure, str]:
         """Image, ground truth, the baseline CAM and the CAM of round ``r``; the line
         ``image=NAME round=R leakage=X``."""
-        from .viz import plot_cam_rounds
-
         j = self._row(name)
         if r not in self.leakage:
             raise ConfigError(f"CamRoundsExplorer: round {r} not loaded; have {self.rounds}")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -59,8 +59,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from causal_wsss.data import build_dataset
+from causal_wsss.data.scenes import SPEC
 from causal_wsss.data.stats import conditional_probability, cooccurrence_stats, format_stats_table
-from causal_wsss.data.synthetic import SPEC, generate_synthetic, measured_cooccurrence
+from causal_wsss.data.synthetic import generate_synthetic, measured_cooccurrence
 from causal_wsss.errors import DataError
 from causal_wsss.viz import plot_bars, plot_cooccurrence, plot_image_mask_grid, save_figure
 from causal_wsss.widgets import RHO_GRID, CooccurrenceExplorer

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -79,8 +79,10 @@ from causal_wsss.course import benchmark_config, imagenet_cams
 from causal_wsss.data.transforms import normalize
 from causal_wsss.errors import ConfigError, WeightsError
 from causal_wsss.metrics import ConfusionMatrix, ThresholdSweep, threshold_grid
-from causal_wsss.pipeline import build_cam_model, initial_cam_model, load_datasets, stage_cam_train
 from causal_wsss.runtime import choose_device, seed_everything
+from causal_wsss.stages.cam_train import stage_cam_train
+from causal_wsss.stages.datasets import load_datasets
+from causal_wsss.stages.models import build_cam_model, initial_cam_model
 from causal_wsss.train import LossHistory
 from causal_wsss.viz import (
     plot_cam_grid,

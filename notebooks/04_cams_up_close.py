@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -77,7 +77,7 @@ import pandas as pd
 import torch
 
 from causal_wsss.course import run_benchmark
-from causal_wsss.pipeline import format_report_table
+from causal_wsss.report import format_report_table
 from causal_wsss.viz import (
     plot_bars,
     plot_leakage_split,

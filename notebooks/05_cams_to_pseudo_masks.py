@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -87,9 +87,10 @@ from causal_wsss.irn import (
     walk_reach_cells,
     walk_settings,
 )
-from causal_wsss.pipeline import build_cam_model, load_datasets
 from causal_wsss.pseudo_masks import cams_to_mask, refine_none, refine_threshold_crf
 from causal_wsss.runtime import choose_device
+from causal_wsss.stages.datasets import load_datasets
+from causal_wsss.stages.models import build_cam_model
 from causal_wsss.viz import plot_cam_grid, plot_label_grid, save_figure
 
 # %% [markdown]

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -80,13 +80,11 @@ from causal_wsss.confounders import (
 )
 from causal_wsss.course import run_benchmark
 from causal_wsss.data.transforms import normalize
-from causal_wsss.pipeline import (
-    ContextCamNet,
-    build_cam_model,
-    format_report_table,
-    load_context_module,
-    load_datasets,
-)
+from causal_wsss.models.context import ContextCamNet
+from causal_wsss.report import format_report_table
+from causal_wsss.stages.confounders import load_context_module
+from causal_wsss.stages.datasets import load_datasets
+from causal_wsss.stages.models import build_cam_model
 from causal_wsss.viz import plot_bars, plot_dictionary, plot_label_grid, save_figure
 from causal_wsss.widgets import AttentionExplorer
 
@@ -407,6 +405,7 @@ print(f"mean |m - m_uniform| per image {to_uniform.mean():.2e}; mean |m - mean m
 # uniform map but the same for every image. Either way m hardly depends on the image.
 
 # %% [markdown]
+#
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # Solution 2: the uniform control's round 1 in UNIFORM_DIR. Its round 0 would be the same run
 # (same seed, same stages, same numbers), so it is copied from RUN_DIR rather than retrained

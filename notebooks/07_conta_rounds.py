@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -63,9 +63,10 @@ FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 import matplotlib.pyplot as plt
 
 from causal_wsss.course import run_benchmark
-from causal_wsss.data.synthetic import SPEC
-from causal_wsss.evidence import markdown_tables, per_seed_table, published
-from causal_wsss.pipeline import format_report_table, load_datasets
+from causal_wsss.data.scenes import SPEC
+from causal_wsss.evidence_tables import markdown_tables, per_seed_table, published
+from causal_wsss.report import format_report_table
+from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.viz import (
     plot_cam_grid,
     plot_evidence_arms,

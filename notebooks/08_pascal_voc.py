@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -65,8 +65,9 @@ from IPython.display import display
 from causal_wsss.config import resolve
 from causal_wsss.course import check_gpu_run, run_or_read, show_run_figures, standin_root
 from causal_wsss.errors import ConfigError, DataError
-from causal_wsss.pipeline import load_datasets
-from causal_wsss.viz import config_sources_table, plot_results_table, results_table, save_figure
+from causal_wsss.results import config_sources_table, results_table
+from causal_wsss.stages.datasets import load_datasets
+from causal_wsss.viz import plot_results_table, save_figure
 
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.max_rows", 100)

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -67,15 +67,9 @@ from causal_wsss.config import resolve
 from causal_wsss.constants import COCO_CATEGORIES, COCO_CLASSES, COCO_ID_TO_LABEL
 from causal_wsss.course import check_gpu_run, run_or_read, show_run_figures, standin_root
 from causal_wsss.errors import ConfigError, DataError
-from causal_wsss.pipeline import load_datasets
-from causal_wsss.viz import (
-    PAPER_PRESET_SOURCES,
-    config_sources_table,
-    plot_image_mask_grid,
-    plot_results_table,
-    results_table,
-    save_figure,
-)
+from causal_wsss.results import PAPER_PRESET_SOURCES, config_sources_table, results_table
+from causal_wsss.stages.datasets import load_datasets
+from causal_wsss.viz import plot_image_mask_grid, plot_results_table, save_figure
 
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.max_rows", 100)

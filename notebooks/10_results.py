@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -61,18 +61,16 @@ from IPython.display import display
 from nbclient import NotebookClient
 
 from causal_wsss.course import smoke_runs
-from causal_wsss.evidence import published
-from causal_wsss.pipeline import format_report_table
+from causal_wsss.evidence_tables import published
+from causal_wsss.report import format_report_table
+from causal_wsss.results import PUBLISHED_MIOU, collect_reports, results_table
 from causal_wsss.viz import (
-    PUBLISHED_MIOU,
-    collect_reports,
     plot_conta_scm,
     plot_evidence_arms,
     plot_evidence_sweep,
     plot_results_table,
     plot_rounds,
     plot_thumbnails,
-    results_table,
     save_demo_figures,
     save_figure,
     save_run_figures,

@@ -87,9 +87,11 @@ def run_one(run: Path, out: Path, overrides: list[str], *, irn: bool, oracle_ima
     from causal_wsss.checkpoint import load_checkpoint
     from causal_wsss.config import ExperimentConfig, apply_overrides, check_config
     from causal_wsss.irn import make_ir_label_files, make_irn_refiner, oracle_scores, train_irn
-    from causal_wsss.pipeline import build_cam_model, load_datasets, score_label_folder
     from causal_wsss.pseudo_masks import make_pseudo_masks
     from causal_wsss.runtime import DistInfo, seed_everything, stage_seed
+    from causal_wsss.stages.datasets import load_datasets
+    from causal_wsss.stages.models import build_cam_model
+    from causal_wsss.stages.pseudo import score_label_folder
 
     cfg = check_config(apply_overrides(ExperimentConfig.load(run / "config.json"), overrides))
     p, round0, dist = cfg.pseudo, run / "round_0", DistInfo()

@@ -214,15 +214,12 @@ def compare(variants: dict[str, Path], rho: float | None = None) -> tuple[str, d
 
 def protocol_main(args: argparse.Namespace) -> None:
     """``--protocol``: run (or resume) the whole protocol, rewriting the tables after each run."""
-    from causal_wsss.evidence import (
-        ARM_BY_NAME,
-        Protocol,
-        archive_runs,
+    from causal_wsss.evidence import ARM_BY_NAME, Protocol, archive_runs, run_protocol
+    from causal_wsss.evidence_tables import (
         collect,
         markdown_tables,
         per_seed_table,
         reproduction_table,
-        run_protocol,
     )
     from causal_wsss.io import write_json, write_text
 

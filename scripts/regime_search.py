@@ -100,8 +100,9 @@ def twin_scores(candidate: str, kind: str, seed: int, args: argparse.Namespace) 
     from causal_wsss.context_effects import context_effects, twin_logits
     from causal_wsss.data.synthetic import load_meta
     from causal_wsss.io import write_json
-    from causal_wsss.pipeline import build_cam_model, load_datasets
     from causal_wsss.runtime import choose_device
+    from causal_wsss.stages.datasets import load_datasets
+    from causal_wsss.stages.models import build_cam_model
 
     run_dir = Path(args.out) / candidate / kind / f"seed{seed}"
     path = run_dir / "twin_scores.json"
@@ -126,15 +127,12 @@ def run_one(candidate: str, kind: str, seed: int, args: argparse.Namespace) -> d
     """Train and evaluate round-0 CAMs of one candidate; returns cam_eval plus seconds."""
     from causal_wsss.checkpoint import load_checkpoint
     from causal_wsss.config import resolve
-    from causal_wsss.pipeline import (
-        _StageLog,
-        build_cam_model,
-        load_datasets,
-        stage_cam_eval,
-        stage_cam_train,
-        stage_cams,
-    )
+    from causal_wsss.pipeline import StageLog
     from causal_wsss.runtime import init_distributed, seed_everything, setup_logging, stage_seed
+    from causal_wsss.stages.cam_train import stage_cam_train
+    from causal_wsss.stages.cams import stage_cam_eval, stage_cams
+    from causal_wsss.stages.datasets import load_datasets
+    from causal_wsss.stages.models import build_cam_model
 
     preset, size, overrides, _ = CANDIDATES[candidate]
     out = Path(args.out)
@@ -144,7 +142,7 @@ def run_one(candidate: str, kind: str, seed: int, args: argparse.Namespace) -> d
                            *overrides], seed=seed, rounds=0)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
-    log = _StageLog(run_dir, True)
+    log = StageLog(run_dir, True)
     done = log.get("cam_eval")
     if done is not None:
         return done

@@ -67,9 +67,11 @@ def main() -> None:
     from causal_wsss.config import ExperimentConfig, apply_overrides, check_config
     from causal_wsss.io import write_json
     from causal_wsss.irn import make_ir_label_files, make_irn_refiner, oracle_scores, train_irn
-    from causal_wsss.pipeline import build_cam_model, load_datasets, score_label_folder
     from causal_wsss.pseudo_masks import make_pseudo_masks
     from causal_wsss.runtime import DistInfo, seed_everything, stage_seed
+    from causal_wsss.stages.datasets import load_datasets
+    from causal_wsss.stages.models import build_cam_model
+    from causal_wsss.stages.pseudo import score_label_folder
 
     cfg = check_config(apply_overrides(ExperimentConfig.load(args.run / "config.json"),
                                        args.overrides))

@@ -81,7 +81,7 @@ def test_context_keys_are_checked_before_anything_runs(tmp_path):
 
     from causal_wsss.config import apply_overrides, preset, resolve
     from causal_wsss.errors import ConfigError
-    from causal_wsss.pipeline import check_context_config
+    from causal_wsss.stages.confounders import check_context_config
 
     for key in ("attention=attend", "prior=zipf", "fuse_at=input", "m_scale=log", "query=rgb"):
         overrides = [f"context.{key}", f"data.root={tmp_path}"]
@@ -93,7 +93,7 @@ def test_context_keys_are_checked_before_anything_runs(tmp_path):
 
 
 def test_attention_summary_tells_a_constant_attention_from_an_image_specific_one():
-    from causal_wsss.pipeline import attention_summary
+    from causal_wsss.stages.cam_train import attention_summary
 
     mod, *_ = _module(attention="uniform")
     s = attention_summary(mod)

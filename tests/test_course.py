@@ -98,12 +98,10 @@ def test_notebook_03s_training_is_the_pipelines_round_0(tmp_path):
     pipeline's round 0 trains, or the course's round 0 differs from `make demo`'s."""
     import torch
 
-    from causal_wsss.pipeline import (
-        initial_cam_model,
-        load_datasets,
-        run_experiment,
-        stage_cam_train,
-    )
+    from causal_wsss.pipeline import run_experiment
+    from causal_wsss.stages.cam_train import stage_cam_train
+    from causal_wsss.stages.datasets import load_datasets
+    from causal_wsss.stages.models import initial_cam_model
 
     cfg = course.benchmark_config("smoke", synth_dir=tmp_path / "synth", rho=0.9, seed=2,
                                   n_train=8, n_val=2, size=64, twins=0,

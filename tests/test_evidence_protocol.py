@@ -9,16 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from causal_wsss.evidence import (
-    Job,
-    Protocol,
-    collect,
-    interval,
-    markdown_tables,
-    per_seed_table,
-    ratio_interval,
-    run_protocol,
-)
+from causal_wsss.evidence import Job, Protocol, run_protocol
+from causal_wsss.evidence_tables import collect, markdown_tables, per_seed_table
+from causal_wsss.stats import interval, ratio_interval
 
 
 def test_interval_is_the_t_interval_with_the_sample_sd():
@@ -162,7 +155,8 @@ def _on_machine(monkeypatch, cpu: str, session: str) -> None:
 
 
 def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path, monkeypatch):
-    from causal_wsss.evidence import archive_runs, load_archive, reproduction_table
+    from causal_wsss.evidence import archive_runs, load_archive
+    from causal_wsss.evidence_tables import reproduction_table
 
     arch = tmp_path / "evidence_runs.json"
     _on_machine(monkeypatch, "AVX2", "first")
@@ -182,7 +176,7 @@ def test_archive_never_overwrites_and_a_rerun_is_checked_against_it(tmp_path, mo
 
 
 def test_skip_archived_and_the_seed_and_rho_filters(tmp_path):
-    from causal_wsss.evidence import _archived, archive_runs, load_archive
+    from causal_wsss.evidence import archive_runs, is_archived, load_archive
 
     arch = tmp_path / "evidence_runs.json"
     _fake_run(tmp_path / "a", "conta", 0.9, 0, [40.0, 41.0])
@@ -192,10 +186,10 @@ def test_skip_archived_and_the_seed_and_rho_filters(tmp_path):
     jobs = proto.jobs()
     assert {j.seed for j in jobs} == {0} and {j.rho for j in jobs} == {None, 0.9}
     runs = load_archive(arch)
-    assert _archived(runs, proto, Job("conta", 0.9, 0, 1))
-    assert not _archived(runs, proto, Job("conta", 0.9, 0, 2))  # round 2 not archived
-    assert _archived(runs, proto, Job("interventional", None, 0, 0))  # its transfer is
-    assert not _archived(runs, proto, Job("exact", 0.9, 0, 1))
+    assert is_archived(runs, proto, Job("conta", 0.9, 0, 1))
+    assert not is_archived(runs, proto, Job("conta", 0.9, 0, 2))  # round 2 not archived
+    assert is_archived(runs, proto, Job("interventional", None, 0, 0))  # its transfer is
+    assert not is_archived(runs, proto, Job("exact", 0.9, 0, 1))
     with pytest.raises(Exception, match="not valid JSON"):
         arch.write_text("{")
         load_archive(arch)
@@ -270,7 +264,7 @@ def test_a_run_comes_from_one_machine(tmp_path, monkeypatch):
     assert rec["machine"]["session"] == "second" and sorted(rec["rounds"]) == ["0", "1", "2"]
     assert rec["previous"][0]["rounds"]["1"]["pseudo_miou"] == 41.0
     # the replaced record's rounds stay in the reproduction check, from the archive alone
-    from causal_wsss.evidence import reproduction_table
+    from causal_wsss.evidence_tables import reproduction_table
 
     again = collect(Protocol(tmp_path / "fresh", archive=arch))
     assert [(c["round"], c["archived"], c["rerun"]) for c in again["reproduced"]] == \
@@ -296,13 +290,8 @@ def test_a_variant_is_compared_with_conta_through_their_own_round_0(tmp_path):
 
 
 def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
-    from causal_wsss.evidence import (
-        COST_KINDS,
-        _round_seconds,
-        archive_runs,
-        cost_line,
-        load_archive,
-    )
+    from causal_wsss.evidence import _round_seconds, archive_runs, load_archive
+    from causal_wsss.evidence_tables import COST_KINDS, cost_line
 
     run = _fake_run(tmp_path / "runs", "conta", 0.9, 0, [40.0, 41.0])
     for r, stages in ((0, {"cam_train": 60.0, "cams": 120.0}), (1, {"cam_train": 90.0, "cams": 60.0})):
@@ -361,7 +350,8 @@ def _fake_esol(out, arm, seed, values, stage0=40.0, expand=35.0):
 
 
 def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
-    from causal_wsss.evidence import ESOL_ABLATIONS, Job, archive_runs, markdown_tables
+    from causal_wsss.evidence import ESOL_ABLATIONS, Job, archive_runs
+    from causal_wsss.evidence_tables import markdown_tables
 
     proto = Protocol(tmp_path / "runs")
     jobs = proto.jobs()

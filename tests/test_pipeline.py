@@ -13,7 +13,8 @@ import torch
 
 from causal_wsss.config import resolve
 from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.pipeline import format_report_table, run_experiment
+from causal_wsss.pipeline import run_experiment
+from causal_wsss.report import format_report_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,8 +84,10 @@ def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
 
 def test_interrupted_cam_training_resumes_to_the_same_weights(synth, tmp_path, monkeypatch):
     import causal_wsss.train as train_mod
-    from causal_wsss.pipeline import build_cam_model, load_datasets, stage_cam_train
     from causal_wsss.runtime import DistInfo, seed_everything, setup_logging
+    from causal_wsss.stages.cam_train import stage_cam_train
+    from causal_wsss.stages.datasets import load_datasets
+    from causal_wsss.stages.models import build_cam_model
 
     cfg = _cfg(synth, "cam.epochs=3", rounds=0)
     sets = load_datasets(cfg)
@@ -216,8 +219,8 @@ def test_irn_refinement_stage_in_the_smoke_pipeline(synth, tmp_path):
 
 def test_every_round_starts_from_the_same_trunk(synth):
     """Round t's CAM network starts where round 0's did; only the context channel differs."""
-    from causal_wsss.pipeline import build_cam_model
     from causal_wsss.runtime import seed_everything, stage_seed
+    from causal_wsss.stages.models import build_cam_model
 
     cfg = _cfg(synth)
     assert stage_seed(0, "cam") == stage_seed(0, "cam") != stage_seed(1, "cam")
@@ -255,7 +258,7 @@ def test_ground_truth_confounder_source_uses_the_masks(synth, tmp_path):
     import numpy as np
 
     from causal_wsss.confounders import ConfounderDictionary, ground_truth_grids, resize_labels
-    from causal_wsss.pipeline import load_datasets
+    from causal_wsss.stages.datasets import load_datasets
 
     cfg = _cfg(synth, "context.source=gt")
     report = run_experiment(cfg, tmp_path / "gt", progress=False)
@@ -278,7 +281,7 @@ def test_empty_confounder_dictionary_is_one_clear_message(tmp_path):
     from PIL import Image
 
     from causal_wsss.errors import DataError
-    from causal_wsss.pipeline import stage_confounders
+    from causal_wsss.stages.confounders import stage_confounders
 
     prev = tmp_path / "round_0"
     (prev / "pred").mkdir(parents=True)

@@ -334,8 +334,7 @@ def test_data_fingerprint_follows_the_files(tmp_path):
 
 
 def test_every_stage_has_its_files_and_inputs_declared():
-    from causal_wsss.pipeline import STAGES
-    from causal_wsss.runfolder import STAGE_ARTEFACTS, STAGE_INPUTS
+    from causal_wsss.stage_table import STAGE_ARTEFACTS, STAGE_INPUTS, STAGES
 
     assert set(STAGE_ARTEFACTS) == set(STAGES) == set(STAGE_INPUTS)
     assert all(dep in STAGES for deps in STAGE_INPUTS.values() for _, dep in deps)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from causal_wsss.constants import COCO_CATEGORIES, IGNORE_INDEX, VOC_CLASSES, voc_palette
+from causal_wsss.data.scenes import SPEC
 from causal_wsss.data.synthetic import (
-    SPEC,
     VOC_TO_COCO,
     SyntheticVOC,
     context_map,

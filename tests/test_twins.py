@@ -9,21 +9,14 @@ import pytest
 
 from causal_wsss.constants import IGNORE_INDEX
 from causal_wsss.data import build_dataset
-from causal_wsss.data.synthetic import (
-    SPEC,
-    TWIN_SPLIT,
-    _draw_scene,
-    _twin_scenes,
-    generate_synthetic,
-    independent_pair_prob,
-    load_meta,
-)
+from causal_wsss.data.scenes import SPEC, draw_scene, independent_pair_prob, twin_scenes
+from causal_wsss.data.synthetic import TWIN_SPLIT, generate_synthetic, load_meta
 from causal_wsss.errors import ConfigError
 
 
 def test_twins_share_every_object_pixel_and_differ_only_in_the_context() -> None:
     groups: dict[str, list] = {}
-    for name, twin_of, scene, kind in _twin_scenes(3, 6, 0.9, 120, None):
+    for name, twin_of, scene, kind in twin_scenes(3, 6, 0.9, 120, None):
         groups.setdefault(twin_of, []).append((name, scene, kind))
     assert len(groups) == 6
     for members in groups.values():
@@ -87,7 +80,7 @@ def test_twins_split_is_written_in_the_voc_layout_and_read_back(tmp_path: Path) 
 def _sample(n: int, rho: float, pair_prob) -> list[tuple[str, str, set[str]]]:
     rows = []
     for i in range(n):
-        scene = _draw_scene(np.random.default_rng([11, i]), rho, 64,
+        scene = draw_scene(np.random.default_rng([11, i]), rho, 64,
                             bg_rng=np.random.default_rng([11, i, 1]), pair_prob=pair_prob)
         rows.append((scene.anchor, scene.context, {o.cls for o in scene.objects}))
     return rows

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from causal_wsss import viz  # noqa: E402
+from causal_wsss import results, viz  # noqa: E402
 from causal_wsss.config import resolve  # noqa: E402
 
 REPORT = {"dataset": "voc", "preset": "smoke", "seed": 3, "rounds": [
@@ -26,10 +26,10 @@ REPORT = {"dataset": "voc", "preset": "smoke", "seed": 3, "rounds": [
 
 
 def test_every_paper_preset_key_has_a_source():
-    table = viz.config_sources_table(resolve("paper"))
+    table = results.config_sources_table(resolve("paper"))
     missing = table.index[table["source"] == "not in the source list"].tolist()
     assert missing == []
-    assert set(table.index) == set(viz.PAPER_PRESET_SOURCES)
+    assert set(table.index) == set(results.PAPER_PRESET_SOURCES)
     assert table.loc["cam.lr", "value"] == "0.1"
     assert table.loc["cam_infer.scales", "value"] == "(1.0, 0.5, 1.5, 2.0)"
     assert table.loc["seg.iterations", "value"] == "20000"
@@ -37,15 +37,15 @@ def test_every_paper_preset_key_has_a_source():
 
 def test_config_sources_table_flags_unknown_sources():
     cfg = resolve("smoke")
-    table = viz.config_sources_table(cfg, {"seed": "mine"})
+    table = results.config_sources_table(cfg, {"seed": "mine"})
     assert table.loc["seed", "source"] == "mine"
     assert table.loc["cam.epochs", "source"] == "not in the source list"
     assert table.loc["cam.epochs", "value"] == str(cfg.cam.epochs)
 
 
 def test_results_table_with_a_report():
-    table = viz.results_table("voc", REPORT, "measured here: smoke, seed 3, 2024-01-01")
-    assert list(table.columns) == [*viz.RESULT_COLUMNS.values(), "source"]
+    table = results.results_table("voc", REPORT, "measured here: smoke, seed 3, 2024-01-01")
+    assert list(table.columns) == [*results.RESULT_COLUMNS.values(), "source"]
     assert table.loc["SEAM + CONTA", "seg (val)"] == 66.1
     assert table.loc["IRNet", "CAM (train)"] == 48.3
     ours = table.loc["ours + CONTA, round 1"]
@@ -56,13 +56,13 @@ def test_results_table_with_a_report():
 
 
 def test_results_table_without_a_report_and_for_coco():
-    table = viz.results_table("coco")
+    table = results.results_table("coco")
     assert table.loc["ours", "source"] == "not run yet"
-    assert table.loc["ours"][list(viz.RESULT_COLUMNS.values())].isna().all()
+    assert table.loc["ours"][list(results.RESULT_COLUMNS.values())].isna().all()
     assert table.loc["IRNet* + CONTA", "seg (val)"] == 33.4
     assert math.isnan(table.loc["IRNet*", "CAM (train)"])
     with pytest.raises(ValueError, match="synthetic"):
-        viz.results_table("synthetic")
+        results.results_table("synthetic")
 
 
 def test_collect_reports_reads_runs_and_the_evidence_bundle(tmp_path):
@@ -72,32 +72,32 @@ def test_collect_reports_reads_runs_and_the_evidence_bundle(tmp_path):
     other = {**REPORT, "preset": "cpu", "seed": 1}
     (tmp_path / "evidence" / "reports.json").write_text(json.dumps({"0.9/1": other}))
     (tmp_path / "empty").mkdir()
-    found = viz.collect_reports(tmp_path)
+    found = results.collect_reports(tmp_path)
     assert set(found) == {"voc_paper", "evidence/0.9/1"}
     report, note = found["voc_paper"]
     assert report == REPORT and note.startswith("measured here: smoke, seed 3, ")
     assert found["evidence/0.9/1"][1].startswith("measured here: cpu, seed 1, ")
-    assert viz.collect_reports(tmp_path / "nothing") == {}
+    assert results.collect_reports(tmp_path / "nothing") == {}
 
 
 def test_load_report_names_a_bad_file(tmp_path):
     bad = tmp_path / "report.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="report.json"):
-        viz.load_report(bad)
+        results.load_report(bad)
     bad.write_text(json.dumps({"rounds": []}))  # no preset
     with pytest.raises(ValueError, match="preset"):
-        viz.load_report(bad)
+        results.load_report(bad)
 
 
 def test_plot_results_table_draws_one_bar_per_number():
-    table = viz.results_table("voc", REPORT)
+    table = results.results_table("voc", REPORT)
     fig = viz.plot_results_table(table, title="VOC")
     widths = sorted(round(p.get_width(), 2) for p in fig.axes[0].patches)
     expected = sorted(round(float(v), 2) for v in
-                      table[list(viz.RESULT_COLUMNS.values())].to_numpy().ravel() if not np.isnan(v))
+                      table[list(results.RESULT_COLUMNS.values())].to_numpy().ravel() if not np.isnan(v))
     assert widths == expected
-    fig = viz.plot_results_table(viz.results_table("coco"))
+    fig = viz.plot_results_table(results.results_table("coco"))
     assert any(t.get_text() == "not run yet" for t in fig.axes[0].texts)
 
 

@@ -11,7 +11,8 @@ import pytest
 from matplotlib.patches import Rectangle
 
 from causal_wsss import widgets as W
-from causal_wsss.data.synthetic import SPEC, load_meta
+from causal_wsss.data.scenes import SPEC
+from causal_wsss.data.synthetic import load_meta
 from causal_wsss.errors import ConfigError
 from causal_wsss.simulate import default_scm
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from ..errors import DataError
 from .base import SegmentationDataset, Transform
 from .coco import COCOSegmentation
+from .synthetic import SyntheticVOC
 from .voc import VOCSegmentation
 
 Builder = Callable[..., SegmentationDataset]
@@ -26,8 +27,6 @@ def _build_coco(root: str | os.PathLike, split: str, transform: Transform | None
 def _build_synthetic(root: str | os.PathLike, split: str, transform: Transform | None,
                      max_images: int) -> SegmentationDataset:
     """The confounded synthetic benchmark: a VOC layout plus the sidecar of ``data.synthetic``."""
-    from .synthetic import SyntheticVOC  # imported on use: only this data set needs it
-
     return SyntheticVOC(root, split, transform=transform, max_images=max_images)
 
 

@@ -202,6 +202,21 @@ class EvalTransform:
         return out
 
 
+class TransformView(torch.utils.data.Dataset):
+    """``dataset`` seen through ``transform`` (applied to each sample), without copying or
+    mutating it; keeps its ``names``."""
+
+    def __init__(self, dataset, transform) -> None:
+        self.base, self.transform = dataset, transform
+        self.names = dataset.names
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.transform(self.base[i])
+
+
 def collate_list(samples: list[Sample]) -> dict[str, object]:
     """Batch samples of different sizes: ``image`` and ``mask`` stay lists of tensors,
     equal-shape tensors (``labels (B, K-1)``, ``crop_box``) are stacked, ``index`` becomes an

@@ -30,7 +30,7 @@ class CamRound:
     """What a method's ``train`` gets for one round.
 
     ``model``: the stage-0 network as the round built it (a CamNet, wrapped in
-    :class:`~causal_wsss.pipeline.ContextCamNet` from round 1 on); ``cam_net``: the CamNet
+    :class:`~causal_wsss.models.context.ContextCamNet` from round 1 on); ``cam_net``: the CamNet
     itself; ``timed(stage, fn)``: runs ``fn`` unless the stage's record exists, records it;
     ``rows_by_name``: image name -> row of the context queries (CONTA rounds).
     """

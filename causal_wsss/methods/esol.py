@@ -26,12 +26,26 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import load_checkpoint
+from ..config import ExperimentConfig
+from ..data import build_dataset
+from ..data.transforms import TrainTransform, TransformView, normalize
+from ..errors import ConfigError
+from ..models.context import ContextCamNet
+from ..models.esol_net import EsolCamNet, area_loss
+from ..runtime import DistInfo, seed_everything, stage_seed, wrap_ddp
+from ..stages.cam_train import cam_batch_forward
+from ..stages.cams import context_fn_for, stage_cam_eval, stage_cams
+from ..stages.models import build_cam_model
+from ..train import build_optimizer, fit, make_loader, poly_lambda, set_epoch
 from .base import CamMethod, CamRound, CamStages, StageSpec
+from .irn import train_irn_cams
 
 EVAL_KEYS = ("cam_miou", "cam_miou_best", "cam_threshold_best", "precision_best", "recall_best",
              "contrast_context", "leakage", "leakage_background", "precision_best_fp_context")
@@ -82,8 +96,6 @@ class EpochMonitor:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    from ..pipeline import ContextCamNet
-
     return model.cam_net if isinstance(model, ContextCamNet) else model
 
 
@@ -92,9 +104,6 @@ def calibrate_clip(net: nn.Module, loader, *, q: float, images: int, device: tor
                    max_values: int = 16384, seed: int = 0) -> dict:
     """Fix the Clip Op: tau = per-channel ``q``-quantile of F1 (offsets at zero, i.e. the
     box-blurred trunk features) over the first ``images`` training crops of epoch 0."""
-    from ..data.transforms import normalize
-    from ..train import set_epoch
-
     was = net.training
     net.eval()
     set_epoch(loader, 0)
@@ -119,17 +128,12 @@ def calibrate_clip(net: nn.Module, loader, *, q: float, images: int, device: tor
 def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dict:
     """Train the expansion (``phase="expand"``) or shrinkage network; checkpoints
     ``cam_<phase>.pt`` every epoch and resumes from it."""
-    from ..data.transforms import TrainTransform
-    from ..models.esol_net import area_loss
-    from ..pipeline import ContextCamNet, _ddp, _with_transform, cam_batch_forward
-    from ..train import build_optimizer, fit, make_loader, poly_lambda
-
     e, c = cfg.esol, cfg.cam
     device, logger = round_.device, round_.logger
     net = _unwrap(model)
     net.set_phase(phase)
     net.freeze_for_phase()
-    dataset = _with_transform(round_.sets["train"], TrainTransform(
+    dataset = TransformView(round_.sets["train"], TrainTransform(
         c.crop_size, resize_long=c.resize_long, seed=cfg.seed))
     loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
                          num_workers=cfg.data.num_workers, dist_info=round_.dist_info,
@@ -140,8 +144,6 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     if phase == "expand" and not checkpoint.is_file():
         sampler.lambda_scale.fill_(e.lambda_rev_max)
         if e.clip_q > 0:  # every rank reads the same crops (an unsharded loader): same tau
-            from ..runtime import DistInfo
-
             whole = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
                                 num_workers=cfg.data.num_workers, dist_info=DistInfo())
             result["clip"] = calibrate_clip(net, whole, q=e.clip_q, images=e.clip_images,
@@ -175,7 +177,7 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     if phase == "expand":
         callbacks.insert(0, ReversalRamp(sampler, e.guard_outside, logger))
     model.to(device)
-    state = fit(_ddp(model, device, round_.dist_info), loader, optimizer, epochs=epochs, loss_fn=loss_fn, device=device,
+    state = fit(wrap_ddp(model, device, round_.dist_info), loader, optimizer, epochs=epochs, loss_fn=loss_fn, device=device,
                 scheduler=scheduler, checkpoint_path=checkpoint, config=cfg.to_dict(),
                 amp=c.amp, callbacks=callbacks, progress=round_.progress,
                 desc=f"esol {phase} epoch", dist_info=round_.dist_info)
@@ -196,9 +198,6 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
 def stage_esol_eval(round_: CamRound, stage0_model: nn.Module, model: nn.Module) -> dict:
     """Score the stage-0 and the expansion CAMs of the evaluation split like the round's CAMs
     (their caches are deleted afterwards); the shrinkage weights are loaded back at the end."""
-    from ..checkpoint import load_checkpoint
-    from ..pipeline import context_fn_for, stage_cam_eval, stage_cams
-
     cfg, rd, device = round_.cfg, round_.round_dir, round_.device
     eval_ds = round_.sets["eval"]
     ctx_fn = context_fn_for(model, round_.rows_by_name) if round_.r > 0 else None
@@ -230,12 +229,6 @@ def stage_esol_eval(round_: CamRound, stage0_model: nn.Module, model: nn.Module)
 
 def train_esol_cams(round_: CamRound) -> CamStages:
     """Stage 0 (IRNet CAM), then ``cam_expand``, ``cam_shrink`` and ``esol_eval``."""
-    from ..checkpoint import load_checkpoint
-    from ..models.esol_net import EsolCamNet
-    from ..pipeline import ContextCamNet
-    from ..runtime import seed_everything, stage_seed
-    from .irn import train_irn_cams
-
     cfg, e, rd, device = round_.cfg, round_.cfg.esol, round_.round_dir, round_.device
     stage0 = train_irn_cams(round_)
     seed_everything(stage_seed(cfg.seed, "esol"))
@@ -291,15 +284,6 @@ def load_esol_round(run_dir, r: int = 0, *, device: str | torch.device = "cpu"):
     in eval mode: the stage-0 CamNet (``cam_net.pt``) and the EsolCamNet (``cam_shrink.pt``,
     phase ``shrink``; ``esol.set_phase("expand")`` gives the expansion network). Round 0 only:
     later rounds need their context module (use the run's cached CAMs instead)."""
-    from pathlib import Path
-
-    from ..checkpoint import load_checkpoint
-    from ..config import ExperimentConfig
-    from ..data import build_dataset
-    from ..errors import ConfigError
-    from ..models.esol_net import EsolCamNet
-    from ..pipeline import build_cam_model
-
     run_dir = Path(run_dir)
     cfg = ExperimentConfig.load(run_dir / "config.json")
     if cfg.cam.method != "esol":

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from ..checkpoint import load_checkpoint
+from ..stages.cam_train import stage_cam_train, stage_cam_transfer
 from .base import CamMethod, CamRound, CamStages
 
 
 def train_irn_cams(round_: CamRound) -> CamStages:
-    """Stage ``cam_train`` (:func:`causal_wsss.pipeline.stage_cam_train`), then its weights."""
-    from ..checkpoint import load_checkpoint
-    from ..pipeline import stage_cam_train, stage_cam_transfer
-
+    """Stage ``cam_train`` (:func:`causal_wsss.stages.cam_train.stage_cam_train`), then its weights."""
     if round_.r == 0 and round_.cfg.cam.checkpoint:  # a network trained elsewhere
         record = round_.timed("cam_train", lambda: stage_cam_transfer(
             round_.cfg, round_.model, round_.round_dir))

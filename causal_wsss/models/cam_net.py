@@ -13,6 +13,7 @@ from torchvision import models as tvm
 from torchvision.models.resnet import Bottleneck
 
 from ..errors import ConfigError, DataError, WeightsError
+from .mobilenet import build_mobilenet_trunk
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "tiny")
 
@@ -325,8 +326,6 @@ def build_cam_net(num_classes_fg: int, *, backbone: str = "resnet50", weights: s
         raise ConfigError(f"build_cam_net: num_classes_fg={num_classes_fg} must be >= 1 and "
                           f"context_channels={context_channels} >= 0")
     if backbone == "mobilenet_v2":
-        from .mobilenet import build_mobilenet_trunk
-
         trunk = build_mobilenet_trunk(weights, output_stride, trunk_depth)
         channels = trunk.out_channels
     elif backbone == "tiny":

