@@ -83,7 +83,7 @@ def test_two_smoke_rounds_end_to_end_and_resume(synth, tmp_path):
 
 
 def test_interrupted_cam_training_resumes_to_the_same_weights(synth, tmp_path, monkeypatch):
-    import causal_wsss.train as train_mod
+    import causal_wsss.stages.cam_train as cam_train_mod
     from causal_wsss.runtime import DistInfo, seed_everything, setup_logging
     from causal_wsss.stages.cam_train import stage_cam_train
     from causal_wsss.stages.datasets import load_datasets
@@ -112,7 +112,7 @@ def test_interrupted_cam_training_resumes_to_the_same_weights(synth, tmp_path, m
     full = train(tmp_path / "a")
     seed_everything(0)
     with monkeypatch.context() as patch:
-        patch.setattr(train_mod, "LogEpochs", KillAfterFirstEpoch)
+        patch.setattr(cam_train_mod, "LogEpochs", KillAfterFirstEpoch)
         with pytest.raises(KeyboardInterrupt):
             train(tmp_path / "b")
     seed_everything(123)  # a new process does not share the old random state
