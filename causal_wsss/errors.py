@@ -8,7 +8,8 @@ class CausalWSSSError(Exception):
 
 
 class DataError(CausalWSSSError, ValueError):
-    """A data set folder, list, image or annotation is missing or unreadable."""
+    """A data set folder, list, image or annotation is missing or unreadable, or a tensor or
+    array given to a library function has the wrong shape, dtype or values."""
 
 
 class ConfigError(CausalWSSSError, KeyError):
