@@ -15,6 +15,15 @@ import numpy as np
 import pytest
 import torch
 
+from causal_wsss.backdoor import (
+    MAX_STRATA,
+    backdoor_adjust,
+    context_attention,
+    empirical_backdoor,
+    expected_sigmoid,
+    nwgm_error_bound,
+    nwgm_sigmoid,
+)
 from causal_wsss.errors import ConfigError, DataError
 from causal_wsss.metrics import (
     MAX_THRESHOLDS,
@@ -207,3 +216,121 @@ def test_numpy_arrays_in_metrics_give_the_tensor_results() -> None:
     assert torch.equal(leaks[0].state[0], leaks[1].state[0])
     with pytest.raises(DataError, match="pred must be a torch.Tensor or a numpy array, got list"):
         ConfusionMatrix(3).update([[0, 1]], target[0])
+
+
+# === causal_wsss.backdoor ===================================================================
+
+
+# --- case 5: empirical_backdoor --------------------------------------------------------------
+
+
+def _xyc():
+    x = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    c = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    return x, y, c
+
+
+def test_empirical_backdoor_refuses_fractional_codes() -> None:
+    x, y, c = _xyc()
+    fractional = x.double()
+    fractional[0] = 0.4  # was silently truncated to 0
+    with pytest.raises(DataError, match="x must hold integer codes.*0.4") as exc:
+        empirical_backdoor(fractional, y, c)
+    _one_line(exc)
+    with pytest.raises(DataError, match="c must hold integer codes"):
+        empirical_backdoor(x, y, c.double() + 0.5)
+    with pytest.raises(DataError, match="x must hold integer codes"):
+        empirical_backdoor(torch.full((8,), math.nan), y, c)
+    with pytest.raises(DataError, match="y holds NaN"):  # was a NaN estimate
+        empirical_backdoor(x, torch.where(x == 0, math.nan, y), c)
+    # integer-valued floats (a pandas column) are those integers
+    ref = empirical_backdoor(x, y, c)
+    same = empirical_backdoor(x.double(), y, c.float())
+    assert torch.equal(same.p_y_do_x, ref.p_y_do_x) and same.ate == ref.ate
+
+
+def test_empirical_backdoor_refuses_sizes_that_cannot_fit() -> None:
+    x, y, c = _xyc()
+    with pytest.raises(DataError, match=r"num_x must be an integer, got 10000000000\.0"):
+        empirical_backdoor(x, y, c, num_x=1e10)  # was a raw 80 GB allocation error
+    with pytest.raises(DataError, match=f"more than the {MAX_STRATA:,} allowed") as exc:
+        empirical_backdoor(x, y, c, num_x=10**10)
+    _one_line(exc)
+    with pytest.raises(DataError, match="strata"):
+        empirical_backdoor(x, y, c, num_c=10**7)
+    huge = c.clone()
+    huge[0] = 10**9  # an identifier, not a code: the data's own range is too large
+    with pytest.raises(DataError, match="recode"):
+        empirical_backdoor(x, y, huge)
+    # a large but allowed num_x: the positivity error lists a few strata, not all of them
+    with pytest.raises(DataError, match=r"\] and 186 more; positivity fails") as exc:
+        empirical_backdoor(x, y, c, num_x=100)
+    assert len(str(exc.value)) < 400
+
+
+# --- case 6: context_attention ---------------------------------------------------------------
+
+
+def _attention_args(e: int = 4):
+    gen = torch.Generator().manual_seed(3)
+    query, dictionary = torch.rand(2, 5, generator=gen), torch.rand(3, 6, generator=gen)
+    prior = torch.tensor([0.5, 0.3, 0.2])
+    return query, dictionary, prior, torch.randn(e, 5, generator=gen), torch.randn(e, 6, generator=gen)
+
+
+def test_context_attention_refuses_degenerate_inputs() -> None:
+    query, dictionary, prior, w1, w2 = _attention_args()
+    with pytest.raises(DataError, match="embedding size e = 0") as exc:
+        context_attention(query, dictionary, prior, w1[:0], w2[:0])  # was ZeroDivisionError
+    _one_line(exc)
+    with pytest.raises(DataError, match="query must be a floating tensor, got dtype torch.int64"):
+        context_attention(query.long(), dictionary, prior, w1, w2)  # was a raw RuntimeError
+    with pytest.raises(DataError, match=r"prior must hold finite probabilities.*-0\.5"):
+        context_attention(query, dictionary, torch.tensor([1.5, -0.5, 0.0]), w1, w2)  # accepted
+    with pytest.raises(DataError, match="prior must hold finite probabilities"):
+        context_attention(query, dictionary, torch.tensor([math.nan, 0.5, 0.5]), w1, w2)
+    with pytest.raises(DataError, match="dictionary of shape \\(0, 6\\) is empty"):
+        context_attention(query, dictionary[:0], prior[:0], w1, w2)  # returned zeros
+    with pytest.raises(DataError, match=r"b1 must have shape \(4,\)"):
+        context_attention(query, dictionary, prior, w1, w2, b1=torch.zeros(3))
+    with pytest.raises(DataError, match="one dtype outside autocast"):
+        context_attention(query.double(), dictionary, prior, w1, w2)
+    with pytest.raises(DataError, match="one device"):
+        context_attention(query, dictionary, prior.to("meta"), w1, w2)
+    with pytest.raises(DataError, match="scale must be finite"):
+        context_attention(query, dictionary, prior, w1, w2, scale=math.inf)
+    with pytest.raises(DataError, match="every dictionary entry"):  # still one message
+        context_attention(query, dictionary, prior, w1, w2, mask=torch.zeros(3, dtype=torch.bool))
+    m, alpha = context_attention(query, dictionary, prior, w1, w2)
+    assert m.shape == (2, 6) and torch.allclose(alpha.sum(-1), torch.ones(2))
+
+
+# --- case 7: numpy arrays, backdoor ----------------------------------------------------------
+
+
+def test_numpy_arrays_in_backdoor_give_the_tensor_results() -> None:
+    gen = torch.Generator().manual_seed(7)
+    table = torch.rand(4, 3, 2, generator=gen, dtype=torch.float64)
+    prior = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    expected = backdoor_adjust(table, prior)
+    assert torch.equal(backdoor_adjust(table.numpy(), prior.numpy()), expected)  # was AttributeError
+    assert torch.equal(backdoor_adjust(table, prior.numpy()), expected)
+    assert torch.equal(nwgm_sigmoid(table.numpy(), prior.numpy()), nwgm_sigmoid(table, prior))
+    x, y, c = _xyc()
+    ref = empirical_backdoor(x, y, c, prior=torch.tensor([0.4, 0.6], dtype=torch.float64))
+    arrays = empirical_backdoor(x.numpy(), y.numpy(), c.numpy(), prior=np.array([0.4, 0.6]))
+    assert torch.equal(arrays.p_y_do_x, ref.p_y_do_x) and arrays.ate == ref.ate
+    with pytest.raises(DataError, match="prior must be a torch.Tensor or a numpy array"):
+        backdoor_adjust(table, [0.2, 0.3, 0.5])
+
+
+def test_integer_tables_and_logits_are_refused_not_truncated() -> None:
+    table = torch.ones(2, 3, 1, dtype=torch.long)
+    prior = torch.full((3,), 1 / 3)
+    with pytest.raises(DataError, match="p_y_given_x_c must be a floating tensor"):
+        backdoor_adjust(table, prior)  # was silently 0 (the prior truncated to int)
+    for fn in (expected_sigmoid, nwgm_sigmoid, nwgm_error_bound):
+        with pytest.raises(DataError, match=f"{fn.__name__}: logits_per_c must be a floating"):
+            fn(table, prior)  # expected_sigmoid was a raw RuntimeError
+    assert torch.allclose(backdoor_adjust(table.float(), prior), torch.ones(2, 1))
