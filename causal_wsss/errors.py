@@ -8,7 +8,8 @@ class CausalWSSSError(Exception):
 
 
 class DataError(CausalWSSSError, ValueError):
-    """A data set folder, list, image or annotation is missing or unreadable."""
+    """A data set folder, list, image or annotation is missing or unreadable, or a tensor or
+    array given to a library function has the wrong shape, dtype or values."""
 
 
 class ConfigError(CausalWSSSError, KeyError):
@@ -20,3 +21,14 @@ class ConfigError(CausalWSSSError, KeyError):
 
 class WeightsError(CausalWSSSError, RuntimeError):
     """Pretrained weights were asked for and cannot be had."""
+
+
+class DiskFullError(CausalWSSSError, OSError):
+    """A file could not be written because the disk (or the quota) is full.
+
+    Built as ``DiskFullError(errno.ENOSPC, message, path)``, so ``errno`` and ``filename`` are
+    set as on any ``OSError``; ``str()`` is the one-line message alone.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror is not None else super().__str__()

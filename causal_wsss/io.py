@@ -1,8 +1,14 @@
-"""Atomic file writing: everything the project saves goes to a temporary name, then is renamed."""
+"""Atomic file writing: everything the project saves goes to a temporary name, then is renamed.
+
+A write that fails because the disk (or the quota) is full raises
+:class:`~causal_wsss.errors.DiskFullError` naming the file, and leaves neither a partial file
+nor a temporary one: the old file, if any, is intact.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +16,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CausalWSSSError, ConfigError
+from .errors import CausalWSSSError, ConfigError, DiskFullError
+
+_DISK_FULL = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None))
+                       if code is not None)
+
+# torch's zip writer reports a failed write to a file it opened itself this way (its C++
+# stream error, not errno); :func:`torch_save` writes through a Python file instead, where a
+# full disk is an OSError with errno ENOSPC, so this is only a fallback.
+_TORCH_WRITE_FAILED = "PytorchStreamWriter failed writing file"
+
+
+def _disk_full_error(path: Path, cause: str) -> DiskFullError:
+    return DiskFullError(errno.ENOSPC, f"cannot write {path}: {cause}; free some space and rerun "
+                         f"the same command to resume (the files already written are kept)",
+                         str(path))
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
 
 
 def _read_umask() -> int:
@@ -27,21 +51,30 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     ``suffix`` is kept on the temporary name so that writers choosing a format from the
-    extension (PIL, numpy) still see it.
+    extension (PIL, numpy) still see it. An ``OSError`` with errno ENOSPC or EDQUOT (disk or
+    quota full) becomes :class:`~causal_wsss.errors.DiskFullError` naming ``path``; the
+    temporary file is removed whatever the error.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp",
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp",
+                                   dir=path.parent)
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise _disk_full_error(path, "no space left on device") from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise _disk_full_error(path, "no space left on device") from exc
         raise
 
 
@@ -70,11 +103,25 @@ def save_image(path: str | os.PathLike, image: Any, **kwargs: Any) -> None:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` atomically (checkpoints, caches)."""
+    """``torch.save`` atomically (checkpoints, caches).
+
+    The file is written through a Python file object, so a full disk surfaces as an OSError
+    with its errno: :class:`~causal_wsss.errors.DiskFullError` (one line naming ``path``,
+    saying to free space and rerun to resume), with no partial or temporary file left. torch's
+    own "PytorchStreamWriter failed writing file" error, should it come, is reported the same way.
+    """
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(obj, fh)
+        except RuntimeError as exc:
+            if _TORCH_WRITE_FAILED not in str(exc):
+                raise
+            raise _disk_full_error(Path(path), f"torch could not write the file "
+                                   f"({_TORCH_WRITE_FAILED}), most likely because the disk "
+                                   f"is full") from exc
 
 
 # --------------------------------------------------------------------------------------------

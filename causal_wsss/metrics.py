@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ __all__ = [
 
 DeviceLike = str | torch.device | None
 
+MAX_THRESHOLDS = 10_000
+"""The most thresholds a grid or a :class:`ThresholdSweep` may hold (the default grid has 56)."""
+
 
 def threshold_grid(start: float = 0.05, stop: float = 0.60, step: float = 0.01) -> tuple[float, ...]:
     """Background thresholds ``start, start + step, ..., stop`` (``stop`` included).
@@ -39,12 +43,28 @@ def threshold_grid(start: float = 0.05, stop: float = 0.60, step: float = 0.01) 
     Values are rounded to 10 decimals so that ``0.15`` in the grid is the literal ``0.15``
     (``np.arange`` alone gives ``0.15000000000000002``). method.md section 5: report IRNet's
     fixed 0.15 and the best of the 0.05-0.60 sweep in 0.01 steps (``CamInferConfig.sweep``).
+
+    Raises ``ConfigError`` (the values come from ``cam_infer.sweep``) on a non-number or
+    non-finite value, ``step <= 0``, ``stop < start``, or a grid of more than
+    :data:`MAX_THRESHOLDS` values.
     """
+    try:
+        if any(isinstance(v, (str, bytes)) for v in (start, stop, step)):
+            raise TypeError
+        start, stop, step = float(start), float(stop), float(step)
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold_grid: expected numbers, got start={start!r}, "
+                          f"stop={stop!r}, step={step!r}") from None
     if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0:
         raise ConfigError(f"threshold_grid: expected finite start/stop and step > 0, "
                           f"got start={start}, stop={stop}, step={step}")
     if stop < start:
         raise ConfigError(f"threshold_grid: stop ({stop}) is below start ({start})")
+    count = (stop + 1e-9 - start) / step  # np.arange's length is ceil(count); may be inf
+    if not count <= MAX_THRESHOLDS:
+        raise ConfigError(f"threshold_grid: start={start}, stop={stop}, step={step} gives "
+                          f"{count:.3g} thresholds, more than the {MAX_THRESHOLDS} allowed; "
+                          f"expected a coarser step")
     values = np.arange(start, stop + 1e-9, step)
     return tuple(round(float(v), 10) for v in values)
 
@@ -64,8 +84,13 @@ def iou_per_class(conf: torch.Tensor) -> torch.Tensor:
     ``IoU_c = TP_c / (TP_c + FP_c + FN_c) = conf[c, c] / (row_c + col_c - conf[c, c])``, in
     float64, NaN where the union is empty (class absent from both target and prediction).
     A class that is predicted but absent from the target has IoU 0, not NaN.
+    Raises ``DataError`` on another shape or on negative, NaN or infinite counts.
     """
-    _check_square(conf)
+    return _iou_per_class(_check_confusion("iou_per_class", conf))
+
+
+def _iou_per_class(conf: torch.Tensor) -> torch.Tensor:
+    """:func:`iou_per_class` without the checks (for matrices already checked or built here)."""
     conf = conf.to(torch.float64)
     tp = conf.diagonal(dim1=-2, dim2=-1)  # (..., C)
     union = conf.sum(-1) + conf.sum(-2) - tp  # (..., C)
@@ -79,17 +104,33 @@ def mean_iou(iou: torch.Tensor, classes: Sequence[int] | None = None) -> torch.T
     The rule: the mean runs over the data set's own classes; one that is absent from both the
     targets and the predictions (NaN) is skipped; a predicted class the data set does not use
     adds no term (its pixels already count as false negatives of their true class).
+    Raises ``DataError`` when ``iou`` has no class axis or ``classes`` holds an index outside
+    ``[0, C)``, a duplicate, or a non-integer.
     """
+    iou = _as_tensor("mean_iou", "iou", iou)
+    if iou.dim() == 0:
+        raise DataError("mean_iou: expected per-class IoUs of shape (..., C), got a 0-d tensor")
+    return _mean_iou(iou, _class_indices("mean_iou", classes, iou.shape[-1]))
+
+
+def _mean_iou(iou: torch.Tensor, classes: Sequence[int] | None) -> torch.Tensor:
+    """:func:`mean_iou` without the checks (``classes`` already checked)."""
     if classes is not None:
         iou = iou[..., list(classes)]
     return torch.nanmean(iou, dim=-1)
 
 
 def miou(conf: torch.Tensor, classes: Sequence[int] | None = None) -> float:
-    """Mean IoU of a ``(C, C)`` confusion matrix over ``classes`` (default all) in [0, 1] (NaN if empty)."""
+    """Mean IoU of a ``(C, C)`` confusion matrix over ``classes`` (default all) in [0, 1] (NaN if empty).
+
+    Raises ``DataError`` on a matrix of another shape, negative / NaN / infinite counts, or a
+    class index outside ``[0, C)`` (see :func:`iou_per_class`, :func:`mean_iou`).
+    """
+    conf = _as_tensor("miou", "conf", conf)
     if conf.dim() != 2:
         raise DataError(f"miou: expected a (C, C) confusion matrix, got shape {tuple(conf.shape)}")
-    return float(mean_iou(iou_per_class(conf), classes))
+    conf = _check_confusion("miou", conf)
+    return float(_mean_iou(_iou_per_class(conf), _class_indices("miou", classes, conf.shape[0])))
 
 
 @dataclass(frozen=True)
@@ -143,10 +184,14 @@ def scores_from_confusion(conf: torch.Tensor,
     """All :class:`SegmentationScores` of a ``(C, C)`` confusion matrix ``conf[target, pred]``.
 
     ``classes``: the label indices that enter ``miou`` and ``mean_accuracy`` (see :func:`mean_iou`).
+    ``DataError`` on the same inputs as :func:`miou`.
     """
+    conf = _as_tensor("scores_from_confusion", "conf", conf)
     if conf.dim() != 2:
         raise DataError(f"scores_from_confusion: expected a (C, C) matrix, got {tuple(conf.shape)}")
-    iou = iou_per_class(conf)
+    conf = _check_confusion("scores_from_confusion", conf)
+    classes = _class_indices("scores_from_confusion", classes, conf.shape[0])
+    iou = _iou_per_class(conf)
     conf = conf.to(torch.float64).cpu()
     tp = conf.diagonal()
     predicted, actual = conf.sum(0), conf.sum(1)  # (C,) columns = predictions, rows = targets
@@ -158,9 +203,9 @@ def scores_from_confusion(conf: torch.Tensor,
         iou=tuple(iou.cpu().tolist()),
         precision=tuple(precision.tolist()),
         recall=tuple(recall.tolist()),
-        miou=float(mean_iou(iou, classes)),
+        miou=float(_mean_iou(iou, classes)),
         pixel_accuracy=float(tp.sum()) / total if total > 0 else math.nan,
-        mean_accuracy=float(mean_iou(recall, classes)),
+        mean_accuracy=float(_mean_iou(recall, classes)),
         pixels=int(total),
     )
 
@@ -190,8 +235,8 @@ class ConfusionMatrix:
 
     @classmethod
     def from_state(cls, state: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> ConfusionMatrix:
-        """Rebuild a matrix from a saved ``state`` tensor (``(C, C)`` integer counts)."""
-        _check_square(state)
+        """Rebuild a matrix from a saved ``state`` tensor (``(C, C)`` non-negative integer counts)."""
+        state = _check_confusion("ConfusionMatrix.from_state", state)
         if state.dtype.is_floating_point or state.dim() != 2:
             raise DataError(f"ConfusionMatrix.from_state: expected a (C, C) integer tensor, got "
                             f"{state.dtype} {tuple(state.shape)}")
@@ -213,12 +258,15 @@ class ConfusionMatrix:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Count ``pred`` against ``target``, both ``(B, H, W)`` or ``(H, W)`` integer tensors.
+        """Count ``pred`` against ``target``, both ``(B, H, W)`` or ``(H, W)`` integer tensors
+        (numpy arrays are accepted and give the same counts).
 
         Raises ``DataError`` (a ``ValueError``) on a shape mismatch, a float input, or a class
         outside ``[0, C)`` in ``pred`` or in the non-ignored part of ``target``; only pixels that
         are scored (target != ignore_index) are checked in ``pred``.
         """
+        pred = _as_tensor("ConfusionMatrix.update", "pred", pred)
+        target = _as_tensor("ConfusionMatrix.update", "target", target)
         if pred.shape != target.shape or pred.dim() not in (2, 3):
             raise DataError(f"ConfusionMatrix.update: expected pred and target of the same shape "
                             f"(B, H, W) or (H, W), got {tuple(pred.shape)} and "
@@ -277,7 +325,14 @@ def cams_to_labels(cams: torch.Tensor, threshold: float,
     Returns int64 ``(B, H, W)`` / ``(H, W)``: ``0`` where ``max_k cam_k <= threshold``, else
     ``1 + argmax_k cam_k`` (the first maximum on ties). The comparison is done in the CAM's
     dtype (float32 for bf16/half input), as IRNet's ``np.pad`` with the threshold does.
+
+    Refused with ``DataError``: no class channel (K = 0), NaN or infinite CAM values, negative
+    CAM values (CAMs are ReLU'd and divided by their max, so exactly >= 0: no tolerance is
+    needed), a non-finite ``threshold``, labels of another shape. numpy arrays are accepted.
     """
+    cams = _as_tensor("cams_to_labels", "cams", cams)
+    labels = None if labels is None else _as_tensor("cams_to_labels", "labels", labels)
+    threshold = _check_threshold("cams_to_labels", threshold)
     batched = cams.dim() == 4
     cams, _ = _prepare_cams("cams_to_labels", cams, None, labels)
     value, index = cams.max(dim=1)  # (B, H, W) each
@@ -301,6 +356,8 @@ class ThresholdSweep:
     (normalised) CAMs of all ``K = num_classes - 1`` foreground classes at the target's
     resolution, zero for classes not in the image label (or pass ``labels (B, K)`` to have them
     zeroed); ``target`` ``(B, H, W)`` integer masks, ``ignore_index`` pixels are skipped.
+    numpy arrays are accepted; ``DataError`` on other shapes, NaN / infinite / negative CAMs or
+    labels outside ``[0, C)``. At most :data:`MAX_THRESHOLDS` thresholds (``ConfigError``).
     """
 
     def __init__(self, num_classes: int, thresholds: Sequence[float] | np.ndarray = DEFAULT_THRESHOLDS,
@@ -309,6 +366,9 @@ class ThresholdSweep:
         _check_num_classes("ThresholdSweep", num_classes, ignore_index)
         self.classes = _check_classes("ThresholdSweep", classes, num_classes)
         thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if thr.size > MAX_THRESHOLDS:
+            raise ConfigError(f"ThresholdSweep: {thr.size} thresholds, more than the "
+                              f"{MAX_THRESHOLDS} allowed; expected a coarser grid")
         if thr.size == 0 or not np.all(np.isfinite(thr)) or np.any(np.diff(thr) <= 0) or thr[0] < 0:
             raise ConfigError(f"ThresholdSweep: thresholds must be a non-empty, strictly increasing "
                               f"sequence of finite values >= 0, got {thr.tolist()}")
@@ -336,9 +396,10 @@ class ThresholdSweep:
     def update(self, cams: torch.Tensor, target: torch.Tensor,
                labels: torch.Tensor | None = None) -> None:
         """Count one batch for all thresholds (see the class docstring for the contract)."""
-        cams, target = _prepare_cams("ThresholdSweep.update", cams, target, labels,
-                                     num_fg=self.num_classes - 1)
-        _check_finite("ThresholdSweep.update", cams)
+        where = "ThresholdSweep.update"
+        cams, target = _as_tensor(where, "cams", cams), _as_tensor(where, "target", target)
+        labels = None if labels is None else _as_tensor(where, "labels", labels)
+        cams, target = _prepare_cams(where, cams, target, labels, num_fg=self.num_classes - 1)
         value, index = cams.max(dim=1)  # (B, H, W) each: v and c - 1
         valid = target != self.ignore_index
         g = target[valid].to(torch.int64)  # (P,)
@@ -361,7 +422,7 @@ class ThresholdSweep:
 
     def compute(self) -> list[tuple[float, float]]:
         """``[(threshold, mIoU), ...]`` in threshold order (mIoU in [0, 1], NaN before any update)."""
-        mious = mean_iou(iou_per_class(self.confusion_matrices()), self.classes)  # (T,)
+        mious = _mean_iou(_iou_per_class(self.confusion_matrices()), self.classes)  # (T,)
         return list(zip(self.thresholds, mious.cpu().tolist()))
 
     def best(self) -> tuple[float, float]:
@@ -454,13 +515,12 @@ class LeakageMeter:
     def update(self, cams: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch: ``cams (B, K, H, W) >= 0``, ``target (B, H, W)``, ``labels (B, K)`` 0/1.
 
-        Unbatched ``(K, H, W)``, ``(H, W)``, ``(K,)`` inputs are accepted too. Raises
-        ``DataError`` on negative CAM values (apply ReLU first) or non-0/1 labels.
+        Unbatched ``(K, H, W)``, ``(H, W)``, ``(K,)`` inputs and numpy arrays are accepted too.
+        Raises ``DataError`` on negative (apply ReLU first), NaN or infinite CAM values, non-0/1
+        labels, shapes that do not fit, or target labels outside ``[0, C)``.
         """
         cams, target, labels = _prepare_meter_batch("LeakageMeter.update", cams, target, labels,
                                                     self.num_classes - 1)
-        if bool((cams < 0).any()):
-            raise DataError("LeakageMeter.update: CAMs must be non-negative (apply ReLU first)")
         valid = target != self.ignore_index  # (B, H, W)
         _check_range("LeakageMeter.update", "target", target[valid], self.num_classes,
                      self.ignore_index)
@@ -568,7 +628,11 @@ class ContrastMeter:
 
     @torch.no_grad()
     def update(self, cams: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add one batch: ``cams (B, K, H, W) >= 0``, ``target (B, H, W)``, ``labels (B, K)`` 0/1."""
+        """Add one batch: ``cams (B, K, H, W) >= 0``, ``target (B, H, W)``, ``labels (B, K)`` 0/1.
+
+        Unbatched inputs and numpy arrays are accepted; ``DataError`` on the inputs
+        :meth:`LeakageMeter.update` refuses.
+        """
         cams, target, labels = _prepare_meter_batch("ContrastMeter.update", cams, target, labels,
                                                     self.num_classes - 1)
         b, k = cams.shape[:2]
@@ -610,7 +674,13 @@ class ContrastMeter:
         return self
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """``{"contrast_context", "contrast_partner", "leakage_uniform", "per_class"}`` (NaN without pairs)."""
+        """``{"contrast_context", "contrast_partner", "leakage_uniform", "per_class"}`` (NaN without pairs).
+
+        ``class_names``: all ``num_classes`` names, background included (``ConfigError`` otherwise).
+        """
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ConfigError(f"ContrastMeter.compute: {len(class_names)} class names for "
+                              f"{self.num_classes} classes (background included)")
         s = self._sums.cpu()
         per_class: dict[str | int, dict[str, float]] = {}
         rows = {"contrast_context": [], "contrast_partner": [], "leakage_uniform": []}
@@ -642,8 +712,18 @@ def precision_split(conf: torch.Tensor, classes: Sequence[int] | None = None,
     ``fp_context = conf[0, k] / P`` (on the context) and ``fp_objects = 1 - precision -
     fp_context`` (on other objects: partners and extras); the three sum to 1. Averages run over
     the foreground classes of ``classes`` (default all) that were predicted at all.
+
+    ``class_names``: all C names, background included, indexed by label (``ConfigError`` if
+    their number is not C). ``DataError`` on a matrix of another shape, negative / NaN /
+    infinite counts, or a class index outside ``[0, C)``.
     """
-    _check_square(conf)
+    conf = _check_confusion("precision_split", conf)
+    if conf.dim() != 2:
+        raise DataError(f"precision_split: expected a (C, C) matrix, got {tuple(conf.shape)}")
+    if class_names is not None and len(class_names) != conf.shape[0]:
+        raise ConfigError(f"precision_split: {len(class_names)} class names for "
+                          f"{conf.shape[0]} classes (background included)")
+    classes = _class_indices("precision_split", classes, conf.shape[0])
     conf = conf.to(torch.float64).cpu()
     fg = [c for c in (classes if classes is not None else range(conf.shape[0])) if c != 0]
     per_class: dict[str | int, dict[str, float]] = {}
@@ -669,9 +749,13 @@ def foreground_recall(conf: torch.Tensor, classes: Sequence[int] | None = None) 
     of ``classes`` (default all) that have ground-truth pixels; NaN when none has.
 
     From a ``(C, C)`` confusion matrix ``conf[target, pred]``; with :func:`precision_split`
-    it gives the recall / precision trade-off of a thresholded CAM.
+    it gives the recall / precision trade-off of a thresholded CAM. ``DataError`` on the inputs
+    :func:`precision_split` refuses.
     """
-    _check_square(conf)
+    conf = _check_confusion("foreground_recall", conf)
+    if conf.dim() != 2:
+        raise DataError(f"foreground_recall: expected a (C, C) matrix, got {tuple(conf.shape)}")
+    classes = _class_indices("foreground_recall", classes, conf.shape[0])
     conf = conf.to(torch.float64).cpu()
     fg = [c for c in (classes if classes is not None else range(conf.shape[0])) if c != 0]
     values = [float(conf[k, k]) / float(conf[k].sum()) for k in fg if float(conf[k].sum()) > 0]
@@ -687,8 +771,11 @@ def _prepare_meter_batch(where: str, cams: torch.Tensor, target: torch.Tensor,
                          labels: torch.Tensor, num_fg: int
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The checks every CAM meter's ``update`` makes: batch unbatched ``(K, H, W)``, ``(H, W)``,
-    ``(K,)`` inputs; CAMs and target as :func:`_prepare_cams`; labels ``(B, K)`` of 0/1 on the
-    CAMs' device; finite CAMs. DataError naming ``where`` otherwise."""
+    ``(K,)`` inputs; CAMs and target as :func:`_prepare_cams` (finite, non-negative); labels
+    ``(B, K)`` of 0/1 on the CAMs' device. numpy arrays become tensors. DataError naming
+    ``where`` otherwise."""
+    cams, target = _as_tensor(where, "cams", cams), _as_tensor(where, "target", target)
+    labels = _as_tensor(where, "labels", labels)
     if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
         cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
     cams, target = _prepare_cams(where, cams, target, None, num_fg=num_fg)
@@ -698,7 +785,6 @@ def _prepare_meter_batch(where: str, cams: torch.Tensor, target: torch.Tensor,
     labels = labels.to(cams.device)
     if bool(((labels != 0) & (labels != 1)).any()):
         raise DataError(f"{where}: labels must be multi-hot 0/1 values")
-    _check_finite(where, cams)
     return cams, target, labels
 
 
@@ -734,9 +820,78 @@ def _check_classes(owner: str, classes: Sequence[int] | None,
     return out
 
 
-def _check_square(conf: torch.Tensor) -> None:
+def _as_tensor(owner: str, name: str, value: Any) -> torch.Tensor:
+    """``value`` itself if a tensor; a numpy array as a tensor (shared memory where it can be);
+    DataError naming the argument otherwise. O(1) for tensors."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if any(s < 0 for s in value.strides):  # flipped views: torch refuses negative strides
+            value = value.copy()
+        try:
+            return torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(f"{owner}: {name} is a numpy array of dtype {value.dtype}, which "
+                            f"torch cannot hold; expected numbers") from None
+    raise DataError(f"{owner}: {name} must be a torch.Tensor or a numpy array, got "
+                    f"{type(value).__name__}")
+
+
+def _check_confusion(owner: str, conf: Any) -> torch.Tensor:
+    """``conf`` as a tensor of shape ``(..., C, C)`` holding counts: non-negative, and finite
+    when float (one reduction). DataError naming ``owner`` otherwise."""
+    conf = _as_tensor(owner, "conf", conf)
     if conf.dim() < 2 or conf.shape[-1] != conf.shape[-2]:
-        raise DataError(f"expected a confusion matrix of shape (..., C, C), got {tuple(conf.shape)}")
+        raise DataError(f"{owner}: expected a confusion matrix of shape (..., C, C), got "
+                        f"{tuple(conf.shape)}")
+    if conf.dtype.is_complex:
+        raise DataError(f"{owner}: expected real pixel counts in the confusion matrix, got dtype "
+                        f"{conf.dtype}")
+    if conf.numel() == 0 or conf.dtype == torch.bool:
+        return conf
+    if conf.dtype.is_floating_point:
+        lo, hi = torch.aminmax(conf)  # NaN propagates into both
+        ok = bool((lo >= 0) & (hi < math.inf))
+    else:
+        lo = conf.amin()
+        ok = bool(lo >= 0)
+    if not ok:
+        what = "negative" if bool(torch.isfinite(lo)) and float(lo) < 0 else "NaN or infinite"
+        raise DataError(f"{owner}: the confusion matrix holds {what} counts (min {float(lo):g}); "
+                        f"expected pixel counts >= 0")
+    return conf
+
+
+def _class_indices(owner: str, classes: Sequence[int] | None, num_classes: int) -> list[int] | None:
+    """``classes`` as a list of distinct integer label indices in ``[0, num_classes)``, or None;
+    DataError naming ``owner`` otherwise (O(len(classes)), no tensor work)."""
+    if classes is None:
+        return None
+    try:
+        out = [operator.index(c) for c in classes]
+    except TypeError:
+        raise DataError(f"{owner}: classes must be integer label indices, got "
+                        f"{list(classes)!r}") from None
+    bad = [c for c in out if not 0 <= c < num_classes]
+    if bad:
+        raise DataError(f"{owner}: classes holds {bad}, outside the {num_classes} classes; "
+                        f"expected label indices in [0, {num_classes - 1}]")
+    if len(set(out)) != len(out):
+        raise DataError(f"{owner}: classes {out} names a class more than once; expected "
+                        f"distinct label indices")
+    return out
+
+
+def _check_threshold(owner: str, threshold: Any) -> float:
+    try:
+        if isinstance(threshold, (str, bytes)):
+            raise TypeError
+        value = float(threshold)
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(f"{owner}: threshold must be a number, got {threshold!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{owner}: threshold must be finite, got {value}")
+    return value
 
 
 def _check_integer(owner: str, name: str, tensor: torch.Tensor) -> None:
@@ -756,15 +911,25 @@ def _check_range(owner: str, name: str, values: torch.Tensor, num_classes: int,
                         f"[0, {num_classes - 1}] for num_classes={num_classes}")
 
 
-def _check_finite(owner: str, cams: torch.Tensor) -> None:
+def _check_cam_values(owner: str, cams: torch.Tensor) -> None:
+    """Finite and non-negative CAMs, with one reduction (``aminmax``: NaN propagates into both)."""
+    if cams.numel() == 0:
+        return
+    lo, hi = torch.aminmax(cams)
+    if bool((lo >= 0) & (hi < math.inf)):
+        return
     if not bool(torch.isfinite(cams).all()):
-        raise DataError(f"{owner}: cams contain NaN or infinite values")
+        raise DataError(f"{owner}: cams contain NaN or infinite values; expected finite, "
+                        f"non-negative (normalised) CAMs")
+    raise DataError(f"{owner}: cams hold negative values (min {float(lo):.4g}); expected "
+                    f"non-negative CAMs (apply ReLU first)")
 
 
 def _prepare_cams(owner: str, cams: torch.Tensor, target: torch.Tensor | None,
                   labels: torch.Tensor | None, num_fg: int | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Batch, type-check and label-mask CAMs; returns ``(cams (B, K, H, W), target (B, H, W))``."""
+    """Batch, type-check, value-check (finite, >= 0) and label-mask CAMs; returns
+    ``(cams (B, K, H, W), target (B, H, W))``."""
     if not cams.dtype.is_floating_point:
         raise DataError(f"{owner}: cams must be a float tensor, got dtype {cams.dtype}")
     if cams.dim() == 3:
@@ -777,6 +942,9 @@ def _prepare_cams(owner: str, cams: torch.Tensor, target: torch.Tensor | None,
     if num_fg is not None and cams.shape[1] != num_fg:
         raise DataError(f"{owner}: expected {num_fg} foreground CAM channels (num_classes - 1), "
                         f"got {cams.shape[1]}")
+    if cams.shape[1] == 0:
+        raise DataError(f"{owner}: cams of shape {tuple(cams.shape)} have no class channel; "
+                        f"expected K >= 1 foreground CAMs")
     if cams.dtype not in (torch.float32, torch.float64):
         cams = cams.float()
     if labels is not None:
@@ -785,6 +953,7 @@ def _prepare_cams(owner: str, cams: torch.Tensor, target: torch.Tensor | None,
                             f"{tuple(labels.shape)}")
         present = labels.to(device=cams.device) != 0  # (B, K)
         cams = cams.masked_fill(~present[:, :, None, None], 0.0)
+    _check_cam_values(owner, cams)
     if target is not None:
         expected = (cams.shape[0], *cams.shape[2:])
         if tuple(target.shape) != expected:
