@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,18 +384,32 @@ def save_cams(path: str | Path, high_res: torch.Tensor, keys: torch.Tensor,
 
 
 def load_cams(path: str | Path) -> ImageCams:
-    """Read a file written by :func:`save_cams` -> float32 :class:`ImageCams` on the CPU."""
+    """Read a file written by :func:`save_cams` -> float32 :class:`ImageCams` on the CPU.
+
+    DataError naming the file when it cannot be read (whatever numpy or zipfile raise: a bad
+    CRC, a truncated archive, a mangled ``.npy`` header) or holds arrays of the wrong shapes.
+    """
     path = Path(path)
     try:
         with np.load(path) as data:
-            keys = torch.from_numpy(data["keys"].astype(np.int64))
-            high = torch.from_numpy(data["high_res"].astype(np.float32))
-            low = torch.from_numpy(data["cam"].astype(np.float32)) if "cam" in data else None
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            keys = data["keys"]
+            high = data["high_res"]
+            low = data["cam"] if "cam" in data else None
+    except Exception as exc:  # noqa: BLE001 - whatever a broken file raises, it is broken
         reason = str(exc) or type(exc).__name__  # np.load of an empty file: a bare EOFError
         raise DataError(f"cannot read CAM file {path}: {reason}; expected an .npz with arrays "
-                        "'keys', 'high_res' (and 'cam') written by causal_wsss.cam.save_cams") from exc
-    return ImageCams(keys, high, low)
+                        "'keys', 'high_res' (and 'cam') written by causal_wsss.cam.save_cams (in "
+                        "a run folder, rerun: the stage that wrote it is redone)") from exc
+    p = keys.shape[0] if keys.ndim == 1 else -1
+    if (keys.ndim != 1 or keys.dtype.kind not in "iu" or high.ndim != 3 or high.shape[0] != p
+            or (low is not None and (low.ndim != 3 or low.shape[0] != p))):
+        raise DataError(f"cannot read CAM file {path}: arrays 'keys' {keys.shape}, 'high_res' "
+                        f"{high.shape}" + (f", 'cam' {low.shape}" if low is not None else "")
+                        + "; expected (P,), (P, H, W) and (P, h, w) as causal_wsss.cam.save_cams "
+                        "writes (in a run folder, rerun: the stage that wrote it is redone)")
+    return ImageCams(torch.from_numpy(keys.astype(np.int64)),
+                     torch.from_numpy(high.astype(np.float32)),
+                     torch.from_numpy(low.astype(np.float32)) if low is not None else None)
 
 
 class CamCache:

@@ -40,13 +40,15 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None = None, o
     """
     path = Path(path)
     if not path.is_file():
-        raise CausalWSSSError(f"checkpoint not found: {path}")
+        what = "a folder, not a file" if path.is_dir() else "not found"
+        raise CausalWSSSError(f"checkpoint {path} is {what}; expected a file written by "
+                              "causal_wsss.checkpoint.save_checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means a broken file
         raise CausalWSSSError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); "
-                              "delete it: in a run folder, the next run redoes the stage that "
-                              "wrote it and the stages computed from it") from exc
+                              "in a run folder, rerun: the run redoes the stage that wrote it and "
+                              "the stages computed from it (elsewhere, delete it)") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise CausalWSSSError(f"checkpoint {path} has no 'model' entry; expected a file written "
                               "by causal_wsss.checkpoint.save_checkpoint")

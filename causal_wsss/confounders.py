@@ -74,18 +74,101 @@ class ConfounderDictionary:
 
     @classmethod
     def load(cls, folder: str | Path) -> ConfounderDictionary:
-        """Read a dictionary written by :meth:`save`."""
+        """Read a dictionary written by :meth:`save`, checking that it is one: DataError naming
+        the file that is missing, unreadable or holds what no saved dictionary holds."""
         folder = Path(folder)
+        path = folder / "meta.json"
         try:
-            masks = np.load(folder / "dictionary.npy")
-            prior = np.load(folder / "prior.npy")
-            meta = json.loads((folder / "meta.json").read_text())
-            return cls(masks=masks.astype(np.float32), prior=prior.astype(np.float32),
-                       counts=np.asarray(meta["counts"], dtype=np.int64),
-                       classes=tuple(meta["classes"]), prior_kind=meta.get("prior_kind", "freq"))
-        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"confounder dictionary in {folder} is missing or unreadable "
-                            f"(expected dictionary.npy, prior.npy, meta.json): {exc}") from exc
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            classes = tuple(meta["classes"])
+            counts = np.asarray(meta["counts"], dtype=np.int64)
+            prior_kind = meta.get("prior_kind", "freq")
+            path = folder / "dictionary.npy"
+            masks = np.load(path).astype(np.float32)
+            path = folder / "prior.npy"
+            prior = np.load(path).astype(np.float32)
+        except Exception as exc:  # noqa: BLE001 - whatever a broken file raises
+            raise SavedFileError(path, f"missing or unreadable ({type(exc).__name__}: {exc})",
+                                 "the dictionary.npy, prior.npy and meta.json of "
+                                 "ConfounderDictionary.save") from exc
+        n = len(classes) - 1
+        checks = (
+            ("meta.json", "its classes are not names" if not all(isinstance(c, str) for c in classes)
+             else f"{counts.shape} counts for {n} classes" if counts.shape != (n,)
+             else "negative counts" if (counts < 0).any()
+             else f"prior_kind {prior_kind!r}" if prior_kind not in ("freq", "uniform") else ""),
+            ("dictionary.npy", f"shape {masks.shape}, not ({n + 1}, h, w)"
+             if masks.ndim != 3 or masks.shape[0] != n + 1
+             else "values outside [0, 1]" if not ((masks >= 0) & (masks <= 1)).all() else ""),
+            ("prior.npy", _prior_problem(prior, counts, prior_kind)))
+        for name, problem in checks:
+            if problem:
+                raise SavedFileError(folder / name, f"corrupt ({problem})",
+                                     "what ConfounderDictionary.save writes")
+        return cls(masks=masks, prior=prior, counts=counts, classes=classes,
+                   prior_kind=prior_kind)
+
+
+class SavedFileError(DataError):
+    """A file of the confounders stage is missing, unreadable or corrupt (``path``, ``reason``)."""
+
+    def __init__(self, path: Path, reason: str, expected: str) -> None:
+        super().__init__(f"confounder file {path} is {reason}; expected {expected} (in a run "
+                         "folder, rerun: the confounders stage is redone)")
+        self.path, self.reason = path, reason
+
+
+def _prior_problem(prior: np.ndarray, counts: np.ndarray, kind: str) -> str:
+    """Why ``prior`` is not the prior :func:`build_confounder_dictionary` makes from ``counts``."""
+    if prior.shape != counts.shape:
+        return f"shape {prior.shape}, not {counts.shape}"
+    if kind == "freq":
+        expected = counts / max(int(counts.sum()), 1)
+    else:
+        expected = (counts > 0) / max(int((counts > 0).sum()), 1)
+    if not np.allclose(prior, expected, rtol=1e-5, atol=1e-6):
+        return f"values that are not the {kind} prior of the counts in meta.json"
+    return ""
+
+
+def load_query_grids(path: str | Path, *, num_labels: int | None = None,
+                     grid: tuple[int, int] | None = None, rows: int | None = None) -> np.ndarray:
+    """The ``(N, h, w)`` uint8 label grids of :func:`save_label_grids`; DataError naming the file
+    when it is unreadable or holds other grids (labels below ``num_labels`` or 255, the ``grid``,
+    ``rows`` images)."""
+    path = Path(path)
+    expected = "the (N, h, w) uint8 label grids of save_label_grids"
+    try:
+        grids = np.load(path)
+    except Exception as exc:  # noqa: BLE001 - whatever a broken file raises
+        raise SavedFileError(path, f"missing or unreadable ({type(exc).__name__}: {exc})",
+                             expected) from exc
+    problem = ""
+    if grids.dtype != np.uint8 or grids.ndim != 3:
+        problem = f"{grids.dtype} of shape {grids.shape}"
+    elif grid is not None and tuple(grids.shape[1:]) != tuple(grid):
+        problem = f"grids of {tuple(grids.shape[1:])}, not {tuple(grid)}"
+    elif rows is not None and grids.shape[0] != rows:
+        problem = f"{grids.shape[0]} images, not {rows}"
+    elif num_labels is not None and ((grids >= num_labels) & (grids != IGNORE_INDEX)).any():
+        problem = f"labels outside 0..{num_labels - 1} and {IGNORE_INDEX}"
+    if problem:
+        raise SavedFileError(path, f"corrupt ({problem})", expected)
+    return grids
+
+
+def saved_dictionary_problem(folder: str | Path, rows: int | None = None) -> tuple[Path, str] | None:
+    """``(file, why)`` when the dictionary and query grids saved in ``folder`` are not whole
+    (:meth:`ConfounderDictionary.load`; :func:`load_query_grids` of ``rows`` images), else None.
+    Reads the files (a few MB for VOC's 10,582 query grids)."""
+    folder = Path(folder)
+    try:
+        dictionary = ConfounderDictionary.load(folder)
+        load_query_grids(folder / "queries.npy", num_labels=len(dictionary.classes),
+                         grid=dictionary.grid, rows=rows)
+    except SavedFileError as exc:
+        return exc.path, exc.reason
+    return None
 
 
 def resize_labels(label_map: np.ndarray | torch.Tensor, grid: int | tuple[int, int]) -> np.ndarray:
@@ -111,8 +194,10 @@ def load_label_grids(folder: str | Path, names: Sequence[str], grid: int,
         try:
             with Image.open(path) as img:
                 labels = np.asarray(img)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"predicted mask {path} is missing or unreadable: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - whatever a broken PNG raises
+            raise DataError(f"predicted mask {path} is missing or unreadable ({exc}); expected "
+                            "the label PNG of the segmentation model (in a run folder, rerun: the "
+                            "stage that wrote it is redone)") from exc
         out[i] = resize_labels(labels, grid)
     return out
 

@@ -8,9 +8,16 @@
   names and the size and modification time of every image, mask, annotation, list and sidecar
   file) and the configuration (every key but ``rounds``). Each stage record
   ``round_k/<stage>.json`` carries it under ``"inputs"``;
-- :func:`check_stages` runs before a resumed run: unreadable records and changed inputs are
-  refused with one message; a finished stage whose files are missing or unreadable is redone,
-  with every stage computed from it (:data:`STAGE_INPUTS`), by deleting their records and files.
+- :func:`check_stages` runs before a resumed run: changed inputs are refused with one message;
+  a finished stage whose record is unreadable or invalid (:mod:`causal_wsss.records`) or whose
+  files are missing, corrupt or of the wrong kind is redone, with every stage computed from it
+  (:data:`STAGE_INPUTS`), by deleting their records and files; broken files of a stage still to
+  run are deleted (the stage writes them again);
+- :func:`remove_stale_temporaries` deletes the temporary files of :func:`causal_wsss.io.atomic_path`
+  that a killed run left behind (under the lock only).
+
+Every path a run writes in its folder is the run's own: a file where the run's folder belongs
+(or a folder where its file belongs) is removed and what it held is redone, with a warning.
 """
 
 from __future__ import annotations
@@ -20,12 +27,16 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import socket
+import struct
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,16 +45,19 @@ from typing import Any
 import numpy as np
 
 from .config import IRN_ONLY_KEYS, ExperimentConfig, config_differences, describe_differences
+from .confounders import saved_dictionary_problem
 from .errors import CausalWSSSError, ConfigError, DataError
 from .io import check_folder_target, make_folder
 from .methods import method_stages
+from .records import entry_problem, record_problem
 from .runtime import barrier, setup_logging
-from .stage_table import STAGE_ARTEFACTS, STAGE_INPUTS, STAGES
+from .stage_table import STAGE_ARTEFACTS, STAGE_INPUTS, STAGES, Artefact
 from .stages.datasets import names_of, query_datasets
 
 LOCK_NAME = "run.lock"
 CONFIG_NAME = "config.json"
 REPORT_NAME = "report.json"
+LOG_NAME = "log.txt"  # written by causal_wsss.runtime.setup_logging
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,6 +88,7 @@ class RunLock:
         self._fh: Any = None
         self.previous_holder: str = ""
         self.unsupported: str = ""  # why the folder could not be locked (then it is not)
+        self.repaired: str = ""  # what was removed to take the lock (for a warning)
 
     def acquire(self) -> RunLock:
         try:
@@ -81,8 +96,13 @@ class RunLock:
         except ImportError:  # not POSIX
             self.unsupported = "no fcntl on this platform"
             return self
+        if self.path.is_dir() and not self.path.is_symlink():
+            # a folder where the lock file belongs: no run can hold it, so none is running
+            _remove(self.path, error=ConfigError)
+            self.repaired = f"removed the folder {self.path}, where the run's lock file belongs"
         try:
-            fh = open(self.path, "a+", encoding="utf-8")  # held until release()
+            # errors="replace": whatever bytes the file holds, the holder is only described
+            fh = open(self.path, "a+", encoding="utf-8", errors="replace")  # held until release()
         except OSError as exc:
             raise ConfigError(f"cannot create the lock file {self.path}: {exc.strerror or exc}; "
                               f"expected a writable run folder (choose another "
@@ -258,26 +278,175 @@ def run_inputs(cfg, sets: dict) -> dict[str, Any]:
 # stage records and their files
 
 
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+CACHE_FOLDERS = ("twin_cams", "esol_cams")
+"""Folders of ``round_k/`` that a stage deletes and fills again whenever it runs (the twins' CAMs of
+``twin_eval``, ESOL's ``esol_eval`` CAMs): only a file in their place is removed."""
+
+
+# --------------------------------------------------------------------------------------------
+# removing what is in the way
+
+
+def _remove(path: Path, error: type[CausalWSSSError] = DataError) -> None:
+    """Remove whatever is at ``path`` (a file, a link, a folder tree); ``error`` naming it if it
+    cannot be removed (nothing there is fine)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise error(f"cannot remove {path} ({exc.strerror or exc}); it is in the way of the run: "
+                    "remove it by hand and rerun") from exc
+
+
+def _in_the_way(folder: Path) -> bool:
+    """Whether something that is not a folder (a file, a dangling link) is at ``folder``."""
+    return (folder.is_symlink() or folder.exists()) and not folder.is_dir()
+
+
+def _kind_of(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a dangling link"
+    return "a folder" if path.is_dir() else "a file" if path.is_file() else "a special file"
+
+
+_TEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")  # tempfile's random names
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is a temporary name of :func:`causal_wsss.io.atomic_path`:
+    ``.<target>.<8 random characters><suffix>``, the suffix being the target's extension plus
+    ``.tmp`` (the default) or the target's extension itself (an explicit ``suffix=``)."""
+    if not name.startswith("."):
+        return False
+    for i in range(2, len(name) - 8):
+        if name[i] != "." or not _TEMP_CHARS.issuperset(name[i + 1:i + 9]):
+            continue
+        ext, suffix = Path(name[1:i]).suffix, name[i + 9:]
+        if suffix == ext + ".tmp" or (ext and suffix == ext):
+            return True
+    return False
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the temporary files :func:`causal_wsss.io.atomic_path` left in ``out`` (beside
+    ``config.json`` and ``report.json``) and under its ``round_k/`` folders when a run was killed
+    while writing. Call it only while holding the folder's :class:`RunLock`: a running writer's
+    temporary file looks the same. Returns the files removed."""
+    removed: list[Path] = []
+    tops = [out]
+    with contextlib.suppress(OSError):
+        tops += [p for p in out.iterdir() if _ROUND_NAME.match(p.name) and p.is_dir()
+                 and not p.is_symlink()]
+    for top in tops:
+        for folder, dirs, files in os.walk(top):
+            if top == out:
+                dirs.clear()  # only the round folders are walked
+            for name in files:
+                path = Path(folder) / name
+                if is_temporary_name(name) and path.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed.append(path)
+    return removed
+
+
+_ROUND_NAME = re.compile(r"^round_\d+$")
+
+
+# --------------------------------------------------------------------------------------------
+# stage records
+
+
+def load_record(path: Path) -> tuple[dict | None, str | None]:
+    """``(record, None)``; ``(None, None)`` when absent; ``(None, why)`` when the file is not a
+    valid record of its stage (unreadable JSON, another kind of path, or not what the stage writes:
+    :func:`causal_wsss.records.record_problem`)."""
+    if not path.exists() and not path.is_symlink():
+        return None, None
+    if not path.is_file():
+        return None, f"{_kind_of(path)}, not a stage record"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    problem = record_problem(path.stem, data)
+    if problem:
+        return None, f"invalid ({problem})"
+    return data, None
 
 
 def read_record(path: Path) -> dict | None:
-    """A stage record, ``None`` when absent; DataError naming the file when unreadable."""
-    if not path.is_file():
-        return None
+    """A stage record, validated against its stage's schema (:mod:`causal_wsss.records`); ``None``
+    when absent; DataError naming the file when it is unreadable or invalid."""
+    record, problem = load_record(path)
+    if problem:
+        raise DataError(f"stage record {path} is {problem}; expected the JSON a finished stage "
+                        "writes: rerun, and the run redoes that stage and the stages computed "
+                        "from it")
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# the files of a stage
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a whole PNG: the chunks' CRCs, IHDR first, IEND last, and the image data
+    inflating to the size the header gives (with valid row filters). No pixel is unfiltered."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return "not a PNG (no PNG signature)"
+    pos, header, idat = len(_PNG_SIGNATURE), None, []
+    while True:
+        if pos + 12 > len(data):
+            return "truncated (no PNG end chunk)"
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            return f"truncated (PNG chunk {kind!r} cut short)"
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) != struct.unpack(">I", data[end - 4:end])[0]:
+            return f"corrupt (the CRC of PNG chunk {kind!r} does not match)"
+        body = data[pos + 8:pos + 8 + length]
+        if header is None:
+            if kind != b"IHDR" or length != 13:
+                return "corrupt (no PNG header chunk)"
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            if end != len(data):
+                return "corrupt (bytes after the PNG end chunk)"
+            break
+        pos = end
+    width, height, depth, color, _, _, interlace = header
+    if color not in _PNG_CHANNELS or not idat:
+        return "corrupt (no PNG image data)"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"stage record {path} is unreadable ({exc}); expected the JSON a finished "
-                        "stage writes; delete it to redo that stage") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"stage record {path} holds a {type(data).__name__}; expected the JSON "
-                        "object a finished stage writes; delete it to redo that stage")
-    return data
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        return f"corrupt (PNG image data: {exc})"
+    if interlace == 0:
+        row = 1 + math.ceil(width * _PNG_CHANNELS[color] * depth / 8)
+        if len(raw) != height * row:
+            return f"corrupt (PNG image data of {len(raw)} bytes, expected {height * row})"
+        if raw[::row] and max(raw[::row]) > 4:
+            return "corrupt (PNG row filter out of range)"
+    return None
 
 
 def file_problem(path: Path, kind: str) -> str | None:
-    """Why ``path`` is not a complete file of ``kind`` (cheap checks), or None when it looks whole."""
+    """Why ``path`` is not a complete file of ``kind``, or None when it looks whole.
+
+    The checks read the file but decode nothing: zip (checkpoints, .npz) every member's CRC;
+    png every chunk's CRC and the inflated size of the image data; npy the header and the size;
+    json that it parses.
+    """
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -285,24 +454,23 @@ def file_problem(path: Path, kind: str) -> str | None:
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
     if not path.is_file():
-        return "not a file"
+        return f"{_kind_of(path)}, not a file"
     if st.st_size == 0:
         return "empty (0 bytes)"
     try:
         if kind == "zip":
             with zipfile.ZipFile(path) as archive:
-                archive.namelist()
+                bad = archive.testzip()  # reads every member, checks its CRC
+            if bad is not None:
+                return f"corrupt (member {bad} fails its CRC check)"
         elif kind == "npy":
             array = np.load(path, mmap_mode="r")  # reads the header, checks the size
             del array
         elif kind == "json":
             json.loads(path.read_text(encoding="utf-8"))
         elif kind == "png":
-            with open(path, "rb") as fh:
-                fh.seek(max(0, st.st_size - len(_PNG_END)))
-                if fh.read() != _PNG_END:
-                    return "truncated (no PNG end chunk)"
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            return _png_problem(path.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - whatever a broken file raises, it is broken
         return f"truncated or corrupt ({type(exc).__name__}: {exc})"
     return None
 
@@ -320,6 +488,22 @@ class RunFolder:
             if path.is_dir() and suffix.isdigit():
                 found.append(int(suffix))
         return sorted(found)
+
+    def repair_paths(self) -> list[str]:
+        """Remove a ``round_k`` that is not a folder, and a file where a round's cache folder
+        (:data:`CACHE_FOLDERS`) belongs; returns what was removed, for a warning."""
+        notes = []
+        for path in sorted(self.out.glob("round_*")):
+            if _ROUND_NAME.match(path.name) and not path.is_dir():
+                notes.append(f"{path} was {_kind_of(path)} where the run's round folder belongs")
+                _remove(path)
+        for r in self.rounds():
+            for name in CACHE_FOLDERS:
+                path = self.out / f"round_{r}" / name
+                if _in_the_way(path):
+                    notes.append(f"{path} was {_kind_of(path)} where the run's folder belongs")
+                    _remove(path)
+        return notes
 
     def record_path(self, r: int, stage: str) -> Path:
         return self.out / f"round_{r}" / f"{stage}.json"
@@ -346,15 +530,25 @@ class RunFolder:
                 deps.append((r + offset, dep))
         return deps
 
-    def problem(self, r: int, stage: str, deep: bool = True) -> tuple[Path, str] | None:
-        """The first missing or unreadable file of stage ``stage`` of round ``r``.
+    def _wrong_folder(self, round_dir: Path, art: Artefact) -> Path | None:
+        """The artefact's folder when something other than a folder is in its place."""
+        if art.folder is None:
+            return None
+        folder = round_dir / art.folder
+        return folder if _in_the_way(folder) else None
 
-        Single files (checkpoints, the confounder dictionary) are always opened; per-image
-        folders are listed, and their files opened only with ``deep`` (thousands of files: only
-        when a stage that reads them is still to run).
+    def problem(self, r: int, stage: str, deep: bool = True) -> tuple[Path, str] | None:
+        """The first missing, corrupt or misplaced file of stage ``stage`` of round ``r``.
+
+        Every file is read (:func:`file_problem`); with ``deep=False`` the files of per-image
+        folders are only listed. The confounder dictionary is also checked for values a
+        dictionary can hold (:func:`causal_wsss.confounders.saved_dictionary_problem`).
         """
         round_dir = self.out / f"round_{r}"
         for art in STAGE_ARTEFACTS.get(stage, ()):
+            wrong = self._wrong_folder(round_dir, art)
+            if wrong is not None:
+                return wrong, f"{_kind_of(wrong)} where the run's folder belongs"
             if not art.images:
                 reason = file_problem(round_dir / art.path, art.kind)
                 if reason:
@@ -373,17 +567,51 @@ class RunFolder:
                 reason = file_problem(path, art.kind)
                 if reason:
                     return path, reason
+        if stage == "confounders":
+
+            found = saved_dictionary_problem(round_dir / "confounders",
+                                             rows=len(self.names["query"]))
+            if found is not None:
+                return found
         return None
 
     def delete(self, r: int, stage: str) -> None:
-        """Remove the record and the files of a stage (it is then redone)."""
+        """Remove the record and the files of a stage, whatever kind of path holds them (it is
+        then redone); DataError naming a path that cannot be removed."""
         round_dir = self.out / f"round_{r}"
-        self.record_path(r, stage).unlink(missing_ok=True)
+        _remove(self.record_path(r, stage))
         for art in STAGE_ARTEFACTS.get(stage, ()):
-            if art.folder:
-                shutil.rmtree(round_dir / art.folder, ignore_errors=True)
-            else:
-                (round_dir / art.path).unlink(missing_ok=True)
+            _remove(round_dir / (art.folder or art.path))
+
+    def drop_broken_files(self, r: int, stage: str) -> list[str]:
+        """Delete the broken files of a stage still to run, which would reuse them (per-image
+        files are skipped when present, a checkpoint resumes training); returns what was removed."""
+        round_dir = self.out / f"round_{r}"
+        notes = []
+        for art in STAGE_ARTEFACTS.get(stage, ()):
+            wrong = self._wrong_folder(round_dir, art)
+            if wrong is not None:
+                notes.append(f"{wrong} was {_kind_of(wrong)} where the run's folder belongs")
+                _remove(wrong)
+                continue
+            if not art.images:
+                path = round_dir / art.path
+                reason = file_problem(path, art.kind)
+                if reason and reason != "missing":
+                    notes.append(f"{path} was {reason}")
+                    _remove(path)
+                continue
+            folder = round_dir / art.folder
+            suffix = art.path.split("{}")[1]
+            for name in sorted(os.listdir(folder)) if folder.is_dir() else ():
+                path = folder / name
+                if not name.endswith(suffix) or is_temporary_name(name):
+                    continue
+                reason = file_problem(path, art.kind)
+                if reason and reason != "missing":
+                    notes.append(f"{path} was {reason}")
+                    _remove(path)
+        return notes
 
 
 def _describe_data_change(old: Any, new: dict) -> str:
@@ -404,13 +632,19 @@ def _describe_data_change(old: Any, new: dict) -> str:
 
 def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
                  logger: logging.Logger | None = None) -> list[str]:
-    """Check every stage record of ``out`` before a (resumed) run; returns the stages redone.
+    """Check every stage record and file of ``out`` before a (resumed) run; returns the stages
+    redone.
 
-    1. An unreadable record is refused (DataError naming it: delete it to redo the stage).
-    2. A record whose data or config fingerprint differs from ``inputs`` is refused: the data
-       under ``data.root`` changed since that stage ran (ConfigError saying what and how to go on).
-    3. A finished stage whose files are missing or unreadable is redone: its record and files
-       are deleted, and so are those of every stage computed from it (in later rounds too).
+    1. A valid record whose data or config fingerprint differs from ``inputs`` is refused, before
+       anything is deleted: the data under ``data.root`` changed since that stage ran
+       (ConfigError saying what and how to go on).
+    2. A finished stage is redone when its record is unreadable or invalid
+       (:func:`load_record`) or one of its files is missing, corrupt or of the wrong kind
+       (:meth:`RunFolder.problem`, every file read): its record and files are deleted, and so
+       are those of every stage computed from it (in later rounds too); a warning names the file.
+    3. Broken files of stages still to run are deleted (those stages skip or resume from the
+       files they find), as are a ``round_k`` that is not a folder and files where a round's
+       cache folder belongs.
 
     ``names``: ``{"train": train names, "cams": + extra eval names, "query": + twins}``.
     """
@@ -418,23 +652,27 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
     folder = RunFolder(out, cfg, names)
     rounds = folder.rounds()
     records: dict[tuple[int, str], dict] = {}
+    broken: dict[tuple[int, str], str] = {}
     data_changed = config_changed = ""
     legacy = legacy_config_fingerprint(cfg)
     for r in rounds:
         for stage in STAGES:
             path = folder.record_path(r, stage)
-            record = read_record(path)
+            record, problem = load_record(path)
+            if problem:
+                broken[(r, stage)] = f"the stage record {path} is {problem}"
+                continue
             if record is None:
                 continue
             records[(r, stage)] = record
             recorded = record.get("inputs")
-            if not isinstance(recorded, dict):
+            if recorded is None:
                 continue  # written before records carried their inputs
-            if recorded.get("data") != inputs["data"] and not data_changed:
+            if recorded["data"] != inputs["data"] and not data_changed:
                 data_changed = (f"the data under {cfg.data.root} changed since {path} was "
                                 "written: "
-                                + _describe_data_change(recorded.get("data"), inputs["data"]))
-            if recorded.get("config") not in (inputs["config"], legacy) and not config_changed:
+                                + _describe_data_change(recorded["data"], inputs["data"]))
+            if recorded["config"] not in (inputs["config"], legacy) and not config_changed:
                 config_changed = (f"{path} was computed with a different configuration than "
                                   f"this one ({out / CONFIG_NAME} was edited or replaced)")
     if data_changed or config_changed:
@@ -443,36 +681,39 @@ def check_stages(out: Path, cfg, inputs: dict, names: dict[str, list[str]], *,
                           f"folder (another --out), or delete {out} to start afresh, or restore "
                           "the data")
 
+    notes = folder.repair_paths()  # nothing is removed before a refusal
     redo: dict[tuple[int, str], str] = {}
     for r in rounds:
         for stage in STAGES:
-            if (r, stage) not in records:
-                continue
-            # per-image files are opened only if a stage that reads them is still to run
-            readers = [(r - offset, reader) for reader, deps in STAGE_INPUTS.items()
-                       for offset, dep in deps if dep == stage]
-            pending = any(r2 <= cfg.rounds and folder.applies(r2, s2) and (r2, s2) not in records
-                          and (r, stage) in folder.inputs_of(r2, s2) for r2, s2 in readers)
-            found = folder.problem(r, stage, deep=pending)
-            if found is not None:
-                path, reason = found
-                why = f"{path} is {reason}"
-            else:
-                why = ""
-                for dep in folder.inputs_of(r, stage):
-                    if dep in redo:
-                        why = f"it is computed from round {dep[0]} {dep[1]}, which is redone"
-                        break
-                    if dep not in records and folder.problem(*dep, deep=False) is not None:
-                        why = f"its input, round {dep[0]} {dep[1]}, is gone"
-                        break
-            if why:
-                redo[(r, stage)] = why
+            key = (r, stage)
+            direct = broken.get(key, "")
+            if not direct and key in records:
+                found = folder.problem(r, stage)
                 if found is not None:
+                    direct = f"{found[0]} is {found[1]}"
+            elif not direct:
+                continue
+            why = direct
+            for dep in folder.inputs_of(r, stage) if not why else ():
+                if dep in redo:
+                    why = f"it is computed from round {dep[0]} {dep[1]}, which is redone"
+                    break
+                if dep not in records and folder.problem(*dep, deep=False) is not None:
+                    why = f"its input, round {dep[0]} {dep[1]}, is gone"
+                    break
+            if why:
+                redo[key] = why
+                if direct:
                     logger.warning("%s: redoing round %d %s and every stage computed from it",
                                    why, r, stage)
     for r, stage in redo:
         folder.delete(r, stage)
+    for r in rounds:
+        for stage in STAGES:
+            if (r, stage) not in records and folder.applies(r, stage):
+                notes += folder.drop_broken_files(r, stage)
+    for note in notes:
+        logger.warning("%s: removed it (the stage that writes there does so again)", note)
     if redo:
         logger.warning("stages to redo: %s", ", ".join(f"round {r} {s}" for r, s in redo))
     return [f"round_{r}/{s}" for r, s in redo]
@@ -484,19 +725,35 @@ def round_is_finished(out: Path, r: int) -> bool:
                for s in ("cam_train", "cam_eval", "pseudo_eval", "seg_eval"))
 
 
-def later_rounds(out: Path, rounds: int) -> list[dict]:
-    """Report entries of finished rounds beyond ``rounds`` (a rerun with fewer rounds keeps them)."""
+def later_rounds(out: Path, rounds: int, logger: logging.Logger | None = None) -> list[dict]:
+    """Report entries of finished rounds beyond ``rounds`` (a rerun with fewer rounds keeps them).
+
+    Only entries that are valid (:func:`causal_wsss.records.entry_problem`) and whose round is
+    finished are kept, in order from ``rounds + 1``; the first invalid one is named in a warning
+    (with ``logger``), and it and those after it are left out.
+    """
+
+    path = out / REPORT_NAME
     try:
-        old = json.loads((out / REPORT_NAME).read_text(encoding="utf-8"))
-        entries = [e for e in old["rounds"] if isinstance(e, dict) and e["round"] > rounds]
-    except (OSError, ValueError, KeyError, TypeError):
+        old = json.loads(path.read_text(encoding="utf-8"))
+        entries = [e for e in old["rounds"] if isinstance(e, dict)
+                   and isinstance(e.get("round"), int) and e["round"] > rounds]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return []
     kept = []
     for r, entry in enumerate(sorted(entries, key=lambda e: e["round"]), start=rounds + 1):
         if entry["round"] != r or not round_is_finished(out, r):
             break
+        problem = entry_problem(entry)
+        if problem:
+            if logger is not None:
+                logger.warning("%s: the entry of round %d is invalid (%s); leaving rounds %d and "
+                               "later out of the report (rerun with --rounds %d to redo them "
+                               "into it)", path, r, problem, r, max(e["round"] for e in entries))
+            break
         kept.append(entry)
     return kept
+
 
 
 def has_results(out: Path) -> bool:
@@ -508,20 +765,29 @@ def has_results(out: Path) -> bool:
     return False
 
 
-def check_config_file(out: Path, cfg) -> int:
+def check_config_file(out: Path, cfg, notes: list[str] | None = None) -> int:
     """Compare ``out/config.json`` with ``cfg``; returns the rounds it records (0 when none).
 
     A folder without results takes any configuration (a first attempt that failed early must not
     lock it). With results, a different configuration is refused, naming each key with both
-    values; ``rounds`` may differ.
+    values; ``rounds`` may differ. An unreadable ``config.json`` is refused too, unless the stage
+    records vouch for ``cfg`` (:func:`records_vouch_for`): then it is written again (a line for
+    ``notes`` says so).
     """
     path = out / CONFIG_NAME
     if not path.is_file() or not has_results(out):
         return 0
     try:
         old = ExperimentConfig.load(path)
-    except CausalWSSSError as exc:
-        raise ConfigError(f"{exc}; {out} holds results, so its configuration must be known: "
+    except Exception as exc:  # noqa: BLE001 - binary garbage, a list, a truncated file...
+        reason = str(exc) if isinstance(exc, CausalWSSSError) else (
+            f"cannot read config file {path}: {type(exc).__name__}: {exc}")
+        if records_vouch_for(out, cfg):
+            if notes is not None:
+                notes.append(f"{reason}; every stage record was computed with this "
+                             "configuration, so it is written again")
+            return 0
+        raise ConfigError(f"{reason}; {out} holds results, so its configuration must be known: "
                           f"restore {path}, or run into a new folder (another --out)") from exc
     diffs = config_differences(old, cfg)
     if diffs:
@@ -530,6 +796,27 @@ def check_config_file(out: Path, cfg) -> int:
                           f"of {path}; to run this configuration, choose another --out (or "
                           f"delete {out})")
     return old.rounds
+
+
+def records_vouch_for(out: Path, cfg) -> bool:
+    """Whether the valid stage records of ``out`` show that they were computed with ``cfg``:
+    there is one, and every one carries the fingerprint of ``cfg`` (:func:`config_fingerprint`,
+    or the legacy one). Records without fingerprints (older folders) vouch for nothing."""
+    accepted = {config_fingerprint(cfg), legacy_config_fingerprint(cfg)}
+    seen = False
+    for round_dir in sorted(out.glob("round_*")):
+        if not (_ROUND_NAME.match(round_dir.name) and round_dir.is_dir()):
+            continue
+        for path in sorted(round_dir.glob("*.json")):
+            if path.stem not in STAGE_ARTEFACTS:
+                continue
+            record, problem = load_record(path)
+            if record is None:
+                continue  # an invalid record is redone anyway
+            if record.get("inputs", {}).get("config") not in accepted:
+                return False
+            seen = True
+    return seen
 
 
 def names_by_role(sets: dict) -> dict[str, list[str]]:
@@ -569,7 +856,10 @@ def open_run_folder(out: Path, cfg, sets: dict, *, is_main: bool = True) -> Iter
     itself) is checked by the caller first. Here, under the lock (main process only; the other
     torch.distributed ranks wait at a barrier): the saved configuration, the stage records
     (:func:`check_stages`) and finished rounds beyond ``cfg.rounds``, which stay in the report
-    (and in ``config.json``'s ``rounds``).
+    (and in ``config.json``'s ``rounds``). What stands where the run's own files belong (a folder
+    at ``run.lock``, ``log.txt``, ``config.json`` or ``report.json``) and the temporary files of
+    a killed run (:func:`remove_stale_temporaries`) are removed, with a warning, after the checks
+    that may refuse the folder (except the lock's and the log's, needed to get that far).
     """
     inputs = run_inputs(cfg, sets)
     lock = RunLock(out)
@@ -578,8 +868,13 @@ def open_run_folder(out: Path, cfg, sets: dict, *, is_main: bool = True) -> Iter
         lock.acquire()
     try:
         redone: list[str] = []
+        repaired: list[str] = [lock.repaired] if lock.repaired else []
         if is_main:
-            check_config_file(out, cfg)
+            check_config_file(out, cfg, repaired)
+            log_path = out / LOG_NAME
+            if log_path.is_dir() and not log_path.is_symlink():  # the log cannot be opened
+                _remove(log_path, error=ConfigError)
+                repaired.append(f"removed the folder {log_path}, where the run's log belongs")
         logger = setup_logging(out if is_main else None)
         if is_main:
             if lock.unsupported:
@@ -588,8 +883,21 @@ def open_run_folder(out: Path, cfg, sets: dict, *, is_main: bool = True) -> Iter
             if lock.previous_holder:
                 logger.warning("took over the lock of a run that did not end cleanly (%s)",
                                _describe_holder(lock.previous_holder))
+            for note in repaired:
+                logger.warning("%s", note)
+            # it refuses changed inputs before deleting anything: the repairs come after it
             redone = check_stages(out, cfg, inputs, names_by_role(sets), logger=logger)
-            later = later_rounds(out, cfg.rounds)
+            for name in (CONFIG_NAME, REPORT_NAME):  # the run's own files
+                path = out / name
+                if path.is_dir() and not path.is_symlink():
+                    _remove(path, error=ConfigError)
+                    logger.warning("removed the folder %s, where the run's file belongs", path)
+            if not lock.unsupported:  # a running writer's temporary files look the same
+                stale = remove_stale_temporaries(out)
+                if stale:
+                    logger.info("removed %d temporary file(s) of an interrupted run (%s%s)",
+                                len(stale), stale[0], ", ..." if len(stale) > 1 else "")
+            later = later_rounds(out, cfg.rounds, logger)
             rounds = max(cfg.rounds, later[-1]["round"] if later else 0)
             replace(cfg, rounds=rounds).save(out / CONFIG_NAME)
         barrier()

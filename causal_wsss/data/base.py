@@ -193,8 +193,10 @@ def read_label_png(path: Path, num_classes: int) -> np.ndarray:
             mask = np.array(img, dtype=np.uint8)  # (H, W)
     except DataError:
         raise
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read mask {path}: {exc}; expected a PNG of class indices") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever PIL raises on a broken file
+        raise DataError(f"cannot read mask {path}: {exc or type(exc).__name__}; expected a PNG "
+                        "of class indices (a mask a run wrote under round_k/: rerun, and the "
+                        "stage that wrote it is redone)") from exc
     bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
     if bad.any():
         raise DataError(f"mask {path} holds value {int(mask[bad][0])}; expected class indices "
