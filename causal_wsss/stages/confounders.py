@@ -14,6 +14,7 @@ from ..confounders import (
     build_confounder_dictionary,
     ground_truth_grids,
     load_label_grids,
+    load_query_grids,
     queries_from_grids,
     save_label_grids,
 )
@@ -82,12 +83,7 @@ def load_context_module(cfg: ExperimentConfig, round_dir: Path, num_classes: int
     """The round's ContextAdjustment, with its dictionary, prior and query buffer."""
     folder = round_dir / "confounders"
     dictionary = ConfounderDictionary.load(folder)
-    try:
-        grids = np.load(folder / "queries.npy")
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"query grids {folder / 'queries.npy'} are missing or unreadable ({exc}); "
-                        "expected the .npy the confounders stage writes. Delete it: the next run "
-                        "redoes that stage") from exc
+    grids = load_query_grids(folder / "queries.npy", num_labels=num_classes, grid=dictionary.grid)
     queries = queries_from_grids(grids, mode=cfg.context.query, num_classes=num_classes)
     c = check_context_config(cfg).context
     attention = "exact" if c.adjustment == "exact" else c.attention
