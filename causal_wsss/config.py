@@ -226,6 +226,9 @@ class ContextConfig:
     # paper's SGD, 10x group) | sgd (momentum 0.9) | adamw; lr 0 = cam.lr * cam.head_lr_mult
     optimizer: str = "same"
     lr: float = 0.0
+    # what rounds >= 1 change (causal_wsss.interventions registry): conta (Eq. 3, the keys
+    # above) | paste (do(context) by re-composition) | context_negatives (context alone, no label)
+    intervention: str = "conta"
 
 
 @dataclass(frozen=True)

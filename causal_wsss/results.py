@@ -121,6 +121,7 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.adjustment": "docs/method.md §3: nwgm = Eq. 3 (exact = our backdoor sum at the head)",
     "context.optimizer": "docs/method.md §3: same = the network's SGD, 10x group (ours: sgd/adamw)",
     "context.lr": "docs/method.md §3: 0 = the 10x group's learning rate",
+    "context.intervention": "CONTA's adjustment (the paper); the others are ours (docs/results.md 7)",
     # ESOL (cam.method=esol only): re-implemented from the abstract and the official figure;
     # [R] = our decision where the sources are silent (docs/esol.md)
     "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",

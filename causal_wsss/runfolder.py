@@ -35,6 +35,7 @@ import numpy as np
 
 from .config import IRN_ONLY_KEYS, ExperimentConfig, config_differences, describe_differences
 from .errors import CausalWSSSError, ConfigError, DataError
+from .interventions import intervention_stages
 from .io import check_folder_target, make_folder
 from .methods import method_stages
 from .runtime import barrier, setup_logging
@@ -183,6 +184,7 @@ LATER_KEYS: dict[str, Any] = {
     "pseudo.walk_reach": 0.0,
     "pseudo.irn_steps": 0,
     "esol.sampler": "deformable",
+    "context.intervention": "conta",
 }
 """Keys added after run folders began to carry config fingerprints, each with the value that
 does what the code did before the key existed. At that value a key is left out of the
@@ -327,8 +329,10 @@ class RunFolder:
     def applies(self, r: int, stage: str) -> bool:
         if r < 0:
             return False
-        if stage == "confounders":
-            return r > 0
+        own = intervention_stages().get(stage)
+        if own is not None:  # an intervention's stage runs in rounds >= 1, for it only
+            return r > 0 and own.method == self.cfg.context.intervention and (
+                own.enabled is None or bool(own.enabled(self.cfg)))
         if stage in ("ir_labels", "irn_train"):
             return self.cfg.pseudo.refine == "irn"
         spec = method_stages().get(stage)

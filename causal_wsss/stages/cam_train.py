@@ -13,7 +13,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig
-from ..data.transforms import TrainTransform, TransformView, normalize
+from ..data.transforms import Compose, TrainTransform, TransformView, normalize
 from ..errors import CausalWSSSError, ConfigError
 from ..io import torch_save
 from ..models.context import ContextCamNet
@@ -23,18 +23,19 @@ from ..train import LogEpochs, fit, make_loader, poly_lambda, split_optimizer
 
 def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir: Path, *,
                     device: torch.device, dist_info=None, progress: bool = True, logger=None,
-                    callbacks: tuple = ()) -> dict:
+                    callbacks: tuple = (), pre_transform=None) -> dict:
     """Train the (context-adjusted) CAM classifier with the multi-label soft-margin loss.
 
     Checkpoints ``round_dir/cam_net.pt`` every epoch and resumes from it. ``callbacks`` (e.g.
-    :class:`causal_wsss.train.LossHistory`) see every step.
+    :class:`causal_wsss.train.LossHistory`) see every step. ``pre_transform``: an intervention's
+    per-sample transform applied before the training crop (e.g. pasting an object).
     """
     dist_info = dist_info or get_dist()
     logger = logger or setup_logging(None)
 
     c = cfg.cam
-    dataset = TransformView(train_ds, TrainTransform(c.crop_size, resize_long=c.resize_long,
-                                                       seed=cfg.seed))
+    dataset = TransformView(train_ds, Compose(pre_transform, TrainTransform(
+        c.crop_size, resize_long=c.resize_long, seed=cfg.seed)))
     loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
                          num_workers=cfg.data.num_workers, dist_info=dist_info,
                          pin_memory=device.type == "cuda")
