@@ -219,6 +219,7 @@ def _fingerprint_data(cfg, *, drop_irn: bool) -> dict:
         for dotted in IRN_ONLY:
             _drop(data, dotted)
     _drop_esol(data)
+    _drop_interventions(data)
     return data
 
 
@@ -240,6 +241,16 @@ def _drop_esol(data: dict) -> None:
     if data.get("cam", {}).get("method", "irn") == "irn":
         data["cam"].pop("method", None)
         data.pop("esol", None)
+
+
+def _drop_interventions(data: dict) -> None:
+    """The sections of the interventions a run does not use (``paste``, ``negatives``) are left
+    out, so folders written before interventions existed resume."""
+    chosen = data.get("context", {}).get("intervention", "conta")
+    if chosen != "paste":
+        data.pop("paste", None)
+    if chosen not in ("context_negatives", "oracle_context_negatives"):
+        data.pop("negatives", None)
 
 
 def run_inputs(cfg, sets: dict) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..stages.spec import StageSpec
-from . import conta
+from . import conta, negatives, paste
 from .base import Intervened, Intervention, InterventionRound
 
 __all__ = ["INTERVENTIONS", "Intervened", "Intervention", "InterventionRound", "get_intervention",
@@ -25,6 +25,9 @@ __all__ = ["INTERVENTIONS", "Intervened", "Intervention", "InterventionRound", "
 
 INTERVENTIONS: dict[str, Intervention] = {
     "conta": conta.INTERVENTION,
+    "paste": paste.INTERVENTION,
+    "context_negatives": negatives.INTERVENTION,
+    "oracle_context_negatives": negatives.ORACLE,
 }
 """Registered interventions; a new one is one module plus one line here."""
 
