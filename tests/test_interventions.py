@@ -20,6 +20,7 @@ from causal_wsss.data.registry import build_dataset
 from causal_wsss.data.synthetic import generate_synthetic
 from causal_wsss.errors import ConfigError
 from causal_wsss.interventions import INTERVENTIONS, get_intervention
+from causal_wsss.interventions.appearance import cluster_contexts, pooled_features
 from causal_wsss.interventions.bank import CropBank
 from causal_wsss.interventions.negatives import (
     NegativesView,
@@ -228,7 +229,8 @@ def test_oracles_are_named_and_flagged():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["paste", "context_negatives", "oracle_context_negatives"])
+@pytest.mark.parametrize("name", ["paste", "context_negatives", "oracle_context_negatives",
+                                  "conta_appearance", "oracle_conta_appearance"])
 def test_each_intervention_runs_a_round_and_resumes(synth, tmp_path, name):
     cfg = resolve("smoke", [f"data.root={synth}", f"context.intervention={name}",
                             "paste.min_fg=0.0", "paste.max_fg=1.0"], seed=0, rounds=1)
@@ -236,8 +238,10 @@ def test_each_intervention_runs_a_round_and_resumes(synth, tmp_path, name):
     report = run_experiment(cfg, out, progress=False)
     assert report["intervention"] == name and report["oracle"] == name.startswith("oracle_")
     assert [e["round"] for e in report["rounds"]] == [0, 1]
-    stage = {"paste": "paste_bank"}.get(name, "oracle_negative_bank" if "oracle" in name
-                                        else "negative_bank")
+    stage = {"paste": "paste_bank", "context_negatives": "negative_bank",
+             "oracle_context_negatives": "oracle_negative_bank",
+             "conta_appearance": "appearance_dict",
+             "oracle_conta_appearance": "oracle_appearance_dict"}[name]
     assert (out / "round_1" / f"{stage}.json").is_file()
     assert not (out / "round_1" / "confounders.json").exists()
     records = {p.name: p.stat().st_mtime_ns for p in out.rglob("*.json")}
@@ -253,3 +257,37 @@ def test_each_intervention_runs_a_round_and_resumes(synth, tmp_path, name):
 def test_an_empty_bank_saves_and_loads(tmp_path):
     CropBank.from_crops([]).save(tmp_path / "b.npz")
     assert len(CropBank.load(tmp_path / "b.npz")) == 0
+
+
+def test_appearance_prototypes_cluster_the_context_and_choose_k_without_truth():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 4
+    x = np.concatenate([c + rng.normal(scale=0.1, size=(30, 16)) for c in centres])
+    x = np.abs(x)  # post-ReLU features
+    x[5] = np.nan  # an image without predicted background is left out
+    fit = cluster_contexts(x, seed=0)
+    assert fit["k"] == 3 and fit["prototypes"].shape == (3, 16)
+    assert sorted(np.round(fit["prior"] * 89).astype(int).tolist()) == [29, 30, 30]
+
+
+def test_the_appearance_dictionary_reads_pseudo_masks_not_the_truth(synth, tmp_path):
+    """Pooled context vectors come from the previous round's pseudo-masks: rewriting the ground
+    truth changes nothing, rewriting the pseudo-masks does."""
+    from causal_wsss.stages.models import build_cam_model
+
+    root = tmp_path / "data"
+    shutil.copytree(synth, root)
+    ds = build_dataset("synthetic", root, "train")
+    _pseudo_masks(ds, tmp_path / "prev")
+    cfg = resolve("smoke", [f"data.root={root}"])
+    torch.manual_seed(0)
+    net = build_cam_model(cfg, ds.num_classes - 1)
+    dev = torch.device("cpu")
+    q1, c1 = pooled_features(net, ds, tmp_path / "prev", device=dev)
+    for path in (root / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
+        Image.fromarray(np.zeros_like(np.array(Image.open(path)))).save(path)
+    q2, c2 = pooled_features(net, ds, tmp_path / "prev", device=dev)
+    assert np.array_equal(q1, q2) and np.array_equal(c1, c2, equal_nan=True)
+    _pseudo_masks(ds, tmp_path / "prev", seed=5)
+    _, c3 = pooled_features(net, ds, tmp_path / "prev", device=dev)
+    assert not np.allclose(c1, c3, equal_nan=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..stages.spec import StageSpec
-from . import conta, negatives, paste
+from . import appearance, conta, negatives, paste
 from .base import Intervened, Intervention, InterventionRound
 
 __all__ = ["INTERVENTIONS", "Intervened", "Intervention", "InterventionRound", "get_intervention",
@@ -28,6 +28,8 @@ INTERVENTIONS: dict[str, Intervention] = {
     "paste": paste.INTERVENTION,
     "context_negatives": negatives.INTERVENTION,
     "oracle_context_negatives": negatives.ORACLE,
+    "conta_appearance": appearance.INTERVENTION,
+    "oracle_conta_appearance": appearance.ORACLE,
 }
 """Registered interventions; a new one is one module plus one line here."""
 

@@ -67,7 +67,7 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
     final = state.history[-1]["loss"] if state.history else None  # NaN-free on a resumed run
     result = {"epochs": c.epochs, "final_loss": final, "history": state.history}
     if with_context:
-        weight = cam_net.context_weight()[:, 0]  # (K,)
+        weight = cam_net.context_weight()  # (K, Cc): CONTA's one column, or an appearance m's
         feat_w = cam_net.classifier.weight.detach()[:, : cam_net.feature_channels].abs().mean()
         result["context_weight_mean_abs"] = float(weight.abs().mean())
         result["context_weight_vs_feature_weight"] = float(weight.abs().mean() / feat_w)
@@ -208,9 +208,14 @@ def context_share(model: ContextCamNet, batch: dict, *, device: torch.device,
         c = cam_net.feature_channels
         mix = cam_net.context_mixture.to(features.device)[None, :, None, None]
         features = torch.cat([features[:, :c], (features[:, c:] * mix).sum(1, keepdim=True)], 1)
-    weight = cam_net.classifier.weight.float()[:, :, 0, 0]  # (K, C + 1)
+    weight = cam_net.classifier.weight.float()[:, :, 0, 0]  # (K, C + Cc)
+    c_feat = cam_net.feature_channels
     total = torch.einsum("kc,bchw->bkhw", weight, features).abs().mean(dim=(2, 3))  # (B, K)
-    ctx = (weight[:, -1][None, :, None, None] * features[:, -1:]).abs().mean(dim=(2, 3))  # (B, K)
+    if features.shape[1] == c_feat + 1:  # one context channel (CONTA's m)
+        ctx = (weight[:, -1][None, :, None, None] * features[:, -1:]).abs().mean(dim=(2, 3))
+    else:  # an appearance m: the trunk's width of context channels
+        ctx = torch.einsum("kc,bchw->bkhw", weight[:, c_feat:],
+                           features[:, c_feat:]).abs().mean(dim=(2, 3))  # (B, K)
     positive = batch["labels"].to(device) > 0
     model.train()
     return float(ctx[positive].sum() / total[positive].sum().clamp_min(1e-12))
