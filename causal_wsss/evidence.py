@@ -110,7 +110,26 @@ ESOL_CONTROLS = {"esol_noclip_id": "esol_noclip"}
 """Controls among the ablations, each also compared with the run it controls and with IRN's
 round 0: ESOL without the clip minus the same without samplers is what the samplers add;
 that control minus IRN's round 0 is what two more head trainings add."""
-ALL_ARMS = (*ARMS, *ESOL_ARMS)
+INTERVENTION_ARMS: tuple[Arm, ...] = (
+    Arm("paste", "paste (re-composition, CDA)", ("context.intervention=paste",),
+        "objects cut from round 0's pseudo-masks pasted onto images that lack their class"),
+    Arm("negatives", "context negatives (W-OoD)", ("context.intervention=context_negatives",),
+        "crops of round 0's predicted background as images with no label"),
+    Arm("appearance", "CONTA, appearance dictionary", ("context.intervention=conta_appearance",),
+        "Eq. 3 over prototypes of the predicted background's features (ours)"),
+    Arm("oracle_negatives", "oracle: the generator's contexts as negatives",
+        ("context.intervention=oracle_context_negatives",),
+        "diagnostic: reads the generator (context-only images)"),
+    Arm("oracle_appearance", "oracle: one entry per true context",
+        ("context.intervention=oracle_conta_appearance",),
+        "diagnostic: reads the generator (each image's true context)"),
+)
+"""The interventions of docs/results.md section 7 (pre-registered before their runs): round 1
+of each, sharing the ``conta`` run's round 0 of its rho and seed; ``oracle_*`` arms read the
+generator's record and are diagnostics, never claims."""
+INTERVENTION_RHOS = (0.97, 0.9, 0.5)
+INTERVENTION_NAMES = tuple(a.name for a in INTERVENTION_ARMS)
+ALL_ARMS = (*ARMS, *ESOL_ARMS, *INTERVENTION_ARMS)
 ARM_BY_NAME = {a.name: a for a in ALL_ARMS}
 ESOL_STAGES = (("esol_stage0_", "stage 0 (IRNet's CAM)"), ("esol_expand_", "expansion"),
                ("", "shrinkage (ESOL's CAMs)"))
@@ -147,6 +166,9 @@ class Protocol:
     variants: tuple[str, ...] = VARIANTS
     esol_seeds: tuple[int, ...] = tuple(range(3))
     esol_ablations: tuple[str, ...] = ESOL_ABLATIONS
+    interventions: tuple[str, ...] = INTERVENTION_NAMES
+    intervention_rhos: tuple[float, ...] = INTERVENTION_RHOS
+    intervention_seeds: tuple[int, ...] = tuple(range(5))
     n_train: int = 400
     n_val: int = 100
     size: int | None = None  # default: the benchmark's
@@ -188,6 +210,10 @@ class Protocol:
         # the ESOL extension (docs/results.md section 6), after the protocol proper
         out += [Job("esol", MAIN_RHO, s, 1) for s in self.esol_seeds]
         out += [Job(a, MAIN_RHO, s, 0) for s in self.esol_seeds for a in self.esol_ablations]
+        # the interventions (docs/results.md section 7): rho 0.97 first, seed by seed, so one
+        # rerun of a seed's conta round 0 serves every intervention of the seed
+        out += [Job(a, rho, s, 1) for rho in self.intervention_rhos
+                for s in self.intervention_seeds for a in self.interventions]
         if self.seeds is not None:
             out = [j for j in out if j.seed in self.seeds]
         if self.rhos is not None:
@@ -218,14 +244,18 @@ def job_config(proto: Protocol, job: Job):
                    seed=job.seed, rounds=job.rounds)
 
 
+ROUND0_FREE = ("rounds", "context", "paste", "negatives")
+"""Config sections round 0 never reads (CONTA's and the interventions' keys act in rounds >= 1)."""
+
+
 def share_round0(src: Path, dst: Path, cfg) -> bool:
     """Copy the finished round 0 of ``src`` (the ``conta`` run of the same rho and seed) into
     ``dst`` (a variant's run), so the variant's round 1 is paired with the very same baseline.
     A round 0 run on its own (``rounds=0``) lacks the segmentation predictions on the training
     images that the next round's dictionary needs; the variant's run adds them (seconds).
 
-    Round 0 reads no ``context.*`` key, so only those may differ between the two configs (else
-    ConfigError naming the keys); the copied stage records are re-stamped with ``cfg``'s config
+    Round 0 reads no key of :data:`ROUND0_FREE`, so only those may differ between the two configs
+    (else ConfigError naming the keys); the copied stage records are re-stamped with ``cfg``'s config
     fingerprint (their data fingerprint is checked as usual). Returns whether it copied.
     """
     done = (src / "round_0" / "seg_predict.json").is_file() or _finished(src, 0)
@@ -234,10 +264,11 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     theirs = json.loads((src / "config.json").read_text())
     ours = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as in config.json
     differ = sorted(k for k in set(theirs) | set(ours)
-                    if k not in ("rounds", "context") and theirs.get(k) != ours.get(k))
+                    if k not in ROUND0_FREE and theirs.get(k) != ours.get(k))
     if differ:
         raise ConfigError(f"cannot share round 0 of {src}: its config differs in {differ}; "
-                          "only context.* keys may differ")
+                          "only the keys of rounds >= 1 (context.*, paste.*, negatives.*) may "
+                          "differ")
     tmp = dst / "round_0.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     dst.mkdir(parents=True, exist_ok=True)
@@ -337,7 +368,7 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
                 continue  # its training job comes first in the order; skipped under --only
         _generate(proto, job.rho, progress)
         cfg = job_config(proto, job)
-        if job.arm in VARIANTS:
+        if job.arm in VARIANTS or job.arm in INTERVENTION_NAMES:
             # the variant's round 1 is paired with conta's round 0 of the same seed: run that
             # round 0 first when it is missing (e.g. under --only, or when only archived)
             base = Job("conta", job.rho, job.seed, 0)
@@ -456,8 +487,11 @@ def value_of(entry: dict | None, key: str) -> float | None:
 
 ARCHIVE_FORMAT = 1
 _HISTORY_KEYS = ("w_m_abs", "alpha_max_mean", "attention_logit_std", "alpha_uniform")
+INTERVENTION_KEYS = ("partner_effect", "cam_miou_in_context", "fp_rate_other",
+                     "paste_objects", "negative_crops", "negative_samples", "appearance_k")
+"""What the interventions' rounds add to the archive (secondary figures and their banks' sizes)."""
 _ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds",
-               *(k for k in ESOL_KEYS if k not in ENDPOINTS))
+               *(k for k in ESOL_KEYS if k not in ENDPOINTS), *INTERVENTION_KEYS)
 
 
 def _run_key(job: Job, proto: Protocol) -> str:

@@ -24,6 +24,7 @@ from .evidence import (
     ESOL_CONTROLS,
     ESOL_KEYS,
     ESOL_STAGES,
+    INTERVENTION_NAMES,
     LABELS,
     MAIN_RHO,
     PRIMARY,
@@ -149,8 +150,80 @@ def collect(proto: Protocol) -> dict[str, Any]:
                       "gap_closed": ratio_interval(num, den)}
         result["sweep"][str(rho)] = row
     result["esol"] = _esol(reports)
+    result["interventions"] = _interventions(reports)
     result["cost"] = _cost(proto, reports)
     return result
+
+
+GAP_KEYS = (PRIMARY, "context_effect", "fp_rate_preferred")
+"""The figures whose interventional gap the interventions' tables split into a share closed."""
+INTERVENTION_SECONDARY = (*ENDPOINTS, "partner_effect", "cam_miou_in_context")
+
+
+def _interventions(reports: dict) -> dict[str, Any]:
+    """Per intervention arm and rho (docs/results.md section 7): round 1 − round 0 of every
+    endpoint, the arm against CONTA (difference of paired differences), and the share of the
+    interventional gap it closes (:func:`causal_wsss.stats.ratio_interval`: unresolved where
+    the gap's own interval contains 0), with the seeds behind each figure."""
+    out: dict[str, Any] = {}
+    for (arm, rho), runs in sorted(reports.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if arm not in INTERVENTION_NAMES:
+            continue
+        conta = reports.get(("conta", rho), {})
+        inter = reports.get(("interventional", rho), {})
+        row: dict[str, Any] = {
+            "arm": arm, "rho": rho, "oracle": arm.startswith("oracle_"),
+            "paired": {k: _with_seeds(*_paired(runs, 1, runs, 0, k))
+                       for k in INTERVENTION_SECONDARY},
+            "vs_conta": {k: _with_seeds(*_diff_in_diff(runs, conta, k)) for k in ENDPOINTS},
+            "levels": {str(r): _levels(runs, r, ("fp_rate_preferred", PRIMARY)) for r in (0, 1)},
+            "gap": {}}
+        for k in GAP_KEYS:
+            s1, d_arm = _paired(runs, 1, runs, 0, k)
+            s2, d_gap = _paired(inter, 0, runs, 0, k)
+            both = sorted(set(s1) & set(s2))
+            num = [d_arm[s1.index(s)] for s in both]
+            den = [d_gap[s2.index(s)] for s in both]
+            row["gap"][k] = {"interventional": _with_seeds(s2, d_gap),
+                             "closed": {**ratio_interval(num, den), "seeds": both,
+                                        "per_seed": [a / b if abs(b) > 1e-12 else None
+                                                     for a, b in zip(num, den)]}}
+        out[f"{arm}@{rho}"] = row
+    return out
+
+
+def markdown_interventions(res: dict[str, Any]) -> str:
+    """The interventions' table (empty before any intervention run)."""
+    rows = res.get("interventions") or {}
+    if not rows:
+        return ""
+
+    def share(stat: dict) -> str:
+        if stat.get("ratio") is None:
+            return "unresolved" if "contains 0" in (stat.get("unresolved") or "") else "–"
+        return f"{stat['ratio']:+.2f} [{stat['lo']:+.2f}, {stat['hi']:+.2f}]"
+
+    lines = ["**Interventions** (docs/results.md section 7; `oracle_*` rows read the generator "
+             "and are diagnostics): round 1 − round 0 (paired by seed), against CONTA (difference "
+             "of paired differences), the interventional gap and the share of it closed (ratio "
+             "of means, 95% bootstrap over seeds; unresolved where the gap's interval contains 0),"
+             " false positives on the preferred context alone round 0 → round 1", "",
+             "| arm | rho | pseudo r1 − r0 | per seed | − CONTA's | gap | gap closed | "
+             "FP preferred r0 → r1 | context effect r1 − r0 | n |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, row in sorted(rows.items(), key=lambda kv: (-kv[1]["rho"], kv[0])):
+        arm = ARM_BY_NAME[row["arm"]]
+        p = row["paired"][PRIMARY]
+        fp = row["levels"]
+        fp0, fp1 = (fp[r]["fp_rate_preferred"]["mean"] for r in ("0", "1"))
+        fps = "–" if fp0 is None or fp1 is None else f"{100 * fp0:.0f}% → {100 * fp1:.0f}%"
+        lines.append(
+            f"| {arm.label} | {row['rho']} | {_fmt(p, 2)} | {_per_seed(p, 2)} | "
+            f"{_fmt(row['vs_conta'][PRIMARY], 2)} | "
+            f"{_fmt(row['gap'][PRIMARY]['interventional'], 2)} | "
+            f"{share(row['gap'][PRIMARY]['closed'])} | {fps} | "
+            f"{_fmt(row['paired']['context_effect'], 2)} | {p['n']} |")
+    return "\n".join(lines)
 
 
 def _esol(reports: dict) -> dict[str, Any]:
@@ -214,8 +287,11 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
                     times[_cost_kind(arm, r)].append(seconds / 60.0)
     count = dict.fromkeys(COST_KINDS, 0)
     done: dict[tuple[str, float | None, int], int] = {}
+    interventions = 0  # later rounds of the interventions' extension (round 0 is conta's)
     for job in proto.jobs():
-        if job.rho is None:
+        if job.arm in INTERVENTION_NAMES:
+            interventions += 1
+        elif job.rho is None:
             count[COST_KINDS[0]] += 1
         elif job.arm in VARIANTS:
             count[COST_KINDS[1]] += 1
@@ -231,9 +307,11 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
             return None
         return sum(count[k] * median[k] for k in kinds if count[k]) / 60.0
 
+    later = median[COST_KINDS[1]]
     return {"median_minutes": median, "timed": {k: len(v) for k, v in times.items()},
             "rounds": count, "protocol_hours": hours(COST_KINDS[:3]),
-            "esol_hours": hours(COST_KINDS[3:])}
+            "esol_hours": hours(COST_KINDS[3:]), "intervention_rounds": interventions,
+            "intervention_hours": None if later is None else interventions * later / 60.0}
 
 
 def _cost_kind(arm: str, r: int) -> str:
@@ -311,6 +389,11 @@ def cost_line(res: dict[str, Any]) -> str:
                  "(which share ESOL's stage 0, and for the area weight its expansion)")
         line += (f", about {cost['esol_hours']:.1f} hours" if cost.get("esol_hours") is not None
                  else " (not yet timed)")
+    if cost.get("intervention_rounds"):
+        line += (f"; the interventions (section 7) add {cost['intervention_rounds']} rounds 1 on "
+                 "conta's rounds 0")
+        if cost.get("intervention_hours") is not None:
+            line += f", about {cost['intervention_hours']:.1f} hours at the later rounds' median"
     return line + "."
 
 
@@ -382,12 +465,16 @@ def markdown_tables(res: dict[str, Any]) -> str:
     for rho in sorted(res["sweep"], key=float):
         for k, row in res["sweep"][rho].items():
             g = row["gap_closed"]
-            gap = "–" if g["ratio"] is None else f"{g['ratio']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
+            gap = ("unresolved" if "contains 0" in (g.get("unresolved") or "") else "–") \
+                if g["ratio"] is None else f"{g['ratio']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
             lines.append(f"| {rho} | {LABELS[k]} | {_fmt(row['conta'], _digits(k))} | "
                          f"{_fmt(row['interventional'], _digits(k))} | {gap} |")
     esol = markdown_esol(res)
     if esol:
         lines += ["", esol]
+    interventions = markdown_interventions(res)
+    if interventions:
+        lines += ["", interventions]
     cost = cost_line(res)
     if cost:
         lines += ["", cost]

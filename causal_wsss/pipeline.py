@@ -35,13 +35,13 @@ from torch import nn
 
 from .config import ExperimentConfig, check_config
 from .errors import ConfigError
+from .interventions import Intervened, InterventionRound, get_intervention
 from .io import write_json
 from .methods import CamRound, get_method
-from .models.context import ContextCamNet
 from .runfolder import check_out_folder, open_run_folder, read_record
-from .runtime import barrier, init_distributed, seed_everything, stage_seed
-from .stages.cams import ROUND_CAM_KEYS, context_fn_for, stage_cam_eval, stage_cams
-from .stages.confounders import check_context_config, load_context_module, stage_confounders
+from .runtime import barrier, init_distributed, seed_everything
+from .stages.cams import ROUND_CAM_KEYS, stage_cam_eval, stage_cams
+from .stages.confounders import check_context_config
 from .stages.datasets import check_masks, load_datasets, names_of, query_datasets
 from .stages.models import check_networks, initial_cam_model
 from .stages.pseudo import check_optional_packages, irn_stages, score_label_folder, stage_pseudo
@@ -110,28 +110,27 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         barrier()
         return log.put(stage, result)
 
+    # Same initial trunk in every round, and the same on a resumed run as on an uninterrupted
+    # one; from round 1 on the intervention (context.intervention) runs its own stages and hands
+    # over the network to train, the training images and the CAMs' context hook.
     if r > 0:
-        timed("confounders", lambda: stage_confounders(
-            cfg, out / f"round_{r - 1}", round_dir, query_names, train_ds.label_matrix(), classes,
-            progress=progress, datasets=query_sets))
-    # Same initial trunk in every round (only the context channel differs), and the same on a
-    # resumed run as on an uninterrupted one.
-    cam_net = initial_cam_model(cfg, num_fg, with_context=r > 0)
-    model = cam_net
-    if r > 0:
-        seed_everything(stage_seed(cfg.seed, f"context_{r}"))
-        cam_net.new_modules["context"] = load_context_module(cfg, round_dir, len(classes))
-        if cfg.context.adjustment == "exact":
-            cam_net.set_context_mixture(cam_net.new_modules["context"].mixture_weights())
-        model = ContextCamNet(cam_net)
+        done = get_intervention(cfg.context.intervention).prepare(InterventionRound(
+            cfg=cfg, r=r, round_dir=round_dir, prev_dir=out / f"round_{r - 1}", sets=sets,
+            query_sets=query_sets, query_names=query_names, rows_by_name=rows_by_name,
+            timed=timed, device=device, dist_info=dist_info, progress=progress, logger=logger))
+    else:
+        cam_net = initial_cam_model(cfg, num_fg)
+        done = Intervened(model=cam_net, cam_net=cam_net)
+    cam_net = done.cam_net
 
     # the CAM method (cam.method) trains stage 0 (cam_train) and its own stages
     trained = get_method(cfg.cam.method).train(CamRound(
-        cfg=cfg, r=r, round_dir=round_dir, model=model, cam_net=cam_net, sets=sets, timed=timed,
-        device=device, dist_info=dist_info, progress=progress, logger=logger,
-        rows_by_name=rows_by_name))
+        cfg=cfg, r=r, round_dir=round_dir, model=done.model, cam_net=cam_net, sets=sets,
+        timed=timed, device=device, dist_info=dist_info, progress=progress, logger=logger,
+        rows_by_name=rows_by_name, train_set=done.train_set, pre_transform=done.pre_transform,
+        context_fn=done.context_fn))
     cam_train, model = trained.record, trained.model
-    ctx_fn = context_fn_for(model, rows_by_name) if r > 0 else None
+    ctx_fn = done.context_fn(model) if done.context_fn is not None else None
     cache_dir = round_dir / "cams"
     timed("cams", lambda: stage_cams(cfg, model, cam_datasets, cache_dir, device=device,
                                      dist_info=dist_info, progress=progress, context_fn=ctx_fn))
@@ -182,6 +181,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
     if twin_eval is not None:
         entry.update({key: twin_eval[key] for key in ROUND_TWIN_KEYS if key in twin_eval})
     entry.update(trained.summary)  # the method's own figures (ESOL: stage-0 and expansion CAMs)
+    entry.update(done.summary)  # the intervention's (e.g. how many objects were pasted)
     for key in ("context_weight_mean_abs", "context_weight_vs_feature_weight", "context_share",
                 "alpha_max_mean", "alpha_top_class_share", "m_spread"):
         if key in cam_train:
@@ -208,6 +208,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     check_config(cfg)
     check_context_config(cfg)
     get_method(cfg.cam.method)  # an unknown cam.method is refused before anything is written
+    intervention = get_intervention(cfg.context.intervention)  # so is an unknown intervention
     check_optional_packages(cfg)
     if cfg.cam.checkpoint and cfg.cam.method != "irn":
         raise ConfigError(f"config key 'cam.checkpoint' works with cam.method=irn only (this run "
@@ -228,6 +229,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
                     cfg.data.dataset, len(sets["train"]), len(sets["eval"]), len(sets["val"]),
                     device, dist_info.world_size, backend)
         report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
+        if cfg.rounds > 0:  # which intervention rounds >= 1 ran; oracle: it read the generator
+            report.update(intervention=intervention.name, oracle=intervention.oracle)
         for r in range(cfg.rounds + 1):
             report["rounds"].append(run_round(cfg, r, out, sets, device=device,
                                               dist_info=dist_info, progress=progress,

@@ -121,8 +121,17 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "context.adjustment": "docs/method.md §3: nwgm = Eq. 3 (exact = our backdoor sum at the head)",
     "context.optimizer": "docs/method.md §3: same = the network's SGD, 10x group (ours: sgd/adamw)",
     "context.lr": "docs/method.md §3: 0 = the 10x group's learning rate",
+    "context.intervention": "CONTA's adjustment (the paper); the others are ours (docs/results.md 7)",
     # ESOL (cam.method=esol only): re-implemented from the abstract and the official figure;
     # [R] = our decision where the sources are silent (docs/esol.md)
+    "paste.share": "ours [R]: half of an epoch's images get one object (CDA: originals and pasted together)",
+    "paste.scale": "ours [R]: object long side / host short side, inside the benchmark's 0.35-0.95",
+    "paste.dilate": "ours [R]: 2 px of the predicted mask's rim come along",
+    "paste.min_fg": "the interventions issue: objects covering at least 10% of their image",
+    "paste.max_fg": "the interventions issue: objects covering at most 70% of their image",
+    "negatives.share": "ours [R]: about a fifth of each batch is context alone (W-OoD: a share)",
+    "negatives.crop": "ours [R]: crop side = half the image's short side",
+    "negatives.per_image": "ours [R]: at most 2 context crops per training image",
     "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",
     "esol.sampler": "ours: deformable = ESOL; identity = no sampler (a control, not ESOL)",
     "esol.r_max": "docs/esol.md [R]: offsets bounded to 8 feature cells (tanh)",

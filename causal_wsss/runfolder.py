@@ -47,6 +47,7 @@ import numpy as np
 from .config import IRN_ONLY_KEYS, ExperimentConfig, config_differences, describe_differences
 from .confounders import saved_dictionary_problem
 from .errors import CausalWSSSError, ConfigError, DataError
+from .interventions import intervention_stages
 from .io import check_folder_target, make_folder
 from .methods import method_stages
 from .records import entry_problem, record_problem
@@ -203,6 +204,7 @@ LATER_KEYS: dict[str, Any] = {
     "pseudo.walk_reach": 0.0,
     "pseudo.irn_steps": 0,
     "esol.sampler": "deformable",
+    "context.intervention": "conta",
 }
 """Keys added after run folders began to carry config fingerprints, each with the value that
 does what the code did before the key existed. At that value a key is left out of the
@@ -237,6 +239,7 @@ def _fingerprint_data(cfg, *, drop_irn: bool) -> dict:
         for dotted in IRN_ONLY:
             _drop(data, dotted)
     _drop_esol(data)
+    _drop_interventions(data)
     return data
 
 
@@ -258,6 +261,16 @@ def _drop_esol(data: dict) -> None:
     if data.get("cam", {}).get("method", "irn") == "irn":
         data["cam"].pop("method", None)
         data.pop("esol", None)
+
+
+def _drop_interventions(data: dict) -> None:
+    """The sections of the interventions a run does not use (``paste``, ``negatives``) are left
+    out, so folders written before interventions existed resume."""
+    chosen = data.get("context", {}).get("intervention", "conta")
+    if chosen != "paste":
+        data.pop("paste", None)
+    if chosen not in ("context_negatives", "oracle_context_negatives"):
+        data.pop("negatives", None)
 
 
 def run_inputs(cfg, sets: dict) -> dict[str, Any]:
@@ -511,8 +524,10 @@ class RunFolder:
     def applies(self, r: int, stage: str) -> bool:
         if r < 0:
             return False
-        if stage == "confounders":
-            return r > 0
+        own = intervention_stages().get(stage)
+        if own is not None:  # an intervention's stage runs in rounds >= 1, for it only
+            return r > 0 and own.method == self.cfg.context.intervention and (
+                own.enabled is None or bool(own.enabled(self.cfg)))
         if stage in ("ir_labels", "irn_train"):
             return self.cfg.pseudo.refine == "irn"
         spec = method_stages().get(stage)

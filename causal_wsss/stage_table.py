@@ -3,19 +3,22 @@
 
 Read by :mod:`causal_wsss.pipeline` (which runs the stages in this order) and by
 :mod:`causal_wsss.runfolder` (which checks their files on resume and redoes a stage with every
-stage computed from it). The CAM methods' own stages (:func:`causal_wsss.methods.method_stages`)
-are added after ``cam_train``.
+stage computed from it). The interventions' own stages
+(:func:`causal_wsss.interventions.intervention_stages`, CONTA's ``confounders`` ...) come first,
+the CAM methods' own stages (:func:`causal_wsss.methods.method_stages`) after ``cam_train``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .interventions import intervention_stages
 from .methods import method_stages
 
-STAGES = ("confounders", "cam_train", *method_stages(), "cams", "cam_eval", "twin_eval",
+STAGES = (*intervention_stages(), "cam_train", *method_stages(), "cams", "cam_eval", "twin_eval",
           "ir_labels", "irn_train", "pseudo", "pseudo_eval", "seg_train", "seg_eval", "seg_predict")
-"""Every stage a round may run; the CAM methods' own stages (``cam_expand`` ... of
+"""Every stage a round may run; the interventions' stages come first and run only for their
+``context.intervention`` in rounds >= 1; the CAM methods' own stages (``cam_expand`` ... of
 :mod:`causal_wsss.methods`) follow ``cam_train`` and run only for their ``cam.method``."""
 
 
@@ -34,10 +37,6 @@ class Artefact:
 
 
 STAGE_ARTEFACTS: dict[str, tuple[Artefact, ...]] = {
-    "confounders": (Artefact("confounders/dictionary.npy", "npy"),
-                    Artefact("confounders/prior.npy", "npy"),
-                    Artefact("confounders/meta.json", "json"),
-                    Artefact("confounders/queries.npy", "npy")),
     "cam_train": (Artefact("cam_net.pt", "zip"),),
     "cams": (Artefact("cams/{}.npz", "zip", "cams"),),
     "cam_eval": (),
@@ -53,9 +52,8 @@ STAGE_ARTEFACTS: dict[str, tuple[Artefact, ...]] = {
 """The files of each stage of :data:`STAGES` (keep in step with ``pipeline.run_round``)."""
 
 STAGE_INPUTS: dict[str, tuple[tuple[int, str], ...]] = {
-    "confounders": ((-1, "seg_predict"),),
-    "cam_train": ((0, "confounders"),),
-    "cams": ((0, "cam_train"), (0, "confounders")),
+    "cam_train": (),
+    "cams": ((0, "cam_train"),),
     "cam_eval": ((0, "cams"),),
     "twin_eval": ((0, "cam_train"), (0, "cam_eval")),
     "ir_labels": ((0, "cams"),),
@@ -69,9 +67,16 @@ STAGE_INPUTS: dict[str, tuple[tuple[int, str], ...]] = {
 """The stages each stage is computed from, as (round offset, stage)."""
 
 
-def _add_method_stages() -> None:
-    """The CAM methods' own stages: their files and inputs; the stages computed from the round's
-    CAM network also depend on those that make it."""
+def _add_own_stages() -> None:
+    """The interventions' and the CAM methods' own stages: their files and inputs. ``cam_train``
+    and the CAMs depend on every intervention stage (the network, its training images or its
+    context come from them); the stages computed from the round's CAM network also depend on the
+    method stages that make it."""
+    for name, spec in intervention_stages().items():
+        STAGE_ARTEFACTS[name] = tuple(Artefact(path, kind) for path, kind in spec.files)
+        STAGE_INPUTS[name] = spec.inputs
+        for dependent in ("cam_train", "cams"):
+            STAGE_INPUTS[dependent] = (*STAGE_INPUTS[dependent], (0, name))
     for name, spec in method_stages().items():
         STAGE_ARTEFACTS[name] = tuple(Artefact(path, kind) for path, kind in spec.files)
         STAGE_INPUTS[name] = spec.inputs
@@ -80,4 +85,4 @@ def _add_method_stages() -> None:
                 STAGE_INPUTS[dependent] = (*STAGE_INPUTS[dependent], (0, name))
 
 
-_add_method_stages()
+_add_own_stages()

@@ -33,16 +33,24 @@ def interval(values: Sequence[float]) -> dict[str, Any]:
 
 def ratio_interval(num: Sequence[float], den: Sequence[float], *, reps: int = 4000,
                    seed: int = 0) -> dict[str, Any]:
-    """mean(num) / mean(den) over paired seeds, with a 95% percentile bootstrap over seeds
-    (None when the denominator's interval contains 0 or fewer than 2 pairs)."""
+    """mean(num) / mean(den) over paired seeds, with a 95% percentile bootstrap over seeds.
+
+    The ratio is *unresolved* (``ratio``, ``lo``, ``hi`` None; ``unresolved`` says why) with
+    fewer than 2 pairs, or when the denominator's own 95% t interval (:func:`interval`) contains
+    0: a share of a gap that may not exist has no meaning, however narrow its bootstrap.
+    """
     a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    if a.size != b.size or a.size < 2 or abs(b.mean()) < 1e-12:
-        return {"ratio": None, "lo": None, "hi": None, "n": int(min(a.size, b.size))}
+    n = int(min(a.size, b.size))
+    out = {"ratio": None, "lo": None, "hi": None, "n": n, "unresolved": None}
+    if a.size != b.size or a.size < 2:
+        return {**out, "unresolved": "fewer than 2 paired seeds"}
+    gap = interval(b.tolist())
+    if gap["lo"] is None or gap["lo"] <= 0 <= gap["hi"]:
+        return {**out, "unresolved": "the denominator's 95% interval contains 0"}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, a.size, size=(reps, a.size))
     den_bs = b[idx].mean(axis=1)
     ok = np.abs(den_bs) > 1e-12
     ratios = a[idx].mean(axis=1)[ok] / den_bs[ok]
     lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return {"ratio": float(a.mean() / b.mean()), "lo": float(lo), "hi": float(hi),
-            "n": int(a.size)}
+    return {**out, "ratio": float(a.mean() / b.mean()), "lo": float(lo), "hi": float(hi)}

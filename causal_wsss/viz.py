@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 from . import scm
 from .config import ExperimentConfig
 from .constants import voc_palette
-from .evidence import ARMS, LABELS
+from .evidence import ARMS, INTERVENTION_ARMS, LABELS
 from .io import atomic_path
 from .results import RESULT_COLUMNS, results_table
 
@@ -1030,4 +1030,75 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    return fig
+
+
+ARM_LABELS = {a.name: a.label for a in INTERVENTION_ARMS}
+INTERVENTION_COLOURS = {"paste": "tab:orange", "negatives": "tab:purple",
+                        "appearance": "tab:brown", "oracle_negatives": "tab:pink",
+                        "oracle_appearance": "tab:olive"}
+
+
+def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
+    """The interventions against rho (docs/results.md section 7): left, round 1 − round 0 of
+    ``key`` per arm beside CONTA's and the interventional gap (means with 95% t intervals, each
+    seed a dot); right, the share of the gap each arm closes (ratio of means with its 95%
+    bootstrap, per-seed ratios as dots; none where the gap's interval contains 0), with CONTA's
+    share and the upper bound (1) as references. ``oracle_*`` arms are dashed: diagnostics."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.0, 4.2))
+    rows = res.get("interventions") or {}
+    arms = [a for a in INTERVENTION_COLOURS if any(r["arm"] == a for r in rows.values())]
+    offsets = {a: 0.006 * (i - (len(arms) - 1) / 2) for i, a in enumerate(arms)}
+
+    def errorbar(axis, xs, stats, colour, label, dashed=False):
+        pts = sorted((x, st) for x, st in zip(xs, stats) if st.get("mean") is not None)
+        if not pts:
+            return
+        x = np.array([p[0] for p in pts])
+        m = np.array([p[1]["mean"] for p in pts])
+        lo = np.array([p[1]["lo"] if p[1].get("lo") is not None else p[1]["mean"] for p in pts])
+        hi = np.array([p[1]["hi"] if p[1].get("hi") is not None else p[1]["mean"] for p in pts])
+        axis.errorbar(x, m, yerr=np.vstack([m - lo, hi - m]), fmt="o--" if dashed else "o-",
+                      color=colour, capsize=3, label=label)
+
+    for arm in arms:
+        mine = sorted((r for r in rows.values() if r["arm"] == arm), key=lambda r: r["rho"])
+        dx, colour, dashed = offsets[arm], INTERVENTION_COLOURS[arm], arm.startswith("oracle_")
+        label = ARM_LABELS.get(arm, arm)
+        errorbar(ax, [r["rho"] + dx for r in mine], [r["paired"][key] for r in mine], colour,
+                 label, dashed)
+        shares = []
+        for r in mine:
+            c = r["gap"][key]["closed"]
+            ax.scatter([r["rho"] + dx] * len(r["paired"][key].get("values") or []),
+                       r["paired"][key].get("values") or [], s=9, color=colour, alpha=0.45)
+            vals = [v for v in c.get("per_seed") or [] if v is not None] if c["ratio"] is not None \
+                else []
+            bx.scatter([r["rho"] + dx] * len(vals), vals, s=9, color=colour, alpha=0.45)
+            shares.append({"mean": c["ratio"], "lo": c["lo"], "hi": c["hi"]})
+        errorbar(bx, [r["rho"] + dx for r in mine], shares, colour, label, dashed)
+    sweep = res.get("sweep") or {}
+    rhos = sorted({r["rho"] for r in rows.values()})
+    refs = [(float(rho), sweep[str(rho)][key]) for rho in rhos
+            if str(rho) in sweep and key in sweep[str(rho)]]
+    errorbar(ax, [x for x, _ in refs], [row["conta"] for _, row in refs], "tab:blue",
+             "CONTA round 1 − round 0")
+    errorbar(ax, [x for x, _ in refs], [row["interventional"] for _, row in refs], "tab:green",
+             "interventional − confounded round 0 (the gap)")
+    errorbar(bx, [x for x, _ in refs], [{"mean": row["gap_closed"]["ratio"],
+                                         "lo": row["gap_closed"]["lo"],
+                                         "hi": row["gap_closed"]["hi"]} for _, row in refs],
+             "tab:blue", "CONTA")
+    bx.axhline(1.0, color="tab:green", lw=1.0, ls=":", label="the interventional upper bound")
+    for axis in (ax, bx):
+        axis.axhline(0.0, color="black", lw=0.8)
+        axis.set_xlabel("rho (confounding strength)")
+        axis.grid(alpha=0.3)
+    ax.set_ylabel(f"{LABELS.get(key, key)}: round 1 − round 0\n(mean, 95% t interval; dots: seeds)")
+    bx.set_ylabel("share of the interventional gap closed\n(ratio of means, 95% bootstrap)")
+    ax.set_title("what each intervention gains")
+    bx.set_title("how much of the gap it closes (none where the gap is unresolved)")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig

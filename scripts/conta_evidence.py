@@ -255,12 +255,19 @@ def protocol_main(args: argparse.Namespace) -> None:
         if args.publish:
             write_json(ROOT / "docs" / "tables" / "evidence.json", res)
             write_text(ROOT / "docs" / "tables" / "evidence.md", text)
-            from causal_wsss.viz import plot_evidence_arms, plot_evidence_sweep, save_figure
+            from causal_wsss.viz import (
+                plot_evidence_arms,
+                plot_evidence_sweep,
+                plot_interventions,
+                save_figure,
+            )
 
             save_figure(plot_evidence_arms(res), ROOT / "figures" / "07_conta_evidence_arms.png")
             if res["sweep"]:
                 save_figure(plot_evidence_sweep(res),
                             ROOT / "figures" / "07_conta_evidence_rho.png")
+            if res.get("interventions"):
+                save_figure(plot_interventions(res), ROOT / "figures" / "07_interventions_gap.png")
 
     if not args.tables_only:
         run_protocol(proto, only=args.only, progress=not args.no_progress, after_each=tables)
@@ -277,11 +284,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", action="store_true",
                    help="run the whole protocol of docs/results.md section 0 (resumable)")
-    from causal_wsss.evidence import ARMS, ESOL_ARMS
+    from causal_wsss.evidence import ARMS, ESOL_ARMS, INTERVENTION_ARMS
 
     p.add_argument("--only", nargs="+", default=None, metavar="ARM",
                    help="with --protocol: only these arms (" + " ".join(a.name for a in ARMS)
-                   + "; the ESOL extension: " + " ".join(a.name for a in ESOL_ARMS) + ")")
+                   + "; the ESOL extension: " + " ".join(a.name for a in ESOL_ARMS)
+                   + "; the interventions: " + " ".join(a.name for a in INTERVENTION_ARMS) + ")")
     p.add_argument("--tables-only", action="store_true",
                    help="with --protocol: run nothing, rewrite the tables from finished runs")
     p.add_argument("--publish", action="store_true",

@@ -32,6 +32,16 @@ def test_ratio_interval_brackets_a_known_ratio():
     assert ratio_interval([1.0], [2.0])["ratio"] is None
 
 
+def test_ratio_interval_is_unresolved_when_the_denominator_may_be_zero():
+    """A share of a gap whose own interval contains 0 is unresolved, even when the bootstrap
+    of the ratio would look narrow (the numerator here is exactly 0.5 x the denominator)."""
+    den = np.array([2.0, -1.0, 1.5, -0.5, 0.2])  # mean +0.24, its t interval spans 0
+    r = ratio_interval(0.5 * den, den)
+    assert r["ratio"] is None and r["lo"] is None and "contains 0" in r["unresolved"]
+    resolved = ratio_interval(0.5 * (den + 3), den + 3)
+    assert resolved["ratio"] == pytest.approx(0.5) and resolved["unresolved"] is None
+
+
 def test_jobs_put_the_primary_comparison_first(tmp_path):
     jobs = Protocol(tmp_path).jobs()
     assert jobs[:8] == [Job("conta", 0.9, s, 1) for s in range(8)]
@@ -350,11 +360,11 @@ def _fake_esol(out, arm, seed, values, stage0=40.0, expand=35.0):
 
 
 def test_the_esol_extension_is_paired_with_irn_and_archived(tmp_path):
-    from causal_wsss.evidence import ESOL_ABLATIONS, Job, archive_runs
+    from causal_wsss.evidence import ESOL_ABLATIONS, INTERVENTION_NAMES, Job, archive_runs
     from causal_wsss.evidence_tables import markdown_tables
 
     proto = Protocol(tmp_path / "runs")
-    jobs = proto.jobs()
+    jobs = [j for j in proto.jobs() if j.arm not in INTERVENTION_NAMES]  # they come last
     assert jobs[-(3 + 3 * len(ESOL_ABLATIONS)):][:3] == [Job("esol", 0.9, s, 1) for s in range(3)]
     assert {j.rounds for j in jobs if j.arm in ESOL_ABLATIONS} == {0}
     for seed, (irn0, irn1, e0, e1, noclip) in enumerate([(40.0, 40.0, 37.0, 37.5, 38.0),
@@ -444,3 +454,35 @@ def test_esol_ablations_share_the_stages_they_cannot_change_and_no_number_moves(
     keys = ["pseudo_miou", "cam_miou_best", "seg_miou", *ESOL_KEYS]
     assert all(a.get(k) is not None for k in keys)
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+def test_the_interventions_tables_split_the_gap_and_draw(tmp_path):
+    """An arm whose round-1 gain is half the interventional gap in every seed closes half of
+    it; the table names it, the figure draws it; an arm at a rho whose gap spans 0 is
+    unresolved; intervention jobs share conta's round 0 and follow the protocol's."""
+    from causal_wsss.evidence_tables import markdown_interventions
+    from causal_wsss.viz import plot_interventions
+
+    runs = tmp_path / "runs"
+    gaps = {0.97: [8.0, 9.0, 10.0, 7.0], 0.5: [1.0, -1.0, 0.5, -0.4]}
+    for rho, gap in gaps.items():
+        for seed, g in enumerate(gap):
+            base = 35.0 + seed
+            _fake_run(runs, "conta", rho, seed, [base, base])
+            _fake_run(runs, "interventional", rho, seed, [base + g])
+            _fake_run(runs, "paste", rho, seed, [base, base + 0.5 * g])
+    res = collect(Protocol(runs))
+    row = res["interventions"]["paste@0.97"]
+    assert row["paired"]["pseudo_miou"]["mean"] == pytest.approx(0.5 * np.mean(gaps[0.97]))
+    closed = row["gap"]["pseudo_miou"]["closed"]
+    assert closed["ratio"] == pytest.approx(0.5) and closed["lo"] <= 0.5 <= closed["hi"]
+    assert closed["per_seed"] == [pytest.approx(0.5)] * 4
+    assert res["interventions"]["paste@0.5"]["gap"]["pseudo_miou"]["closed"]["ratio"] is None
+    text = markdown_interventions(res)
+    assert "paste (re-composition, CDA) | 0.97" in text and "unresolved" in text
+    fig = plot_interventions(res)
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel().startswith("share")
+    jobs = Protocol(tmp_path).jobs()
+    iv = [j for j in jobs if j.arm in ("paste", "negatives", "appearance")]
+    assert iv[0] == Job("paste", 0.97, 0, 1) and {j.rho for j in iv} == {0.97, 0.9, 0.5}
+    assert jobs.index(iv[0]) > max(i for i, j in enumerate(jobs) if j.arm.startswith("esol"))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
-from .base import Sample
+from .base import Sample, Transform
 
 MEAN_UINT8: tuple[int, ...] = tuple(round(255 * m) for m in IMAGENET_MEAN)
 """ImageNet mean colour in uint8 (124, 116, 104): padding with it gives zeros after normalize."""
@@ -200,6 +200,23 @@ class EvalTransform:
         if "mask" in sample:
             out["mask"] = resize_mask(sample["mask"], size)  # (h, w)
         return out
+
+
+class Compose:
+    """Transforms applied in order; :meth:`set_epoch` reaches every one that draws per epoch."""
+
+    def __init__(self, *transforms: Transform) -> None:
+        self.transforms = tuple(t for t in transforms if t is not None)
+
+    def set_epoch(self, epoch: int) -> None:
+        for t in self.transforms:
+            if hasattr(t, "set_epoch"):
+                t.set_epoch(epoch)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
 
 
 class TransformView(torch.utils.data.Dataset):

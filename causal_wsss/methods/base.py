@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of a method after ``cam_train``.
-
-    ``files``: ``(path in round_k/, kind)`` pairs (kinds of :func:`causal_wsss.runfolder.file_problem`:
-    zip, npy, json, png); ``inputs``: the stages it is computed from, as ``(round offset,
-    stage)``; ``method``: the ``cam.method`` it belongs to (set by :class:`CamMethod`).
-    """
-
-    name: str
-    files: tuple[tuple[str, str], ...] = ()
-    inputs: tuple[tuple[int, str], ...] = ((0, "cam_train"),)
-    method: str = ""
-    makes_cam_net: bool = True  # the round's CAMs (and IRN) are computed from its network
-    enabled: Callable[[Any], bool] | None = None  # cfg -> whether it runs (None: always)
+from ..stages.spec import StageSpec
 
 
 @dataclass(frozen=True)
@@ -32,7 +17,12 @@ class CamRound:
     ``model``: the stage-0 network as the round built it (a CamNet, wrapped in
     :class:`~causal_wsss.models.context.ContextCamNet` from round 1 on); ``cam_net``: the CamNet
     itself; ``timed(stage, fn)``: runs ``fn`` unless the stage's record exists, records it;
-    ``rows_by_name``: image name -> row of the context queries (CONTA rounds).
+    ``rows_by_name``: image name -> row of the context queries (CONTA rounds);
+    ``train_set``: the training images the round's CAM stages read (``sets["train"]``, or the
+    view an intervention made of it: pasted objects, context-only negatives);
+    ``pre_transform``: a per-sample, epoch-aware transform of the intervention applied before
+    the training crop (None: none); ``context_fn(model)``: the intervention's ``make_cams`` hook
+    for a trained network (CONTA's per-image context maps), None when the network takes none.
     """
 
     cfg: Any
@@ -47,6 +37,13 @@ class CamRound:
     progress: bool
     logger: Any
     rows_by_name: dict[str, int] = field(default_factory=dict)
+    train_set: Any = None
+    pre_transform: Any = None
+    context_fn: Callable[[Any], Callable | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_set is None:
+            object.__setattr__(self, "train_set", self.sets["train"])
 
 
 @dataclass
@@ -70,4 +67,4 @@ class CamMethod:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(
-            StageSpec(s.name, s.files, s.inputs, self.name, s.makes_cam_net, s.enabled) for s in self.stages))
+            replace(s, method=self.name) for s in self.stages))

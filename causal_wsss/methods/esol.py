@@ -35,13 +35,13 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig
 from ..data import build_dataset
-from ..data.transforms import TrainTransform, TransformView, normalize
+from ..data.transforms import Compose, TrainTransform, TransformView, normalize
 from ..errors import ConfigError
 from ..models.context import ContextCamNet
 from ..models.esol_net import EsolCamNet, area_loss
 from ..runtime import DistInfo, seed_everything, stage_seed, wrap_ddp
 from ..stages.cam_train import cam_batch_forward
-from ..stages.cams import context_fn_for, stage_cam_eval, stage_cams
+from ..stages.cams import stage_cam_eval, stage_cams
 from ..stages.models import build_cam_model
 from ..train import build_optimizer, fit, make_loader, poly_lambda, set_epoch
 from .base import CamMethod, CamRound, CamStages, StageSpec
@@ -133,8 +133,8 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     net = _unwrap(model)
     net.set_phase(phase)
     net.freeze_for_phase()
-    dataset = TransformView(round_.sets["train"], TrainTransform(
-        c.crop_size, resize_long=c.resize_long, seed=cfg.seed))
+    dataset = TransformView(round_.train_set, Compose(round_.pre_transform, TrainTransform(
+        c.crop_size, resize_long=c.resize_long, seed=cfg.seed)))
     loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
                          num_workers=cfg.data.num_workers, dist_info=round_.dist_info,
                          pin_memory=device.type == "cuda")
@@ -200,7 +200,7 @@ def stage_esol_eval(round_: CamRound, stage0_model: nn.Module, model: nn.Module)
     (their caches are deleted afterwards); the shrinkage weights are loaded back at the end."""
     cfg, rd, device = round_.cfg, round_.round_dir, round_.device
     eval_ds = round_.sets["eval"]
-    ctx_fn = context_fn_for(model, round_.rows_by_name) if round_.r > 0 else None
+    ctx_fn = round_.context_fn(model) if round_.context_fn is not None else None
     net = _unwrap(model)
     out: dict = {}
     for variant, source, which in (("stage0", "cam_net.pt", stage0_model),

@@ -14,9 +14,9 @@ def train_irn_cams(round_: CamRound) -> CamStages:
             round_.cfg, round_.model, round_.round_dir))
     else:
         record = round_.timed("cam_train", lambda: stage_cam_train(
-            round_.cfg, round_.model, round_.sets["train"], round_.round_dir,
+            round_.cfg, round_.model, round_.train_set, round_.round_dir,
             device=round_.device, dist_info=round_.dist_info, progress=round_.progress,
-            logger=round_.logger))
+            logger=round_.logger, pre_transform=round_.pre_transform))
     load_checkpoint(round_.round_dir / "cam_net.pt", model=round_.model,
                     map_location=round_.device)
     return CamStages(record, round_.model.to(round_.device))

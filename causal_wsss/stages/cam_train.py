@@ -13,7 +13,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig
-from ..data.transforms import TrainTransform, TransformView, normalize
+from ..data.transforms import Compose, TrainTransform, TransformView, normalize
 from ..errors import CausalWSSSError, ConfigError
 from ..io import torch_save
 from ..models.context import ContextCamNet
@@ -23,18 +23,19 @@ from ..train import LogEpochs, fit, make_loader, poly_lambda, split_optimizer
 
 def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir: Path, *,
                     device: torch.device, dist_info=None, progress: bool = True, logger=None,
-                    callbacks: tuple = ()) -> dict:
+                    callbacks: tuple = (), pre_transform=None) -> dict:
     """Train the (context-adjusted) CAM classifier with the multi-label soft-margin loss.
 
     Checkpoints ``round_dir/cam_net.pt`` every epoch and resumes from it. ``callbacks`` (e.g.
-    :class:`causal_wsss.train.LossHistory`) see every step.
+    :class:`causal_wsss.train.LossHistory`) see every step. ``pre_transform``: an intervention's
+    per-sample transform applied before the training crop (e.g. pasting an object).
     """
     dist_info = dist_info or get_dist()
     logger = logger or setup_logging(None)
 
     c = cfg.cam
-    dataset = TransformView(train_ds, TrainTransform(c.crop_size, resize_long=c.resize_long,
-                                                       seed=cfg.seed))
+    dataset = TransformView(train_ds, Compose(pre_transform, TrainTransform(
+        c.crop_size, resize_long=c.resize_long, seed=cfg.seed)))
     loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
                          num_workers=cfg.data.num_workers, dist_info=dist_info,
                          pin_memory=device.type == "cuda")
@@ -66,7 +67,7 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
     final = state.history[-1]["loss"] if state.history else None  # NaN-free on a resumed run
     result = {"epochs": c.epochs, "final_loss": final, "history": state.history}
     if with_context:
-        weight = cam_net.context_weight()[:, 0]  # (K,)
+        weight = cam_net.context_weight()  # (K, Cc): CONTA's one column, or an appearance m's
         feat_w = cam_net.classifier.weight.detach()[:, : cam_net.feature_channels].abs().mean()
         result["context_weight_mean_abs"] = float(weight.abs().mean())
         result["context_weight_vs_feature_weight"] = float(weight.abs().mean() / feat_w)
@@ -207,9 +208,14 @@ def context_share(model: ContextCamNet, batch: dict, *, device: torch.device,
         c = cam_net.feature_channels
         mix = cam_net.context_mixture.to(features.device)[None, :, None, None]
         features = torch.cat([features[:, :c], (features[:, c:] * mix).sum(1, keepdim=True)], 1)
-    weight = cam_net.classifier.weight.float()[:, :, 0, 0]  # (K, C + 1)
+    weight = cam_net.classifier.weight.float()[:, :, 0, 0]  # (K, C + Cc)
+    c_feat = cam_net.feature_channels
     total = torch.einsum("kc,bchw->bkhw", weight, features).abs().mean(dim=(2, 3))  # (B, K)
-    ctx = (weight[:, -1][None, :, None, None] * features[:, -1:]).abs().mean(dim=(2, 3))  # (B, K)
+    if features.shape[1] == c_feat + 1:  # one context channel (CONTA's m)
+        ctx = (weight[:, -1][None, :, None, None] * features[:, -1:]).abs().mean(dim=(2, 3))
+    else:  # an appearance m: the trunk's width of context channels
+        ctx = torch.einsum("kc,bchw->bkhw", weight[:, c_feat:],
+                           features[:, c_feat:]).abs().mean(dim=(2, 3))  # (B, K)
     positive = batch["labels"].to(device) > 0
     model.train()
     return float(ctx[positive].sum() / total[positive].sum().clamp_min(1e-12))

@@ -17,11 +17,12 @@ from ..runtime import seed_everything, stage_seed
 
 
 def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.Module | None = None,
-                    with_context: bool = False):
+                    with_context: bool = False, context_channels: int = 1):
     """The CAM network of the config; with ``context`` (a ContextAdjustment) the CONTA variant.
 
-    ``with_context=True`` builds the network with its context channel but leaves attaching the
-    ContextAdjustment (``net.new_modules["context"] = ...``) to the caller.
+    ``with_context=True`` builds the network with ``context_channels`` context channels (CONTA's
+    one m; an appearance m has the trunk's width) but leaves attaching the adjustment
+    (``net.new_modules["context"] = ...``) to the caller.
     """
     with_context = with_context or context is not None
     if with_context and cfg.context.fuse_at != "layer4":
@@ -33,19 +34,21 @@ def build_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, context: nn.M
     net = build_cam_net(num_classes_fg, backbone=c.backbone, weights=c.weights,
                         output_stride=c.output_stride, trunk_depth=c.trunk_depth,
                         freeze_bn=c.freeze_bn, freeze_stem=c.freeze_stem,
-                        context_channels=1 if with_context else 0)
+                        context_channels=context_channels if with_context else 0)
     if context is not None:
         net.new_modules["context"] = context
     return net
 
 
-def initial_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, with_context: bool = False):
+def initial_cam_model(cfg: ExperimentConfig, num_classes_fg: int, *, with_context: bool = False,
+                      context_channels: int = 1):
     """The CAM network a round starts from: :func:`build_cam_model` right after seeding with
     ``stage_seed(cfg.seed, "cam")``. Every round, a resumed run and a notebook that trains the
     network itself (notebook 03) thus start from the same weights, so the same seed gives the
     same round 0 wherever it is trained (the paired comparison of docs/method.md 7.10)."""
     seed_everything(stage_seed(cfg.seed, "cam"))
-    return build_cam_model(cfg, num_classes_fg, with_context=with_context)
+    return build_cam_model(cfg, num_classes_fg, with_context=with_context,
+                           context_channels=context_channels)
 
 
 def check_networks(cfg: ExperimentConfig, num_classes: int) -> None:
