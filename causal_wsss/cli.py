@@ -36,6 +36,24 @@ esol. cam.method chooses the CAM method: irn (IRNet's CAM, default) or esol (doc
 """
 
 
+def _folder(text: str) -> str:
+    """An output folder option: an empty path would be the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; expected the path of a folder")
+    return text
+
+
+def _count(text: str) -> int:
+    """A non-negative integer option (``--top``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"is {text!r}; expected an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"is {value}; expected an integer >= 0")
+    return value
+
+
 def _add_run_args(p: argparse.ArgumentParser, *, rounds: bool = True) -> None:
     p.add_argument("--dataset", default=None, help="voc | coco | synthetic (default: the preset's, voc)")
     p.add_argument("--root", default=None,
@@ -46,7 +64,8 @@ def _add_run_args(p: argparse.ArgumentParser, *, rounds: bool = True) -> None:
         p.add_argument("--rounds", type=int, default=None,
                        help="CONTA rounds after the baseline round 0 (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="run directory (resumable: rerun to continue)")
+    p.add_argument("--out", required=True, type=_folder,
+                   help="run directory (resumable: rerun to continue)")
     p.add_argument("--refine", default=None, choices=["none", "crf", "irn"],
                    help="pseudo-mask refinement (default: the preset's)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
@@ -65,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write the confounded synthetic benchmark (VOC layout)",
                        description="Write a confounded synthetic data set in the PASCAL VOC 2012 "
                                    "layout (and COCO's with --coco). Same seed, same bytes.")
-    p.add_argument("out", help="output folder (VOC tree under OUT/VOCdevkit/VOC2012)")
+    p.add_argument("out", type=_folder, help="output folder (VOC tree under OUT/VOCdevkit/VOC2012)")
     p.add_argument("--train", type=int, default=400, help="training images (default 400)")
     p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
     p.add_argument("--rho", type=float, default=0.9,
@@ -91,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="data root (see `causal-wsss run --help`)")
     p.add_argument("--split", default="train", help="split name (default train)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--top", type=int, default=15, help="pairs shown in the table (default 15)")
+    p.add_argument("--top", type=_count, default=15, help="pairs shown in the table (default 15)")
 
     p = sub.add_parser("run", help="run the CONTA pipeline: round 0 (baseline) and rounds 1..T",
                        description="Round 0 trains the baseline CAM network, extracts CAMs, makes "
@@ -105,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generates the synthetic confounded set (cached), runs round 0 "
                                    "and one CONTA round (--rounds), writes figures and prints "
                                    "the table.")
-    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    p.add_argument("--data", default="data/synth", help="synthetic data folder (default data/synth)")
+    p.add_argument("--out", default="runs/demo", type=_folder,
+                   help="run directory (default runs/demo)")
+    p.add_argument("--data", default="data/synth", type=_folder,
+                   help="synthetic data folder (default data/synth)")
     p.add_argument("--preset", default="cpu", help="cpu (default) or smoke")
     p.add_argument("--rounds", type=int, default=1,
                    help="CONTA rounds after round 0 (default 1: about 9 minutes on 2 cores; "

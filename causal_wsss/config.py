@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -113,7 +114,9 @@ class CamInferConfig:
     bg_threshold: float = 0.15  # IRNet cam_eval_thres
     sweep: tuple[float, float, float] = (0.05, 0.60, 0.01)  # start, stop (inclusive), step
     batch_size: int = 8
-    max_side: int = 0  # 0 = native size; >0 caps the long side during inference
+    # 0 only: CAMs are computed at each image's native size. The key is kept (at 0) so that the
+    # config fingerprints of existing run folders, which include it, still match
+    max_side: int = 0
 
 
 IRNET_WALK_GRID = 125
@@ -527,6 +530,18 @@ def _int_at_least(lo: int, note: str = "") -> tuple[Callable[[Any], bool], str]:
             f"an integer >= {lo}{note}")
 
 
+def _int_between(lo: int, hi: int, text: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi), text
+
+
+SEED_MAX = 2**63 - 1
+"""The largest seed (int64's maximum). ``torch.manual_seed`` and ``torch.Generator.manual_seed``
+take at most 2^64 - 1, and the data loaders' sampler seeds a generator with ``seed + epoch``
+(``DistributedSampler``), so 2^64 - 1 itself fails after the first epoch; up to 2^63 - 1 every
+consumer works (NumPy's ``SeedSequence`` takes any non-negative integer, ``np.random.seed``
+gets ``seed % 2^32``, :func:`causal_wsss.runtime.stage_seed` reduces modulo 2^31 - 1)."""
+
+
 def _number(lo: float, hi: float | None = None, *, lo_open: bool = False,
             hi_open: bool = False) -> tuple[Callable[[Any], bool], str]:
     def ok(v: Any) -> bool:
@@ -563,9 +578,31 @@ def _fractions() -> tuple[Callable[[Any], bool], str]:
             "two fractions lo,hi with 0 < lo <= hi <= 1")
 
 
+SWEEP_MAX_POINTS = 1000
+"""The most thresholds ``cam_infer.sweep`` may hold (the presets' hold 56 and 91): the sweep
+keeps counts per threshold and class pair, and a step of 1e-9 asked
+:func:`causal_wsss.metrics.threshold_grid` for a billion thresholds (7.45 GiB) after training."""
+
+SWEEP_MIN_STEP = 1e-6
+"""The smallest step of ``cam_infer.sweep``: the grid's values are rounded to 10 decimals, and
+steps near that would repeat them."""
+
+
+def sweep_points(start: float, stop: float, step: float) -> int:
+    """How many thresholds :func:`causal_wsss.metrics.threshold_grid` gives, without building
+    them (its ``np.arange(start, stop + 1e-9, step)``); ``sys.maxsize`` for a step that never
+    reaches ``stop`` (0, or so small that the count overflows)."""
+    if step <= 0:
+        return sys.maxsize if stop + 1e-9 > start else 0
+    points = (stop + 1e-9 - start) / step
+    return max(0, math.ceil(points)) if math.isfinite(points) else sys.maxsize
+
+
 def _sweep() -> tuple[Callable[[Any], bool], str]:
     return (lambda v: len(v) == 3 and all(_finite(s) for s in v) and 0 <= v[0] <= v[1] <= 1
-            and v[2] > 0, "start,stop,step with 0 <= start <= stop <= 1 and step > 0")
+            and v[2] >= SWEEP_MIN_STEP and sweep_points(*v) <= SWEEP_MAX_POINTS,
+            f"start,stop,step with 0 <= start <= stop <= 1 and step >= {SWEEP_MIN_STEP:g}, "
+            f"giving at most {SWEEP_MAX_POINTS} thresholds (e.g. 0.05,0.60,0.01)")
 
 
 def _device() -> tuple[Callable[[Any], bool], str]:
@@ -582,7 +619,7 @@ _OPTIMIZERS = _choice("sgd", "adamw")
 # Names of backbones, architectures and weights are checked where the networks are built
 # (models/), which knows every registered backbone; the run checks them before writing.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": _int_at_least(0),
+    "seed": _int_between(0, SEED_MAX, f"an integer in [0, 2^63 - 1 = {SEED_MAX}]"),
     "rounds": _int_at_least(0, " (0 = the baseline round only)"),
     "device": _device(),
     "data.dataset": _nonempty_text(),
@@ -607,14 +644,18 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cam_infer.bg_threshold": _PROB,
     "cam_infer.sweep": _sweep(),
     "cam_infer.batch_size": _int_at_least(1),
-    "cam_infer.max_side": _int_at_least(0, " (0 = native size)"),
+    "cam_infer.max_side": _int_between(0, 0, "0 (capping the long side is not implemented: "
+                                       "CAMs are computed at each image's native size)"),
     "pseudo.refine": _choice("none", "crf", "irn"),
     "pseudo.bg_threshold": _PROB,
     "pseudo.conf_fg_threshold": _PROB,
     "pseudo.conf_bg_threshold": _PROB,
     "pseudo.sem_seg_bg_threshold": _PROB,
     "pseudo.beta": _POSITIVE,
-    "pseudo.exp_times": _int_at_least(0),
+    # 2^exp_times walk steps of about 1 ms each on a VOC-sized grid (one CPU core): IRNet's 8
+    # takes 0.3 s per image, 16 about a minute, 30 ten days
+    "pseudo.exp_times": _int_between(0, 16, "an integer in [0, 16] (the walk takes "
+                                     "2^exp_times steps: IRNet's 8 is 256)"),
     "pseudo.irn_radius": _int_at_least(2),
     "pseudo.irn_epochs": _int_at_least(1),
     "pseudo.irn_batch_size": _int_at_least(1),
@@ -632,7 +673,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seg.weight_decay": _NON_NEGATIVE,
     "seg.poly_power": _NON_NEGATIVE,
     "seg.optimizer": _OPTIMIZERS,
-    "context.grid": _int_at_least(1),
+    # the dictionary samples label maps of images at most ~500 px on their long side (VOC; COCO's
+    # 640) and holds N x grid^2 labels: a finer grid adds no detail, only memory
+    "context.grid": _int_between(1, 512, "an integer in [1, 512] (the paper's is 64)"),
     "context.prior": _choice("freq", "uniform"),
     "context.query": _choice("binary", "onehot"),
     "context.fuse_at": _choice("layer4", note=" (layer3 and input are not implemented: with "
@@ -703,6 +746,13 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
             good = False
         if not good:
             raise ConfigError(f"config key '{key}' is {_show(value)}; expected {allowed}")
+    _check_crop_sizes(cfg)
+    if cfg.pseudo.refine == "irn" and isinstance(cfg.pseudo.irn_radius, int) \
+            and isinstance(cfg.cam.crop_size, int) and cfg.pseudo.irn_radius > cfg.cam.crop_size // 4:
+        raise ConfigError(f"config key 'pseudo.irn_radius' is {cfg.pseudo.irn_radius}; expected at "
+                          f"most {cfg.cam.crop_size // 4}, the stride-4 grid of the boundary "
+                          f"network's training crop (cam.crop_size {cfg.cam.crop_size} / 4), which "
+                          "holds no pairs farther apart (IRNet: radius 10 on crops of 512)")
     p = cfg.pseudo
     if _finite(p.conf_bg_threshold) and _finite(p.conf_fg_threshold) \
             and p.conf_bg_threshold > p.conf_fg_threshold:
@@ -715,6 +765,44 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"config key 'paste.min_fg' is {cfg.paste.min_fg}; expected less than "
                           f"paste.max_fg ({cfg.paste.max_fg})")
     return cfg
+
+
+SEG_OUTPUT_STRIDES: dict[tuple[str, str], int] = {
+    ("deeplabv2", "resnet101"): 8, ("deeplabv2", "resnet50"): 8,
+    ("deeplabv3", "resnet101"): 8, ("deeplabv3", "resnet50"): 8,
+    ("tiny", "tiny"): 4, ("tiny", "resnet18"): 8, ("tiny", "mobilenet_v2"): 16,
+}
+"""Output stride of each segmentation network (``seg.arch``, ``seg.backbone``), as
+:func:`causal_wsss.models.seg_net.build_seg_net` builds it (tests/test_config_checks.py checks
+that the two agree)."""
+
+MIN_CROP_CELLS = 2
+"""A training crop must cover at least this many feature cells per side of the network it
+trains: ``crop_size >= 2 x output_stride``. A smaller crop reaches the network's last layers as a
+1x1 map: it has no spatial extent to localise anything on (the CAM of a crop of one cell is its
+image-level score), and batch normalisation in training mode fails on it whenever a batch holds
+one image (``Expected more than 1 value per channel when training``), after the run has begun."""
+
+
+def _check_crop_sizes(cfg: ExperimentConfig) -> None:
+    """``cam.crop_size`` and ``seg.crop_size`` against their networks' output strides
+    (:data:`MIN_CROP_CELLS`); unknown network names are left to the networks' builders."""
+    c = cfg.cam
+    stride = c.output_stride
+    if isinstance(stride, int) and stride > 0 and isinstance(c.crop_size, int) \
+            and c.crop_size < MIN_CROP_CELLS * stride:
+        raise ConfigError(f"config key 'cam.crop_size' is {c.crop_size}; expected at least "
+                          f"{MIN_CROP_CELLS * stride} ({MIN_CROP_CELLS} x cam.output_stride "
+                          f"{stride}): a training crop must cover {MIN_CROP_CELLS}x"
+                          f"{MIN_CROP_CELLS} cells of the CAM network's feature map")
+    s = cfg.seg
+    stride = SEG_OUTPUT_STRIDES.get((s.arch, s.backbone))
+    if stride is not None and isinstance(s.crop_size, int) and s.crop_size < MIN_CROP_CELLS * stride:
+        raise ConfigError(f"config key 'seg.crop_size' is {s.crop_size}; expected at least "
+                          f"{MIN_CROP_CELLS * stride} ({MIN_CROP_CELLS} x the output stride "
+                          f"{stride} of seg.arch={s.arch} with seg.backbone={s.backbone}): a "
+                          f"training crop must cover {MIN_CROP_CELLS}x{MIN_CROP_CELLS} cells of "
+                          "the segmentation network's output")
 
 
 def config_differences(old: ExperimentConfig, new: ExperimentConfig,

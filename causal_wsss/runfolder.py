@@ -844,7 +844,13 @@ def names_by_role(sets: dict) -> dict[str, list[str]]:
 
 
 def check_out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
-    """``path`` if it is, or can become, a writable run folder (ConfigError naming it); writes nothing."""
+    """``path`` if it is, or can become, a writable run folder (ConfigError naming it); writes nothing.
+
+    An empty path is refused: ``Path("")`` is the current folder, which would receive
+    ``config.json``, ``round_0/`` and ``run.lock``."""
+    if not str(path).strip():
+        raise ConfigError(f"{option} is empty; expected the path of a run folder (e.g. "
+                          f"{option} runs/voc)")
     return check_folder_target(path, option, ConfigError)
 
 

@@ -189,3 +189,29 @@ def test_file_name_outside_the_image_folder_is_refused(coco_copy, file_name):
     path.write_text(json.dumps(data))
     _one_error_line(_coco_cli("stats", "--dataset", "coco", "--root", str(coco_copy), "--split",
                               "val"), str(path), repr(file_name))
+
+
+def test_empty_image_list_is_refused(coco_copy):
+    """Before: 'images': [] gave a data set of 0 images, which trained on nothing and failed at
+    the threshold sweep; VOC refuses an empty split list up front."""
+    path = coco_copy / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["images"], data["annotations"] = [], []
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="list no images") as err:
+        COCOSegmentation(coco_copy, "val")
+    assert str(path) in str(err.value)
+    _one_error_line(_coco_cli("stats", "--dataset", "coco", "--root", str(coco_copy), "--split",
+                              "val"), str(path), "list no images")
+
+
+def test_train_split_without_annotated_images_is_refused(coco_copy):
+    """Training drops images without annotations: none annotated leaves nothing to train on."""
+    path = coco_copy / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    data["annotations"] = []
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="none of its 3 images has an annotation") as err:
+        COCOSegmentation(coco_copy, "train")
+    assert str(path) in str(err.value)
+    assert len(COCOSegmentation(coco_copy, "train", drop_unlabelled=False)) == 3

@@ -265,3 +265,83 @@ def test_empty_split_list(voc_copy):
     with pytest.raises(DataError, match="empty") as err:
         VOCSegmentation(root, "val")
     assert str(path) in str(err.value)
+
+
+# --- labels a synthetic set does not declare (its sidecar lists 6 of the 20 VOC classes) ------
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from causal_wsss.data.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthetic(root, n_train=4, n_val=2, seed=0, size=64)
+    return root
+
+
+@pytest.fixture
+def synth_copy(synth, tmp_path):
+    shutil.copytree(synth, tmp_path / "synth")
+    return tmp_path / "synth", tmp_path / "synth" / "VOCdevkit" / "VOC2012"
+
+
+def test_generated_labels_are_all_declared(synth):
+    ds = VOCSegmentation(synth, "train")
+    declared = set(ds.used_classes) | {255}
+    assert len(ds.used_classes) == 7
+    ds.label_matrix()
+    for i in range(len(ds)):
+        assert set(np.unique(ds.load_mask(i)).tolist()) <= declared
+
+
+@pytest.mark.parametrize("dataset", ["voc", "synthetic"])
+def test_xml_class_the_set_does_not_declare(synth_copy, dataset):
+    """Before: a VOC class outside the sidecar's list became an image-level label silently."""
+    root, voc_root = synth_copy
+    ds = build_dataset(dataset, root, "train")
+    path = voc_root / "Annotations" / f"{ds.names[1]}.xml"
+    path.write_text(path.read_text().replace(
+        "</annotation>", "<object><name>dog</name><difficult>0</difficult></object></annotation>"))
+    with pytest.raises(DataError, match="names class 'dog'; expected one of the classes its "
+                                        "synthetic sidecar") as err:
+        build_dataset(dataset, root, "train").label_matrix()
+    assert str(path) in str(err.value) and "synthetic.json" in str(err.value)
+
+
+def test_mask_value_the_set_does_not_declare(synth_copy):
+    """Before: a mask pixel of an undeclared class (12, dog) was scored as ground truth."""
+    root, voc_root = synth_copy
+    ds = VOCSegmentation(root, "val")
+    path = ds.mask_path(0)
+    with Image.open(path) as img:
+        mask, palette = np.array(img), img.getpalette()
+    mask[0, 0] = VOC_CLASSES.index("dog")
+    damaged = Image.fromarray(mask)  # mode L, indices unchanged
+    damaged.putpalette(palette)
+    damaged.save(path)
+    with pytest.raises(DataError, match=r"holds value 12 \(dog\), a class the data set does not "
+                                        "declare") as err:
+        ds.load_mask(0)
+    assert str(path) in str(err.value)
+    with pytest.raises(DataError, match="holds value 12"):
+        ds[0]
+    (voc_root / "Annotations" / f"{ds.names[0]}.xml").unlink()  # labels read from the mask
+    with pytest.raises(DataError, match="holds value 12"):
+        VOCSegmentation(root, "val").label_matrix()
+
+
+def test_undeclared_class_stops_stats_in_one_line(synth_copy):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, voc_root = synth_copy
+    path = voc_root / "Annotations" / f"{VOCSegmentation(root, 'train').names[0]}.xml"
+    path.write_text(path.read_text().replace("</annotation>",
+                                             "<object><name>cat</name></object></annotation>"))
+    res = subprocess.run([sys.executable, "-m", "causal_wsss", "stats", "--dataset", "voc",
+                          "--root", str(root)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if ": error: " in line]
+    assert len(lines) == 1 and str(path) in lines[0] and "'cat'" in lines[0], res.stderr

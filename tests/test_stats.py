@@ -95,3 +95,16 @@ def test_voc_fixture_counts(tmp_path):
             kb = VOCSegmentation.classes.index(b)
             both = sum(ka in info["labels"][n] and kb in info["labels"][n] for n in info["train"])
             assert stats["cooccurrence"][a][b] == both
+
+
+def test_negative_top_is_refused():
+    """Before: top=-1 dropped the last pair (``pairs[:-1]``) instead of refusing."""
+    from causal_wsss.errors import ConfigError
+
+    stats = cooccurrence_stats(LabelsOnly())
+    for top in (-1, -3, 1.5):
+        with pytest.raises(ConfigError, match=f"top is {top!r}; expected an integer >= 0"):
+            format_stats_table(stats, top=top)
+    assert "most frequent pairs (top 0)" in format_stats_table(stats, top=0)
+    assert ["b", "c", "1", "0.50", "1.00"] in [line.split() for line in
+                                                format_stats_table(stats, top=3).splitlines()]

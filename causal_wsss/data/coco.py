@@ -78,7 +78,14 @@ class COCOSegmentation(SegmentationDataset):
             drop_unlabelled = year_split == "train2014"
 
         images, per_image = _read_instances(ann_path)
+        if not images:
+            raise DataError(f"COCO annotations {ann_path} list no images ('images' is empty); "
+                            "expected at least one image entry")
         keep = [k for k, img in enumerate(images) if per_image[img["id"]] or not drop_unlabelled]
+        if not keep:
+            raise DataError(f"COCO annotations {ann_path}: none of its {len(images)} images has "
+                            f"an annotation, and images without one are left out of '{split}'; "
+                            "expected at least one annotated image")
         if max_images:
             keep = keep[:max_images]
         images = [images[k] for k in keep]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from .base import SegmentationDataset
 
 
@@ -54,6 +55,9 @@ def conditional_probability(stats: dict[str, Any]) -> dict[str, dict[str, float]
 def format_stats_table(stats: dict[str, Any], top: int = 10) -> str:
     """A readable summary: images per class (classes with no image left out) and the ``top``
     most frequent pairs with their counts, ``P(b|a)`` and ``P(a|b)``."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
+        raise ConfigError(f"format_stats_table: top is {top!r}; expected an integer >= 0 (the "
+                          "number of pairs shown, causal-wsss stats --top)")
     num_images = stats["num_images"]
     counts = stats["image_counts"]
     order = stats["classes"]

@@ -104,6 +104,9 @@ def generate_synthetic(out: str | os.PathLike, n_train: int = 400, n_val: int = 
     made with the same arguments and generator version, nothing is written.
     """
     params = _check_params(n_train, n_val, rho, seed, coco, size, interventional, twins)
+    if not str(out).strip():  # Path("") is the current folder
+        raise DataError("synthetic output folder is empty; expected the path of a folder to "
+                        "write the data set into (e.g. data/synth)")
     out = check_folder_target(out, "synthetic output", DataError)
     voc_root = out / "VOCdevkit" / "VOC2012"
     if _is_complete(out, voc_root, params):

@@ -39,6 +39,12 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear (antialiased when shrinking) resize of a ``uint8 (3, H, W)`` image to ``size``."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image
+    if tuple(size) == (1, 1) and image.dtype == torch.uint8:
+        # torch's uint8 antialiased kernel fails an internal assert on a 1x1 output (a tiny
+        # cam.resize_long or seg.scales); the float kernel, rounded, gives what it would
+        out = F.interpolate(image[None].float(), size=size, mode="bilinear",
+                            align_corners=False, antialias=True)[0]
+        return out.round().clamp(0, 255).to(torch.uint8)  # (3, 1, 1)
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
                          antialias=True)[0]  # (3, h, w)
 

@@ -138,10 +138,36 @@ class VOCSegmentation(SegmentationDataset):
             return None
         try:
             names = json.loads(path.read_text())["classes"]
-            return (0, *sorted(self._class_index[c] for c in names))
+            used = (0, *sorted(self._class_index[c] for c in names))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"cannot read the class list of the synthetic sidecar {path}: {exc!r}; "
                             "expected a 'classes' list of VOC class names") from exc
+        self._sidecar_path = path
+        return used
+
+    def _declared(self) -> str:
+        """The classes a label may name, for messages: the sidecar's or the 20 VOC classes."""
+        if self._used is None:
+            return f"one of the 20 VOC classes ({', '.join(self.classes[1:])})"
+        names = ", ".join(self.classes[k] for k in self._used[1:])
+        return f"one of the classes its synthetic sidecar {self._sidecar_path} declares ({names})"
+
+    def _check_mask_classes(self, mask: np.ndarray, path: Path) -> np.ndarray:
+        """``mask`` if every value is a declared class (:attr:`used_classes`) or IGNORE_INDEX;
+        DataError naming the file otherwise. Real VOC declares all 21 labels, which
+        :func:`read_label_png` has already checked."""
+        if self._used is None:
+            return mask
+        allowed = np.zeros(256, dtype=bool)
+        allowed[list(self._used)] = True
+        allowed[IGNORE_INDEX] = True
+        bad = ~allowed[mask]
+        if bad.any():
+            value = int(mask[bad][0])
+            raise DataError(f"mask {path} holds value {value} ({self.classes[value]}), a class "
+                            f"the data set does not declare; expected {self._declared()}, or "
+                            f"{IGNORE_INDEX} (ignore)")
+        return mask
 
     @property
     def used_classes(self) -> tuple[int, ...]:
@@ -186,7 +212,7 @@ class VOCSegmentation(SegmentationDataset):
             looked = " or ".join(str(d / f"{self.names[i]}.png") for d in self._mask_dirs)
             raise DataError(f"missing mask for image '{self.names[i]}' of split '{self.split}': "
                             f"expected {looked}")
-        return read_label_png(path, self.num_classes)
+        return self._check_mask_classes(read_label_png(path, self.num_classes), path)
 
     def _read_labels(self, i: int) -> np.ndarray:
         name = self.names[i]
@@ -195,15 +221,16 @@ class VOCSegmentation(SegmentationDataset):
             path = self.voc_root / "Annotations" / f"{name}.xml"
             for cls in parse_voc_xml(path):
                 k = self._class_index.get(cls, 0)
-                if k == 0:
-                    raise DataError(f"annotation {path} names class '{cls}'; expected one of the "
-                                    f"20 VOC classes ({', '.join(self.classes[1:])})")
+                if k == 0 or (self._used is not None and k not in self._used):
+                    raise DataError(f"annotation {path} names class '{cls}'; expected "
+                                    f"{self._declared()}")
                 labels[k - 1] = True
             return labels
-        if self._mask_paths[i] is None:
+        path = self._mask_paths[i]
+        if path is None:
             raise DataError(f"no labels for image '{name}': neither "
                             f"{self.voc_root / 'Annotations' / (name + '.xml')} nor a mask exists")
-        present = np.unique(read_label_png(self._mask_paths[i], self.num_classes))
+        present = np.unique(self._check_mask_classes(read_label_png(path, self.num_classes), path))
         present = present[(present != 0) & (present != IGNORE_INDEX)]
         labels[present.astype(np.int64) - 1] = True
         return labels
