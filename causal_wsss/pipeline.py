@@ -42,7 +42,13 @@ from .runfolder import check_out_folder, open_run_folder, read_record
 from .runtime import barrier, init_distributed, seed_everything
 from .stages.cams import ROUND_CAM_KEYS, stage_cam_eval, stage_cams
 from .stages.confounders import check_context_config
-from .stages.datasets import check_masks, load_datasets, names_of, query_datasets
+from .stages.datasets import (
+    check_masks,
+    check_scales,
+    load_datasets,
+    names_of,
+    query_datasets,
+)
 from .stages.models import check_networks, initial_cam_model
 from .stages.pseudo import check_optional_packages, irn_stages, score_label_folder, stage_pseudo
 from .stages.segmentation import (
@@ -221,6 +227,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     seed_everything(cfg.seed)
     sets = load_datasets(cfg)
     check_masks(cfg, sets)
+    check_scales(cfg, sets)
     check_networks(cfg, sets["train"].num_classes)
     with open_run_folder(out, cfg, sets, is_main=dist_info.is_main) as folder:
         logger = folder.logger

@@ -271,3 +271,19 @@ def test_rescale_to_one_pixel():
     for transform in (TrainTransform(32, resize_long=(1, 1)), SegTrainTransform(8, scales=(1e-9,))):
         out = transform(sample)
         assert out["image"].shape == (3, transform.crop_size, transform.crop_size)
+
+
+def test_a_scale_that_shrinks_an_image_to_nothing_is_refused_before_training(tmp_path):
+    """cam_infer.scales=1e-9 passes the range check (a positive factor) but shrinks every image
+    to nothing: refused at the start of the run, naming the key and an image, nothing trained."""
+    from causal_wsss.config import resolve
+    from causal_wsss.data.synthetic import generate_synthetic
+    from causal_wsss.errors import ConfigError
+    from causal_wsss.pipeline import run_experiment
+
+    root = tmp_path / "synth"
+    generate_synthetic(root, n_train=4, n_val=2, rho=0.9, seed=0, size=64, twins=0)
+    cfg = resolve("smoke", [f"data.root={root}", "cam_infer.scales=1.0,1e-9"], rounds=0)
+    with pytest.raises(ConfigError, match="cam_infer.scales.*shrinks"):
+        run_experiment(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "round_0").exists()

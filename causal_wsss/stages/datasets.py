@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from PIL import Image
+
 from ..config import ExperimentConfig
 from ..data import build_dataset
 from ..errors import ConfigError, DataError
@@ -80,3 +82,26 @@ def check_masks(cfg: ExperimentConfig, sets: dict) -> None:
         if not ds.has_masks:
             raise ConfigError(f"config key '{key}' is {split!r}, a split without ground-truth "
                               f"masks; {use} needs them (choose a split with masks)")
+
+
+def check_scales(cfg: ExperimentConfig, sets: dict) -> None:
+    """Fail before any training when the smallest ``cam_infer.scales`` factor shrinks an image
+    whose CAMs the round makes to nothing (read from the image headers, no decoding)."""
+    smallest = min(cfg.cam_infer.scales)
+    seen: set[int] = set()
+    for ds in (sets[k] for k in ("train", "eval", "twins") if k in sets):
+        if id(ds) in seen:
+            continue
+        seen.add(id(ds))
+        for i in range(len(ds)):
+            path = ds.image_path(i)
+            try:
+                with Image.open(path) as img:
+                    w, h = img.size
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise DataError(f"cannot read image {path} ({exc}); expected a JPEG or PNG") \
+                    from exc
+            if round(min(w, h) * smallest) < 1:
+                raise ConfigError(f"config key 'cam_infer.scales' holds {smallest:g}, which "
+                                  f"shrinks {path} ({w}x{h}) to nothing; expected factors that "
+                                  "keep at least one pixel of every image")
