@@ -234,7 +234,8 @@ def train_esol_cams(round_: CamRound) -> CamStages:
     seed_everything(stage_seed(cfg.seed, "esol"))
     net = EsolCamNet(round_.cam_net, r_max=e.r_max, ramp=e.lambda_rev, op=e.sampler_op,
                      train_backbone=e.train_backbone, sampler=e.sampler)
-    model = ContextCamNet(net) if isinstance(round_.model, ContextCamNet) else net
+    # the round's wrapper (CONTA's ContextCamNet, or a subclass such as the appearance one)
+    model = type(round_.model)(net) if isinstance(round_.model, ContextCamNet) else net
     model.to(device)
     timed = round_.timed
     expand = timed("cam_expand", lambda: stage_esol_train(cfg, model, "expand", round_))
