@@ -60,9 +60,10 @@ def test_jobs_put_the_primary_comparison_first(tmp_path):
 def test_tiny_protocol_end_to_end(tmp_path):
     proto = Protocol(tmp_path / "ev", preset="smoke", main_seeds=(0, 1), other_seeds=(0,),
                      round2_seeds=(), sweep_rhos=(), variants=("uniform",), n_train=24, n_val=8,
-                     size=96, twins=2, esol_seeds=())
+                     size=96, twins=2, esol_seeds=(), interventions=("paste",),
+                     intervention_rhos=(0.9,), intervention_seeds=(0,))
     ran = run_protocol(proto, progress=False)
-    assert ran == 2 + 4 + 1  # conta x2, interventional (train + transfer) x2, uniform x1
+    assert ran == 2 + 4 + 1 + 1  # conta x2, interventional (train + transfer) x2, uniform, paste
     assert run_protocol(proto, progress=False) == 0  # all finished: nothing reruns
     # one data set per rho, shared by every seed
     assert sorted(p.name for p in (tmp_path / "ev" / "data").iterdir()) == ["interventional",
@@ -77,6 +78,10 @@ def test_tiny_protocol_end_to_end(tmp_path):
     uni0 = json.loads((tmp_path / "ev" / "uniform" / "rho0.9_seed0" / "report.json").read_text())
     assert uni0["rounds"][0]["cam_miou_best"] == conta0["rounds"][0]["cam_miou_best"]
     assert res["vs_conta"]["uniform@0.9"]["pseudo_miou"]["n"] == 1
+    paste = res["interventions"]["paste@0.9"]  # round 1 on conta's round 0 of the same seed
+    assert paste["paired"]["pseudo_miou"]["n"] == 1 and paste["oracle"] is False
+    assert res["rounds"]["paste@0.9"]["0"]["pseudo_miou"]["mean"] == \
+        res["rounds"]["conta@0.9"]["0"]["pseudo_miou"]["values"][0]
     record = json.loads((tmp_path / "ev" / "interventional" / "rho0.9_seed1" / "round_0"
                          / "cam_train.json").read_text())
     assert record["transferred_from"].endswith("interventional_train/seed1/round_0/cam_net.pt")
