@@ -103,6 +103,39 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(enabled and dtype))
 
 
+SPEEDUPS_ENV = "CAUSAL_WSSS_SPEEDUPS"
+_speedups: list[bool] = []  # the innermost use_speedups() block's value, if any
+
+
+def speedups_enabled() -> bool:
+    """Whether the speed-ups of issue 29 run (the default): batch-norm folding and
+    ``torch.inference_mode`` for inference, twins' scores taken from their CAM pass, the frozen
+    stem of the CAM network folded during training (docs/benchmarks.md, "A cpu round").
+
+    ``CAUSAL_WSSS_SPEEDUPS=0`` (or a :func:`use_speedups` block, innermost first) runs the code
+    path from before them instead, so that ``bench/bench_round.py`` times both in one process.
+    Folding moves floats by round-off only; the figures this changes are in docs/benchmarks.md.
+    """
+    if _speedups:
+        return _speedups[-1]
+    return os.environ.get(SPEEDUPS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def use_speedups(enabled: bool) -> Iterator[None]:
+    """Run the block with the speed-ups on or off (:func:`speedups_enabled`)."""
+    _speedups.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _speedups.pop()
+
+
+def inference_context():
+    """``torch.inference_mode()`` with the speed-ups, else ``torch.no_grad()`` (the old path)."""
+    return torch.inference_mode() if speedups_enabled() else torch.no_grad()
+
+
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process stands in a (possibly one-process) torch.distributed job."""
