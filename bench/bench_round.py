@@ -324,6 +324,93 @@ def matmul_peak(n: int = 2048) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# side by side on the same inputs: the heavy stages' work, old and new path alternating
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process: all its threads) of ``fn()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def ab_parts(cfg_old, cfg_new, sets, *, images: int, steps: int, tmp: Path) -> dict:
+    """Functions ``{part: {"old": fn, "new": fn}}`` timing the same work both ways: the CAMs of
+    the first ``images`` training images (the stage's code, ImageNet trunk, untrained head),
+    ``steps`` CAM training steps and ``steps`` segmentation training steps on fixed batches."""
+    from causal_wsss.cam import make_cams
+    from causal_wsss.config import cam_infer_amp
+    from causal_wsss.stages.models import initial_cam_model
+
+    train_ds = sets["train"]
+    ds = train_ds.subset(train_ds.names[:images])
+    num_fg = train_ds.num_classes - 1
+    cam_net = initial_cam_model(cfg_new, num_fg)
+    parts: dict[str, dict] = {"cams": {}, "cams_source_size": {}, "cam_train": {},
+                              "seg_train": {}}
+    source = apply_overrides(cfg_new, ["cam_infer.work_long=0"])
+    for part, name, cfg in (("cams", "old", cfg_old), ("cams", "new", cfg_new),
+                            ("cams_source_size", "old", cfg_old),
+                            ("cams_source_size", "new", source)):
+        ci = cfg.cam_infer
+
+        def cams(cfg=cfg, ci=ci, name=name) -> None:
+            out = tmp / f"cams_{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            make_cams(cam_net, ds, out, batch_size=ci.batch_size, scales=ci.scales,
+                      flip=ci.flip, amp=cam_infer_amp(cfg), progress=False,
+                      work_long=ci.work_long)
+        parts[part][name] = cams
+
+    c, sg = cfg_new.cam, cfg_new.seg
+    gen = torch.Generator().manual_seed(0)
+    cam_x = torch.randn(c.batch_size, 3, c.crop_size, c.crop_size, generator=gen)
+    cam_y = (torch.rand(c.batch_size, num_fg, generator=gen) < 0.3).float()
+    seg_x = torch.randn(sg.batch_size, 3, sg.crop_size, sg.crop_size, generator=gen)
+    seg_y = torch.randint(0, train_ds.num_classes, (sg.batch_size, sg.crop_size, sg.crop_size),
+                          generator=gen)
+    seg_net = build_seg_net(train_ds.num_classes, arch=sg.arch, backbone=sg.backbone,
+                            weights=sg.weights)
+    if sg.channels_last:
+        seg_net = seg_net.to(memory_format=torch.channels_last)
+        seg_x = seg_x.contiguous(memory_format=torch.channels_last)
+
+    def train_steps(net, loss_fn, lr: float) -> None:
+        net.train()
+        opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net).backward()
+            opt.step()
+
+    for name in ("old", "new"):
+        parts["cam_train"][name] = lambda: train_steps(
+            cam_net, lambda n: F.multilabel_soft_margin_loss(n(cam_x).logits, cam_y), 1e-4)
+        parts["seg_train"][name] = lambda: train_steps(
+            seg_net, lambda n: segmentation_loss(n(seg_x), seg_y), 1e-4)
+    return parts
+
+
+def run_ab(parts: dict, repeat: int) -> list[dict]:
+    """Best of ``repeat`` per part and path, the paths alternating (old, new, new, old, ...)."""
+    rows = []
+    for part, fns in parts.items():
+        times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+        for rep in range(repeat):
+            for name in (("old", "new") if rep % 2 == 0 else ("new", "old")):
+                with use_speedups(name == "new"):
+                    times[name].append(_timed(fns[name]))
+        old, new = (min(t[0] for t in times[n]) for n in ("old", "new"))
+        old_cpu, new_cpu = (min(t[1] for t in times[n]) for n in ("old", "new"))
+        rows.append({"part": part, "old_s": old, "new_s": new, "speedup": old / new,
+                     "old_cpu_s": old_cpu, "new_cpu_s": new_cpu, "cpu_speedup": old_cpu / new_cpu,
+                     "old_all": times["old"], "new_all": times["new"]})
+        print(f"[bench] {part}: wall old {old:.2f} s, new {new:.2f} s ({old / new:.2f}x); CPU "
+              f"old {old_cpu:.2f} s, new {new_cpu:.2f} s ({old_cpu / new_cpu:.2f}x)", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # the rounds
 
 
@@ -380,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=BENCHMARK_SIZE)
     p.add_argument("--twins", type=int, default=BENCHMARK_TWINS)
     p.add_argument("--no-peak", action="store_true", help="skip the FLOPs and the peak")
+    p.add_argument("--ab", action="store_true",
+                   help="instead of whole rounds: the heavy stages' work side by side on the same "
+                        "inputs, old and new alternating, best of --repeat (default 3)")
+    p.add_argument("--ab-images", type=int, default=48, help="--ab: images for the CAMs")
+    p.add_argument("--ab-steps", type=int, default=4, help="--ab: training steps per part")
     p.add_argument("--json", default="", help="write the table and figures to this file")
     p.add_argument("overrides", nargs="*", help="config overrides for both paths (key=value)")
     args = p.parse_args(argv)
@@ -393,6 +485,21 @@ def main(argv: list[str] | None = None) -> int:
                       rounds=0)
     cfg_old = apply_overrides(cfg_new, ["cam_infer.work_long=0"])
     out = Path(args.out)
+    if args.ab:
+        print(f"machine: {machine()}", flush=True)
+        parts = ab_parts(cfg_old, cfg_new, load_datasets(cfg_new), images=args.ab_images,
+                         steps=args.ab_steps, tmp=out / "ab")
+        rows = run_ab(parts, max(args.repeat, 3) if args.repeat == 1 else args.repeat)
+        print("\n| part | old s | new s | speedup | old CPU s | new CPU s | CPU speedup |\n"
+              "|---|---|---|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['part']} | {row['old_s']:.2f} | {row['new_s']:.2f} | "
+                  f"{row['speedup']:.2f}x | {row['old_cpu_s']:.2f} | {row['new_cpu_s']:.2f} | "
+                  f"{row['cpu_speedup']:.2f}x |")
+        if args.json:
+            write_json(args.json, {"machine": machine(), "ab": rows, "images": args.ab_images,
+                                   "steps": args.ab_steps})
+        return 0
     runs: dict[str, list[dict]] = defaultdict(list)
     order = [("old", cfg_old, False), ("new", cfg_new, True)] if args.compare else \
         [("new", cfg_new, True)]

@@ -457,7 +457,11 @@ def _gpu() -> ExperimentConfig:
 
 
 def _paper() -> ExperimentConfig:
+    # CAM inference in fp32 (IRNet's CAMs) while training keeps cam.amp: bf16 inference cost
+    # 0.26 points of CAM mIoU and 0.28 of pseudo-mask mIoU on a cpu-preset round
+    # (docs/benchmarks.md, "Precision of CAM inference")
     return ExperimentConfig(preset="paper", rounds=3, data=DataConfig(num_workers=8),
+                            cam_infer=CamInferConfig(amp="false"),
                             pseudo=PseudoConfig(refine="irn", ir_crf=True))
 
 

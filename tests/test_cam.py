@@ -496,7 +496,9 @@ def test_work_size_for():
     assert cam_mod.work_size_for((150, 120), 0) == (150, 120)
     assert cam_mod.work_size_for((150, 120), 300) == (300, 240)
     assert cam_mod.work_size_for((120, 150), 280) == (224, 280)
-    assert cam_mod.work_size_for((280, 200), 280) == (280, 200)
+    assert cam_mod.work_size_for((280, 203), 280) == (280, 200)  # a multiple of 8
+    assert cam_mod.work_size_for((281, 205), 280) == (280, 208)
+    assert cam_mod.work_size_for((400, 10), 280) == (280, 8)
 
 
 def test_working_size_rescales_the_images_but_not_the_cams(tmp_path):
