@@ -65,8 +65,8 @@ STAGES = ("cam_train", "cams", "cam_eval", "twin_eval", "pseudo", "pseudo_eval",
           "seg_eval")
 """The stages of a round 0 without IRN refinement, in running order."""
 
-COLUMNS = ("stage", "old_s", "new_s", "speedup", "gflop", "gflop_per_s", "peak_gflop_per_s",
-           "share_of_peak", "share_of_matmul_peak")
+COLUMNS = ("stage", "old_s", "new_s", "speedup", "old_cpu_s", "new_cpu_s", "cpu_speedup",
+           "gflop", "gflop_per_s", "peak_gflop_per_s", "share_of_peak", "share_of_matmul_peak")
 """The columns of the table (``--json`` writes one dict per stage with these keys)."""
 
 FIGURES = ("cam_miou", "cam_miou_best", "pseudo_miou", "seg_miou", "context_effect",
@@ -421,13 +421,14 @@ def run_path(cfg, out: Path, fast: bool) -> dict:
     with use_speedups(fast):
         report = run_experiment(cfg, out, progress=False)
     total = time.perf_counter() - t0
-    seconds = {}
+    seconds, cpu = {}, {}
     for stage in STAGES:
         path = out / "round_0" / f"{stage}.json"
         if path.is_file():
-            seconds[stage] = json.loads(path.read_text())["seconds"]
+            record = json.loads(path.read_text())
+            seconds[stage], cpu[stage] = record["seconds"], record.get("cpu_seconds")
     entry = report["rounds"][0]
-    return {"total": total, "seconds": seconds,
+    return {"total": total, "seconds": seconds, "cpu_seconds": cpu,
             "figures": {k: entry.get(k) for k in FIGURES if k in entry}}
 
 
@@ -509,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(run_path(cfg, out / f"{name}_{rep}", fast))
             print(f"[bench] {name}: {runs[name][-1]['total']:.1f} s", flush=True)
 
-    def best(name: str, stage: str) -> float | None:
-        values = [r["seconds"][stage] for r in runs.get(name, []) if stage in r["seconds"]]
+    def best(name: str, stage: str, key: str = "seconds") -> float | None:
+        values = [r[key][stage] for r in runs.get(name, []) if r[key].get(stage) is not None]
         return min(values) if values else None
 
     rows = []
@@ -525,8 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         old, new = best("old", stage), best("new", stage)
         if new is None:
             continue
+        old_cpu, new_cpu = best("old", stage, "cpu_seconds"), best("new", stage, "cpu_seconds")
         row = {"stage": stage, "old_s": old, "new_s": new,
                "speedup": old / new if old is not None and new else None,
+               "old_cpu_s": old_cpu, "new_cpu_s": new_cpu,
+               "cpu_speedup": old_cpu / new_cpu if old_cpu is not None and new_cpu else None,
                "gflop": None, "gflop_per_s": None, "peak_gflop_per_s": None,
                "share_of_peak": None, "share_of_matmul_peak": None}
         if stage in work:
@@ -547,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         cells = [row["stage"], fmt(row["old_s"]), fmt(row["new_s"]),
                  fmt(row["speedup"], 2) + ("x" if row["speedup"] else ""),
+                 fmt(row["old_cpu_s"]), fmt(row["new_cpu_s"]),
+                 fmt(row["cpu_speedup"], 2) + ("x" if row["cpu_speedup"] else ""),
                  fmt(row["gflop"], 0), fmt(row["gflop_per_s"]), fmt(row["peak_gflop_per_s"]),
                  fmt(None if row["share_of_peak"] is None else 100 * row["share_of_peak"], 0)
                  + ("%" if row["share_of_peak"] is not None else ""),
@@ -555,11 +561,16 @@ def main(argv: list[str] | None = None) -> int:
                  + ("%" if row["share_of_matmul_peak"] is not None else "")]
         print("| " + " | ".join(cells) + " |")
     old_total, new_total = totals.get("old"), totals["new"]
+    cpu_sums = {name: sum(best(name, s, "cpu_seconds") or 0.0 for s in STAGES) for name in runs}
+    old_cpu = cpu_sums.get("old")
     print(f"| **round** | {fmt(old_total)} | {fmt(new_total)} | "
           f"{fmt(old_total / new_total if old_total else None, 2)}"
-          f"{'x' if old_total else ''} | | | | | |")
+          f"{'x' if old_total else ''} | {fmt(old_cpu)} | {fmt(cpu_sums['new'])} | "
+          f"{fmt(old_cpu / cpu_sums['new'] if old_cpu else None, 2)}{'x' if old_cpu else ''} "
+          "| | | | | |")
     print(f"\nstages alone: old {fmt(stage_sums.get('old'))} s, new {fmt(stage_sums['new'])} s "
-          "(the round adds loading the data and the networks)")
+          "(the round adds loading the data and the networks); CPU s: the stage's CPU time "
+          "(all threads, data-loader workers included), what a shared machine does not inflate")
     print("\nfigures (round 0):")
     for key in FIGURES:
         vals = {name: rs[0]["figures"].get(key) for name, rs in runs.items()}
@@ -567,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: " + ", ".join(f"{n} {fmt(v, 3)}" for n, v in vals.items()))
     if args.json:
         write_json(args.json, {"machine": machine(), "preset": args.preset, "rows": rows,
-                               "totals": totals, "matmul_gflop_per_s": matmul,
+                               "totals": totals, "cpu_totals": cpu_sums, "matmul_gflop_per_s": matmul,
                                "figures": {n: [r["figures"] for r in rs] for n, rs in runs.items()},
                                "runs": runs})
     return 0

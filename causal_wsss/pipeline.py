@@ -39,7 +39,7 @@ from .io import write_json
 from .methods import CamRound, get_method
 from .models.context import ContextCamNet
 from .runfolder import check_out_folder, open_run_folder, read_record
-from .runtime import barrier, init_distributed, seed_everything, stage_seed
+from .runtime import barrier, cpu_seconds, init_distributed, seed_everything, stage_seed
 from .stages.cams import ROUND_CAM_KEYS, context_fn_for, stage_cam_eval, stage_cams
 from .stages.confounders import check_context_config, load_context_module, stage_confounders
 from .stages.datasets import check_masks, load_datasets, names_of, query_datasets
@@ -99,9 +99,10 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         if on_cuda:
             torch.cuda.init()  # the peak-memory counters need an initialised CUDA context
             torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         result = fn()
         result["seconds"] = result.get("seconds", time.perf_counter() - t0)
+        result["cpu_seconds"] = cpu_seconds() - cpu0
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,18 @@ def autocast(device: torch.device, enabled: bool = True):
     """``torch.autocast`` for ``device`` with :func:`amp_dtype`, or a disabled context."""
     dtype = amp_dtype(device)
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(enabled and dtype))
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all its threads) and by its finished child
+    processes (data-loader workers): a stage's work measured apart from the time other jobs
+    on a shared machine take from it."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 SPEEDUPS_ENV = "CAUSAL_WSSS_SPEEDUPS"
