@@ -336,8 +336,9 @@ def _timed(fn) -> tuple[float, float]:
 
 def ab_parts(cfg_old, cfg_new, sets, *, images: int, steps: int, tmp: Path) -> dict:
     """Functions ``{part: {"old": fn, "new": fn}}`` timing the same work both ways: the CAMs of
-    the first ``images`` training images (the stage's code, ImageNet trunk, untrained head),
-    ``steps`` CAM training steps and ``steps`` segmentation training steps on fixed batches."""
+    the first ``images`` training images (the stage's code, ImageNet trunk, untrained head; with
+    the preset's working size and at the source size), their evaluation, ``steps`` CAM training
+    steps and ``steps`` segmentation training steps on fixed batches."""
     from causal_wsss.cam import make_cams
     from causal_wsss.config import cam_infer_amp
     from causal_wsss.stages.models import initial_cam_model
@@ -346,8 +347,8 @@ def ab_parts(cfg_old, cfg_new, sets, *, images: int, steps: int, tmp: Path) -> d
     ds = train_ds.subset(train_ds.names[:images])
     num_fg = train_ds.num_classes - 1
     cam_net = initial_cam_model(cfg_new, num_fg)
-    parts: dict[str, dict] = {"cams": {}, "cams_source_size": {}, "cam_train": {},
-                              "seg_train": {}}
+    parts: dict[str, dict] = {"cams": {}, "cams_source_size": {}, "cam_eval": {},
+                              "cam_train": {}, "seg_train": {}}
     source = apply_overrides(cfg_new, ["cam_infer.work_long=0"])
     for part, name, cfg in (("cams", "old", cfg_old), ("cams", "new", cfg_new),
                             ("cams_source_size", "old", cfg_old),
@@ -361,6 +362,14 @@ def ab_parts(cfg_old, cfg_new, sets, *, images: int, steps: int, tmp: Path) -> d
                       flip=ci.flip, amp=cam_infer_amp(cfg), progress=False,
                       work_long=ci.work_long)
         parts[part][name] = cams
+
+    from causal_wsss.runtime import DistInfo
+    from causal_wsss.stages.cams import stage_cam_eval
+
+    def cam_eval() -> None:  # the CAMs the new path wrote (the cams part runs first)
+        stage_cam_eval(cfg_new, ds, tmp / "cams_new", device=torch.device("cpu"),
+                       dist_info=DistInfo(), progress=False)
+    parts["cam_eval"] = {"old": cam_eval, "new": cam_eval}
 
     c, sg = cfg_new.cam, cfg_new.seg
     gen = torch.Generator().manual_seed(0)

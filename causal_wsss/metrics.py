@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from .constants import IGNORE_INDEX
 from .errors import ConfigError, DataError
+from .runtime import speedups_enabled
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -465,7 +466,7 @@ class LeakageMeter:
         _check_range("LeakageMeter.update", "target", target[valid], self.num_classes,
                      self.ignore_index)
         # only the classes some image of the batch has: the others add nothing (not present)
-        keep = labels.bool().any(0).nonzero().squeeze(1)  # (K',)
+        keep = _classes_to_read(labels)  # (K',)
         cams, labels, k = cams[:, keep].flatten(2), labels[:, keep], keep.numel()  # (B, K', N)
         target = target.flatten(1).unsqueeze(1)  # (B, 1, N)
         valid = valid.flatten(1).unsqueeze(1)  # (B, 1, N)
@@ -574,7 +575,7 @@ class ContrastMeter:
                                                     self.num_classes - 1)
         b = cams.shape[0]
         # only the classes some image of the batch has: the others add nothing (not present)
-        keep = labels.bool().any(0).nonzero().squeeze(1)  # (K',)
+        keep = _classes_to_read(labels)  # (K',)
         k = keep.numel()
         cams, labels = cams[:, keep].flatten(2).to(torch.float64), labels[:, keep]  # (B, K', N)
         valid = (target != self.ignore_index).flatten(1).unsqueeze(1)  # (B, 1, N)
@@ -686,6 +687,15 @@ def foreground_recall(conf: torch.Tensor, classes: Sequence[int] | None = None) 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _classes_to_read(labels: torch.Tensor) -> torch.Tensor:
+    """The class indices a CAM meter reads for a batch with ``labels (B, K)``: those some image
+    has (the others add nothing to its sums), or all K without the speed-ups
+    (:func:`causal_wsss.runtime.speedups_enabled`, the code path from before)."""
+    if speedups_enabled():
+        return labels.bool().any(0).nonzero().squeeze(1)
+    return torch.arange(labels.shape[1], device=labels.device)
 
 
 def _prepare_meter_batch(where: str, cams: torch.Tensor, target: torch.Tensor,
