@@ -19,7 +19,8 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data.transforms import denormalize, normalize
 from .errors import DataError
 from .io import atomic_path
-from .runtime import autocast, eval_mode, unwrap_parallel
+from .models.fold import fold_batchnorm
+from .runtime import autocast, eval_mode, inference_context, speedups_enabled, unwrap_parallel
 
 IRNET_SCALES = (1.0, 0.5, 1.5, 2.0)
 """IRNet ``cam_scales`` (method.md section 4, CAM inference)."""
@@ -68,6 +69,7 @@ class CamBatch:
     labels: torch.Tensor
     high_res: torch.Tensor
     stride4: torch.Tensor | None
+    logits: torch.Tensor | None = None  # (B, K) scores of the scale-1 unflipped pass, if asked
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -241,7 +243,8 @@ def _normalize_levels(x: torch.Tensor) -> torch.Tensor:
 def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
                  out_size: tuple[int, int] | None = None, context: torch.Tensor | None = None,
-                 amp: bool = True, stride4: bool = True) -> CamBatch:
+                 amp: bool = True, stride4: bool = True, work_size: tuple[int, int] | None = None,
+                 logits: bool = False) -> CamBatch:
     """Multi-scale + flip CAMs of a batch of same-sized images (IRNet ``make_cam``, batched).
 
     images: (B, 3, H, W) uint8 (what IRNet reads), or their normalised float copies
@@ -261,6 +264,11 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     are summed over scales in fp32 and each map is divided by its own max + 1e-5.
     ``out_size`` = (H', W') gives the full-resolution output another size than the input
     (e.g. inference on a downscaled image); the stride-4 grid follows it.
+    ``work_size`` = (h, w): the size the network works at (:func:`work_size_for`); each scale
+    s resizes the image straight to (round(h s), round(w s)) and the maps come back at the
+    input size (or ``out_size``), so a stated working size costs no second resize.
+    ``logits``: also return the image-level scores of the scale-1 unflipped half
+    (``CamBatch.logits``), so that a caller needing both (the twins) runs one pass.
     The network sees channels_last inputs. ``amp``: bf16 autocast of the network (fp16 on GPUs
     without bf16), for speed; not IRNet's: it moves the normalised CAMs of a trained network by
     up to 6.5e-3 on a CPU and 4.8e-2 on an H200. On a CPU without bf16 units it is a no-op (fp32),
@@ -280,15 +288,20 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
         raise DataError(f"context has {context.shape[0]} rows for {batch} images")
     if not scales:
         raise DataError("extract_cams needs at least one scale")
+    work_h, work_w = work_size if work_size is not None else (height, width)
+    if logits and 1.0 not in scales:
+        raise DataError("extract_cams(logits=True) needs the scale 1.0 among the scales")
     for scale in scales:
-        if min(scaled_size((height, width), scale)) < 1:
-            raise DataError(f"scale {scale} shrinks a {height}x{width} image to nothing")
+        if min(scaled_size((work_h, work_w), scale)) < 1:
+            raise DataError(f"scale {scale} shrinks a {work_h}x{work_w} image to nothing")
     device = images.device
     out_h, out_w = out_size if out_size is not None else (height, width)
     stride = net.output_stride
-    # IRNet's strided_up_size, carried over to the output size when it differs from the input
-    up_size = (round(stride * math.ceil(height / stride) * out_h / height),
-               round(stride * math.ceil(width / stride) * out_w / width))
+    # IRNet's strided_up_size, carried over to the output size when it differs from the
+    # size the network works at
+    up_size = (round(stride * math.ceil(work_h / stride) * out_h / work_h),
+               round(stride * math.ceil(work_w / stride) * out_w / work_w))
+    scores = None
     grid4 = (math.ceil(out_h / 4), math.ceil(out_w / 4))
     positive = labels > 0  # (B, K)
     rows = positive.flatten().nonzero().squeeze(1)  # (P,) indices into B * K
@@ -298,13 +311,13 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     ctx = context
     if flip and context is not None:
         ctx = torch.cat([context, context.flip(-1)])  # (2B, Cc, Hc, Wc)
-    with torch.no_grad(), eval_mode(net):
+    with inference_context(), eval_mode(net):
         if images.dtype == torch.uint8:
             levels, x = images, normalize(images)  # (B, 3, H, W) uint8, float32
         else:
             levels, x = denormalize(images), images.float()
         for scale in scales:
-            size = scaled_size((height, width), scale)
+            size = scaled_size((work_h, work_w), scale)
             xs = x if size == (height, width) else _normalize_levels(
                 pil_bicubic_resize(levels, size).float())
             if flip:
@@ -312,7 +325,12 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
             # channels_last: faster on CPUs and GPUs (IRNet's HWC -> CHW arrays are laid out so)
             xs = xs.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                maps = net.cams(xs, ctx)  # (2B, K, h, w)
+                if logits and scale == 1.0:
+                    out = net(xs, ctx)
+                    scores = out.logits[:batch].float()  # (B, K): the unflipped half
+                    maps = net.cam_maps(out.features)  # (2B, K, h, w)
+                else:
+                    maps = net.cams(xs, ctx)  # (2B, K, h, w)
             maps = maps.float()
             if flip:
                 maps = maps[:batch] + maps[batch:].flip(-1)  # (B, K, h, w)
@@ -324,7 +342,26 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
         high /= high.amax(dim=(-2, -1), keepdim=True) + 1e-5
         if low is not None:
             low /= low.amax(dim=(-2, -1), keepdim=True) + 1e-5
-    return CamBatch(positive, high, low)
+    return CamBatch(positive, high, low, scores)
+
+
+WORK_MULTIPLE = 8
+"""The short side of a working size is a multiple of this (:func:`work_size_for`)."""
+
+
+def work_size_for(size: tuple[int, int], work_long: int) -> tuple[int, int]:
+    """The size an image of ``size`` (H, W) is rescaled to for a working size of ``work_long``:
+    the long side ``work_long``, the short side in proportion, rounded to the nearest multiple
+    of :data:`WORK_MULTIPLE` (the aspect moves by at most 4 px in about 250). ``size`` itself
+    for 0. The rounding makes images of neighbouring sizes share one working size, so the
+    network sees a few dozen shapes instead of one per image: the CPU's convolution kernels,
+    built for each new shape, are then reused (about 15% of a CAM image's time on 2 cores)."""
+    if not work_long:
+        return size
+    h, w = size
+    if h >= w:
+        return work_long, max(WORK_MULTIPLE, WORK_MULTIPLE * round(w * work_long / h / WORK_MULTIPLE))
+    return max(WORK_MULTIPLE, WORK_MULTIPLE * round(h * work_long / w / WORK_MULTIPLE)), work_long
 
 
 def extract_cams_list(model: nn.Module, images: Sequence[torch.Tensor],
@@ -448,10 +485,12 @@ def _as_list(items: list[dict]) -> list[dict]:
     return items
 
 
-def _sorted_by_size(dataset, indices: list[int]) -> list[int]:
+def _sorted_by_size(dataset, indices: list[int], work_long: int = 0) -> list[int]:
     """``indices`` ordered by image size (read from the file headers, no decoding), so that
-    images of one size arrive together and fill whole batches; unchanged when the data set has
-    no ``image_path`` or a header cannot be read (the loader then reports the file)."""
+    images of one size arrive together and fill whole batches, and by working size first
+    (:func:`work_size_for`), so that the network sees one shape many times in a row; unchanged
+    when the data set has no ``image_path`` or a header cannot be read (the loader then reports
+    the file)."""
     from PIL import Image
 
     if not hasattr(dataset, "image_path"):
@@ -463,14 +502,18 @@ def _sorted_by_size(dataset, indices: list[int]) -> list[int]:
                 sizes[i] = img.size
         except (OSError, ValueError):
             return indices
-    return sorted(indices, key=lambda i: sizes[i])
+    if not work_long:
+        return sorted(indices, key=lambda i: sizes[i])
+    return sorted(indices, key=lambda i: (work_size_for(sizes[i][::-1], work_long), sizes[i]))
 
 
 def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: int = 8,
               scales: Sequence[float] = IRNET_SCALES, flip: bool = True,
               device: torch.device | str = "cpu", amp: bool = True, progress: bool = True,
               rank: int = 0, world_size: int = 1, num_workers: int = 0,
-              context_fn: Callable[[list[dict]], torch.Tensor] | None = None) -> dict[str, int]:
+              context_fn: Callable[[list[dict]], torch.Tensor] | None = None,
+              work_long: int = 0, logits_out: dict[str, torch.Tensor] | None = None,
+              ) -> dict[str, int]:
     """Compute and cache the CAMs of this rank's shard (``indices rank::world_size``) of ``dataset``.
 
     dataset: a SegmentationDataset (``names``; items with uint8 ``image`` (3, H, W), ``labels``
@@ -479,7 +522,12 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     for a full batch; beyond that the largest waiting group goes through) and passed as uint8
     to :func:`extract_cams` on ``device``, which resizes and normalises them there as IRNet. ``context_fn(items)`` -> (b, Cc, Hc, Wc) gives the image-aligned
     context maps of a group of items (CONTA). The model is moved to ``device``
-    (channels_last); :func:`extract_cams` runs it in eval mode.
+    (channels_last); :func:`extract_cams` runs it in eval mode (on a copy with the BatchNorms
+    folded into the convolutions, :func:`causal_wsss.models.fold.fold_batchnorm`, unless the
+    speed-ups are off: :func:`causal_wsss.runtime.speedups_enabled`).
+    ``work_long`` > 0: every image is rescaled so that its long side is ``work_long`` before the
+    multi-scale inference (:func:`work_size_for`); the cached CAMs keep the image's own size.
+    ``logits_out``: a dict that receives each written image's (K,) scores of the scale-1 pass.
     Returns counts: ``total`` (this shard), ``skipped`` (already cached), ``written``.
     """
     names = getattr(dataset, "names", None)
@@ -491,8 +539,10 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
     device = torch.device(device)
     cache = CamCache(cache_dir)
     shard = range(rank, len(dataset), world_size)
-    todo = _sorted_by_size(dataset, [i for i in shard if not cache.exists(names[i])])
+    todo = _sorted_by_size(dataset, [i for i in shard if not cache.exists(names[i])], work_long)
     net = unwrap_parallel(model).to(device)
+    if speedups_enabled():  # an inference copy: its BatchNorms folded into the convolutions
+        net = fold_batchnorm(net)
     net = net.to(memory_format=torch.channels_last)
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_as_list,
@@ -509,9 +559,12 @@ def make_cams(model: nn.Module, dataset, cache_dir: str | Path, *, batch_size: i
         labels = torch.stack([torch.as_tensor(it["labels"]) for it in items]).to(device)
         context = context_fn(items).to(device) if context_fn is not None else None
         cams = extract_cams(net, images, labels, scales=scales, flip=flip, context=context,
-                            amp=amp)
-        for item, image_cams in zip(items, cams.images()):
+                            amp=amp, work_size=work_size_for(size, work_long),
+                            logits=logits_out is not None)
+        for row, (item, image_cams) in enumerate(zip(items, cams.images())):
             cache.put(item["name"], image_cams)
+            if logits_out is not None:
+                logits_out[item["name"]] = cams.logits[row].cpu()
         bar.update(len(items))
 
     with tqdm(total=len(todo), desc=f"CAMs rank {rank}", disable=not progress) as bar:

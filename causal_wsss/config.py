@@ -117,6 +117,13 @@ class CamInferConfig:
     # 0 only: CAMs are computed at each image's native size. The key is kept (at 0) so that the
     # config fingerprints of existing run folders, which include it, still match
     max_side: int = 0
+    # the long side (px) the CAM network works at: every image is rescaled to it (aspect kept)
+    # for its CAMs and twin scores, which come back at the image's own size, so masks,
+    # pseudo-masks and scores stay at the source size; 0 = the source size (IRNet)
+    work_long: int = 0
+    # bf16 autocast of CAM inference (where it pays: GPUs, CPUs with bf16 units): same (follow
+    # cam.amp, as before this key) | true | false (fp32, IRNet's CAMs, whatever cam.amp says)
+    amp: str = "same"
 
 
 IRNET_WALK_GRID = 125
@@ -438,7 +445,11 @@ def _cpu() -> ExperimentConfig:
                       trunk_depth=4, freeze_bn=True, freeze_stem=True, epochs=2, batch_size=16,
                       crop_size=256, resize_long=(224, 336), optimizer="sgd", lr=0.01,
                       head_lr_mult=10.0, weight_decay=1e-4, momentum=0.9),
-        cam_infer=CamInferConfig(scales=(1.0, 0.5, 1.5), batch_size=16, sweep=(0.05, 0.95, 0.01)),
+        # The trunk works at a long side of 280 px, the size the preset was tuned on
+        # (`causal-wsss synth`'s default): images of another size are rescaled to it for their
+        # CAMs (training already draws the long side from cam.resize_long); docs/benchmarks.md
+        cam_infer=CamInferConfig(scales=(1.0, 0.5, 1.5), batch_size=16, sweep=(0.05, 0.95, 0.01),
+                                 work_long=280),
         # Chosen once, before any CONTA round: the best threshold of the round-0 sweep of the
         # regime search's confounded set (seed 0, validation split: 0.72), kept for every round
         # and seed (docs/results.md, section 5).
@@ -492,7 +503,11 @@ def _gpu() -> ExperimentConfig:
 
 
 def _paper() -> ExperimentConfig:
+    # CAM inference in fp32 (IRNet's CAMs) while training keeps cam.amp: bf16 inference cost
+    # 0.26 points of CAM mIoU and 0.28 of pseudo-mask mIoU on a cpu-preset round
+    # (docs/benchmarks.md, "Precision of CAM inference")
     return ExperimentConfig(preset="paper", rounds=3, data=DataConfig(num_workers=8),
+                            cam_infer=CamInferConfig(amp="false"),
                             pseudo=PseudoConfig(refine="irn", ir_crf=True))
 
 
@@ -646,6 +661,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cam_infer.batch_size": _int_at_least(1),
     "cam_infer.max_side": _int_between(0, 0, "0 (capping the long side is not implemented: "
                                        "CAMs are computed at each image's native size)"),
+    "cam_infer.work_long": _int_at_least(0, " (0 = the source size)"),
+    "cam_infer.amp": _choice("same", "true", "false"),
     "pseudo.refine": _choice("none", "crf", "irn"),
     "pseudo.bg_threshold": _PROB,
     "pseudo.conf_fg_threshold": _PROB,
@@ -727,6 +744,13 @@ def get_key(cfg: ExperimentConfig, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def cam_infer_amp(cfg: ExperimentConfig) -> bool:
+    """Whether CAM inference runs under bf16 autocast: ``cam_infer.amp``, where ``same`` follows
+    ``cam.amp`` (so that IRNet's fp32 CAMs need not turn off mixed-precision training)."""
+    value = cfg.cam_infer.amp
+    return cfg.cam.amp if value == "same" else value == "true"
 
 
 def check_config(cfg: ExperimentConfig) -> ExperimentConfig:

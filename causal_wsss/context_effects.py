@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cam import CamCache
+from .cam import CamCache, pil_bicubic_resize, work_size_for
 from .data.transforms import normalize
 from .errors import DataError
 from .metrics import ConfusionMatrix, cams_to_labels
-from .runtime import autocast, eval_mode, unwrap_parallel
+from .models.fold import fold_batchnorm
+from .runtime import autocast, eval_mode, inference_context, speedups_enabled, unwrap_parallel
 
 TWIN_KINDS = ("twin", "no_partner", "context_only")
 
@@ -53,31 +54,40 @@ def twin_index(meta: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str
     return {n: entries[n] for n in names}
 
 
-@torch.no_grad()
 def twin_logits(model: nn.Module, dataset, *, device: torch.device, amp: bool = True,
                 context_fn: Callable[[list[dict]], torch.Tensor] | None = None,
-                batch_size: int = 16, meta: dict[str, Any] | None = None) -> np.ndarray:
+                batch_size: int = 16, meta: dict[str, Any] | None = None,
+                work_long: int = 0) -> np.ndarray:
     """``(N, K)`` float32 logits of every image of ``dataset`` (one full-image pass each).
 
     ``model`` is a CamNet; ``context_fn(items)`` gives the CONTA context maps (b, 1, g, g) of
     a group of items, or None for a network without a context channel. Images of one size are
     batched together (the twins of one validation image share its size); the sizes come from
-    the synthetic sidecar ``meta`` when given, else from decoding each image.
+    the synthetic sidecar ``meta`` when given, else from decoding each image. ``work_long`` > 0
+    rescales each image to that long side first (PIL bicubic, as the CAMs:
+    :func:`causal_wsss.cam.work_size_for`). With the speed-ups
+    (:func:`causal_wsss.runtime.speedups_enabled`) the network runs with its BatchNorms folded.
     """
 
     net = unwrap_parallel(model).to(device)
+    if speedups_enabled():
+        net = fold_batchnorm(net)
     by_size: dict[tuple[int, int], list[int]] = {}
     sizes = {img["name"]: (img["height"], img["width"]) for img in meta["images"]} if meta else {}
     for i, name in enumerate(dataset.names):
         size = sizes.get(name) or dataset.load_image(i).shape[:2]
         by_size.setdefault(tuple(size), []).append(i)
     out = np.zeros((len(dataset), net.num_classes), dtype=np.float32)
-    with eval_mode(net):
-        for indices in by_size.values():
+    with inference_context(), eval_mode(net):
+        for size, indices in by_size.items():
+            work = work_size_for(size, work_long)
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 items = [dataset[i] for i in chunk]
-                images = normalize(torch.stack([it["image"] for it in items]).to(device))
+                images = torch.stack([it["image"] for it in items]).to(device)
+                if work != tuple(images.shape[-2:]):
+                    images = pil_bicubic_resize(images, work)
+                images = normalize(images)
                 context = context_fn(items).to(device) if context_fn is not None else None
                 with autocast(device, amp):
                     logits = net(images, context=context).logits

@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from .constants import IGNORE_INDEX
 from .errors import ConfigError, DataError
+from .runtime import speedups_enabled
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -524,12 +525,13 @@ class LeakageMeter:
         valid = target != self.ignore_index  # (B, H, W)
         _check_range("LeakageMeter.update", "target", target[valid], self.num_classes,
                      self.ignore_index)
-        b, k = cams.shape[:2]
-        cams = cams.flatten(2)  # (B, K, N)
+        # only the classes some image of the batch has: the others add nothing (not present)
+        keep = _classes_to_read(labels)  # (K',)
+        cams, labels, k = cams[:, keep].flatten(2), labels[:, keep], keep.numel()  # (B, K', N)
         target = target.flatten(1).unsqueeze(1)  # (B, 1, N)
         valid = valid.flatten(1).unsqueeze(1)  # (B, 1, N)
         zero = cams.new_zeros(())
-        class_ids = torch.arange(1, k + 1, device=cams.device).view(1, k, 1)  # (1, K, 1)
+        class_ids = (keep + 1).view(1, k, 1)  # (1, K', 1)
         mass = torch.where(valid, cams, zero).sum(-1, dtype=torch.float64)  # (B, K)
         inside = torch.where(target == class_ids, cams, zero).sum(-1, dtype=torch.float64)
         background = torch.where(target == 0, cams, zero).sum(-1, dtype=torch.float64)
@@ -540,10 +542,10 @@ class LeakageMeter:
         share_cooccur = torch.where(counted, cooccur / denom, torch.zeros_like(mass))
         share_background = torch.where(counted, background / denom, torch.zeros_like(mass))
         ratios = torch.stack([share_cooccur + share_background, share_cooccur, share_background],
-                             dim=-1)  # (B, K, 3)
-        pairs = torch.stack([counted.sum(0), (present & ~counted).sum(0)], dim=-1)  # (K, 2)
-        self._ratio_sums += ratios.sum(0).to(self.device)
-        self._pairs += pairs.to(device=self.device, dtype=torch.int64)
+                             dim=-1)  # (B, K', 3)
+        pairs = torch.stack([counted.sum(0), (present & ~counted).sum(0)], dim=-1)  # (K', 2)
+        self._ratio_sums[keep.to(self.device)] += ratios.sum(0).to(self.device)
+        self._pairs[keep.to(self.device)] += pairs.to(device=self.device, dtype=torch.int64)
 
     def merge(self, other: LeakageMeter) -> LeakageMeter:
         """Add another meter's sums and counts; returns self."""
@@ -635,11 +637,14 @@ class ContrastMeter:
         """
         cams, target, labels = _prepare_meter_batch("ContrastMeter.update", cams, target, labels,
                                                     self.num_classes - 1)
-        b, k = cams.shape[:2]
-        cams = cams.flatten(2).to(torch.float64)  # (B, K, N)
+        b = cams.shape[0]
+        # only the classes some image of the batch has: the others add nothing (not present)
+        keep = _classes_to_read(labels)  # (K',)
+        k = keep.numel()
+        cams, labels = cams[:, keep].flatten(2).to(torch.float64), labels[:, keep]  # (B, K', N)
         valid = (target != self.ignore_index).flatten(1).unsqueeze(1)  # (B, 1, N)
         target = target.flatten(1).unsqueeze(1)  # (B, 1, N)
-        ids = torch.arange(1, k + 1, device=cams.device).view(1, k, 1)
+        ids = (keep + 1).view(1, k, 1)
         inside = valid & (target == ids)  # (B, K, N)
         context = valid & (target == 0)  # (B, 1, N)
         other = valid & (target != 0) & (target != ids)  # (B, K, N)
@@ -660,7 +665,8 @@ class ContrastMeter:
                 has_ctx.double(), torch.where(has_other, m_in, zero),
                 torch.where(has_other, m_other, zero), has_other.double(),
                 torch.where(present, 1 - n_in / n_valid, zero), present.double()]
-        self._sums += torch.stack(cols, dim=-1).sum(0).to(self._sums.device)  # (K, 8)
+        self._sums[keep.to(self._sums.device)] += torch.stack(cols, dim=-1).sum(0).to(
+            self._sums.device)  # (K', 8)
 
     def merge(self, other: ContrastMeter) -> ContrastMeter:
         if not isinstance(other, ContrastMeter) or other.num_classes != self.num_classes:
@@ -765,6 +771,15 @@ def foreground_recall(conf: torch.Tensor, classes: Sequence[int] | None = None) 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _classes_to_read(labels: torch.Tensor) -> torch.Tensor:
+    """The class indices a CAM meter reads for a batch with ``labels (B, K)``: those some image
+    has (the others add nothing to its sums), or all K without the speed-ups
+    (:func:`causal_wsss.runtime.speedups_enabled`, the code path from before)."""
+    if speedups_enabled():
+        return labels.bool().any(0).nonzero().squeeze(1)
+    return torch.arange(labels.shape[1], device=labels.device)
 
 
 def _prepare_meter_batch(where: str, cams: torch.Tensor, target: torch.Tensor,

@@ -80,6 +80,10 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "cam_infer.sweep": "docs/method.md §5 [R]: best over 0.05-0.60, step 0.01",
     "cam_infer.batch_size": "ours (throughput)",
     "cam_infer.max_side": "docs/method.md §4: native image size (0)",
+    "cam_infer.work_long": "docs/method.md §4: native image size (0)",
+    "cam_infer.amp": "docs/method.md §4: IRNet's CAMs are fp32 (false); bf16 inference moved "
+                     "CAM mIoU by -0.26 and pseudo-mask mIoU by -0.28 on a cpu-preset round "
+                     "(docs/benchmarks.md), so the paper preset infers in fp32 whatever cam.amp",
     "pseudo.refine": "docs/method.md §4 pseudo-mask stage: IRNet (IR labels, IRNet, random walk)",
     "pseudo.bg_threshold": "docs/method.md §5: 0.15, used by refine none/crf only",
     "pseudo.conf_fg_threshold": "docs/method.md §4: conf_fg_thres 0.30",

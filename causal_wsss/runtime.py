@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,51 @@ def autocast(device: torch.device, enabled: bool = True):
     """``torch.autocast`` for ``device`` with :func:`amp_dtype`, or a disabled context."""
     dtype = amp_dtype(device)
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(enabled and dtype))
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all its threads) and by its finished child
+    processes (data-loader workers): a stage's work measured apart from the time other jobs
+    on a shared machine take from it."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+SPEEDUPS_ENV = "CAUSAL_WSSS_SPEEDUPS"
+_speedups: list[bool] = []  # the innermost use_speedups() block's value, if any
+
+
+def speedups_enabled() -> bool:
+    """Whether the speed-ups of issue 29 run (the default): batch-norm folding and
+    ``torch.inference_mode`` for inference, twins' scores taken from their CAM pass, the frozen
+    stem of the CAM network folded during training (docs/benchmarks.md, "A cpu round").
+
+    ``CAUSAL_WSSS_SPEEDUPS=0`` (or a :func:`use_speedups` block, innermost first) runs the code
+    path from before them instead, so that ``bench/bench_round.py`` times both in one process.
+    Folding moves floats by round-off only; the figures this changes are in docs/benchmarks.md.
+    """
+    if _speedups:
+        return _speedups[-1]
+    return os.environ.get(SPEEDUPS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def use_speedups(enabled: bool) -> Iterator[None]:
+    """Run the block with the speed-ups on or off (:func:`speedups_enabled`)."""
+    _speedups.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _speedups.pop()
+
+
+def inference_context():
+    """``torch.inference_mode()`` with the speed-ups, else ``torch.no_grad()`` (the old path)."""
+    return torch.inference_mode() if speedups_enabled() else torch.no_grad()
 
 
 @dataclass(frozen=True)

@@ -490,3 +490,65 @@ def test_the_old_bilinear_resize_is_not_irnets(trained_net):
         mp.setattr(cam_mod, "pil_bicubic_resize", bilinear)
         old = extract_cams(net, torch.stack(images), labels, amp=False).images()
     assert max(float((o.high_res - w).abs().max()) for o, w in zip(old, want)) > 1e-3
+
+
+def test_work_size_for():
+    assert cam_mod.work_size_for((150, 120), 0) == (150, 120)
+    assert cam_mod.work_size_for((150, 120), 300) == (300, 240)
+    assert cam_mod.work_size_for((120, 150), 280) == (224, 280)
+    assert cam_mod.work_size_for((280, 203), 280) == (280, 200)  # a multiple of 8
+    assert cam_mod.work_size_for((281, 205), 280) == (280, 208)
+    assert cam_mod.work_size_for((400, 10), 280) == (280, 8)
+
+
+def test_working_size_rescales_the_images_but_not_the_cams(tmp_path):
+    """cam_infer.work_long: the network sees each image at the working size; the cached CAMs
+    keep the image's own size (so masks, pseudo-masks and scores stay at the source size) and
+    equal the CAMs of the image resized to the working size, resized back."""
+    net = tiny_net()
+    sizes = [(30, 40), (40, 30), (36, 36)]
+    ds = FakeDataset(sizes)
+    make_cams(net, ds, tmp_path / "w", batch_size=2, amp=False, progress=False, work_long=64,
+              scales=(1.0,), flip=False)
+    cache = CamCache(tmp_path / "w")
+    for i, (h, w) in enumerate(sizes):
+        got = cache.get(ds.names[i])
+        assert got.size == (h, w)
+        assert tuple(got.stride4.shape[-2:]) == (-(-h // 4), -(-w // 4))
+        work = cam_mod.work_size_for((h, w), 64)
+        big = pil_bicubic_resize(ds.images[i][None], work)  # what the network must see
+        ref = extract_cams(net, big, ds.labels[i:i + 1], amp=False, out_size=(h, w),
+                           scales=(1.0,), flip=False)
+        assert (got.high_res - ref.high_res).abs().max() < 1e-3  # float16 cache
+    # the working size changes what the network sees: not the CAMs at the source size
+    make_cams(net, ds, tmp_path / "n", batch_size=2, amp=False, progress=False, scales=(1.0,),
+              flip=False)
+    native = CamCache(tmp_path / "n").get(ds.names[0])
+    assert (native.high_res - cache.get(ds.names[0]).high_res).abs().max() > 1e-2
+
+
+def test_logits_of_the_scale_one_pass():
+    net = tiny_net()
+    images = torch.randint(0, 256, (2, 3, 30, 40), dtype=torch.uint8)
+    labels = torch.ones(2, K)
+    out = extract_cams(net, images, labels, amp=False, logits=True)
+    with torch.no_grad():
+        want = net(normalize(images)).logits
+    assert torch.allclose(out.logits, want, atol=1e-5)
+    with pytest.raises(DataError, match="scale 1.0"):
+        extract_cams(net, images, labels, amp=False, logits=True, scales=(0.5,))
+
+
+def test_make_cams_folds_a_copy_and_matches_the_unfolded_path(tmp_path):
+    from causal_wsss.runtime import use_speedups
+
+    net = tiny_net()
+    ds = FakeDataset([(30, 40), (40, 30)])
+    with use_speedups(False):
+        make_cams(net, ds, tmp_path / "old", amp=False, progress=False)
+    with use_speedups(True):
+        make_cams(net, ds, tmp_path / "new", amp=False, progress=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # not folded in place
+    for name in ds.names:
+        a, b = CamCache(tmp_path / "old").get(name), CamCache(tmp_path / "new").get(name)
+        assert (a.high_res - b.high_res).abs().max() < 2e-3  # float16 steps of 2.5e-4 near 1

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from causal_wsss.config import PRESETS, ExperimentConfig, apply_overrides, preset, resolve
+from causal_wsss.config import (
+    PRESETS,
+    ExperimentConfig,
+    apply_overrides,
+    check_config,
+    preset,
+    resolve,
+)
 from causal_wsss.errors import ConfigError
 
 
@@ -115,3 +122,25 @@ def test_config_differences_name_every_key_with_both_values():
     assert describe_differences(diffs) == ("data.root is '/a' there, '/b' now; cam.lr is 0.003 "
                                            "there, 0.01 now")
     assert config_differences(old, old) == []
+
+
+def test_cam_inference_precision_key():
+    from causal_wsss.config import cam_infer_amp
+
+    cfg = preset("smoke")
+    assert cfg.cam_infer.amp == "same" and cam_infer_amp(cfg) == cfg.cam.amp
+    off = apply_overrides(cfg, ["cam.amp=true", "cam_infer.amp=false"])
+    assert cam_infer_amp(off) is False and off.cam.amp is True  # IRNet's CAMs, bf16 training
+    on = apply_overrides(cfg, ["cam.amp=false", "cam_infer.amp=true"])
+    assert cam_infer_amp(on) is True
+    with pytest.raises(ConfigError, match="cam_infer.amp"):
+        check_config(apply_overrides(cfg, ["cam_infer.amp=maybe"]))
+
+
+def test_working_size_key():
+    assert preset("cpu").cam_infer.work_long == 280
+    for name in ("gpu", "paper", "smoke", "cpu_scratch"):
+        assert preset(name).cam_infer.work_long == 0, name  # IRNet: the source size
+    assert apply_overrides(preset("cpu"), ["cam_infer.work_long=0"]).cam_infer.work_long == 0
+    with pytest.raises(ConfigError, match="cam_infer.work_long"):
+        check_config(apply_overrides(preset("cpu"), ["cam_infer.work_long=-1"]))

@@ -388,3 +388,32 @@ def test_scores_from_confusion_empty_and_shape_checks() -> None:
     assert math.isnan(scores.miou) and math.isnan(scores.pixel_accuracy) and scores.pixels == 0
     with pytest.raises(DataError):
         miou(torch.zeros(3, 4))
+
+
+def test_cam_meters_skip_the_classes_no_image_has():
+    """Leakage and contrast count only the classes in the labels: CAM values on the other
+    channels change nothing (they are not even read), and the sums are the same."""
+    from causal_wsss.metrics import ContrastMeter, LeakageMeter
+
+    gen = torch.Generator().manual_seed(0)
+    cams = torch.rand(3, 5, 12, 10, generator=gen)
+    target = torch.randint(0, 6, (3, 12, 10), generator=gen)
+    labels = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]).float()
+    noisy = cams.clone()
+    noisy[:, [1, 2, 4]] = torch.rand(3, 3, 12, 10, generator=gen) * 7  # classes nobody has
+    for meter in (LeakageMeter, ContrastMeter):
+        a, b = meter(6), meter(6)
+        a.update(cams, target, labels)
+        b.update(noisy, target, labels)
+        state_a = a.state if isinstance(a.state, tuple) else (a.state,)
+        state_b = b.state if isinstance(b.state, tuple) else (b.state,)
+        for x, y in zip(state_a, state_b):
+            assert torch.equal(x, y)
+            assert not x[[1, 2, 4]].any()  # absent classes add nothing
+        # per image, one update each, the same sums as the batch
+        c = meter(6)
+        for i in range(3):
+            c.update(cams[i:i + 1], target[i:i + 1], labels[i:i + 1])
+        state_c = c.state if isinstance(c.state, tuple) else (c.state,)
+        for x, y in zip(state_a, state_c):
+            assert torch.allclose(x.double(), y.double())

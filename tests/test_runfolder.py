@@ -357,7 +357,9 @@ def test_later_keys_at_their_defaults_leave_the_fingerprint_alone():
     for dotted, neutral in LATER_KEYS.items():
         section, key = dotted.split(".")
         assert getattr(getattr(defaults, section), key) == neutral, dotted
-    cfg = resolve("cpu", ["data.root=/d", "pseudo.walk_reach=0", "pseudo.irn_steps=0"])
+    # the cpu preset as it was before its later keys (no working size: cam_infer.work_long=0)
+    cfg = resolve("cpu", ["data.root=/d", "pseudo.walk_reach=0", "pseudo.irn_steps=0",
+                          "cam_infer.work_long=0"])
     before = cfg.to_dict()  # what a folder from before the later keys hashed
     before.pop("rounds")
     for dotted in LATER_KEYS:
@@ -372,7 +374,7 @@ def test_later_keys_at_their_defaults_leave_the_fingerprint_alone():
 
     old = hashlib.sha256(_json.dumps(before, sort_keys=True).encode()).hexdigest()[:20]
     assert legacy_config_fingerprint(cfg) == old
-    changed_irn = resolve("cpu", ["data.root=/d", "pseudo.irn_radius=7"])
+    changed_irn = resolve("cpu", ["data.root=/d", "pseudo.irn_radius=7", "cam_infer.work_long=0"])
     assert config_fingerprint(changed_irn) == config_fingerprint(cfg)  # refine=none
     with_irn = resolve("cpu", ["data.root=/d", "pseudo.refine=irn"])
     assert config_fingerprint(resolve("cpu", ["data.root=/d", "pseudo.refine=irn",

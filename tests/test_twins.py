@@ -142,3 +142,29 @@ def test_synth_command_writes_twins_that_stats_reads(tmp_path: Path, capsys) -> 
     assert main(["synth", str(tmp_path / "all"), "--train", "2", "--val", "2", "--size", "96",
                  "--twins", "--no-progress"]) == 0
     assert load_meta(tmp_path / "all")["params"]["twins"] == 2
+
+
+def test_twin_eval_scores_from_the_cam_pass_match_a_pass_of_their_own(tmp_path: Path) -> None:
+    """With the speed-ups the twins' scores come from their CAMs' scale-1 pass (folded network);
+    without, from a separate full-image pass: the same figures up to float round-off."""
+    import torch
+
+    from causal_wsss.config import resolve
+    from causal_wsss.runtime import DistInfo, use_speedups
+    from causal_wsss.stages.models import initial_cam_model
+    from causal_wsss.stages.twins import stage_twin_eval
+
+    generate_synthetic(tmp_path / "d", n_train=4, n_val=4, rho=0.9, seed=2, size=64, twins=2)
+    cfg = resolve("smoke", [f"data.root={tmp_path / 'd'}"], rounds=0)
+    twins = build_dataset("voc", tmp_path / "d", TWIN_SPLIT)
+    net = initial_cam_model(cfg, twins.num_classes - 1)
+    results = {}
+    for fast in (False, True):
+        with use_speedups(fast):
+            results[fast] = stage_twin_eval(cfg, net, twins, tmp_path / f"c{fast}", 0.3,
+                                            device=torch.device("cpu"), dist_info=DistInfo(),
+                                            progress=False, context_fn=None)
+    for key in ("context_effect", "fp_rate_preferred", "cam_miou_in_context",
+                "cam_miou_out_of_context"):
+        a, b = results[False][key], results[True][key]
+        assert (a is None and b is None) or abs(a - b) < 1e-3, key

@@ -13,6 +13,8 @@ from torchvision import models as tvm
 from torchvision.models.resnet import Bottleneck
 
 from ..errors import ConfigError, DataError, WeightsError
+from ..runtime import speedups_enabled
+from .fold import FoldedCopy
 from .mobilenet import build_mobilenet_trunk
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "tiny")
@@ -97,6 +99,7 @@ class CamNet(nn.Module):
                                       self.num_classes)
         self.new_modules = nn.ModuleDict()
         self.context_mixture: torch.Tensor | None = None  # the exact backdoor sum's P(c_i)
+        self.stem_fold = FoldedCopy()  # the frozen stem, folded (not a submodule: no state)
         if self.freeze_stem:
             for module in (trunk.conv1, trunk.bn1, trunk.layer1, trunk.layer2):
                 module.requires_grad_(False)
@@ -114,8 +117,17 @@ class CamNet(nn.Module):
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, C, ceil(H/os), ceil(W/os)) trunk features."""
         t = self.backbone
-        x = t.maxpool(t.relu(t.bn1(t.conv1(images))))
-        x = t.layer2(t.layer1(x))
+        stem = None
+        if self.freeze_stem and speedups_enabled():
+            # frozen weights and statistics: the stem folded (speed-ups of docs/benchmarks.md)
+            stem = self.stem_fold.get(nn.Sequential(t.conv1, t.bn1, t.relu, t.maxpool,
+                                                    t.layer1, t.layer2))
+        if stem is not None:
+            with torch.no_grad():
+                x = stem(images)
+        else:
+            x = t.maxpool(t.relu(t.bn1(t.conv1(images))))
+            x = t.layer2(t.layer1(x))
         if self.freeze_stem:
             x = x.detach()
         x = t.layer3(x)

@@ -14,6 +14,8 @@ from torchvision.models import segmentation as tvseg
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import ConfigError, WeightsError
+from ..runtime import speedups_enabled
+from .fold import FoldedCopy
 from .mobilenet import MobileNetV2Trunk, features_state
 from .weights import load_state_dict_file
 
@@ -178,6 +180,7 @@ class TinySegNet(nn.Module):
                  state: dict[str, torch.Tensor] | None = None, source: str = "none"):
         super().__init__()
         self.stem: nn.Module | None = None
+        self.stem_fold = FoldedCopy()  # the frozen stem, folded (not a submodule: no state)
         if backbone == "mobilenet_v2":
             trunk = MobileNetV2Trunk(output_stride=16, trunk_depth=4, state=state)
             # Frozen stem (conv1 + layer1: BN in eval mode, no gradient), as IRNet freezes the
@@ -211,8 +214,9 @@ class TinySegNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.stem is not None:
+            stem = self.stem_fold.get(self.stem) if speedups_enabled() else None
             with torch.no_grad():
-                images = self.stem(images)
+                images = (stem if stem is not None else self.stem)(images)
         return self.aspp(self.backbone(images))  # (B, num_classes, H/os, W/os)
 
     def train(self, mode: bool = True) -> TinySegNet:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..cam import CamCache, make_cams
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, cam_infer_amp
 from ..errors import DataError
 from ..metrics import (
     ContrastMeter,
@@ -49,8 +49,9 @@ def stage_cams(cfg: ExperimentConfig, model: nn.Module, datasets: list, cache_di
         counts = make_cams(cam_net, ds, cache_dir, batch_size=cfg.cam_infer.batch_size,
                            num_workers=cfg.data.num_workers,
                            scales=cfg.cam_infer.scales, flip=cfg.cam_infer.flip, device=device,
-                           amp=cfg.cam.amp, progress=progress, rank=dist_info.rank,
-                           world_size=dist_info.world_size, context_fn=context_fn)
+                           amp=cam_infer_amp(cfg), progress=progress, rank=dist_info.rank,
+                           world_size=dist_info.world_size, context_fn=context_fn,
+                           work_long=cfg.cam_infer.work_long)
         for k in total:
             total[k] += counts.get(k, 0)
     total["seconds"] = time.perf_counter() - t0

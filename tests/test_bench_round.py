@@ -1,0 +1,54 @@
+"""bench/bench_round.py on a tiny data set: the per-stage table has its columns, the old and the
+new path both run, and FLOPs and the peak are measured (no time is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_round", Path(__file__).resolve().parents[1] / "bench" / "bench_round.py")
+bench_round = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_round)
+
+
+def test_bench_round_table(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        code = bench_round.main([
+            "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--train", "16",
+            "--val", "6", "--size", "64", "--twins", "2", "--threads", "1",
+            "--json", str(tmp_path / "bench.json"),
+            "cam.epochs=1", "seg.iterations=2", "cam_infer.scales=1.0,0.5",
+            "cam_infer.work_long=72", "data.num_workers=0", "cam.crop_size=64",
+            "cam.resize_long=56,80", "cam.batch_size=8", "seg.crop_size=64", "seg.batch_size=4"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| " + " | ".join(bench_round.COLUMNS) + " |" in printed
+    assert "| **round** |" in printed
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = {row["stage"]: row for row in result["rows"]}
+    assert set(rows) == set(bench_round.STAGES)
+    for row in rows.values():
+        assert set(row) == set(bench_round.COLUMNS)
+        assert row["old_s"] is not None and row["new_s"] is not None
+    for stage in ("cam_train", "cams", "twin_eval", "seg_train", "seg_eval"):
+        assert rows[stage]["gflop"] > 0 and rows[stage]["peak_gflop_per_s"] > 0
+    assert rows["cam_eval"]["gflop"] is None  # no network work
+    assert set(result["figures"]) == {"old", "new"}
+    assert result["matmul_gflop_per_s"] > 0
+
+
+def test_conv_backward_flops_count_groups():
+    """torch's formula counts a depthwise convolution's weight gradient C times over."""
+    x = torch.randn(1, 8, 10, 10, requires_grad=True)
+    w = torch.randn(8, 1, 3, 3, requires_grad=True)
+    with bench_round.flop_mode() as counter:
+        torch.nn.functional.conv2d(x, w, padding=1, groups=8).sum().backward()
+    forward = 2 * 8 * 10 * 10 * 9
+    assert counter.get_total_flops() == 3 * forward  # forward, input and weight gradients
