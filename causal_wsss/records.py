@@ -135,7 +135,7 @@ INPUTS = fields({"data": dict_of(fields({"split": text, "images": count, "sha256
 """``inputs`` of a record: :func:`causal_wsss.runfolder.run_inputs`."""
 
 COMMON = {"seconds": number}
-COMMON_OPTIONAL = {"inputs": INPUTS, "cuda_peak_mib": number}
+COMMON_OPTIONAL = {"inputs": INPUTS, "cuda_peak_mib": number, "cpu_seconds": number}
 
 TRAINING = {"epochs": count, "final_loss": figure, "history": HISTORY, "steps": count,
             "checkpoint": text}
