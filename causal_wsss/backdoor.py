@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import DataError
 from .scm import conta_graph
+from .tensors import as_tensor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,21 +30,6 @@ MAX_STRATA = 1_000_000
 variables, not identifiers."""
 
 
-def _as_tensor(what: str, name: str, value: Any) -> Tensor:
-    """``value`` itself if a tensor; a numpy array as a tensor (``torch.as_tensor``); DataError
-    naming the argument otherwise. O(1) for tensors."""
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        if any(s < 0 for s in value.strides):  # flipped views: torch refuses negative strides
-            value = value.copy()
-        try:
-            return torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise DataError(f"{what}: {name} is a numpy array of dtype {value.dtype}, which "
-                            f"torch cannot hold; expected numbers") from None
-    raise DataError(f"{what}: {name} must be a torch.Tensor or a numpy array, got "
-                    f"{type(value).__name__}")
 
 
 def _check_prior(prior: Tensor, n_c: int, what: str) -> None:
@@ -59,7 +44,7 @@ def _check_prior(prior: Tensor, n_c: int, what: str) -> None:
 def _check_per_c(values: Any, prior: Any, what: str, name: str) -> tuple[Tensor, Tensor]:
     """``(values, prior)`` as tensors, ``values`` (..., n_c, K) floating, ``prior`` (n_c,) a
     distribution moved to ``values``' device and dtype; DataError naming ``what`` otherwise."""
-    values, prior = _as_tensor(what, name, values), _as_tensor(what, "prior", prior)
+    values, prior = as_tensor(what, name, values), as_tensor(what, "prior", prior)
     if values.ndim < 2:
         raise DataError(f"{what}: expected {name} of shape (..., n_c, K), got "
                         f"{tuple(values.shape)}")
@@ -113,7 +98,7 @@ def empirical_backdoor(x: Tensor, y: Tensor, c: Tensor, *, num_x: int | None = N
     :data:`MAX_STRATA` strata ``num_x * num_c``. numpy arrays are accepted.
     """
     what = "empirical_backdoor"
-    x, y, c = _as_tensor(what, "x", x), _as_tensor(what, "y", y), _as_tensor(what, "c", c)
+    x, y, c = as_tensor(what, "x", x), as_tensor(what, "y", y), as_tensor(what, "c", c)
     if not (x.ndim == y.ndim == c.ndim == 1 and x.shape == y.shape == c.shape) or x.numel() == 0:
         raise DataError(f"empirical_backdoor: x, y, c must be non-empty 1-D tensors of equal "
                         f"length, got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(c.shape)}")
@@ -142,7 +127,7 @@ def empirical_backdoor(x: Tensor, y: Tensor, c: Tensor, *, num_x: int | None = N
     if prior is None:
         weights = torch.bincount(c, minlength=num_c).double() / n  # (n_c,)
     else:
-        prior = _as_tensor(what, "prior", prior)
+        prior = as_tensor(what, "prior", prior)
         _check_prior(prior, num_c, "empirical_backdoor")
         weights = prior.double().to(x.device)
     empty = (count == 0) & (weights > 0)
@@ -257,12 +242,12 @@ def context_attention(query: Tensor, dictionary: Tensor, prior: Tensor, w1: Tens
     entry for some image. The values are checked with one synchronisation.
     """
     what = "context_attention"
-    query, dictionary = _as_tensor(what, "query", query), _as_tensor(what, "dictionary", dictionary)
-    prior, w1, w2 = (_as_tensor(what, "prior", prior), _as_tensor(what, "w1", w1),
-                     _as_tensor(what, "w2", w2))
-    b1 = None if b1 is None else _as_tensor(what, "b1", b1)
-    b2 = None if b2 is None else _as_tensor(what, "b2", b2)
-    mask = None if mask is None else _as_tensor(what, "mask", mask)
+    query, dictionary = as_tensor(what, "query", query), as_tensor(what, "dictionary", dictionary)
+    prior, w1, w2 = (as_tensor(what, "prior", prior), as_tensor(what, "w1", w1),
+                     as_tensor(what, "w2", w2))
+    b1 = None if b1 is None else as_tensor(what, "b1", b1)
+    b2 = None if b2 is None else as_tensor(what, "b2", b2)
+    mask = None if mask is None else as_tensor(what, "mask", mask)
     if query.ndim != 2 or dictionary.ndim != 2:
         raise DataError(f"context_attention: expected query (B, Dq) and dictionary (n, D), "
                         f"got {tuple(query.shape)} and {tuple(dictionary.shape)}")

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from .constants import IGNORE_INDEX
 from .errors import ConfigError, DataError
 from .runtime import speedups_enabled
+from .tensors import as_tensor
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -108,7 +109,7 @@ def mean_iou(iou: torch.Tensor, classes: Sequence[int] | None = None) -> torch.T
     Raises ``DataError`` when ``iou`` has no class axis or ``classes`` holds an index outside
     ``[0, C)``, a duplicate, or a non-integer.
     """
-    iou = _as_tensor("mean_iou", "iou", iou)
+    iou = as_tensor("mean_iou", "iou", iou)
     if iou.dim() == 0:
         raise DataError("mean_iou: expected per-class IoUs of shape (..., C), got a 0-d tensor")
     return _mean_iou(iou, _class_indices("mean_iou", classes, iou.shape[-1]))
@@ -127,7 +128,7 @@ def miou(conf: torch.Tensor, classes: Sequence[int] | None = None) -> float:
     Raises ``DataError`` on a matrix of another shape, negative / NaN / infinite counts, or a
     class index outside ``[0, C)`` (see :func:`iou_per_class`, :func:`mean_iou`).
     """
-    conf = _as_tensor("miou", "conf", conf)
+    conf = as_tensor("miou", "conf", conf)
     if conf.dim() != 2:
         raise DataError(f"miou: expected a (C, C) confusion matrix, got shape {tuple(conf.shape)}")
     conf = _check_confusion("miou", conf)
@@ -187,7 +188,7 @@ def scores_from_confusion(conf: torch.Tensor,
     ``classes``: the label indices that enter ``miou`` and ``mean_accuracy`` (see :func:`mean_iou`).
     ``DataError`` on the same inputs as :func:`miou`.
     """
-    conf = _as_tensor("scores_from_confusion", "conf", conf)
+    conf = as_tensor("scores_from_confusion", "conf", conf)
     if conf.dim() != 2:
         raise DataError(f"scores_from_confusion: expected a (C, C) matrix, got {tuple(conf.shape)}")
     conf = _check_confusion("scores_from_confusion", conf)
@@ -266,8 +267,8 @@ class ConfusionMatrix:
         outside ``[0, C)`` in ``pred`` or in the non-ignored part of ``target``; only pixels that
         are scored (target != ignore_index) are checked in ``pred``.
         """
-        pred = _as_tensor("ConfusionMatrix.update", "pred", pred)
-        target = _as_tensor("ConfusionMatrix.update", "target", target)
+        pred = as_tensor("ConfusionMatrix.update", "pred", pred)
+        target = as_tensor("ConfusionMatrix.update", "target", target)
         if pred.shape != target.shape or pred.dim() not in (2, 3):
             raise DataError(f"ConfusionMatrix.update: expected pred and target of the same shape "
                             f"(B, H, W) or (H, W), got {tuple(pred.shape)} and "
@@ -331,8 +332,8 @@ def cams_to_labels(cams: torch.Tensor, threshold: float,
     CAM values (CAMs are ReLU'd and divided by their max, so exactly >= 0: no tolerance is
     needed), a non-finite ``threshold``, labels of another shape. numpy arrays are accepted.
     """
-    cams = _as_tensor("cams_to_labels", "cams", cams)
-    labels = None if labels is None else _as_tensor("cams_to_labels", "labels", labels)
+    cams = as_tensor("cams_to_labels", "cams", cams)
+    labels = None if labels is None else as_tensor("cams_to_labels", "labels", labels)
     threshold = _check_threshold("cams_to_labels", threshold)
     batched = cams.dim() == 4
     cams, _ = _prepare_cams("cams_to_labels", cams, None, labels)
@@ -398,8 +399,8 @@ class ThresholdSweep:
                labels: torch.Tensor | None = None) -> None:
         """Count one batch for all thresholds (see the class docstring for the contract)."""
         where = "ThresholdSweep.update"
-        cams, target = _as_tensor(where, "cams", cams), _as_tensor(where, "target", target)
-        labels = None if labels is None else _as_tensor(where, "labels", labels)
+        cams, target = as_tensor(where, "cams", cams), as_tensor(where, "target", target)
+        labels = None if labels is None else as_tensor(where, "labels", labels)
         cams, target = _prepare_cams(where, cams, target, labels, num_fg=self.num_classes - 1)
         value, index = cams.max(dim=1)  # (B, H, W) each: v and c - 1
         valid = target != self.ignore_index
@@ -789,8 +790,8 @@ def _prepare_meter_batch(where: str, cams: torch.Tensor, target: torch.Tensor,
     ``(K,)`` inputs; CAMs and target as :func:`_prepare_cams` (finite, non-negative); labels
     ``(B, K)`` of 0/1 on the CAMs' device. numpy arrays become tensors. DataError naming
     ``where`` otherwise."""
-    cams, target = _as_tensor(where, "cams", cams), _as_tensor(where, "target", target)
-    labels = _as_tensor(where, "labels", labels)
+    cams, target = as_tensor(where, "cams", cams), as_tensor(where, "target", target)
+    labels = as_tensor(where, "labels", labels)
     if cams.dim() == 3 and target.dim() == 2 and labels.dim() == 1:
         cams, target, labels = cams.unsqueeze(0), target.unsqueeze(0), labels.unsqueeze(0)
     cams, target = _prepare_cams(where, cams, target, None, num_fg=num_fg)
@@ -835,27 +836,12 @@ def _check_classes(owner: str, classes: Sequence[int] | None,
     return out
 
 
-def _as_tensor(owner: str, name: str, value: Any) -> torch.Tensor:
-    """``value`` itself if a tensor; a numpy array as a tensor (shared memory where it can be);
-    DataError naming the argument otherwise. O(1) for tensors."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        if any(s < 0 for s in value.strides):  # flipped views: torch refuses negative strides
-            value = value.copy()
-        try:
-            return torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise DataError(f"{owner}: {name} is a numpy array of dtype {value.dtype}, which "
-                            f"torch cannot hold; expected numbers") from None
-    raise DataError(f"{owner}: {name} must be a torch.Tensor or a numpy array, got "
-                    f"{type(value).__name__}")
 
 
 def _check_confusion(owner: str, conf: Any) -> torch.Tensor:
     """``conf`` as a tensor of shape ``(..., C, C)`` holding counts: non-negative, and finite
     when float (one reduction). DataError naming ``owner`` otherwise."""
-    conf = _as_tensor(owner, "conf", conf)
+    conf = as_tensor(owner, "conf", conf)
     if conf.dim() < 2 or conf.shape[-1] != conf.shape[-2]:
         raise DataError(f"{owner}: expected a confusion matrix of shape (..., C, C), got "
                         f"{tuple(conf.shape)}")
