@@ -1,6 +1,6 @@
 """What the course notebooks share: the benchmark set-up, the GPU notebooks' checks and runs,
 notebook 03's CAMs of a real ImageNet classifier, notebook 05's scoring of pseudo-mask
-variants, and the smoke-mode stand-ins of notebook 10.
+variants, and the smoke-mode stand-ins of notebook 11.
 
 A layer above the pipeline and the plotting (like ``cli``): it may import both, and nothing in
 the package imports it. Each function replaces a cell that several notebooks repeated.
@@ -157,7 +157,7 @@ def score_pseudo_masks(dataset, cache, variants: dict[str, tuple[Callable, float
 
 
 # ---------------------------------------------------------------------------------------------
-# Notebooks 08 and 09: the full-scale run on a GPU
+# Notebooks 09 and 10: the full-scale run on a GPU
 
 
 def standin_root(work_dir: str | os.PathLike, *, seed: int, coco: bool = False,

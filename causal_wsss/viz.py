@@ -813,7 +813,7 @@ def plot_paired_deltas(deltas: dict[str, dict], keys: Sequence[str] = EVIDENCE_K
 
 
 # ---------------------------------------------------------------------------------------------
-# Notebooks 08-10: full-scale runs, published numbers, the results
+# Notebooks 09-11: full-scale runs, published numbers, the results
 
 
 def plot_results_table(table: Any, *, title: str = "") -> Figure:
@@ -882,7 +882,7 @@ def plot_run_cams(run_dir: str | Path, report: dict, *, n_images: int = 6) -> Fi
 
 def save_run_figures(report: dict, run_dir: str | Path, figures_dir: str | Path, prefix: str, *,
                      dataset: str | None = None, measured: str = "") -> list[Path]:
-    """A run's figures as notebooks 08 and 09 draw them: ``<prefix>_results.png`` (published vs
+    """A run's figures as notebooks 09 and 10 draw them: ``<prefix>_results.png`` (published vs
     measured, :func:`results_table`; only with ``dataset`` voc | coco), ``<prefix>_rounds.png``
     (:func:`plot_rounds`) and, with two rounds or more, ``<prefix>_cams.png``
     (:func:`plot_run_cams`). Figures are closed after saving; returns the paths."""

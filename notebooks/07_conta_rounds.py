@@ -381,5 +381,5 @@ else:
 #   of section 5.
 #
 # **Next:** the same loop at full scale on a GPU, with IRNet's recipe and DeepLab-v2:
-# [08 · Full PASCAL VOC 2012 experiment](08_pascal_voc.ipynb), then
-# [09 · Full MS-COCO 2014 experiment](09_ms_coco.ipynb).
+# [09 · Full PASCAL VOC 2012 experiment](09_pascal_voc.ipynb), then
+# [10 · Full MS-COCO 2014 experiment](10_ms_coco.ipynb).

@@ -1,4 +1,4 @@
-"""The results helpers of causal_wsss.viz used by notebooks 08-10: published numbers, our rows,
+"""The results helpers of causal_wsss.viz used by notebooks 09-11: published numbers, our rows,
 run reports, the paper preset's sources, and their figures."""
 
 from __future__ import annotations
@@ -127,10 +127,10 @@ def smoke_run(tmp_path_factory):
 def test_save_run_figures_writes_the_notebook_08_set(smoke_run, tmp_path):
     report, run_dir = smoke_run
     plt.close("all")
-    paths = viz.save_run_figures(report, run_dir, tmp_path, "08_pascal_voc", dataset="voc",
+    paths = viz.save_run_figures(report, run_dir, tmp_path, "09_pascal_voc", dataset="voc",
                                  measured="measured here: smoke")
-    assert [p.name for p in paths] == ["08_pascal_voc_results.png", "08_pascal_voc_rounds.png",
-                                       "08_pascal_voc_cams.png"]
+    assert [p.name for p in paths] == ["09_pascal_voc_results.png", "09_pascal_voc_rounds.png",
+                                       "09_pascal_voc_cams.png"]
     assert all(p.is_file() and p.stat().st_size > 5_000 for p in paths)
     one_round = {**report, "rounds": report["rounds"][:1]}
     paths = viz.save_run_figures(one_round, run_dir, tmp_path / "b", "x")

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 10 · Results
+# # 11 · Results
 #
 # **What you will learn**
 #
@@ -27,8 +27,8 @@
 #   the notebooks that draw the rest.
 #
 # **Before this:** the runs it reads: [07 · CONTA rounds](07_conta_rounds.ipynb) (the synthetic
-# benchmark and the sweep over seeds), [08 · PASCAL VOC](08_pascal_voc.ipynb) and
-# [09 · MS-COCO](09_ms_coco.ipynb) (full scale, on a GPU), and `make demo`. Prerequisites: as
+# benchmark and the sweep over seeds), [09 · PASCAL VOC](09_pascal_voc.ipynb) and
+# [10 · MS-COCO](10_ms_coco.ipynb) (full scale, on a GPU), and `make demo`. Prerequisites: as
 # from notebook 03 on.
 #
 # **Run time and hardware:** seconds to a minute on a CPU, whatever the runs (it reads their
@@ -47,7 +47,7 @@ REBUILD: tuple[str, ...] = ("01_causal_graph",) if SMOKE else ()  # notebooks to
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
 SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
 PROGRESS = not SMOKE
-WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_10_")  # all output in smoke mode
+WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_11_")  # all output in smoke mode
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
@@ -81,7 +81,7 @@ pd.set_option("display.max_colwidth", None)
 # %% [markdown]
 # ## 1. The runs
 #
-# Every `causal-wsss run` (and `make demo`, and notebooks 07-09) leaves a folder with a
+# Every `causal-wsss run` (and `make demo`, and notebooks 07-10) leaves a folder with a
 # `config.json` and a `report.json`: one entry per finished round, mIoU in percent. The folder
 # names this notebook knows:
 #
@@ -90,8 +90,8 @@ pd.set_option("display.max_colwidth", None)
 # | `runs/demo` | `make demo` (cpu preset, synthetic benchmark) | `demo_rounds.png`, `demo_cams.png` |
 # | `runs/course_r0` | notebooks 03-07 (cpu preset, synthetic benchmark) | `07_conta_rounds_curves.png` |
 # | `runs/evidence` | `scripts/conta_evidence.py --protocol --publish` (every arm, seed and `rho` of the protocol; its tables are committed in `docs/tables/evidence.json`, which is what this notebook reads) | `07_conta_evidence_arms.png`, `07_conta_evidence_rho.png` |
-# | `runs/voc_paper` | notebook 08 / `causal-wsss run --dataset voc --preset paper` | `08_pascal_voc_{results,rounds,cams}.png` |
-# | `runs/coco_paper` | notebook 09 / `causal-wsss run --dataset coco --preset paper` | `09_ms_coco_{results,rounds,cams}.png` |
+# | `runs/voc_paper` | notebook 09 / `causal-wsss run --dataset voc --preset paper` | `09_pascal_voc_{results,rounds,cams}.png` |
+# | `runs/coco_paper` | notebook 10 / `causal-wsss run --dataset coco --preset paper` | `10_ms_coco_{results,rounds,cams}.png` |
 #
 # Any other run folder is listed and tabulated, but has no figure of its own. In smoke mode one
 # tiny run on a generated set stands in for all of them (copied under each name), so that
@@ -137,7 +137,7 @@ provenance += [{"numbers": f"{dataset.upper()}: {row['method']}", "kind": "the p
 pd.DataFrame(provenance).set_index("numbers")
 
 # %% [markdown]
-# The full-scale runs beside the published numbers (the tables of notebooks 08 and 09; a data
+# The full-scale runs beside the published numbers (the tables of notebooks 09 and 10; a data
 # set without a run says "not run yet"). CAM and pseudo-mask mIoU are on the training split
 # (CAMs at the fixed threshold 0.15), segmentation on val.
 
@@ -159,11 +159,11 @@ plt.show()
 # The causal graph of notebook 01 comes from the package alone; every other figure redrawn here
 # comes from a run folder above, through the functions the notebooks call (`plot_rounds`,
 # `save_demo_figures`, `plot_evidence_arms` on the committed evidence tables, and
-# `save_run_figures` for the results tables, rounds and CAMs of notebooks 08 and 09). A run
+# `save_run_figures` for the results tables, rounds and CAMs of notebooks 09 and 10). A run
 # that is missing is skipped.
 
 # %%
-RUN_FIGURES = {"voc_paper": ("08_pascal_voc", "voc"), "coco_paper": ("09_ms_coco", "coco")}
+RUN_FIGURES = {"voc_paper": ("09_pascal_voc", "voc"), "coco_paper": ("10_ms_coco", "coco")}
 fig = plot_conta_scm()
 saved = [save_figure(fig, f"{FIGURES_DIR}/01_causal_graph_scm.png")]
 plt.close(fig)

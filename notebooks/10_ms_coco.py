@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 09 · Full MS-COCO 2014 experiment (GPU kernel)
+# # 10 · Full MS-COCO 2014 experiment (GPU kernel)
 #
 # **What you will learn**
 #
@@ -26,7 +26,7 @@
 # - how to run round 0 and three CONTA rounds on one GPU, and why it takes days;
 # - how to read the outcome beside the COCO numbers published for IRNet, SEAM and CONTA.
 #
-# **Before this:** [08 · Full PASCAL VOC 2012 experiment](08_pascal_voc.ipynb): the same run on
+# **Before this:** [09 · Full PASCAL VOC 2012 experiment](09_pascal_voc.ipynb): the same run on
 # VOC, with the `paper` preset explained in full. Prerequisites: PyTorch and convolutional
 # networks, as from notebook 03 on; for the run itself, a machine with a CUDA GPU.
 #
@@ -52,7 +52,7 @@ RUN_DIR = "../runs/coco_paper"  # the same folder as `causal-wsss run ... --out 
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
 SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
 PROGRESS = not SMOKE
-WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_09_")  # smoke mode: stand-in data and its run
+WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_10_")  # smoke mode: stand-in data and its run
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
@@ -168,7 +168,7 @@ if sets is not None:
     titles = [" + ".join(val.classes[k + 1] for k in labels[i].nonzero()[0]) for i in shown]
     fig = plot_image_mask_grid([val.load_image(i) for i in shown],
                                [val.load_mask(i) for i in shown], titles=titles, ncols=3)
-    save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_examples.png")
+    save_figure(fig, f"{FIGURES_DIR}/10_ms_coco_examples.png")
     plt.show()
 
 # %% [markdown]
@@ -177,7 +177,7 @@ if sets is not None:
 #
 # ## 2. The `paper` preset on COCO
 #
-# Everything is as on VOC (notebook 08) except the data and the segmentation schedule, which
+# Everything is as on VOC (notebook 09) except the data and the segmentation schedule, which
 # follows CONTA's COCO config (100,000 iterations instead of 20,000):
 
 # %%
@@ -208,7 +208,7 @@ config_sources_table(paper_cfg, coco_sources)
 #
 # ```bash
 # mkdir -p runs/coco_paper && cd notebooks
-# papermill 09_ms_coco.ipynb ../runs/coco_paper/09_ms_coco.ipynb -k python3 -p FULL_SCALE True
+# papermill 10_ms_coco.ipynb ../runs/coco_paper/10_ms_coco.ipynb -k python3 -p FULL_SCALE True
 # ```
 #
 # Both use `runs/coco_paper` and the same configuration, so either resumes the other. As for
@@ -216,7 +216,7 @@ config_sources_table(paper_cfg, coco_sources)
 # and pydensecrf for IRNet's CRF.
 #
 # **Expected run time on one GPU.** No COCO run has been made. Projected from the stage rates
-# measured once on an H200 with random weights (`docs/benchmarks.md`; notebook 08, section 3):
+# measured once on an H200 with random weights (`docs/benchmarks.md`; notebook 09, section 3):
 # COCO has about 8 times VOC's training images and a 5 times longer DeepLab schedule. Per round:
 # CAM training about 1.3 h (410,000 crops at 86/s), CAMs 7 min to 4.5 h (210 img/s when sizes
 # repeat, 5 img/s when every size differs), IR labels with the CRF 2.5-5 h (CPU, not measured),
@@ -231,7 +231,7 @@ config_sources_table(paper_cfg, coco_sources)
 # The checks before starting:
 
 # %%
-ok = check_gpu_run(cfg, len(COCO_CLASSES), build_networks=SMOKE or FULL_SCALE)  # as in notebook 08
+ok = check_gpu_run(cfg, len(COCO_CLASSES), build_networks=SMOKE or FULL_SCALE)  # as in notebook 09
 
 # %% [markdown]
 # ## 4. The run
@@ -261,14 +261,14 @@ display(table.dropna(axis=1, how="all").round(1))
 # %%
 fig = plot_results_table(table, title="MS-COCO 2014: published vs measured here (mIoU %)")
 if report is not None:
-    save_figure(fig, f"{FIGURES_DIR}/09_ms_coco_results.png")
+    save_figure(fig, f"{FIGURES_DIR}/10_ms_coco_results.png")
 plt.show()
 
 # %% [markdown]
 # The rounds, and the baseline's and the last round's CAMs on the same training images:
 
 # %%
-saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "09_ms_coco")
+saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "10_ms_coco")
 
 # %% [markdown]
 # ## Exercises
@@ -276,7 +276,7 @@ saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "09_ms_coco")
 # **Exercise 1.** How many of the ids 1-90 does COCO leave unused, and which contiguous label
 # does the last category (id 90, "toothbrush") get? Use `COCO_ID_TO_LABEL`.
 #
-# **Exercise 2.** Scale notebook 08's per-round projection to COCO for the two stages whose cost
+# **Exercise 2.** Scale notebook 09's per-round projection to COCO for the two stages whose cost
 # grows with the schedule: CAM training (5 epochs over the training images: 82,081 against
 # 10,582, about 10 minutes on VOC) and segmentation (100,000 iterations against 20,000, about
 # 46 minutes on VOC). Compare with section 3.
@@ -310,4 +310,4 @@ assert 1.2 < cam_h < 1.4 and 3.7 < seg_h < 4.0
 #   the measured rows come from a tiny stand-in and say nothing about COCO.
 #
 # **Next:** gather every run and regenerate the course's figures:
-# [10 · Results](10_results.ipynb).
+# [11 · Results](11_results.ipynb).

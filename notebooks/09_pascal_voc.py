@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 08 · Full PASCAL VOC 2012 experiment (GPU kernel)
+# # 09 · Full PASCAL VOC 2012 experiment (GPU kernel)
 #
 # **What you will learn**
 #
@@ -52,7 +52,7 @@ RUN_DIR = "../runs/voc_paper"  # the same folder as `causal-wsss run ... --out r
 STANDIN = {"n_train": 16, "n_val": 4, "size": 64}  # smoke mode: the generated stand-in
 SMOKE_OVERRIDES = ["seg.iterations=4", "cam_infer.scales=1.0"]  # smoke: `smoke` preset, faster
 PROGRESS = not SMOKE
-WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_08_")  # smoke mode: stand-in data and its run
+WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_09_")  # smoke mode: stand-in data and its run
 FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
@@ -152,7 +152,7 @@ config_sources_table(paper_cfg)
 #
 # ```bash
 # mkdir -p runs/voc_paper && cd notebooks
-# papermill 08_pascal_voc.ipynb ../runs/voc_paper/08_pascal_voc.ipynb -k python3 -p FULL_SCALE True
+# papermill 09_pascal_voc.ipynb ../runs/voc_paper/09_pascal_voc.ipynb -k python3 -p FULL_SCALE True
 # ```
 #
 # Both write to `runs/voc_paper`, with the same configuration, so either can resume the other.
@@ -237,7 +237,7 @@ display(table.round(1))
 # %%
 fig = plot_results_table(table, title="PASCAL VOC 2012: published vs measured here (mIoU %)")
 if report is not None:
-    save_figure(fig, f"{FIGURES_DIR}/08_pascal_voc_results.png")
+    save_figure(fig, f"{FIGURES_DIR}/09_pascal_voc_results.png")
 plt.show()
 
 # %% [markdown]
@@ -248,7 +248,7 @@ plt.show()
 # CAM of each image's first class, over the ground truth.
 
 # %%
-saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "08_pascal_voc")
+saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "09_pascal_voc")
 
 # %% [markdown]
 # ## Exercises
@@ -294,4 +294,4 @@ assert 6.5 < 4 * low / 60 < 7.5 and 10 < 4 * high / 60 < 11
 #   In smoke mode the measured rows come from a tiny stand-in and say nothing about VOC.
 #
 # **Next:** the same experiment on MS-COCO 2014:
-# [09 · Full MS-COCO 2014 experiment](09_ms_coco.ipynb).
+# [10 · Full MS-COCO 2014 experiment](10_ms_coco.ipynb).
