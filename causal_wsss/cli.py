@@ -19,7 +19,11 @@ from pathlib import Path
 from .config import resolve
 from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
 from .errors import CausalWSSSError, ConfigError
-from .report import format_report_table
+from .report import format_report_table, format_rounds_table
+
+DEMO_INTERVENTION = "paste"
+"""The intervention `causal-wsss demo` runs beside CONTA: the best arm that reads no ground truth
+in docs/results.md section 7 (pseudo-mask mIoU, round 1 - round 0, at rho 0.97)."""
 
 EPILOG = """\
 examples:
@@ -133,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CONTA rounds after round 0 (default 1: about 9 minutes on 2 cores; "
                         "each further round about 4.5 minutes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--intervention", default=DEMO_INTERVENTION, metavar="NAME",
+                   help=f"also run this intervention's round 1 on the same round 0 and compare "
+                        f"(default {DEMO_INTERVENTION}, the best of docs/results.md section 7; "
+                        f"'none' to skip; names: context.intervention's)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
@@ -201,8 +209,12 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
              preset: str = "cpu", rounds: int = 1, seed: int = 0,
              overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
              n_train: int = 400, n_val: int = 100, rho: float = 0.9, size: int | None = None,
-             twins: int | None = None, figures_dir: str | Path | None = None) -> dict:
-    """The main job: synthetic confounded data (cached), round 0 + CONTA rounds, figures, table.
+             twins: int | None = None, figures_dir: str | Path | None = None,
+             intervention: str | None = DEMO_INTERVENTION) -> dict:
+    """The main job: synthetic confounded data (cached), round 0 + CONTA rounds into ``out``
+    and, unless ``intervention`` is None or "none", the same rounds with
+    ``context.intervention=intervention`` into ``<out>_<intervention>``, sharing round 0; the
+    table of both and the figures. Returns CONTA's report.
 
     The data are the benchmark (``size`` default ``BENCHMARK_SIZE`` px, do(context) twins of the
     first ``BENCHMARK_TWINS`` validation images), so every round's report carries the context
@@ -211,9 +223,14 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
     pipeline's computation never imports the plotting.
     """
     from .data.synthetic import generate_synthetic
+    from .evidence import run_sharing_round0
+    from .interventions import get_intervention
     from .pipeline import run_experiment
     from .viz import save_demo_figures
 
+    intervention = None if intervention in (None, "none", "conta") else intervention
+    if intervention is not None:
+        get_intervention(intervention)  # an unknown name: one line, before any work
     size = BENCHMARK_SIZE if size is None else size
     generate_synthetic(data, n_train=n_train, n_val=n_val, rho=rho, seed=seed, size=size,
                        twins=min(BENCHMARK_TWINS, n_val) if twins is None else twins,
@@ -222,14 +239,29 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
                   rounds=rounds)
     report = run_experiment(cfg, out, progress=progress)
     print(format_report_table(report))
-    for path in save_demo_figures(report, out, figures_dir=figures_dir):
+    arms = {}
+    if intervention is not None and rounds >= 1:
+        arm_out = Path(out).parent / f"{Path(out).name}_{intervention}"
+        arm_cfg = resolve(preset, [f"data.root={Path(data).resolve()}", *overrides,
+                                   f"context.intervention={intervention}"], seed=seed,
+                          rounds=rounds)
+        arm_report = run_sharing_round0(arm_cfg, arm_out, out, progress=progress)
+        arms[intervention] = (arm_report, arm_out)
+        last = report["rounds"][-1]["round"]
+        print()
+        print(format_rounds_table(
+            {"round 0 (baseline)": report["rounds"][0], f"CONTA round {last}": report["rounds"][-1],
+             f"{intervention} round {last}": arm_report["rounds"][-1]},
+            title=f"the same round 0, then CONTA or {intervention} ({arm_out})"))
+    for path in save_demo_figures(report, out, figures_dir=figures_dir, arms=arms):
         print(f"figure: {path}")
     return report
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     run_demo(out=args.out, data=args.data, preset=args.preset, rounds=args.rounds, seed=args.seed,
-             overrides=args.overrides, progress=not args.no_progress)
+             overrides=args.overrides, progress=not args.no_progress,
+             intervention=args.intervention)
     return 0
 
 

@@ -76,6 +76,76 @@ def run_benchmark(run_dir: str | os.PathLike, preset: str, *, progress: bool = F
 
 
 # ---------------------------------------------------------------------------------------------
+# Notebook 08: the interventions, each round 1 on the same round 0
+
+
+def run_interventions(base_dir: str | os.PathLike, names: Sequence[str], preset: str, *,
+                      progress: bool = False, **benchmark: Any
+                      ) -> dict[str, tuple[ExperimentConfig, dict, Path]]:
+    """For each intervention in ``names`` (``context.intervention`` values), one round 1 in the
+    folder ``<base_dir>_<name>``, its round 0 copied from the finished run ``base_dir``
+    (:func:`causal_wsss.evidence.run_sharing_round0`), so every round 1 starts from the same
+    baseline; ``benchmark`` are :func:`benchmark_config`'s keywords (``rounds`` is set to 1).
+    Returns name -> (config, report, run folder); finished folders are read, not recomputed."""
+    from .evidence import run_sharing_round0
+    from .interventions import get_intervention
+
+    for name in names:
+        get_intervention(name)  # an unknown name: one line, before any work
+    out = {}
+    for name in names:
+        extra = [*benchmark.pop("overrides", ()), f"context.intervention={name}"]
+        cfg = benchmark_config(preset, progress=progress, overrides=extra,
+                               **{**benchmark, "rounds": 1})
+        benchmark["overrides"] = extra[:-1]
+        run_dir = Path(f"{Path(base_dir)}_{name}")
+        out[name] = (cfg, run_sharing_round0(cfg, run_dir, base_dir, progress=progress), run_dir)
+    return out
+
+
+def intervention_examples(cfg: ExperimentConfig, paste_dir: str | os.PathLike | None,
+                          negatives_dir: str | os.PathLike | None, *, n: int = 4
+                          ) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """What two interventions feed the network, as (image, caption) rows: ``paste``, the first
+    ``n`` training images that get an object from round 1's bank (the transform of the run,
+    applied at epoch 0 with every image eligible), captioned with the labels before -> after;
+    ``negatives``, the first ``n`` crops of round 1's context-negative bank (label: none)."""
+    from .interventions.bank import CropBank
+    from .interventions.negatives import BANK_FILE as NEGATIVE_BANK
+    from .interventions.paste import BANK_FILE as PASTE_BANK
+    from .interventions.paste import PasteTransform
+    from .stages.datasets import load_datasets
+
+    rows: dict[str, list[tuple[np.ndarray, str]]] = {}
+    train = load_datasets(cfg)["train"]
+    fg = list(train.classes[1:])
+    if paste_dir is not None:
+        bank = CropBank.load(Path(paste_dir) / "round_1" / PASTE_BANK)
+        paste = PasteTransform(bank, share=1.0, scale=cfg.paste.scale, seed=cfg.seed,
+                               num_classes=train.num_classes)
+        labels = train.label_matrix()
+        rows["paste"] = []
+        for i in range(len(train.names)):
+            if len(rows["paste"]) >= n or not len(bank):
+                break
+            before = torch.from_numpy(labels[i].astype(np.float32))
+            image = torch.from_numpy(np.ascontiguousarray(train.load_image(i))).permute(2, 0, 1)
+            sample = paste({"index": i, "image": image, "labels": before})
+            after = sample["labels"]
+            if torch.equal(after, before):
+                continue  # nothing absent had an object in the bank
+            names = [fg[k] for k in torch.flatnonzero(before).tolist()]
+            added = [fg[k] for k in torch.flatnonzero(after - before).tolist()]
+            rows["paste"].append((sample["image"].permute(1, 2, 0).numpy(),
+                                  f"{'+'.join(names)} + pasted {'+'.join(added)}"))
+    if negatives_dir is not None:
+        bank = CropBank.load(Path(negatives_dir) / "round_1" / NEGATIVE_BANK)
+        rows["negatives"] = [(bank.crop(k)[0], "context only: no label")
+                             for k in range(min(n, len(bank)))]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # Notebook 05: the random walk's maps and the pseudo-mask variants, scored
 
 

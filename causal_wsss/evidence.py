@@ -278,6 +278,17 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     return True
 
 
+def run_sharing_round0(cfg, out: str | Path, base: str | Path, *, progress: bool = True) -> dict:
+    """Run ``cfg`` (rounds >= 1 of another intervention, e.g. ``context.intervention=paste``)
+    into ``out`` with round 0 copied from the finished run ``base`` (:func:`share_round0`: the
+    configs may differ only in the keys of rounds >= 1), so both runs' round 1 start from the
+    same baseline; returns the report. Used by the demo and notebook 08."""
+    from .pipeline import run_experiment  # torch-bound: on use (the tables need no torch)
+
+    share_round0(Path(base), Path(out), cfg)
+    return run_experiment(cfg, out, progress=progress)
+
+
 def share_esol_stages(src: Path, dst: Path, cfg) -> list[str]:
     """Copy into ``dst`` (an ESOL ablation's run) the round-0 stages of ``src`` (the ``esol``
     run of the same rho and seed) that the keys in which the two differ cannot change: stage 0
@@ -437,6 +448,8 @@ def read_reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
                 seconds = _round_seconds(run, r, partial=arm.name in ESOL_ABLATIONS)
                 if seconds is not None:
                     rounds[r] = {**rounds[r], "seconds": seconds}
+            for r in rounds:
+                rounds[r] = {**rounds[r], **per_class_values(run / f"round_{r}")}
             history = _round1_history(run)
             if history and 1 in rounds:
                 rounds[1] = {**rounds[1], "epoch_history": history}
@@ -465,6 +478,31 @@ def _round_seconds(run: Path, r: int, *, partial: bool = False) -> float | None:
         if isinstance(record.get("seconds"), (int, float)):
             total, found = total + float(record["seconds"]), True
     return total if found else None
+
+
+PER_CLASS_PREFIXES = ("pseudo_iou/", "fp_preferred/")
+"""Per-class figures a round's archive entry carries (``pseudo_iou/horse``: the class's
+pseudo-mask IoU; ``fp_preferred/horse``: the share of its preferred context's context-only
+twins scored positive), read from the round's stage records."""
+
+
+def per_class_values(round_dir: Path) -> dict[str, float]:
+    """``pseudo_iou/<class>`` and ``fp_preferred/<class>`` of one round folder (those its
+    ``pseudo_eval.json`` and ``twin_eval.json`` hold; unreadable records give nothing)."""
+    out: dict[str, float] = {}
+    for name, field_, prefix in (("pseudo_eval.json", None, "pseudo_iou/"),
+                                 ("twin_eval.json", "fp_rate_preferred", "fp_preferred/")):
+        try:
+            record = json.loads((round_dir / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        table = record.get("iou_per_class" if field_ is None else "per_class") \
+            if isinstance(record, dict) else None
+        for cls, v in (table or {}).items():
+            v = v.get(field_) if field_ is not None and isinstance(v, dict) else v
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+                out[prefix + str(cls)] = float(v)
+    return out
 
 
 def _round1_history(run: Path) -> list[dict]:
@@ -503,7 +541,8 @@ def _reduce(rounds: dict[int, dict]) -> dict[str, Any]:
     epoch of the context monitor."""
     out: dict[str, Any] = {"rounds": {}}
     for r, entry in sorted(rounds.items()):
-        out["rounds"][str(r)] = {k: value_of(entry, k) for k in _ROUND_KEYS if k in entry}
+        out["rounds"][str(r)] = {k: value_of(entry, k) for k in entry
+                                 if k in _ROUND_KEYS or k.startswith(PER_CLASS_PREFIXES)}
     hist = (rounds.get(1) or {}).get("epoch_history") or []
     if hist:
         out["epoch_history"] = [{k: float(h[k]) for k in _HISTORY_KEYS if k in h}
@@ -559,10 +598,12 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
             old = runs.get(key)
             new_rounds = set(rec["rounds"]) - set((old or {}).get("rounds", {}))
             mine = old is not None and old.get("machine", {}).get("session") == here["session"]
-            # timings of this machine's rounds archived before timings were kept
-            timings = {r: v["seconds"] for r, v in rec["rounds"].items() if mine and "seconds" in v
-                       and r in old["rounds"] and "seconds" not in old["rounds"][r]}
-            if old is not None and not new_rounds and not timings:
+            # figures of this machine's rounds archived before they were kept (timings,
+            # per-class values): added, never overwritten
+            later = {r: {k: v for k, v in e.items() if k not in old["rounds"][r]}
+                     for r, e in rec["rounds"].items() if mine and r in old["rounds"]}
+            later = {r: e for r, e in later.items() if e}
+            if old is not None and not new_rounds and not later:
                 continue
             if not mine:
                 previous = [] if old is None else [*old.pop("previous", []), old]
@@ -570,8 +611,8 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
                              **({"previous": previous} if previous else {})}
                 new_rounds = set(rec["rounds"])
             target = runs[key]
-            for r, seconds in timings.items():
-                target["rounds"][r]["seconds"] = seconds
+            for r, extra in later.items():
+                target["rounds"][r].update(extra)
             for r in sorted(new_rounds):
                 target["rounds"][r] = {**rec["rounds"][r], "torch": here["torch"]}
                 n += 1

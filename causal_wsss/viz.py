@@ -20,6 +20,7 @@ from matplotlib.patches import Patch
 from . import scm
 from .config import ExperimentConfig
 from .constants import voc_palette
+from .errors import ConfigError
 from .evidence import ARMS, INTERVENTION_ARMS, LABELS
 from .io import atomic_path
 from .results import RESULT_COLUMNS, results_table
@@ -327,8 +328,13 @@ def cam_comparison_arrays(run_dir: str | Path, dataset, names: Sequence[str],
 
 
 def save_demo_figures(report: dict, run_dir: str | Path, *, figures_dir: str | Path | None = None,
-                      n_images: int = 6) -> list[Path]:
-    """The demo's figures: per-round curves and baseline vs last-round CAMs on the same images."""
+                      n_images: int = 6, arms: dict[str, tuple[dict, str | Path]] | None = None
+                      ) -> list[Path]:
+    """The demo's figures: per-round curves (``demo_rounds.png``) and, on the same evaluation
+    images, the CAMs of round 0, CONTA's last round and each of ``arms`` (label -> (report, run
+    folder) of an intervention's run sharing round 0; ``demo_cams.png``). Pair images come first
+    and show both classes of the pair (:func:`pair_picks`)."""
+    from .data.scenes import SPEC  # torch-bound (the data package): on use
     from .stages.datasets import load_datasets  # torch-bound: on use (see CamCache above)
 
     run_dir = Path(run_dir)
@@ -342,12 +348,14 @@ def save_demo_figures(report: dict, run_dir: str | Path, *, figures_dir: str | P
     if len(rounds) >= 2:
         cfg = ExperimentConfig.load(run_dir / "config.json")
         eval_ds = load_datasets(cfg)["eval"]
-        names = list(eval_ds.names[:n_images])
-        arrays = cam_comparison_arrays(run_dir, eval_ds, names, [rounds[0], rounds[-1]])
-        fig = plot_cam_grid(arrays["images"], {"baseline (round 0)": arrays["cams"][rounds[0]],
-                                               f"CONTA (round {rounds[-1]})":
-                                                   arrays["cams"][rounds[-1]]},
-                            col_titles=arrays["titles"], masks=arrays["masks"])
+        sources = {"round 0 (baseline)": (run_dir, rounds[0]),
+                   f"CONTA (round {rounds[-1]})": (run_dir, rounds[-1])}
+        for label, (arm_report, arm_dir) in (arms or {}).items():
+            last = arm_report["rounds"][-1]["round"]
+            sources[f"{label} (round {last})"] = (Path(arm_dir), last)
+        # horse and rider, boat and person: the benchmark's pairs, and VOC's classic ones
+        arrays = run_cam_arrays(sources, eval_ds, pair_picks(eval_ds, n_images, SPEC.pairs))
+        fig = plot_cams_of_runs(arrays, classes=eval_ds.classes)
         for folder in targets:
             paths.append(save_figure(fig, folder / "demo_cams.png"))
         plt.close(fig)
@@ -1101,4 +1109,103 @@ def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 08 and the demo: the same images' CAMs in several runs (round 0, CONTA, interventions)
+
+
+def pair_picks(dataset, n: int, pairs: Sequence[tuple[str, str]] = ()) -> list[tuple[str, int]]:
+    """Up to ``n`` (image name, foreground class index) to show, so that pair images show the
+    pair's classes: first both classes of each image holding one of ``pairs`` (class names, e.g.
+    the benchmark's horse and person; by default any two classes of a multi-class image), then
+    the first class of the remaining images. ``dataset`` needs ``names``, ``classes`` and
+    ``label_matrix()`` ((N, K) over the foreground classes)."""
+    if n < 1:
+        raise ConfigError(f"pair_picks: n must be at least 1, got {n}")
+    labels = np.asarray(dataset.label_matrix(), dtype=bool)
+    fg = list(dataset.classes[1:])
+    wanted = []
+    for a, b in pairs:
+        if a not in fg or b not in fg:
+            raise ConfigError(f"pair_picks: pair ({a!r}, {b!r}) is not in the classes {fg}")
+        wanted.append((fg.index(a), fg.index(b)))
+    picks: list[tuple[str, int]] = []
+    rest: list[tuple[str, int]] = []
+    for name, row in zip(dataset.names, labels):
+        present = np.flatnonzero(row).tolist()
+        both = next(((a, b) for a, b in wanted if row[a] and row[b]), None)
+        if both is None and not wanted and len(present) >= 2:
+            both = (present[0], present[1])
+        if both is not None:
+            picks += [(str(name), int(both[0])), (str(name), int(both[1]))]
+        elif present:
+            rest.append((str(name), int(present[0])))
+    return (picks + rest)[:n]
+
+
+def run_cam_arrays(sources: dict[str, tuple[str | Path, int]], dataset,
+                   picks: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """Images, ground-truth masks, titles ("name: class") and, for each source, the CAM of each
+    pick's class: ``sources`` maps a row label to (run folder, round), e.g.
+    ``{"round 0": (conta_run, 0), "CONTA": (conta_run, 1), "paste": (paste_run, 1)}``; ``picks``
+    are (image name, foreground class index), e.g. from :func:`pair_picks`. A class the image
+    does not hold gets an all-zero map (its CAM is not computed)."""
+    from .cam import CamCache  # torch-bound: on use, so that figures of tables need no torch
+
+    index = {n: i for i, n in enumerate(dataset.names)}
+    unknown = [name for name, _ in picks if name not in index]
+    if unknown:
+        raise ConfigError(f"run_cam_arrays: images {unknown[:3]} are not in the data set")
+    caches = {label: CamCache(Path(run) / f"round_{r}" / "cams") for label, (run, r) in sources.items()}
+    k_fg = dataset.num_classes - 1
+    out: dict[str, Any] = {"images": [], "masks": [], "titles": [], "picks": list(picks),
+                           "cams": {label: [] for label in sources}}
+    for name, key in picks:
+        i = index[name]
+        out["images"].append(dataset.load_image(i))
+        out["masks"].append(dataset.load_mask(i))
+        out["titles"].append(f"{name}: {dataset.classes[key + 1]}")
+        for label, cache in caches.items():
+            out["cams"][label].append(cache.get(name).dense(k_fg)[key].float().numpy())
+    return out
+
+
+def plot_cams_of_runs(arrays: dict[str, Any], *, classes: Sequence[str] | None = None) -> Figure:
+    """:func:`run_cam_arrays` as a grid: columns the picks, rows the image, its ground truth and
+    each source's CAM of the column's class, with one colour bar for the CAM scale."""
+    fig = plot_cam_grid(arrays["images"], arrays["cams"], col_titles=arrays["titles"],
+                        masks=arrays["masks"], classes=classes)
+    bar = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
+    fig.colorbar(bar, ax=list(fig.axes), fraction=0.015, pad=0.01,
+                 label="CAM (each map over its maximum)")
+    return fig
+
+
+def plot_example_rows(rows: dict[str, Sequence[tuple[np.ndarray, str]]], *, size: float = 2.3
+                      ) -> Figure:
+    """Rows of (image, caption), each row labelled by its key (notebook 08: what each
+    intervention feeds the network); an empty row says so."""
+    if not rows:
+        raise ConfigError("plot_example_rows: no rows to draw")
+    ncols = max(1, *(len(v) for v in rows.values()))
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * 0.95 * len(rows)),
+                             squeeze=False)
+    for i, (label, items) in enumerate(rows.items()):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(items):
+                ax.imshow(items[j][0])
+                ax.set_title(textwrap.fill(items[j][1], 30), fontsize=8)
+            elif j == 0:  # an empty row keeps its label, with the reason
+                ax.text(0.5, 0.5, "(none: the bank is empty)", ha="center", va="center")
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+            else:
+                ax.axis("off")
+        axes[i, 0].set_ylabel(label, fontsize=10)
+    fig.tight_layout()
     return fig

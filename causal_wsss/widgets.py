@@ -44,6 +44,7 @@ from .viz import (
     plot_context_panel,
     plot_cooccurrence,
     plot_curves,
+    run_cam_arrays,
 )
 
 STRENGTH_GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2).tolist())
@@ -684,3 +685,84 @@ class CamRoundsExplorer:
                                         description="compare")
         out = widgets.interactive_output(self.show, {"name": dropdown, "r": buttons})
         return widgets.VBox([widgets.HBox([dropdown, buttons]), out])
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 08: round 0, CONTA and the interventions on the same images
+
+
+def cam_leakage(cams, target: torch.Tensor, present: torch.Tensor, key: int) -> float:
+    """The share of class ``key``'s CAM mass outside its object (:class:`LeakageMeter`, 255
+    ignored): ``cams`` an image's :class:`causal_wsss.cam.ImageCams`, ``target`` its (H, W)
+    ground truth, ``present`` its (K,) label vector, ``key`` a foreground class index."""
+    k = int(present.numel())
+    meter = LeakageMeter(k + 1)
+    meter.update(cams.dense(k).float(), target, present)
+    return meter.compute()["per_class"][key + 1]["leakage"]
+
+
+class RunCamsExplorer:
+    """The CAM of one (image, class) in several runs side by side, with each CAM's leakage
+    (the share of its mass outside its object; :class:`causal_wsss.metrics.LeakageMeter`, 255
+    ignored), e.g. round 0, CONTA's round 1 and each intervention's round 1 (notebook 08).
+
+    ``arrays`` is :func:`causal_wsss.viz.run_cam_arrays` output; ``leakage[label][j]`` the
+    leakage of source ``label``'s CAM of pick ``j``.
+    """
+
+    def __init__(self, arrays: dict, leakage: dict[str, Sequence[float]]) -> None:
+        self.arrays = arrays
+        self.labels = list(arrays["cams"])
+        self.titles = list(arrays["titles"])
+        self.leakage = {k: [float(x) for x in v] for k, v in leakage.items()}
+        n = len(self.titles)
+        if not n or set(self.leakage) != set(self.labels) or any(
+                len(arrays["cams"][k]) != n or len(self.leakage[k]) != n for k in self.labels):
+            raise DataError(f"RunCamsExplorer: expected one CAM and one leakage value per pick "
+                            f"({n}) for each source {self.labels}")
+
+    @classmethod
+    def from_runs(cls, sources: dict[str, tuple[str | os.PathLike, int]], dataset,
+                  picks: Sequence[tuple[str, int]]) -> RunCamsExplorer:
+        """Read ``sources`` (label -> (run folder, round)) for ``picks`` ((image name, foreground
+        class index), e.g. :func:`causal_wsss.viz.pair_picks`) and measure each CAM's leakage."""
+        arrays = run_cam_arrays(sources, dataset, picks)
+        index = {n: i for i, n in enumerate(dataset.names)}
+        labels = dataset.label_matrix()
+        leakage: dict[str, list[float]] = {k: [] for k in sources}
+        for (name, key), mask in zip(picks, arrays["masks"]):
+            if mask is None:
+                raise DataError(f"RunCamsExplorer: image {name!r} has no ground-truth mask")
+            target = torch.from_numpy(mask.astype(np.int64))
+            present = torch.from_numpy(labels[index[name]].astype(np.float32))
+            for label, (run, r) in sources.items():
+                cams = CamCache(Path(run) / f"round_{r}" / "cams").get(name)
+                leakage[label].append(cam_leakage(cams, target, present, key))
+        return cls(arrays, leakage)
+
+    def figure(self, j: int) -> tuple[Figure, str]:
+        """Pick ``j``: the image, its ground truth and every source's CAM; the line
+        ``pick=TITLE leakage: LABEL=X, ...``."""
+        if not 0 <= j < len(self.titles):
+            raise ConfigError(f"RunCamsExplorer: pick {j} out of range 0..{len(self.titles) - 1}")
+
+        def short(x: float) -> str:
+            return "n/a" if x != x else f"{x:.2f}"  # NaN: an empty CAM has no leakage
+
+        cams = {f"{k}\nleakage {short(self.leakage[k][j])}": self.arrays["cams"][k][j]
+                for k in self.labels}
+        fig = plot_cam_rounds(self.arrays["images"][j], self.arrays["masks"][j], cams,
+                              title=self.titles[j])
+        line = ", ".join(f"{k}={short(self.leakage[k][j])}" for k in self.labels)
+        return fig, f"pick={self.titles[j]} leakage: {line}"
+
+    def show(self, j: int) -> str:
+        """Update function of :meth:`widget`: print the line and draw the figure."""
+        return _show(*self.figure(j))
+
+    def widget(self, j: int = 0) -> widgets.VBox:
+        """A dropdown over the picks ("image: class") above :meth:`show`."""
+        dropdown = widgets.Dropdown(options=[(t, i) for i, t in enumerate(self.titles)], value=j,
+                                    description="image")
+        out = widgets.interactive_output(self.show, {"j": dropdown})
+        return widgets.VBox([dropdown, out])

@@ -491,3 +491,17 @@ def test_the_interventions_tables_split_the_gap_and_draw(tmp_path):
     iv = [j for j in jobs if j.arm in ("paste", "negatives", "appearance")]
     assert iv[0] == Job("paste", 0.97, 0, 1) and {j.rho for j in iv} == {0.97, 0.9, 0.5}
     assert jobs.index(iv[0]) > max(i for i, j in enumerate(jobs) if j.arm.startswith("esol"))
+
+
+def test_per_class_values_are_read_from_the_round_records(tmp_path):
+    from causal_wsss.evidence import per_class_values
+    from causal_wsss.io import write_json
+
+    write_json(tmp_path / "pseudo_eval.json", {"miou": 50.0, "iou_per_class": {
+        "background": 90.0, "horse": 40.5, "person": float("nan")}})
+    write_json(tmp_path / "twin_eval.json", {"per_class": {
+        "horse": {"fp_rate_preferred": 0.25, "context_effect": 1.0}, "boat": {"groups": 3}}})
+    assert per_class_values(tmp_path) == {"pseudo_iou/background": 90.0,
+                                          "pseudo_iou/horse": 40.5, "fp_preferred/horse": 0.25}
+    (tmp_path / "twin_eval.json").write_text("{broken")
+    assert "fp_preferred/horse" not in per_class_values(tmp_path)

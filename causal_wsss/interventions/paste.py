@@ -19,6 +19,7 @@ augmentation; the CAM network is the round-0 one (same initial weights and data 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,10 @@ def prepare(round_: InterventionRound) -> Intervened:
         train_ds, round_.prev_dir, path, min_fg=p.min_fg, max_fg=p.max_fg, dilate=p.dilate,
         progress=round_.progress))
     bank = CropBank.load(path)
+    if len(bank) == 0:  # the round then repeats round 0 (same seed, same images): say why
+        logging.getLogger("causal_wsss").warning(
+            "paste: no object passed the bank's rule (a single-class image whose pseudo-mask "
+            "covers paste.min_fg..paste.max_fg of it): nothing is pasted this round")
     cam_net = initial_cam_model(cfg, train_ds.num_classes - 1)
     paste = PasteTransform(bank, share=p.share, scale=p.scale, seed=cfg.seed,
                            num_classes=train_ds.num_classes)
