@@ -610,8 +610,8 @@ class AttentionExplorer:
 class CamRoundsExplorer:
     """The CAMs of the same images in several rounds of a run, with their leakage (notebook 07).
 
-    ``arrays`` is :func:`causal_wsss.viz.cam_comparison_arrays` output for ``names`` (the CAM of
-    each image's first class, per round); ``leakage[r][j]`` is the share of that CAM's mass
+    ``arrays`` is :func:`causal_wsss.viz.cam_comparison_arrays` output for ``names`` (one CAM of
+    each image, per round: its first class, or the class of a ``(name, class)`` column); ``leakage[r][j]`` is the share of that CAM's mass
     outside its object in round ``r`` (:class:`causal_wsss.metrics.LeakageMeter`, 255 ignored).
     """
 
@@ -628,28 +628,30 @@ class CamRoundsExplorer:
         self._rows = {name: j for j, name in enumerate(self.names)}
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, dataset, names: Sequence[str],
+    def from_run(cls, run_dir: str | os.PathLike, dataset, names: Sequence[str | tuple[str, str]],
                  rounds: Sequence[int]) -> CamRoundsExplorer:
         """Read the CAM caches ``run_dir/round_r/cams`` of ``names`` (images of ``dataset``, which
-        needs masks) and measure each shown CAM's leakage; the first round is the baseline."""
+        needs masks; or ``(name, class)`` columns, :func:`causal_wsss.viz.pair_columns`, listed
+        as "name: class") and measure each shown CAM's leakage; the first round is the
+        baseline."""
         arrays = cam_comparison_arrays(run_dir, dataset, names, rounds)
+        images = [n if isinstance(n, str) else n[0] for n in names]
         index = {n: i for i, n in enumerate(dataset.names)}
         labels = dataset.label_matrix()
         k_fg = dataset.num_classes - 1
         leakage: dict[int, list[float]] = {int(r): [] for r in rounds}
-        for name, mask in zip(names, arrays["masks"]):
+        for name, mask, key in zip(images, arrays["masks"], arrays["keys"]):
             if mask is None:
                 raise DataError(f"CamRoundsExplorer: image {name!r} has no ground-truth mask")
             caches = {r: CamCache(Path(run_dir) / f"round_{r}" / "cams").get(name) for r in rounds}
-            keys = caches[rounds[0]].keys
-            key = int(keys[0]) if len(keys) else 0  # the class cam_comparison_arrays shows
             target = torch.from_numpy(mask.astype(np.int64))  # (H, W)
             present = torch.from_numpy(labels[index[name]].astype(np.float32))  # (K,)
             for r, cams in caches.items():
                 meter = LeakageMeter(dataset.num_classes)
                 meter.update(cams.dense(k_fg).float(), target, present)
                 leakage[int(r)].append(meter.compute()["per_class"][key + 1]["leakage"])
-        return cls(names, arrays, leakage)
+        return cls([n if isinstance(n, str) else arrays["titles"][j] for j, n in enumerate(names)],
+                   arrays, leakage)
 
     def _row(self, name: str) -> int:
         if name not in self._rows:

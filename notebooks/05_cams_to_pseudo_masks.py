@@ -91,7 +91,7 @@ from causal_wsss.pseudo_masks import cams_to_mask, refine_none, refine_threshold
 from causal_wsss.runtime import choose_device
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.stages.models import build_cam_model
-from causal_wsss.viz import plot_cam_grid, plot_label_grid, save_figure
+from causal_wsss.viz import pair_columns, plot_cam_grid, plot_label_grid, save_figure
 
 # %% [markdown]
 # ## 1. The CAMs of round 0
@@ -247,14 +247,20 @@ print("boundary network, mean loss per epoch:",
 # for a grid of long side $L$, which gives radius 3 and $2^8$ steps here (22 cells of reach) and
 # IRNet's radius 5 and $2^8$ at $L = 125$. The `gpu` and `paper` presets keep IRNet's numbers.
 #
-# Rows below: the boundary map $B$ in grey (white = boundary, with its scale), the CAM of the
-# image's first class on the stride-4 grid, and the same map after the walk
-# (`course.walk_maps`; each map upsampled to the image and divided by its maximum).
+# Rows below: the boundary map $B$ in grey (white = boundary, with its scale), one class's CAM
+# on the stride-4 grid, and the same map after the walk (`course.walk_maps`; each map upsampled
+# to the image and divided by its maximum; the jet colour bar gives that scale). Images with a
+# horse and its rider come first, once with the horse's CAM and once with the person's.
 
 # %%
 boundary_net = load_boundary_net(cam_net, irn_dir / "irn.pt", device=device)
-rows = walk_maps(boundary_net, images, cams, p, device=device)
-fig = plot_cam_grid(images, rows, col_titles=[t.split(",")[0] for t in titles],
+shown_names = [evalset.names[i] for i in show]
+columns = pair_columns(evalset.subset(shown_names), len(show) + 2)  # (image, class)
+at = [shown_names.index(name) for name, _ in columns]
+rows = walk_maps(boundary_net, [images[j] for j in at], [cams[j] for j in at], p,
+                 keys=[evalset.classes.index(cls) - 1 for _, cls in columns], device=device)
+fig = plot_cam_grid([images[j] for j in at], rows,
+                    col_titles=[f"{name}: {cls}" for name, cls in columns],
                     gray_rows=("boundary map",))
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_walk.png")
 plt.show()
@@ -262,6 +268,15 @@ grid = tuple(-(-n // 4) for n in images[0].shape[:2])  # the stride-4 grid of th
 radius, exp_times = walk_settings(p, grid)
 print(f"walk on a {grid} grid: radius {radius}, 2^{exp_times} steps, reach "
       f"{walk_reach_cells(radius, exp_times):.1f} cells")
+
+# %% [markdown]
+# Read the boundary row first. A good boundary map is a thin bright outline around each
+# object. In our run of the `cpu` preset the map of the horse-and-rider images was the reverse:
+# bright over the *whole* horse and rider, dark on the grass. The boundary network had learned
+# "horse region" as a wall, not the horse's edge, because its training pairs come from the
+# CAM's confident regions, and those cover the horse and the grass around it. Then compare the
+# CAM row with the row after the walk, for the horse and for its rider: the walk spreads mass
+# wherever the boundary map lets it, context included, and stops where the map is bright.
 
 # %% [markdown]
 # ### 4d. A check with true boundaries
@@ -292,15 +307,6 @@ fig = plot_label_grid(images, {"ground truth": masks,
                                "CAMs, no walk": no_walk}, col_titles=titles)
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_oracle.png")
 plt.show()
-
-# %% [markdown]
-# Read the boundary row first. A good boundary map is a thin bright outline around each
-# object. In our run of the `cpu` preset the map of the first image (a horse with its rider)
-# was the reverse: bright over the *whole* horse and rider, dark on the grass. The boundary
-# network had learned "horse region" as a wall, not the horse's edge, because its training
-# pairs come from the CAM's confident regions, and those cover the horse and the grass around
-# it. The car's CAM then walked around the horse and flooded the grass, while the horse itself
-# stayed empty: the walk spreads mass wherever the boundary map lets it, context included.
 
 # %% [markdown]
 # ## 5. The variants side by side
@@ -341,18 +347,9 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 #
 # In smoke mode the numbers are noise. What has been measured (`docs/results.md`, section 4):
 #
-# - **At the former `cpu` preset** (`cpu_scratch`: ResNet-18 from scratch, 150 px images; three
-#   seeds), the threshold gave 33.0 ± 1.1 pseudo-mask mIoU, the CRF **47.4 ± 3.0** (+14 in every
-#   seed: flat-coloured silhouettes on textured backgrounds are easy colour edges) and IRN 17.8
-#   ± 1.0. That IRN run did not follow IRNet: no CRF on the IR labels, 36 SGD steps of boundary
-#   training instead of 993, and IRNet's 256 walk steps on a grid far smaller than VOC's.
-# - **An earlier version of this notebook concluded that the walk itself fails**, because a walk
-#   on ground-truth boundaries scored no better. That check was broken: its boundary ring lay
-#   partly *inside* the objects, and the walk zeroes the CAMs there, so it erased most of each
-#   object even from perfect CAMs (33 mIoU instead of 99). The conclusion is withdrawn.
-# - **The fixed check (`docs/results.md` section 4b; the `cpu` preset, one round 0 of seed 0,
-#   400 images):** perfect CAMs keep 97.9 mIoU through the walk on true boundaries (99.8
-#   without a walk), so the check no longer erases what it should keep. That round's CAMs
+# - **The check with true boundaries (`docs/results.md` section 4b; the `cpu` preset, one round
+#   0 of seed 0, 400 images):** perfect CAMs keep 97.9 mIoU through the walk on true boundaries
+#   (99.8 without a walk), so the check does not erase what it should keep. That round's CAMs
 #   walked on true boundaries reach **73.8** at a
 #   background threshold of 0.7, against 44.0 for the plain threshold: with the right boundaries
 #   the propagation works on these CAMs. At IRNet's 0.25 it gives 16.6: these CAMs leak onto the
