@@ -19,10 +19,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cam import CamCache
+from .checkpoint import load_checkpoint
 from .config import ExperimentConfig, resolve
 from .constants import IGNORE_INDEX
-from .data.synthetic import generate_synthetic
-from .errors import WeightsError
+from .context_effects import twin_logits
+from .data.synthetic import generate_synthetic, load_meta
+from .errors import DataError, WeightsError
+from .evidence import run_sharing_round0
+from .interventions import get_intervention
+from .interventions.bank import CropBank
+from .interventions.negatives import BANK_FILE as NEGATIVE_BANK
+from .interventions.paste import BANK_FILE as PASTE_BANK
+from .interventions.paste import PasteTransform
 from .io import write_json
 from .irn import boundary_map, make_ir_labels, oracle_walk_labels, random_walk, walk_settings
 from .metrics import ConfusionMatrix
@@ -31,6 +40,7 @@ from .models.seg_net import build_seg_net
 from .pipeline import run_experiment
 from .report import format_report_table
 from .results import load_report
+from .stages.datasets import load_datasets
 from .stages.models import build_cam_model
 from .viz import plot_rounds, plot_run_cams, save_figure
 
@@ -75,6 +85,67 @@ def run_benchmark(run_dir: str | os.PathLike, preset: str, *, progress: bool = F
     return cfg, run_experiment(cfg, run_dir, progress=progress)
 
 
+def twin_views(runs: dict[str, str | os.PathLike], *, anchor: str = "horse",
+               device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One do(context) twin group of the benchmark's ``twins`` split, for ``viz.plot_twins``.
+
+    ``runs`` maps a label to a run folder whose round 0 is done (its ``cam_net.pt``; e.g. the
+    confounded baseline and, beside it, the interventional one); the twins come from the first
+    run's data. The group is the first validation image whose objects hold ``anchor`` with its
+    partner (a horse with its rider), else ``anchor`` alone, else the first group. Returns
+    ``images`` and ``names`` (one per context, in the benchmark's order), ``twin_of`` (the
+    validation image they copy), ``contexts``,
+    ``classes`` (the group's classes, ``anchor`` first when present), ``preferred`` (class ->
+    context), ``logits`` (label -> (contexts, classes), one full-image pass of each run's
+    round-0 network: :func:`causal_wsss.context_effects.twin_logits`) and, from the first run's
+    cached twin CAMs (``round_0/twin_cams``, when there), ``cams`` of ``cam_class``.
+    """
+    first = Path(next(iter(runs.values())))
+    cfg = ExperimentConfig.load(first / "config.json")
+    twins_ds = load_datasets(cfg).get("twins")
+    if twins_ds is None:
+        raise DataError(
+            f"twin_views: the data of {first} have no twins split (causal-wsss synth --twins)")
+    meta = load_meta(twins_ds.voc_root)
+    contexts = list(meta["contexts"])
+    groups: dict[str, dict[str, dict]] = {}
+    for img in meta["images"]:
+        if img.get("kind") == "twin" and img["name"] in set(twins_ds.names):
+            groups.setdefault(img["twin_of"], {})[img["context"]] = img
+    partner = dict(meta["pairs"]).get(anchor)
+
+    def held(group: dict) -> set[str]:
+        return {o["class"] for o in next(iter(group.values()))["objects"]}
+
+    complete = [g for g in groups.values() if all(c in g for c in contexts)]
+    group = next((g for g in complete if {anchor, partner} <= held(g)),
+                 next((g for g in complete if anchor in held(g)), complete[0]))
+    names = [group[c]["name"] for c in contexts]
+    present = sorted(held(group), key=lambda c: (c != anchor, c != partner, c))
+    fg = list(twins_ds.classes[1:])
+    cols = [fg.index(c) for c in present]
+    view = twins_ds.subset(names)
+    logits = {}
+    for label, run in runs.items():
+        run_cfg = ExperimentConfig.load(Path(run) / "config.json")
+        net = build_cam_model(run_cfg, len(fg))
+        load_checkpoint(Path(run) / "round_0" / "cam_net.pt", model=net, map_location="cpu")
+        out = twin_logits(net.eval(), view, device=torch.device(device), amp=False, meta=meta,
+                          work_long=run_cfg.cam_infer.work_long)
+        logits[label] = out[:, cols]
+    cam_dir = first / "round_0" / "twin_cams"
+    cam_class = present[0]
+    cams = None
+    if cam_dir.is_dir():
+        cache = CamCache(cam_dir)
+        cams = [cache.get(n).dense(len(fg))[fg.index(cam_class)].float().numpy() for n in names]
+    return {"images": [view.load_image(i) for i in range(len(names))], "names": names,
+            "twin_of": next(iter(group.values()))["twin_of"],
+            "contexts": contexts, "classes": present,
+            "preferred": {c: meta["preferred_context"][c] for c in present},
+            "logits": logits, "cams": cams, "cam_class": cam_class}
+
+
 # ---------------------------------------------------------------------------------------------
 # Notebook 08: the interventions, each round 1 on the same round 0
 
@@ -87,9 +158,6 @@ def run_interventions(base_dir: str | os.PathLike, names: Sequence[str], preset:
     (:func:`causal_wsss.evidence.run_sharing_round0`), so every round 1 starts from the same
     baseline; ``benchmark`` are :func:`benchmark_config`'s keywords (``rounds`` is set to 1).
     Returns name -> (config, report, run folder); finished folders are read, not recomputed."""
-    from .evidence import run_sharing_round0
-    from .interventions import get_intervention
-
     for name in names:
         get_intervention(name)  # an unknown name: one line, before any work
     out = {}
@@ -110,12 +178,6 @@ def intervention_examples(cfg: ExperimentConfig, paste_dir: str | os.PathLike | 
     ``n`` training images that get an object from round 1's bank (the transform of the run,
     applied at epoch 0 with every image eligible), captioned with the labels before -> after;
     ``negatives``, the first ``n`` crops of round 1's context-negative bank (label: none)."""
-    from .interventions.bank import CropBank
-    from .interventions.negatives import BANK_FILE as NEGATIVE_BANK
-    from .interventions.paste import BANK_FILE as PASTE_BANK
-    from .interventions.paste import PasteTransform
-    from .stages.datasets import load_datasets
-
     rows: dict[str, list[tuple[np.ndarray, str]]] = {}
     train = load_datasets(cfg)["train"]
     fg = list(train.classes[1:])
@@ -158,23 +220,25 @@ def upsample_unit(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def walk_maps(boundary_net, images: Sequence[np.ndarray], cams: Sequence, pseudo_cfg, *,
+              keys: Sequence[int] | None = None,
               device: torch.device | str = "cpu") -> dict[str, list[np.ndarray]]:
-    """For each image and its cached CAMs: the boundary map, the first class's CAM on the
-    stride-4 grid and the same map after IRNet's random walk (``pseudo_cfg.beta``; radius and
-    steps from :func:`causal_wsss.irn.walk_settings`, i.e. scaled to the grid when
-    ``walk_reach > 0``), each upsampled to the image and scaled to [0, 1]
-    (:func:`upsample_unit`). Keys ``boundary map``, ``CAM``, ``after the walk``, as rows for
-    ``viz.plot_cam_grid``."""
+    """For each image and its cached CAMs: the boundary map, one class's CAM on the stride-4
+    grid (``keys[j]``, a foreground index that the image holds; default its first class) and
+    the same map after IRNet's random walk (``pseudo_cfg.beta``; radius and steps from
+    :func:`causal_wsss.irn.walk_settings`, i.e. scaled to the grid when ``walk_reach > 0``),
+    each upsampled to the image and scaled to [0, 1] (:func:`upsample_unit`). Keys ``boundary
+    map``, ``CAM``, ``after the walk``, as rows for ``viz.plot_cam_grid``."""
     rows: dict[str, list[np.ndarray]] = {"boundary map": [], "CAM": [], "after the walk": []}
-    for image, c in zip(images, cams):
+    for j, (image, c) in enumerate(zip(images, cams)):
+        row = 0 if keys is None else [int(k) for k in c.keys].index(int(keys[j]))
         edge = boundary_map(boundary_net, image, device=device)  # (h, w)
         radius, exp_times = walk_settings(pseudo_cfg, tuple(edge.shape))
         walked = random_walk(c.stride4.to(device), edge, beta=pseudo_cfg.beta,
                              exp_times=exp_times, radius=radius)
         size = image.shape[:2]
         rows["boundary map"].append(upsample_unit(edge, size))
-        rows["CAM"].append(upsample_unit(c.stride4[0], size))
-        rows["after the walk"].append(upsample_unit(walked[0], size))
+        rows["CAM"].append(upsample_unit(c.stride4[row], size))
+        rows["after the walk"].append(upsample_unit(walked[row], size))
     return rows
 
 

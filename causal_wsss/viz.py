@@ -177,44 +177,131 @@ def plot_imagenet_cams(photos: Sequence[tuple[np.ndarray, dict]], *, size: float
 def plot_cam_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndarray]], *,
                   col_titles: Sequence[str] = (), masks: Sequence[np.ndarray] | None = None,
                   figsize_per: float = 2.1, gray_rows: Sequence[str] = (),
+                  diff_rows: Sequence[str] = (),
                   classes: Sequence[str] | None = None) -> Figure:
     """Columns = images; first row the image (or its ground truth), then one row per CAM set.
 
     ``rows`` maps a row title (e.g. "baseline", "CONTA") to one (H, W) CAM per image, drawn over
-    the image; the rows named in ``gray_rows`` (e.g. a boundary map) are drawn alone in grey on
-    [0, 1], with a colour bar. With ``classes`` the ground truth gets a colour legend.
+    the image in the jet colour map, with one colour bar for those rows ("CAM / its maximum");
+    the rows named in ``gray_rows`` (e.g. a boundary map) are drawn alone in grey on [0, 1], and
+    those in ``diff_rows`` (a difference of two CAMs) alone in a diverging map centred on 0,
+    symmetric about the row's largest absolute value; each of those rows gets its own colour
+    bar. With ``classes`` the ground truth gets a colour legend.
     """
     n = len(images)
     nrows = 1 + (masks is not None) + len(rows)
     fig, axes = plt.subplots(nrows, n, figsize=(figsize_per * n, figsize_per * nrows * 0.85),
                              squeeze=False)
+    bars: list[tuple[list[Any], Any, str]] = []  # (the row's axes, mappable, label)
+    overlay_axes: list[Any] = []
     for j, image in enumerate(images):
         axes[0, j].imshow(image)
         if j < len(col_titles):
             axes[0, j].set_title(col_titles[j], fontsize=9)
-        r = 1
-        if masks is not None:
+    r = 1
+    if masks is not None:
+        for j in range(n):
             axes[r, j].imshow(colorize_labels(masks[j]))
-            r += 1
-        for title, cams in rows.items():
-            if title in gray_rows:
-                shown = axes[r, j].imshow(cams[j], cmap="gray", vmin=0, vmax=1)
-                if j == n - 1:
-                    fig.colorbar(shown, ax=list(axes[r]), fraction=0.02, pad=0.01)
-            else:
-                axes[r, j].imshow(overlay_cam(image, cams[j]))
-            if j == 0:
-                axes[r, j].set_ylabel(title, fontsize=10)
-            r += 1
+        axes[r, 0].set_ylabel("ground truth", fontsize=10)
+        r += 1
+    for title, cams in rows.items():
+        if title in gray_rows:
+            shown = [axes[r, j].imshow(cams[j], cmap="gray", vmin=0, vmax=1) for j in range(n)]
+            bars.append((list(axes[r]), shown[-1], ""))
+        elif title in diff_rows:
+            top = max([1e-6, *(float(np.abs(np.asarray(c)).max()) for c in cams[:n])])
+            shown = [axes[r, j].imshow(cams[j], cmap="RdBu_r", vmin=-top, vmax=top)
+                     for j in range(n)]
+            bars.append((list(axes[r]), shown[-1], "difference"))
+        else:
+            for j in range(n):
+                axes[r, j].imshow(overlay_cam(images[j], cams[j]))
+            overlay_axes.extend(axes[r])
+        axes[r, 0].set_ylabel(title, fontsize=10)
+        r += 1
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if masks is not None:
-        axes[1, 0].set_ylabel("ground truth", fontsize=10)
-    if not gray_rows:
-        fig.tight_layout()
+    fig.tight_layout()
+    if overlay_axes:
+        bars.append((overlay_axes, plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)),
+                     "CAM / its maximum"))
+    for row_axes, mappable, label in bars:
+        side_colorbar(fig, list(axes.flat), row_axes, mappable, label)
     if masks is not None and classes is not None:
         class_legend(fig, masks, classes)
+    return fig
+
+
+def side_colorbar(fig: Figure, grid_axes: Sequence[Any], row_axes: Sequence[Any], mappable: Any,
+                  label: str = "") -> Any:
+    """A colour bar right of the axes ``grid_axes``, as tall as the axes ``row_axes`` span; it
+    takes no room from the grid, so every row keeps its width (call after ``tight_layout``).
+    Returns the colour bar."""
+    right = max(ax.get_position().x1 for ax in grid_axes)
+    boxes = [ax.get_position() for ax in row_axes]
+    bottom, top = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+    cax = fig.add_axes((right + 0.012, bottom, 0.012, top - bottom))
+    bar = fig.colorbar(mappable, cax=cax)
+    if label:
+        bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def plot_twins(images: Sequence[np.ndarray], contexts: Sequence[str],
+               logits: dict[str, np.ndarray], classes: Sequence[str],
+               preferred: dict[str, str], *, cams: Sequence[np.ndarray] | None = None,
+               cam_class: str = "", title: str = "") -> Figure:
+    """do(context) twins: the same objects drawn on every context, with the network's logits.
+
+    Top row: the twin on each context (``images``, one per ``contexts``; with ``cams``, the CAM
+    of ``cam_class`` over it, with a colour bar); each title names the classes that prefer that
+    context. Below, aligned with the columns: the logit of each class in ``classes`` (one colour
+    a class) on each context, one line style per network (``logits`` maps a network's label to
+    a ``(len(contexts), len(classes))`` array). A star marks each class on its ``preferred``
+    context: a network that reads only the object draws flat lines, a confounded one peaks at
+    the star. The dashed line is logit 0 (probability 0.5, where a class is called present).
+    """
+    n = len(images)
+    fig = plt.figure(figsize=(2.1 * n + 1.2, 5.4))
+    grid = fig.add_gridspec(2, n, height_ratios=[1.0, 1.25])
+    top = [fig.add_subplot(grid[0, j]) for j in range(n)]
+    ax = fig.add_subplot(grid[1, :])
+    for j, (image, context) in enumerate(zip(images, contexts)):
+        top[j].imshow(image if cams is None else overlay_cam(image, cams[j]))
+        fans = [c for c in classes if preferred.get(c) == context]
+        top[j].set_title(context + (f"\n(preferred by {', '.join(fans)})" if fans else "\n"),
+                         fontsize=9)
+        top[j].set_xticks([])
+        top[j].set_yticks([])
+    if cams is not None and cam_class:
+        top[0].set_ylabel(f"{cam_class} CAM", fontsize=9)
+    x = np.arange(n)
+    colours = plt.get_cmap("tab10")
+    styles = ("o-", "s--", "^:", "d-.")
+    for s, (label, values) in enumerate(logits.items()):
+        values = np.asarray(values, dtype=float)
+        for k, cls in enumerate(classes):
+            ax.plot(x, values[:, k], styles[s % len(styles)], color=colours(k % 10),
+                    label=f"{cls}" + (f", {label}" if len(logits) > 1 else ""))
+            if preferred.get(cls) in contexts:
+                p = list(contexts).index(preferred[cls])
+                ax.plot([p], [values[p, k]], "*", ms=16, mfc="none", mec=colours(k % 10), mew=1.5)
+    ax.plot([], [], "*", ms=12, mfc="none", mec="black", label="the class's preferred context")
+    ax.axhline(0.0, color="black", lw=0.8, ls="--", label="logit 0 (probability 0.5)")
+    ax.set_xticks(x, list(contexts))
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_xlabel("context the same objects are drawn on: do(context)")
+    ax.set_ylabel("logit" + ("" if len(logits) > 1 else f" ({next(iter(logits), '')})"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if cams is not None:
+        side_colorbar(fig, top, top, plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)),
+                      "CAM / its maximum")
     return fig
 
 
@@ -248,7 +335,9 @@ def plot_dictionary(masks: np.ndarray, classes: Sequence[str], prior: np.ndarray
 def plot_attention(alpha: np.ndarray, classes: Sequence[str], prior: np.ndarray | None = None,
                    ax: Any = None, shown: Sequence[int] | None = None) -> Figure:
     """Bar chart of one image's attention weights alpha_i (and alpha_i * P(c_i)); ``shown``:
-    the foreground indices i (0-based, ``classes[i + 1]``) to draw, default all."""
+    the foreground indices i (0-based, ``classes[i + 1]``) to draw, default all. A dashed line
+    marks uniform attention, 1 / (number of entries that receive any: the dictionary's valid
+    classes, the others being masked out of the softmax)."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 2.8))
     else:
@@ -261,6 +350,10 @@ def plot_attention(alpha: np.ndarray, classes: Sequence[str], prior: np.ndarray 
     if prior is not None:
         weighted = alpha * prior / max(float((alpha * prior).sum()), 1e-12)
         ax.bar(x + 0.2, weighted[shown], width=0.4, label="alpha * P(c), normalised")
+    entries = int((alpha > 0).sum())
+    if entries:
+        ax.axhline(1.0 / entries, color="black", lw=1.0, ls="--",
+                   label=f"uniform over the {entries} entries: 1/{entries}")
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("weight")
     ax.legend(fontsize=8)
@@ -301,30 +394,63 @@ def plot_rounds(reports: dict[str, dict] | dict) -> Figure:
     return fig
 
 
-def cam_comparison_arrays(run_dir: str | Path, dataset, names: Sequence[str],
-                          rounds: Sequence[int]) -> dict[str, Any]:
-    """Images, ground-truth masks and, per round, the CAM of each image's first class.
+def pair_columns(dataset, n: int, pairs: Sequence[tuple[str, str]] | None = None, *,
+                 max_pairs: int | None = None) -> list[tuple[str, str]]:
+    """Up to ``n`` figure columns ``(image name, class)`` that show co-occurrence: first every
+    image holding both classes of a pair (the synthetic benchmark's ``(anchor, partner)`` pairs
+    by default: horse and person, boat and person), one column for each of the two classes,
+    then the other images with their first class. ``max_pairs`` caps the pair images (so that
+    images of the other classes get columns too). ``dataset`` needs ``names``, ``classes``
+    (background first) and ``label_matrix()``."""
+    if pairs is None:
+        from .data.scenes import SPEC  # torch-bound package: on use (see CamCache below)
 
-    Reads the round CAM caches of a run directory; used by the demo and notebook 07.
+        pairs = SPEC.pairs
+    fg = list(dataset.classes[1:])
+    labels = np.asarray(dataset.label_matrix(), dtype=bool)
+    usable = [(a, b) for a, b in pairs if a in fg and b in fg]
+    columns: list[tuple[str, str]] = []
+    rest = []
+    for name, row in zip(dataset.names, labels):
+        both = next(((a, b) for a, b in usable if row[fg.index(a)] and row[fg.index(b)]), None)
+        if both and (max_pairs is None or len(columns) < 2 * max_pairs):
+            columns.extend((name, c) for c in both)
+        elif row.any():
+            rest.append((name, fg[int(np.flatnonzero(row)[0])]))
+    return (columns + rest)[:n]
+
+
+def cam_comparison_arrays(run_dir: str | Path, dataset, names: Sequence[str | tuple[str, str]],
+                          rounds: Sequence[int]) -> dict[str, Any]:
+    """Images, ground-truth masks and, per round, one CAM of each image.
+
+    ``names``: image names (each shows its first class) or ``(name, class)`` columns
+    (:func:`pair_columns`). Reads the round CAM caches of a run directory; used by the demo and
+    notebook 07. ``keys`` holds each column's foreground index (class index - 1).
     """
     from .cam import CamCache  # torch-bound: on use, so that figures of tables need no torch
 
     run_dir = Path(run_dir)
     index = {n: i for i, n in enumerate(dataset.names)}
-    images, masks, titles = [], [], []
+    images, masks, titles, keys = [], [], [], []
     per_round: dict[int, list[np.ndarray]] = {r: [] for r in rounds}
-    for name in names:
+    for entry in names:
+        name, cls = (entry, None) if isinstance(entry, str) else entry
         i = index[name]
         images.append(dataset.load_image(i))
         masks.append(dataset.load_mask(i))
         caches = {r: CamCache(run_dir / f"round_{r}" / "cams").get(name) for r in rounds}
         first = caches[rounds[0]]
-        key = int(first.keys[0]) if len(first.keys) else 0
+        if cls is not None:
+            key = list(dataset.classes).index(cls) - 1
+        else:
+            key = int(first.keys[0]) if len(first.keys) else 0
+        keys.append(key)
         titles.append(f"{name}: {dataset.classes[key + 1]}")
         for r, cams in caches.items():
             dense = cams.dense(dataset.num_classes - 1)
             per_round[r].append(dense[key].float().numpy())
-    return {"images": images, "masks": masks, "titles": titles, "cams": per_round}
+    return {"images": images, "masks": masks, "titles": titles, "cams": per_round, "keys": keys}
 
 
 def save_demo_figures(report: dict, run_dir: str | Path, *, figures_dir: str | Path | None = None,
@@ -333,8 +459,7 @@ def save_demo_figures(report: dict, run_dir: str | Path, *, figures_dir: str | P
     """The demo's figures: per-round curves (``demo_rounds.png``) and, on the same evaluation
     images, the CAMs of round 0, CONTA's last round and each of ``arms`` (label -> (report, run
     folder) of an intervention's run sharing round 0; ``demo_cams.png``). Pair images come first
-    and show both classes of the pair (:func:`pair_picks`)."""
-    from .data.scenes import SPEC  # torch-bound (the data package): on use
+    and show both classes of the pair (:func:`pair_columns`)."""
     from .stages.datasets import load_datasets  # torch-bound: on use (see CamCache above)
 
     run_dir = Path(run_dir)
@@ -354,7 +479,7 @@ def save_demo_figures(report: dict, run_dir: str | Path, *, figures_dir: str | P
             last = arm_report["rounds"][-1]["round"]
             sources[f"{label} (round {last})"] = (Path(arm_dir), last)
         # horse and rider, boat and person: the benchmark's pairs, and VOC's classic ones
-        arrays = run_cam_arrays(sources, eval_ds, pair_picks(eval_ds, n_images, SPEC.pairs))
+        arrays = run_cam_arrays(sources, eval_ds, pair_columns(eval_ds, n_images))
         fig = plot_cams_of_runs(arrays, classes=eval_ds.classes)
         for folder in targets:
             paths.append(save_figure(fig, folder / "demo_cams.png"))
@@ -542,7 +667,9 @@ def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
 def plot_leakage_split(per_class: dict[str, dict], *, title: str = "", ax: Any = None) -> Figure:
     """Stacked bars per class: the share of its CAM mass on co-occurring objects and on the
     background / context (``LeakageMeter.compute()["per_class"]``; classes without pairs are
-    left out); the bar's top is the total leakage."""
+    left out); the bar's top is the total leakage. Where a class has ``leakage_uniform`` (the
+    leakage a map spread evenly over the image would score: one minus the object's share of the
+    pixels), a black tick across its bar marks it, the reference a CAM must get below."""
     names = [c for c, v in per_class.items() if v.get("pairs", 0) > 0]
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(names) + 2.5), 3.4))
@@ -555,6 +682,13 @@ def plot_leakage_split(per_class: dict[str, dict], *, title: str = "", ax: Any =
     bars = ax.bar(x, cooccur, bottom=background, color="tab:red",
                   label="on co-occurring objects")
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in cooccur + background], fontsize=7, padding=2)
+    uniform = [(i, per_class[c]["leakage_uniform"]) for i, c in enumerate(names)
+               if per_class[c].get("leakage_uniform") is not None
+               and per_class[c]["leakage_uniform"] == per_class[c]["leakage_uniform"]]
+    if uniform:
+        ax.hlines([u for _, u in uniform], [i - 0.45 for i, _ in uniform],
+                  [i + 0.45 for i, _ in uniform], colors="black", lw=2.0,
+                  label="a uniform map's leakage")
     ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0,
                   ha="right" if len(names) > 4 else "center")
     ax.set_ylim(0, 1.08)
@@ -603,8 +737,8 @@ def plot_label_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.nd
             axes[0, j].set_title(col_titles[j], fontsize=9)
         for r, (title, labels) in enumerate(rows.items(), start=1):
             axes[r, j].imshow(colorize_labels(labels[j]))
-            if j == 0:
-                axes[r, j].set_ylabel(title, fontsize=9)
+            if j == 0:  # wrapped: a long title must not run into its neighbours
+                axes[r, j].set_ylabel(textwrap.fill(title, 18), fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -870,9 +1004,10 @@ def plot_conta_scm(title: str = "the CONTA SCM; backdoor path in red") -> Figure
 
 
 def plot_run_cams(run_dir: str | Path, report: dict, *, n_images: int = 6) -> Figure:
-    """Baseline (round 0) and last-round CAMs of the first ``n_images`` evaluation images of a
-    run, over their ground truth (:func:`cam_comparison_arrays`; reads the run's ``config.json``,
-    its data set and its CAM caches). Needs a report with at least two rounds."""
+    """Baseline (round 0) and last-round CAMs of ``n_images`` columns of evaluation images of a
+    run, images with a co-occurring pair first, each with both its classes (:func:`pair_columns`,
+    :func:`cam_comparison_arrays`; reads the run's ``config.json``, its data set and its CAM
+    caches). Needs a report with at least two rounds."""
     from .stages.datasets import load_datasets  # torch-bound: on use (see CamCache above)
 
     run_dir = Path(run_dir)
@@ -882,7 +1017,7 @@ def plot_run_cams(run_dir: str | Path, report: dict, *, n_images: int = 6) -> Fi
                          "round 0 and at least one CONTA round")
     eval_ds = load_datasets(ExperimentConfig.load(run_dir / "config.json"))["eval"]
     first, last = rounds[0], rounds[-1]
-    arrays = cam_comparison_arrays(run_dir, eval_ds, list(eval_ds.names[:n_images]), [first, last])
+    arrays = cam_comparison_arrays(run_dir, eval_ds, pair_columns(eval_ds, n_images), [first, last])
     return plot_cam_grid(arrays["images"], {f"baseline (round {first})": arrays["cams"][first],
                                             f"CONTA (round {last})": arrays["cams"][last]},
                          col_titles=arrays["titles"], masks=arrays["masks"])
@@ -988,27 +1123,31 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
     based = {tag.split("@")[1] for tag, rounds in res["rounds"].items()
              if tag.startswith("conta@") and ((rounds.get("0") or {}).get(key) or {}).get("mean")
              is not None}
-    series = (("conta", "0", "baseline (round 0)", "tab:gray", -0.008),
-              ("conta", "1", "CONTA round 1", "tab:blue", 0.0),
-              ("interventional", "0", "interventional baseline", "tab:green", 0.008))
+    # the baseline wide and solid under CONTA's thin dashed line with open markers: where the
+    # two agree (CONTA changes nothing) both stay visible
+    series = (("conta", "0", "baseline (round 0)", "tab:gray", -0.01,
+               {"fmt": "s-", "lw": 3.5, "ms": 7, "alpha": 0.8}),
+              ("conta", "1", "CONTA round 1 (dashed, open: on top of the baseline)", "tab:blue",
+               0.0, {"fmt": "o--", "lw": 1.5, "mfc": "white", "ms": 6}),
+              ("interventional", "0", "interventional baseline", "tab:green", 0.01, {}))
 
-    def draw(axis, points, label, colour):  # points: [(x, stat)], stat with mean, lo, hi
+    def draw(axis, points, label, colour, style=None):  # points: [(x, stat)], stat: mean, lo, hi
         if not points:
             return
         rows = sorted((x, st["mean"], st["mean"] if st.get("lo") is None else st["lo"],
                        st["mean"] if st.get("hi") is None else st["hi"]) for x, st in points)
         xs, ms, los, his = (np.asarray(v, dtype=float) for v in zip(*rows))
-        axis.errorbar(xs, ms, yerr=np.vstack([ms - los, his - ms]), fmt="o-", color=colour,
-                      capsize=3, label=label)
+        axis.errorbar(xs, ms, yerr=np.vstack([ms - los, his - ms]), color=colour, capsize=3,
+                      label=label, **({"fmt": "o-"} | (style or {})))
 
-    for arm, r, label, colour, dx in series:
+    for arm, r, label, colour, dx, style in series:
         points = []
         for tag, rounds in res["rounds"].items():
             name, rho = tag.split("@")
             s = (rounds.get(r) or {}).get(key) if name == arm and rho in based else None
             if s and s.get("mean") is not None:
                 points.append((float(rho) + dx, s))
-        draw(ax, points, label, colour)
+        draw(ax, points, label, colour, style)
     for arm, label, colour, dx in (("conta", "CONTA round 1 − round 0", "tab:blue", -0.006),
                                    ("interventional", "interventional − confounded round 0",
                                     "tab:green", 0.006)):
@@ -1116,71 +1255,41 @@ def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
 # Notebook 08 and the demo: the same images' CAMs in several runs (round 0, CONTA, interventions)
 
 
-def pair_picks(dataset, n: int, pairs: Sequence[tuple[str, str]] = ()) -> list[tuple[str, int]]:
-    """Up to ``n`` (image name, foreground class index) to show, so that pair images show the
-    pair's classes: first both classes of each image holding one of ``pairs`` (class names, e.g.
-    the benchmark's horse and person; by default any two classes of a multi-class image), then
-    the first class of the remaining images. ``dataset`` needs ``names``, ``classes`` and
-    ``label_matrix()`` ((N, K) over the foreground classes)."""
-    if n < 1:
-        raise ConfigError(f"pair_picks: n must be at least 1, got {n}")
-    labels = np.asarray(dataset.label_matrix(), dtype=bool)
-    fg = list(dataset.classes[1:])
-    wanted = []
-    for a, b in pairs:
-        if a not in fg or b not in fg:
-            raise ConfigError(f"pair_picks: pair ({a!r}, {b!r}) is not in the classes {fg}")
-        wanted.append((fg.index(a), fg.index(b)))
-    picks: list[tuple[str, int]] = []
-    rest: list[tuple[str, int]] = []
-    for name, row in zip(dataset.names, labels):
-        present = np.flatnonzero(row).tolist()
-        both = next(((a, b) for a, b in wanted if row[a] and row[b]), None)
-        if both is None and not wanted and len(present) >= 2:
-            both = (present[0], present[1])
-        if both is not None:
-            picks += [(str(name), int(both[0])), (str(name), int(both[1]))]
-        elif present:
-            rest.append((str(name), int(present[0])))
-    return (picks + rest)[:n]
-
-
 def run_cam_arrays(sources: dict[str, tuple[str | Path, int]], dataset,
-                   picks: Sequence[tuple[str, int]]) -> dict[str, Any]:
+                   columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """Images, ground-truth masks, titles ("name: class") and, for each source, the CAM of each
-    pick's class: ``sources`` maps a row label to (run folder, round), e.g.
-    ``{"round 0": (conta_run, 0), "CONTA": (conta_run, 1), "paste": (paste_run, 1)}``; ``picks``
-    are (image name, foreground class index), e.g. from :func:`pair_picks`. A class the image
-    does not hold gets an all-zero map (its CAM is not computed)."""
+    column's class: ``sources`` maps a row label to (run folder, round), e.g.
+    ``{"round 0": (conta_run, 0), "CONTA": (conta_run, 1), "paste": (paste_run, 1)}``;
+    ``columns`` are (image name, class name), e.g. from :func:`pair_columns`; ``keys`` holds each
+    column's foreground index. A class the image does not hold gets an all-zero map."""
     from .cam import CamCache  # torch-bound: on use, so that figures of tables need no torch
 
     index = {n: i for i, n in enumerate(dataset.names)}
-    unknown = [name for name, _ in picks if name not in index]
-    if unknown:
-        raise ConfigError(f"run_cam_arrays: images {unknown[:3]} are not in the data set")
+    fg = list(dataset.classes[1:])
+    bad = [c for c in columns if c[0] not in index or c[1] not in fg]
+    if bad:
+        raise ConfigError(f"run_cam_arrays: columns {bad[:3]} name an image or a class the data "
+                          f"set does not have")
     caches = {label: CamCache(Path(run) / f"round_{r}" / "cams") for label, (run, r) in sources.items()}
     k_fg = dataset.num_classes - 1
-    out: dict[str, Any] = {"images": [], "masks": [], "titles": [], "picks": list(picks),
+    out: dict[str, Any] = {"images": [], "masks": [], "titles": [], "keys": [],
                            "cams": {label: [] for label in sources}}
-    for name, key in picks:
-        i = index[name]
+    for name, cls in columns:
+        i, key = index[name], fg.index(cls)
         out["images"].append(dataset.load_image(i))
         out["masks"].append(dataset.load_mask(i))
-        out["titles"].append(f"{name}: {dataset.classes[key + 1]}")
+        out["titles"].append(f"{name}: {cls}")
+        out["keys"].append(key)
         for label, cache in caches.items():
             out["cams"][label].append(cache.get(name).dense(k_fg)[key].float().numpy())
     return out
 
 
 def plot_cams_of_runs(arrays: dict[str, Any], *, classes: Sequence[str] | None = None) -> Figure:
-    """:func:`run_cam_arrays` as a grid: columns the picks, rows the image, its ground truth and
-    each source's CAM of the column's class, with one colour bar for the CAM scale."""
-    fig = plot_cam_grid(arrays["images"], arrays["cams"], col_titles=arrays["titles"],
-                        masks=arrays["masks"], classes=classes)
-    bar = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
-    fig.colorbar(bar, ax=list(fig.axes), fraction=0.015, pad=0.01,
-                 label="CAM (each map over its maximum)")
-    return fig
+    """:func:`run_cam_arrays` as a grid: columns (image, class), rows the image, its ground truth
+    and each source's CAM of the column's class (:func:`plot_cam_grid`, one colour bar)."""
+    return plot_cam_grid(arrays["images"], arrays["cams"], col_titles=arrays["titles"],
+                         masks=arrays["masks"], classes=classes)
 
 
 def plot_example_rows(rows: dict[str, Sequence[tuple[np.ndarray, str]]], *, size: float = 2.3

@@ -611,8 +611,8 @@ class AttentionExplorer:
 class CamRoundsExplorer:
     """The CAMs of the same images in several rounds of a run, with their leakage (notebook 07).
 
-    ``arrays`` is :func:`causal_wsss.viz.cam_comparison_arrays` output for ``names`` (the CAM of
-    each image's first class, per round); ``leakage[r][j]`` is the share of that CAM's mass
+    ``arrays`` is :func:`causal_wsss.viz.cam_comparison_arrays` output for ``names`` (one CAM of
+    each image, per round: its first class, or the class of a ``(name, class)`` column); ``leakage[r][j]`` is the share of that CAM's mass
     outside its object in round ``r`` (:class:`causal_wsss.metrics.LeakageMeter`, 255 ignored).
     """
 
@@ -629,28 +629,30 @@ class CamRoundsExplorer:
         self._rows = {name: j for j, name in enumerate(self.names)}
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, dataset, names: Sequence[str],
+    def from_run(cls, run_dir: str | os.PathLike, dataset, names: Sequence[str | tuple[str, str]],
                  rounds: Sequence[int]) -> CamRoundsExplorer:
         """Read the CAM caches ``run_dir/round_r/cams`` of ``names`` (images of ``dataset``, which
-        needs masks) and measure each shown CAM's leakage; the first round is the baseline."""
+        needs masks; or ``(name, class)`` columns, :func:`causal_wsss.viz.pair_columns`, listed
+        as "name: class") and measure each shown CAM's leakage; the first round is the
+        baseline."""
         arrays = cam_comparison_arrays(run_dir, dataset, names, rounds)
+        images = [n if isinstance(n, str) else n[0] for n in names]
         index = {n: i for i, n in enumerate(dataset.names)}
         labels = dataset.label_matrix()
         k_fg = dataset.num_classes - 1
         leakage: dict[int, list[float]] = {int(r): [] for r in rounds}
-        for name, mask in zip(names, arrays["masks"]):
+        for name, mask, key in zip(images, arrays["masks"], arrays["keys"]):
             if mask is None:
                 raise DataError(f"CamRoundsExplorer: image {name!r} has no ground-truth mask")
             caches = {r: CamCache(Path(run_dir) / f"round_{r}" / "cams").get(name) for r in rounds}
-            keys = caches[rounds[0]].keys
-            key = int(keys[0]) if len(keys) else 0  # the class cam_comparison_arrays shows
             target = torch.from_numpy(mask.astype(np.int64))  # (H, W)
             present = torch.from_numpy(labels[index[name]].astype(np.float32))  # (K,)
             for r, cams in caches.items():
                 meter = LeakageMeter(dataset.num_classes)
                 meter.update(cams.dense(k_fg).float(), target, present)
                 leakage[int(r)].append(meter.compute()["per_class"][key + 1]["leakage"])
-        return cls(names, arrays, leakage)
+        return cls([n if isinstance(n, str) else arrays["titles"][j] for j, n in enumerate(names)],
+                   arrays, leakage)
 
     def _row(self, name: str) -> int:
         if name not in self._rows:
@@ -723,14 +725,14 @@ class RunCamsExplorer:
 
     @classmethod
     def from_runs(cls, sources: dict[str, tuple[str | os.PathLike, int]], dataset,
-                  picks: Sequence[tuple[str, int]]) -> RunCamsExplorer:
-        """Read ``sources`` (label -> (run folder, round)) for ``picks`` ((image name, foreground
-        class index), e.g. :func:`causal_wsss.viz.pair_picks`) and measure each CAM's leakage."""
-        arrays = run_cam_arrays(sources, dataset, picks)
+                  columns: Sequence[tuple[str, str]]) -> RunCamsExplorer:
+        """Read ``sources`` (label -> (run folder, round)) for ``columns`` ((image name, class),
+        e.g. :func:`causal_wsss.viz.pair_columns`) and measure each CAM's leakage."""
+        arrays = run_cam_arrays(sources, dataset, columns)
         index = {n: i for i, n in enumerate(dataset.names)}
         labels = dataset.label_matrix()
         leakage: dict[str, list[float]] = {k: [] for k in sources}
-        for (name, key), mask in zip(picks, arrays["masks"]):
+        for (name, _), key, mask in zip(columns, arrays["keys"], arrays["masks"]):
             if mask is None:
                 raise DataError(f"RunCamsExplorer: image {name!r} has no ground-truth mask")
             target = torch.from_numpy(mask.astype(np.int64))
@@ -761,7 +763,7 @@ class RunCamsExplorer:
         return _show(*self.figure(j))
 
     def widget(self, j: int = 0) -> widgets.VBox:
-        """A dropdown over the picks ("image: class") above :meth:`show`."""
+        """A dropdown over the columns ("image: class") above :meth:`show`."""
         dropdown = widgets.Dropdown(options=[(t, i) for i, t in enumerate(self.titles)], value=j,
                                     description="image")
         out = widgets.interactive_output(self.show, {"j": dropdown})

@@ -54,7 +54,7 @@ N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebook 
 N_VAL = 8 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
 TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
-N_SHOW = 6  # images in the CAM figure
+N_SHOW = 6  # columns (image, class) in the CAM figure
 N_COMPARE = 24 if SMOKE else 100  # images scored with single-scale vs multi-scale CAMs
 PROGRESS = not SMOKE
 TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fastest on tiny inputs)
@@ -85,6 +85,7 @@ from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.stages.models import build_cam_model, initial_cam_model
 from causal_wsss.train import LossHistory
 from causal_wsss.viz import (
+    pair_columns,
     plot_cam_grid,
     plot_imagenet_cams,
     plot_loss_history,
@@ -278,24 +279,28 @@ for label, (scales, flip) in variants.items():
         sweeps[label].update(c.dense(num_fg)[None], mask[None])
 
 # %%
-shown = range(min(N_SHOW, n))
-first = {i: int(cams["scale 1.0"][i].keys[0]) for i in shown}  # each image's first class
-fig = plot_cam_grid([evalset.load_image(i) for i in shown],
-                    {label: [cams[label][i].dense(num_fg)[first[i]].numpy() for i in shown]
+# columns (image, class): two images with a co-occurring pair (a horse and its rider, a boat
+# and a person), once with each class of the pair, then other images with their first class
+row = {name: i for i, name in enumerate(evalset.names)}
+shown = [(row[name], evalset.classes.index(cls) - 1) for name, cls in
+         pair_columns(evalset.subset(list(evalset.names[:n])), N_SHOW, max_pairs=2)]
+fig = plot_cam_grid([evalset.load_image(i) for i, _ in shown],
+                    {label: [cams[label][i].dense(num_fg)[k].numpy() for i, k in shown]
                      for label in ("scale 1.0", "IRNet: 4 scales + flips")},
-                    col_titles=[f"{evalset.names[i]}: {evalset.classes[first[i] + 1]}"
-                                for i in shown],
-                    masks=[masks[i].numpy() for i in shown], classes=evalset.classes)
+                    col_titles=[f"{evalset.names[i]}: {evalset.classes[k + 1]}" for i, k in shown],
+                    masks=[masks[i].numpy() for i, _ in shown], classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/03_cam_training_cams.png")
 plt.show()
 
 # %% [markdown]
-# Each column is one image and the CAM of its first class, below its ground truth (classes in
-# the legend; the cream band is the "void" boundary that evaluation ignores). Look at where the maps spread. With the
-# `cpu` preset at scale 1.0 the bird's CAM covers most of the sky and the second car's CAM the
-# road around it: context, not object. IRNet's four scales pull the car's, the aeroplane's and
-# the person's maps in toward the object, not the bird's. Notebook 04 measures that leak, class
-# by class.
+# Each column is an image and the CAM of one of its classes (the colour bar: the CAM divided by
+# its maximum), below its ground truth (classes in the legend; the cream band is the "void"
+# boundary that evaluation ignores). The first columns are images with a co-occurring pair,
+# shown once with each class: the horse's CAM and the person's CAM on the same horse-and-rider
+# image. Look at where the maps spread: onto the context around the object (grass, sky, road)
+# and, in the pair images, from one class of the pair onto the other. Compare the two rows:
+# multi-scale inference changes how far a map reaches. Notebook 04 measures that leak, class by
+# class.
 #
 # ### IoU and mIoU
 #

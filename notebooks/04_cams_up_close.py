@@ -26,8 +26,10 @@
 # - the confounding signature on the synthetic benchmark: where each class's CAM mass lands,
 #   and whether it lands on the class's preferred context and on co-occurring objects (a horse
 #   CAM on grass, a person CAM on the horses people ride);
-# - a second CAM method, ESOL (`cam.method=esol`): its expansion and shrinkage CAMs of the same
-#   images side by side, the recall / precision trade-off between them, and what is and is not
+# - the do(context) twins: the same objects drawn on every background, and the network's
+#   logits on each;
+# - optionally (an appendix at the end, off the main path), a second CAM method, ESOL
+#   (`cam.method=esol`): its expansion and shrinkage CAMs side by side and what is and is not
 #   known about the original method.
 #
 # **Before this:** [03 · CAM training](03_cam_training.ipynb) (what a CAM is, IoU and mIoU; its
@@ -38,11 +40,12 @@
 # CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small segmentation network.
 # Measured on two idle CPU cores with notebook 03's network: 2.5 minutes (2026-12-01), most of
 # it training the segmentation network; well under a minute once `RUN_DIR` holds the round.
-# Section 4 runs round 0 once more with `cam.method=esol` in its own folder (`ESOL_RUN_DIR`):
+# The optional appendix (ESOL; skip it on a first reading) runs round 0 once more with
+# `cam.method=esol` in its own folder (`ESOL_RUN_DIR`):
 # about 10 minutes on two CPU cores (measured 2026-12-01: 11.6 minutes, of which about 2 were
 # another process's load during the CAM training; the sampler trainings take 1 minute each, the
 # stage-0 and expansion CAMs of the diagnostics 3.3 minutes, the shrinkage CAMs 2.2).
-# Smoke mode: about 15 s, plus about a minute for section 4.
+# Smoke mode: about 15 s, plus about a minute for the appendix.
 
 # %% tags=["parameters"]
 import os
@@ -65,24 +68,27 @@ TMP_DIR = tempfile.mkdtemp(prefix="causal_wsss_04_") if SMOKE else ""  # all out
 SYNTH_DIR = f"{TMP_DIR}/synth" if SMOKE else "../data/synth"
 RUN_DIR = f"{TMP_DIR}/run" if SMOKE else "../runs/course_r0"  # shared with notebooks 03 and 05
 FIGURES_DIR = f"{TMP_DIR}/figures" if SMOKE else "../figures"
-ESOL_RUN_DIR = f"{TMP_DIR}/run_esol" if SMOKE else "../runs/course_esol_r0"  # section 4
-ESOL_IMAGES = 4  # images shown side by side in section 4
+ESOL_RUN_DIR = f"{TMP_DIR}/run_esol" if SMOKE else "../runs/course_esol_r0"  # the appendix
+ESOL_IMAGES = 4  # images shown side by side in the appendix
 
 # %%
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
-from causal_wsss.course import run_benchmark
+from causal_wsss.course import run_benchmark, twin_views
 from causal_wsss.report import format_report_table
 from causal_wsss.viz import (
     plot_bars,
     plot_leakage_split,
     plot_share_matrix,
     plot_threshold_sweep,
+    plot_twins,
     save_figure,
 )
 from causal_wsss.widgets import CamExplorer
@@ -189,10 +195,15 @@ plt.show()
 # ### Where the CAMs leak
 #
 # Leakage per class, averaged over the images that contain the class, split into the part of
-# the CAM on co-occurring objects (red) and on the background (green).
+# the CAM on co-occurring objects (red) and on the background (green). The black tick on each
+# bar is the leakage a *uniform* map would score on the same images (one minus the object's
+# share of the pixels; next section): a CAM is only informative by how far it gets below it.
 
 # %%
 leak = explorer.leakage()
+uniform = json.loads((Path(RUN_DIR) / "round_0" / "cam_eval.json").read_text())["per_class"]
+for name, row in leak["per_class"].items():  # a uniform map's leakage, from the round's eval
+    row["leakage_uniform"] = (uniform.get(name) or {}).get("leakage_uniform")
 fig = plot_leakage_split(leak["per_class"],
                          title=f"CAM leakage per class (all: {leak['leakage']:.2f})")
 save_figure(fig, f"{FIGURES_DIR}/04_cams_up_close_leakage.png")
@@ -219,11 +230,6 @@ plt.show()
 # not use is an error of its true class, not an extra zero in the mean.
 
 # %%
-import json
-
-from IPython.display import display
-
-
 def fmt(value, spec=".2f"):
     """A number, or n/a where there was nothing to average (None or NaN)."""
     return "n/a" if value is None or value != value else format(value, spec)
@@ -253,10 +259,33 @@ figures[["contrast_context", "contrast_partner", "leakage", "leakage_uniform", "
 # empty grass), the **partner effect** (a horse's logit with its rider minus without) and CAM
 # mIoU **in and out of context**. A network that looks only at the objects scores 0, about 0,
 # 0 and no gap.
+#
+# First one group of twins, drawn: a horse with its rider (when the split has one) on each of
+# the five contexts, the round-0 network's horse CAM over each, and below them the network's
+# logit for each class of the scene on each context (`course.twin_views`, `viz.plot_twins`).
+# The objects are the same pixels in every column; only the background changes. A network that
+# reads only the objects draws flat lines; a confounded one lifts each class on its preferred
+# context (the star).
+
+# %%
+twins_file = Path(RUN_DIR) / "round_0" / "twin_eval.json"
+if twins_file.is_file():
+    twins = twin_views({"round-0 network": RUN_DIR}, anchor="horse")
+    fig = plot_twins(twins["images"], twins["contexts"], twins["logits"], twins["classes"],
+                     twins["preferred"], cams=twins["cams"], cam_class=twins["cam_class"],
+                     title=f"do(context): the objects of {twins['twin_of']} on every context")
+    save_figure(fig, f"{FIGURES_DIR}/04_cams_up_close_twins.png")
+    plt.show()
+else:
+    print("this data set has no twins split")
+
+# %% [markdown]
+# The same measurement over every twin group gives the round's figures: the context effect per
+# class (its logit on the preferred context minus its mean on the others, with the SD over
+# groups) and the false-positive rates on context alone.
 
 # %%
 entry = report["rounds"][0]
-twins_file = Path(RUN_DIR) / "round_0" / "twin_eval.json"
 if twins_file.is_file():
     twin_eval = json.loads(twins_file.read_text())
     print(f"context effect {fmt(entry['context_effect'], '+.2f')} logits; false positives on "
@@ -267,8 +296,6 @@ if twins_file.is_file():
     effects = pd.DataFrame(twin_eval["per_class"]).T
     display(effects[["context_effect", "context_effect_sd", "groups", "fp_rate_preferred",
                      "fp_rate_other"]].astype(float).round(2))
-else:
-    print("this data set has no twins split")
 
 # %% [markdown]
 # ### The confounding signature
@@ -314,14 +341,75 @@ cells.apply(lambda c: f"{c['mean']:.2f} ({int(c['count'])})", axis=1).unstack(fi
 #   the person's CAM put 8% of its mass on horses and 8% on boats, the objects persons
 #   co-occur with, the largest share on co-occurring objects of all classes.
 #
-# The former from-scratch preset (`cpu_scratch`) showed the same pattern, stronger on the horse
-# (63% of its CAM on grass, 15% on the horse) and the bird (74% on sky).
-#
 # Both are evidence a pseudo-mask must not inherit. The next notebook turns the CAMs into
 # pseudo-masks and shows what refinement can and cannot repair.
 
 # %% [markdown]
-# ## 4. A second method: ESOL's expansion and shrinkage
+# ## Exercises
+#
+# **Exercise 1.** A single background threshold serves every class. Find each class's own best
+# threshold: `sweep.at(t).iou` gives the IoU per label at a threshold `t` of `sweep.thresholds`.
+# How far apart are the classes' best thresholds, and what would per-class thresholds gain in
+# mIoU?
+#
+# **Exercise 2.** Check the claim of section 3 that a uniform CAM already has a leakage of one
+# minus the object's share of the pixels: for the example image and class, compute
+# `pair_stats` (`causal_wsss.widgets.pair_stats`) of a constant CAM and compare it with
+# $1 - |G_k| / |\text{non-void pixels}|$.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: per class, the threshold of the sweep with the largest IoU. The classes' optima
+# differ: diffuse CAMs (of classes that leak onto their context) want a high threshold, compact
+# ones a lower one. Taking each class at its own optimum bounds what per-class thresholds gain
+# (it is tuned on the evaluation images, so it is optimistic).
+per_t = np.array([sweep.at(t).iou for t in sweep.thresholds])  # (T, labels)
+rows = {explorer.classes[k]: {"best t": sweep.thresholds[int(np.nanargmax(per_t[:, k]))],
+                              "IoU at best t": np.nanmax(per_t[:, k]),
+                              f"IoU at t={threshold:.2f}": at_fixed[k]}
+        for k in shown}
+best_each = pd.DataFrame(rows).T
+print(f"mean of the per-class optima {100 * best_each['IoU at best t'].mean():.1f} against "
+      f"{100 * best:.1f} at the best common threshold")
+best_each.astype(float).round(2)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: a constant CAM spreads its mass evenly over the non-void pixels, so the share
+# outside the object is exactly the share of non-void pixels outside it.
+from causal_wsss.widgets import pair_stats
+
+item = explorer.images[example]
+label = explorer.classes.index(example_class)
+flat = torch.zeros(explorer.num_fg, *item.mask.shape)
+flat[label - 1] = 1.0  # the class's CAM is 1 everywhere
+valid = item.mask != 255
+by_hand = 1 - (item.mask[valid] == label).sum() / valid.sum()
+uniform = pair_stats(flat, item.mask, label, threshold).leakage
+print(f"uniform CAM: leakage {uniform:.3f}, by hand {by_hand:.3f}; this CAM: "
+      f"{explorer.stats(example, example_class, threshold).leakage:.3f}")
+assert abs(uniform - by_hand) < 1e-6
+
+# %% [markdown]
+# ## What we saw
+#
+# - Round 0 of the pipeline caches every stage under `RUN_DIR/round_0/`; the CAM cache holds the
+#   multi-scale + flip CAMs of each training image.
+# - Image by image, a CAM's mask depends strongly on the background threshold, and a good part
+#   of its mass lies outside the object: leakage, split into co-occurring objects and
+#   background.
+# - Over the data set, the sweep gives the fixed-threshold and the best mIoU, and per class the
+#   IoU and leakage differ widely.
+# - On the synthetic benchmark the mass that leaks lands on the class's preferred context (for
+#   the bird, the car and the boat more than on other backgrounds) and, for persons, on the horses and boats they co-occur with: the
+#   confounding signature that CONTA's intervention is meant to remove.
+# - do(context) twins hold the objects fixed and change only the background: the logits of
+#   one group, drawn against the context, show whether a class's score rises on its preferred
+#   context; the context effect sums that up over every group.
+
+# %% [markdown]
+# ## Appendix (optional): a second method, ESOL's expansion and shrinkage
+#
+# Not needed for the rest of the course: it costs about 10 minutes of CPU the first time
+# (a second round 0 in `ESOL_RUN_DIR`) and asks whether another CAM method leaks less.
 #
 # CONTA claims to improve "various popular WSSS methods"; so far we met one, IRNet's CAM. The
 # project has a second: **ESOL** (Li et al., NeurIPS 2022, [arXiv:2209.07761](https://arxiv.org/abs/2209.07761)), chosen with `cam.method=esol`.
@@ -438,67 +526,7 @@ plt.show()
 # the expansion costs 1.2 points: neither comes near the clip. The expected trade-off needs
 # something that keeps the expansion on the object, in the part of the paper that could not be
 # read.
-#
-# ## Exercises
-#
-# **Exercise 1.** A single background threshold serves every class. Find each class's own best
-# threshold: `sweep.at(t).iou` gives the IoU per label at a threshold `t` of `sweep.thresholds`.
-# How far apart are the classes' best thresholds, and what would per-class thresholds gain in
-# mIoU?
-#
-# **Exercise 2.** Check the claim of section 3 that a uniform CAM already has a leakage of one
-# minus the object's share of the pixels: for the example image and class, compute
-# `pair_stats` (`causal_wsss.widgets.pair_stats`) of a constant CAM and compare it with
-# $1 - |G_k| / |\text{non-void pixels}|$.
-
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 1: per class, the threshold of the sweep with the largest IoU. The classes' optima
-# differ: diffuse CAMs (of classes that leak onto their context) want a high threshold, compact
-# ones a lower one. Taking each class at its own optimum bounds what per-class thresholds gain
-# (it is tuned on the evaluation images, so it is optimistic).
-per_t = np.array([sweep.at(t).iou for t in sweep.thresholds])  # (T, labels)
-rows = {explorer.classes[k]: {"best t": sweep.thresholds[int(np.nanargmax(per_t[:, k]))],
-                              "IoU at best t": np.nanmax(per_t[:, k]),
-                              f"IoU at t={threshold:.2f}": at_fixed[k]}
-        for k in shown}
-best_each = pd.DataFrame(rows).T
-print(f"mean of the per-class optima {100 * best_each['IoU at best t'].mean():.1f} against "
-      f"{100 * best:.1f} at the best common threshold")
-best_each.astype(float).round(2)
-
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 2: a constant CAM spreads its mass evenly over the non-void pixels, so the share
-# outside the object is exactly the share of non-void pixels outside it.
-from causal_wsss.widgets import pair_stats
-
-item = explorer.images[example]
-label = explorer.classes.index(example_class)
-flat = torch.zeros(explorer.num_fg, *item.mask.shape)
-flat[label - 1] = 1.0  # the class's CAM is 1 everywhere
-valid = item.mask != 255
-by_hand = 1 - (item.mask[valid] == label).sum() / valid.sum()
-uniform = pair_stats(flat, item.mask, label, threshold).leakage
-print(f"uniform CAM: leakage {uniform:.3f}, by hand {by_hand:.3f}; this CAM: "
-      f"{explorer.stats(example, example_class, threshold).leakage:.3f}")
-assert abs(uniform - by_hand) < 1e-6
 
 # %% [markdown]
-# ## What we saw
-#
-# - Round 0 of the pipeline caches every stage under `RUN_DIR/round_0/`; the CAM cache holds the
-#   multi-scale + flip CAMs of each training image.
-# - Image by image, a CAM's mask depends strongly on the background threshold, and a good part
-#   of its mass lies outside the object: leakage, split into co-occurring objects and
-#   background.
-# - Over the data set, the sweep gives the fixed-threshold and the best mIoU, and per class the
-#   IoU and leakage differ widely.
-# - On the synthetic benchmark the mass that leaks lands on the class's preferred context (for
-#   the bird, the car and the boat more than on other backgrounds) and, for persons, on the horses and boats they co-occur with: the
-#   confounding signature that CONTA's intervention is meant to remove.
-# - A second CAM method, ESOL (re-implemented from its abstract and official figure, not
-#   reproduced), should trade recall against precision in two learned sampling stages; in our
-#   seed-0 run its samplers barely moved and its CAMs stayed below its own stage 0 (37.1
-#   against 40.0); the 3-seed comparison is in docs/results.md, section 6.
-#
 # **Next:** from CAMs to pseudo-masks, with thresholding, a dense CRF and IRNet's random walk:
 # [05 · From CAMs to pseudo-masks](05_cams_to_pseudo_masks.ipynb).

@@ -25,7 +25,8 @@
 #   trained on them, and the boundary-aware random walk that spreads the CAMs inside objects;
 # - how IRNet's protocol carries to smaller images and data sets: training counted in SGD
 #   steps, the walk's reach a fixed fraction of the image;
-# - to check a diagnostic before trusting it: the walk on true boundaries, fed perfect CAMs;
+# - optionally (an appendix at the end, off the main path), to check a diagnostic before
+#   trusting it: the walk on true boundaries, fed perfect CAMs;
 # - to compare the variants by the mIoU of their pseudo-masks on the same images.
 #
 # **Before this:** [04 · CAMs up close](04_cams_up_close.ipynb) (round 0 of the pipeline and
@@ -36,8 +37,9 @@
 # there; otherwise add its run time): about 12 minutes on two CPU cores (measured 2026-12-01),
 # of which about 6 are the boundary network's training at the `cpu` preset's IRNet protocol
 # (993 SGD steps of 8 crops, 0.35 s a step; `IRN_STEPS = 100` shortens it, at the price of the
-# protocol) and the rest the CRF, the IR labels and the walks over 400 images. Smoke mode:
-# about 15 s.
+# protocol) and the rest the CRF, the IR labels and the walks over 400 images. The optional
+# appendix (the walk on true boundaries) trains nothing: it walks the cached CAMs once more.
+# Smoke mode: about 15 s.
 
 # %% tags=["parameters"]
 import os
@@ -91,7 +93,7 @@ from causal_wsss.pseudo_masks import cams_to_mask, refine_none, refine_threshold
 from causal_wsss.runtime import choose_device
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.stages.models import build_cam_model
-from causal_wsss.viz import plot_cam_grid, plot_label_grid, save_figure
+from causal_wsss.viz import pair_columns, plot_cam_grid, plot_label_grid, save_figure
 
 # %% [markdown]
 # ## 1. The CAMs of round 0
@@ -247,14 +249,20 @@ print("boundary network, mean loss per epoch:",
 # for a grid of long side $L$, which gives radius 3 and $2^8$ steps here (22 cells of reach) and
 # IRNet's radius 5 and $2^8$ at $L = 125$. The `gpu` and `paper` presets keep IRNet's numbers.
 #
-# Rows below: the boundary map $B$ in grey (white = boundary, with its scale), the CAM of the
-# image's first class on the stride-4 grid, and the same map after the walk
-# (`course.walk_maps`; each map upsampled to the image and divided by its maximum).
+# Rows below: the boundary map $B$ in grey (white = boundary, with its scale), one class's CAM
+# on the stride-4 grid, and the same map after the walk (`course.walk_maps`; each map upsampled
+# to the image and divided by its maximum; the jet colour bar gives that scale). Images with a
+# horse and its rider come first, once with the horse's CAM and once with the person's.
 
 # %%
 boundary_net = load_boundary_net(cam_net, irn_dir / "irn.pt", device=device)
-rows = walk_maps(boundary_net, images, cams, p, device=device)
-fig = plot_cam_grid(images, rows, col_titles=[t.split(",")[0] for t in titles],
+shown_names = [evalset.names[i] for i in show]
+columns = pair_columns(evalset.subset(shown_names), len(show) + 2)  # (image, class)
+at = [shown_names.index(name) for name, _ in columns]
+rows = walk_maps(boundary_net, [images[j] for j in at], [cams[j] for j in at], p,
+                 keys=[evalset.classes.index(cls) - 1 for _, cls in columns], device=device)
+fig = plot_cam_grid([images[j] for j in at], rows,
+                    col_titles=[f"{name}: {cls}" for name, cls in columns],
                     gray_rows=("boundary map",))
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_walk.png")
 plt.show()
@@ -264,43 +272,13 @@ print(f"walk on a {grid} grid: radius {radius}, 2^{exp_times} steps, reach "
       f"{walk_reach_cells(radius, exp_times):.1f} cells")
 
 # %% [markdown]
-# ### 4d. A check with true boundaries
-#
-# Which half of IRN fails, the learned boundaries or the walk? Give the walk the **true**
-# boundaries, read off the ground-truth masks (`ground_truth_boundary`): on the stride-4 grid,
-# the cells just *outside* each object (and where two objects touch, a one-cell strip of one of
-# them). The walk zeroes the CAM on boundary cells, so the boundary must lie outside the
-# objects, or the check erases what it should keep. A sanity check comes first: perfect CAMs
-# (the ground-truth indicators) must come out of the walk about as they went in.
-#
-# Rows: the true boundary; perfect CAMs after the walk; the image's CAMs after the walk on true
-# boundaries (background threshold 0.25, IRNet's); the same CAMs without a walk.
-
-# %%
-true_edges, perfect_walk, oracle_walk, no_walk = [], [], [], []
-for mask, c in zip(masks, cams):
-    true_edges.append(ground_truth_boundary(mask).numpy().repeat(4, 0).repeat(4, 1)
-                      [:mask.shape[0], :mask.shape[1]])
-    perfect_walk.append(oracle_walk_labels(mask, c.keys, None, p, bg_threshold=0.25).numpy())
-    oracle_walk.append(oracle_walk_labels(mask, c.keys, c.stride4, p, bg_threshold=0.25).numpy())
-    no_walk.append(oracle_walk_labels(mask, c.keys, c.stride4, p, bg_threshold=0.25,
-                                      walk=False).numpy())
-fig = plot_label_grid(images, {"ground truth": masks,
-                               "true boundary": [e.astype(np.uint8) * 255 for e in true_edges],
-                               "perfect CAMs, walked": perfect_walk,
-                               "CAMs, walked on true boundaries": oracle_walk,
-                               "CAMs, no walk": no_walk}, col_titles=titles)
-save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_oracle.png")
-plt.show()
-
-# %% [markdown]
 # Read the boundary row first. A good boundary map is a thin bright outline around each
-# object. In our run of the `cpu` preset the map of the first image (a horse with its rider)
-# was the reverse: bright over the *whole* horse and rider, dark on the grass. The boundary
-# network had learned "horse region" as a wall, not the horse's edge, because its training
-# pairs come from the CAM's confident regions, and those cover the horse and the grass around
-# it. The car's CAM then walked around the horse and flooded the grass, while the horse itself
-# stayed empty: the walk spreads mass wherever the boundary map lets it, context included.
+# object. In our run of the `cpu` preset the map of the horse-and-rider images was the reverse:
+# bright over the *whole* horse and rider, dark on the grass. The boundary network had learned
+# "horse region" as a wall, not the horse's edge, because its training pairs come from the
+# CAM's confident regions, and those cover the horse and the grass around it. Then compare the
+# CAM row with the row after the walk, for the horse and for its rider: the walk spreads mass
+# wherever the boundary map lets it, context included, and stops where the map is bright.
 
 # %% [markdown]
 # ## 5. The variants side by side
@@ -318,16 +296,14 @@ if HAVE_CRF:
     variants[f"threshold t={p.bg_threshold} + CRF"] = (refine_threshold_crf, p.bg_threshold)
 variants[f"IRNet random walk (t={p.sem_seg_bg_threshold})"] = (
     make_irn_refiner(cam_net, irn_dir / "irn.pt", p, device=device), p.sem_seg_bg_threshold)
-ORACLE = f"walk on true boundaries (t={p.sem_seg_bg_threshold})"  # a diagnostic: needs masks
 score_pseudo_masks(evalset, cache, variants, ir_fg_threshold=p.conf_fg_threshold,
-                   ir_bg_threshold=p.conf_bg_threshold, ir_crf=use_crf, oracle=p,
+                   ir_bg_threshold=p.conf_bg_threshold, ir_crf=use_crf,
                    progress=PROGRESS).round(1)
 
 # %%
 masks_by_variant = {"ground truth": masks}
 for name, (refine, t) in variants.items():
     masks_by_variant[name] = [refine(im, c, t) for im, c in zip(images, cams)]
-masks_by_variant[ORACLE] = oracle_walk
 fig = plot_label_grid(images, masks_by_variant, col_titles=titles, classes=evalset.classes)
 save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_variants.png")
 plt.show()
@@ -341,18 +317,9 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 #
 # In smoke mode the numbers are noise. What has been measured (`docs/results.md`, section 4):
 #
-# - **At the former `cpu` preset** (`cpu_scratch`: ResNet-18 from scratch, 150 px images; three
-#   seeds), the threshold gave 33.0 ± 1.1 pseudo-mask mIoU, the CRF **47.4 ± 3.0** (+14 in every
-#   seed: flat-coloured silhouettes on textured backgrounds are easy colour edges) and IRN 17.8
-#   ± 1.0. That IRN run did not follow IRNet: no CRF on the IR labels, 36 SGD steps of boundary
-#   training instead of 993, and IRNet's 256 walk steps on a grid far smaller than VOC's.
-# - **An earlier version of this notebook concluded that the walk itself fails**, because a walk
-#   on ground-truth boundaries scored no better. That check was broken: its boundary ring lay
-#   partly *inside* the objects, and the walk zeroes the CAMs there, so it erased most of each
-#   object even from perfect CAMs (33 mIoU instead of 99). The conclusion is withdrawn.
-# - **The fixed check (`docs/results.md` section 4b; the `cpu` preset, one round 0 of seed 0,
-#   400 images):** perfect CAMs keep 97.9 mIoU through the walk on true boundaries (99.8
-#   without a walk), so the check no longer erases what it should keep. That round's CAMs
+# - **The check with true boundaries (the appendix; `docs/results.md` section 4b; the `cpu` preset, one round
+#   0 of seed 0, 400 images):** perfect CAMs keep 97.9 mIoU through the walk on true boundaries
+#   (99.8 without a walk), so the check does not erase what it should keep. That round's CAMs
 #   walked on true boundaries reach **73.8** at a
 #   background threshold of 0.7, against 44.0 for the plain threshold: with the right boundaries
 #   the propagation works on these CAMs. At IRNet's 0.25 it gives 16.6: these CAMs leak onto the
@@ -423,13 +390,55 @@ for fg in (0.3, 0.5, 0.7):
 #   their relations (about 1000 SGD steps, whatever the data set's size), and lets the CAM
 #   random-walk inside regions (β = 10, a reach of 0.30 of the image: 2^8 steps at radius 5 on
 #   VOC, radius 3 here), thresholding at 0.25.
-# - A diagnostic must pass its own sanity check: on true boundaries placed outside the objects,
+# - (Appendix) A diagnostic must pass its own sanity check: on true boundaries placed outside the objects,
 #   perfect CAMs survive the walk, and these CAMs gain about 23 points at a threshold of 0.7
 #   (three seeds), but lose at IRNet's 0.25. Learned boundaries fall far short of true ones here
 #   (−13.7 points against the plain threshold at 0.7), because their teacher, the IR labels,
 #   joins objects to their context; on this benchmark the dense CRF is the refinement that
 #   works (+22.9). None of the variants removes the confounder itself, since they all start
 #   from the same biased CAMs.
+
+# %% [markdown]
+# ## Appendix (optional): the walk on true boundaries
 #
+# Off the main path: a diagnostic of IRNet's refinement that reads the ground truth. It costs
+# one more walk of each shown image (and, in the last cell, of each evaluation image) from
+# the cached CAMs; no training.
+#
+# Which half of IRN fails, the learned boundaries or the walk? Give the walk the **true**
+# boundaries, read off the ground-truth masks (`ground_truth_boundary`): on the stride-4 grid,
+# the cells just *outside* each object (and where two objects touch, a one-cell strip of one of
+# them). The walk zeroes the CAM on boundary cells, so the boundary must lie outside the
+# objects, or the check erases what it should keep. A sanity check comes first: perfect CAMs
+# (the ground-truth indicators) must come out of the walk about as they went in.
+#
+# Rows: the true boundary; perfect CAMs after the walk; the image's CAMs after the walk on true
+# boundaries (background threshold 0.25, IRNet's); the same CAMs without a walk.
+
+# %%
+true_edges, perfect_walk, oracle_walk, no_walk = [], [], [], []
+for mask, c in zip(masks, cams):
+    true_edges.append(ground_truth_boundary(mask).numpy().repeat(4, 0).repeat(4, 1)
+                      [:mask.shape[0], :mask.shape[1]])
+    perfect_walk.append(oracle_walk_labels(mask, c.keys, None, p, bg_threshold=0.25).numpy())
+    oracle_walk.append(oracle_walk_labels(mask, c.keys, c.stride4, p, bg_threshold=0.25).numpy())
+    no_walk.append(oracle_walk_labels(mask, c.keys, c.stride4, p, bg_threshold=0.25,
+                                      walk=False).numpy())
+fig = plot_label_grid(images, {"ground truth": masks,
+                               "true boundary": [e.astype(np.uint8) * 255 for e in true_edges],
+                               "perfect CAMs, walked": perfect_walk,
+                               "CAMs, walked on true boundaries": oracle_walk,
+                               "CAMs, no walk": no_walk}, col_titles=titles)
+save_figure(fig, f"{FIGURES_DIR}/05_cams_to_pseudo_masks_oracle.png")
+plt.show()
+
+# %% [markdown]
+# The same walk on true boundaries scored over every evaluation image, as a row beside the
+# variants of section 5 (background threshold `pseudo.sem_seg_bg_threshold`, IRNet's 0.25):
+
+# %%
+score_pseudo_masks(evalset, cache, {}, oracle=p, progress=PROGRESS).round(1)
+
+# %% [markdown]
 # **Next:** the confounder dictionary and the context adjustment that intervene on the
 # classifier: [06 · The confounder dictionary](06_confounder_dictionary.ipynb).

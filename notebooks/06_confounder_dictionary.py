@@ -295,7 +295,9 @@ plt.show()
 # %% [markdown]
 # Pick an image: its query $X_m$ (white = predicted foreground), the attention $\alpha$ over the
 # data set's classes (blue; the VOC classes the benchmark never uses are left out) and $\alpha_i P(c_i)$ renormalised (orange: the weight each $c_i$ really gets
-# in $m$), and the resulting map $m$.
+# in $m$), and the resulting map $m$. The dashed line is uniform attention, one over the number
+# of dictionary entries that can receive any (counted from $\alpha$, printed above): bars on
+# it mean the image's query picked no context out.
 
 # %%
 explorer.widget()

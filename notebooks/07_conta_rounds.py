@@ -51,7 +51,7 @@ N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make dem
 N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 280
 TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
-N_SHOWN = 4 if SMOKE else 8  # images in the CAM comparison
+N_SHOWN = 4 if SMOKE else 8  # columns (image, class) in the CAM comparison
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_07_")  # all output in smoke mode
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"
@@ -63,11 +63,11 @@ FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 import matplotlib.pyplot as plt
 
 from causal_wsss.course import run_benchmark
-from causal_wsss.data.scenes import SPEC
 from causal_wsss.evidence_tables import markdown_tables, per_seed_table, published
 from causal_wsss.report import format_report_table
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.viz import (
+    pair_columns,
     plot_cam_grid,
     plot_evidence_arms,
     plot_evidence_sweep,
@@ -126,22 +126,25 @@ for entry in report["rounds"][1:]:
 #
 # ## 3. Baseline and de-confounded CAMs on the same images
 #
-# The CAMs of every round are cached (`round_k/cams/`). We show each image's first class; images
-# holding one of the benchmark's co-occurring pairs (horse and rider, boat and person) come
-# first, because there the baseline's CAM is expected to spread onto the partner.
+# The CAMs of every round are cached (`round_k/cams/`). The columns are images holding one of
+# the benchmark's co-occurring pairs (a horse and its rider, a boat and a person), each shown
+# twice, with the CAM of each class of the pair (`viz.pair_columns`): there the baseline's CAM
+# is expected to spread onto the partner. The last row is CONTA's CAM minus the baseline's, on
+# a diverging scale set by the largest difference in the row (its colour bar): where the two
+# CAM rows look alike, it says by how much they differ.
 
 # %%
 eval_ds = load_datasets(cfg)["eval"]
-pair_cols = [(eval_ds.classes.index(a) - 1, eval_ds.classes.index(b) - 1) for a, b in SPEC.pairs]
-paired = [n for n, row in zip(eval_ds.names, eval_ds.label_matrix())
-          if any(row[a] and row[b] for a, b in pair_cols)]
-names = (paired + [n for n in eval_ds.names if n not in set(paired)])[:N_SHOWN]
+columns = pair_columns(eval_ds, N_SHOWN)  # (image, class), the pair images first
 rounds = [e["round"] for e in report["rounds"]]
-explorer = CamRoundsExplorer.from_run(RUN_DIR, eval_ds, names, rounds)
+explorer = CamRoundsExplorer.from_run(RUN_DIR, eval_ds, columns, rounds)
 arrays = explorer.arrays
-fig = plot_cam_grid(arrays["images"], {"baseline (round 0)": arrays["cams"][0],
-                                       f"CONTA (round {rounds[-1]})": arrays["cams"][rounds[-1]]},
-                    col_titles=arrays["titles"], masks=arrays["masks"], classes=eval_ds.classes)
+base, last = arrays["cams"][0], arrays["cams"][rounds[-1]]
+fig = plot_cam_grid(arrays["images"], {"baseline (round 0)": base,
+                                       f"CONTA (round {rounds[-1]})": last,
+                                       "CONTA − baseline": [b - a for a, b in zip(base, last)]},
+                    col_titles=arrays["titles"], masks=arrays["masks"], classes=eval_ds.classes,
+                    diff_rows=("CONTA − baseline",))
 save_figure(fig, f"{FIGURES_DIR}/07_conta_rounds_cams.png")
 plt.show()
 
@@ -152,7 +155,7 @@ plt.show()
 # the water around them, notebook 04 measures it per class), but the adjustment does not touch
 # them.
 #
-# Pick an image and the round to compare with the baseline. The leakage in each title is the
+# Pick an image and class and the round to compare with the baseline. The leakage in each title is the
 # share of that CAM's mass outside its object (the report's columns average it over all images
 # and classes).
 

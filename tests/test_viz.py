@@ -107,7 +107,78 @@ def test_cam_grid_gray_row_has_a_colour_bar():
     fig = viz.plot_cam_grid(images, {"boundary map": maps, "CAM": maps}, gray_rows=("boundary map",))
     gray = fig.axes[2].images[0]
     assert gray.get_cmap().name == "gray" and gray.get_clim() == (0, 1)
-    assert len(fig.axes) == 2 * 3 + 1  # one colour bar
+    assert len(fig.axes) == 2 * 3 + 2  # the grey row's colour bar and the CAM rows'
+    assert [b.get_ylabel() for b in fig.axes[6:]] == ["", "CAM / its maximum"]
+    widths = {round(ax.get_position().width, 6) for ax in fig.axes[:6]}
+    assert len(widths) == 1  # the bars take no width from any row
+    plt.close(fig)
+
+
+def test_cam_grid_difference_row_is_centred_on_zero():
+    images = [np.zeros((8, 8, 3), np.uint8)] * 2
+    maps = [np.full((8, 8), 0.5), np.full((8, 8), -0.25)]
+    fig = viz.plot_cam_grid(images, {"CAM": maps, "diff": maps}, diff_rows=("diff",))
+    diff = fig.axes[4].images[0]
+    assert diff.get_cmap().name == "RdBu_r" and diff.get_clim() == (-0.5, 0.5)
+    plt.close(fig)
+
+
+def test_twins_figure_one_line_per_class_and_network_and_the_stars():
+    contexts = ["sky", "grass", "road"]
+    images = [np.zeros((8, 8, 3), np.uint8)] * 3
+    logits = {"confounded": np.array([[0.0, 1.0], [2.0, 1.0], [0.0, 1.0]]),
+              "interventional": np.zeros((3, 2))}
+    fig = viz.plot_twins(images, contexts, logits, ["horse", "person"],
+                         {"horse": "grass", "person": "road"},
+                         cams=[np.ones((8, 8))] * 3, cam_class="horse")
+    assert len(fig.axes) == 3 + 1 + 1  # the twins, the logits and the CAM colour bar
+    ax = fig.axes[3]
+    curves = [ln for ln in ax.lines if len(ln.get_xdata()) == 3]
+    assert len(curves) == 2 * 2
+    stars = [ln for ln in ax.lines if ln.get_marker() == "*" and len(ln.get_xdata()) == 1]
+    assert sorted((float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in stars) == [
+        (1.0, 0.0), (1.0, 2.0), (2.0, 0.0), (2.0, 1.0)]  # each class at its preferred context
+    assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_linestyle() == "--"
+            and len(ln.get_xdata()) == 2] == [0.0]  # logit 0 (p = 0.5)
+    assert "preferred by horse" in fig.axes[1].get_title()
+    plt.close(fig)
+
+
+class _Labels:
+    names = ["a", "b", "c", "d"]
+    classes = ("background", "horse", "person", "car")
+
+    def label_matrix(self):
+        return np.array([[0, 0, 1], [1, 1, 0], [0, 1, 0], [1, 1, 1]], bool)
+
+
+def test_pair_columns_show_both_classes_of_a_pair_first():
+    cols = viz.pair_columns(_Labels(), 10, [("horse", "person")])
+    assert cols == [("b", "horse"), ("b", "person"), ("d", "horse"), ("d", "person"),
+                    ("a", "car"), ("c", "person")]
+    assert viz.pair_columns(_Labels(), 3, [("horse", "person")], max_pairs=1) == [
+        ("b", "horse"), ("b", "person"), ("a", "car")]
+
+
+def test_attention_has_the_uniform_reference():
+    alpha = np.array([0.2, 0.0, 0.3, 0.1, 0.4])  # one entry masked out: uniform is 1/4
+    fig = viz.plot_attention(alpha, ("background", "a", "b", "c", "d", "e"))
+    (line,) = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "--"]
+    assert line.get_ydata()[0] == pytest.approx(0.25)
+    assert "1/4" in line.get_label()
+    plt.close(fig)
+
+
+def test_evidence_sweep_baseline_visible_beside_an_identical_conta():
+    stat = {"mean": 40.0, "lo": 39.0, "hi": 41.0}
+    res = {"rounds": {"conta@0.9": {"0": {"pseudo_miou": stat}, "1": {"pseudo_miou": stat}}},
+           "sweep": {}}
+    fig = viz.plot_evidence_sweep(res)
+    drawn = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1 and ln.get_marker() in "so"]
+    base = next(ln for ln in drawn if ln.get_marker() == "s")
+    conta = next(ln for ln in drawn if ln.get_marker() == "o")
+    assert base.get_linewidth() > conta.get_linewidth() and conta.get_linestyle() == "--"
+    assert base.get_xdata()[0] != conta.get_xdata()[0]  # side by side, not on top
     plt.close(fig)
 
 

@@ -142,7 +142,11 @@ def test_plot_run_cams_shows_baseline_and_last_round(smoke_run):
     report, run_dir = smoke_run
     fig = viz.plot_run_cams(run_dir, report, n_images=3)
     axes = fig.axes
-    assert len(axes) == 4 * 3  # image, ground truth, round 0, round 1 for 3 images
+    assert len(axes) == 4 * 3 + 1  # image, ground truth, round 0, round 1 for 3 columns; a bar
+    assert axes[-1].get_ylabel() == "CAM / its maximum"
+    titles = [a.get_title() for a in axes[:3]]
+    if titles[0].endswith(": horse"):  # a horse-and-rider image: shown with both classes
+        assert titles[1] == titles[0].replace(": horse", ": person")
     assert {a.get_ylabel() for a in axes} >= {"baseline (round 0)", "CONTA (round 1)"}
     with pytest.raises(ValueError, match="at least one CONTA round"):
         viz.plot_run_cams(run_dir, {**report, "rounds": report["rounds"][:1]})

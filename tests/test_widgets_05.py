@@ -76,6 +76,19 @@ def test_plot_leakage_split_stacks_and_skips_empty_classes():
     plt.close(fig)
 
 
+def test_plot_leakage_split_marks_a_uniform_maps_leakage():
+    per_class = {"horse": {"leakage_cooccur": 0.2, "leakage_background": 0.5, "pairs": 3,
+                           "leakage_uniform": 0.9},
+                 "car": {"leakage_cooccur": 0.0, "leakage_background": 0.3, "pairs": 1,
+                         "leakage_uniform": None}}
+    fig = viz.plot_leakage_split(per_class)
+    (ticks,) = fig.axes[0].collections
+    (segment,) = ticks.get_segments()
+    assert segment[:, 1].tolist() == [0.9, 0.9] and segment[0, 0] < 0 < segment[1, 0]
+    assert "a uniform map's leakage" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+
+
 def test_plot_share_matrix_and_label_grid():
     values = np.array([[0.25, 0.75], [1.0, 0.0]])
     fig = viz.plot_share_matrix(values, ["a", "b"], ["x", "y"])

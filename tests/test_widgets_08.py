@@ -1,4 +1,4 @@
-"""Notebook 08's and the demo's views of several runs: viz.pair_picks, viz.run_cam_arrays,
+"""Notebook 08's and the demo's views of several runs: viz.run_cam_arrays,
 viz.plot_cams_of_runs, widgets.RunCamsExplorer, report.format_rounds_table."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from causal_wsss.cam import CamCache, ImageCams
 from causal_wsss.errors import ConfigError, DataError
 from causal_wsss.report import format_report_table, format_rounds_table
-from causal_wsss.viz import overlay_cam, pair_picks, plot_cams_of_runs, run_cam_arrays
+from causal_wsss.viz import overlay_cam, plot_cams_of_runs, run_cam_arrays
 from causal_wsss.widgets import RunCamsExplorer
 
 CLASSES = ("background", "boat", "horse", "person")
@@ -51,18 +51,6 @@ def _dataset():
     return FakeDataset(["x", "b", "r"], images, [both, boat, rider], labels)
 
 
-def test_pair_picks_put_pairs_first_with_both_classes():
-    ds = _dataset()
-    assert pair_picks(ds, 10, [("horse", "person")]) == [("r", 1), ("r", 2), ("x", 0), ("b", 0)]
-    # without pairs any two classes of a multi-class image count
-    assert pair_picks(ds, 3) == [("x", 0), ("x", 1), ("r", 1)]
-    assert pair_picks(ds, 1, [("horse", "person")]) == [("r", 1)]
-    with pytest.raises(ConfigError, match="unicorn"):
-        pair_picks(ds, 2, [("horse", "unicorn")])
-    with pytest.raises(ConfigError, match="at least 1"):
-        pair_picks(ds, 0)
-
-
 @pytest.fixture
 def runs(tmp_path):
     """Two run folders: round 0 and round 1 of one, round 1 of another; rider image only."""
@@ -81,23 +69,26 @@ def runs(tmp_path):
 
 def test_run_cam_arrays_reads_each_source_for_the_picked_class(runs):
     ds, sources, maps = runs
-    arrays = run_cam_arrays(sources, ds, [("r", 1), ("r", 2)])
+    arrays = run_cam_arrays(sources, ds, [("r", "horse"), ("r", "person")])
     assert arrays["titles"] == ["r: horse", "r: person"]
     np.testing.assert_array_equal(arrays["cams"]["round 0"][0], maps["spread"])
     np.testing.assert_array_equal(arrays["cams"]["paste"][0], maps["exact"])
     np.testing.assert_array_equal(arrays["cams"]["CONTA"][1], maps["person"])
-    with pytest.raises(ConfigError, match="not in the data set"):
-        run_cam_arrays(sources, ds, [("nope", 0)])
+    assert arrays["keys"] == [1, 2]
+    with pytest.raises(ConfigError, match="does not have"):
+        run_cam_arrays(sources, ds, [("nope", "horse")])
+    with pytest.raises(ConfigError, match="does not have"):
+        run_cam_arrays(sources, ds, [("r", "unicorn")])
     fig = plot_cams_of_runs(arrays, classes=CLASSES)
     # rows image, truth, 3 sources; 2 columns; plus the colour bar
     assert len(fig.axes) == 5 * 2 + 1
-    assert "CAM" in fig.axes[-1].get_ylabel()
+    assert "CAM" in fig.axes[-1].get_ylabel()  # plot_cam_grid's colour bar
     plt.close(fig)
 
 
 def test_explorer_leakage_by_hand_and_widget(runs, capsys):
     ds, sources, maps = runs
-    ex = RunCamsExplorer.from_runs(sources, ds, [("r", 1), ("r", 2)])
+    ex = RunCamsExplorer.from_runs(sources, ds, [("r", "horse"), ("r", "person")])
     np.testing.assert_allclose(ex.leakage["round 0"], [0.5, 0.0])
     np.testing.assert_allclose(ex.leakage["paste"], [0.0, 0.0])
     fig, line = ex.figure(0)
