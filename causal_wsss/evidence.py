@@ -123,6 +123,10 @@ INTERVENTION_ARMS: tuple[Arm, ...] = (
     Arm("oracle_appearance", "oracle: one entry per true context",
         ("context.intervention=oracle_conta_appearance",),
         "diagnostic: reads the generator (each image's true context)"),
+    Arm("control_steps", "control: negatives' extra steps, repeats of images",
+        ("context.intervention=control_extra_steps",),
+        "as many extra samples as negatives, each a repeat of a training image with its labels "
+        "(a control of ours, added after the first negatives round)"),
 )
 """The interventions of docs/results.md section 7 (pre-registered before their runs): round 1
 of each, sharing the ``conta`` run's round 0 of its rho and seed; ``oracle_*`` arms read the
@@ -526,7 +530,8 @@ def value_of(entry: dict | None, key: str) -> float | None:
 ARCHIVE_FORMAT = 1
 _HISTORY_KEYS = ("w_m_abs", "alpha_max_mean", "attention_logit_std", "alpha_uniform")
 INTERVENTION_KEYS = ("partner_effect", "cam_miou_in_context", "fp_rate_other",
-                     "paste_objects", "negative_crops", "negative_samples", "appearance_k")
+                     "paste_objects", "negative_crops", "negative_samples", "appearance_k",
+                     "repeat_samples")
 """What the interventions' rounds add to the archive (secondary figures and their banks' sizes)."""
 _ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds",
                *(k for k in ESOL_KEYS if k not in ENDPOINTS), *INTERVENTION_KEYS)

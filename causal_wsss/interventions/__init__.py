@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..stages.spec import StageSpec
-from . import appearance, conta, negatives, paste
+from . import appearance, conta, extra_steps, negatives, paste
 from .base import Intervened, Intervention, InterventionRound
 
 __all__ = ["INTERVENTIONS", "Intervened", "Intervention", "InterventionRound", "get_intervention",
@@ -30,6 +30,7 @@ INTERVENTIONS: dict[str, Intervention] = {
     "oracle_context_negatives": negatives.ORACLE,
     "conta_appearance": appearance.INTERVENTION,
     "oracle_conta_appearance": appearance.ORACLE,
+    "control_extra_steps": extra_steps.INTERVENTION,
 }
 """Registered interventions; a new one is one module plus one line here."""
 
