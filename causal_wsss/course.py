@@ -151,10 +151,11 @@ def twin_views(runs: dict[str, str | os.PathLike], *, anchor: str = "horse",
 
 
 def run_interventions(base_dir: str | os.PathLike, names: Sequence[str], preset: str, *,
-                      progress: bool = False, **benchmark: Any
+                      progress: bool = False, suffix: str = "", **benchmark: Any
                       ) -> dict[str, tuple[ExperimentConfig, dict, Path]]:
     """For each intervention in ``names`` (``context.intervention`` values), one round 1 in the
-    folder ``<base_dir>_<name>``, its round 0 copied from the finished run ``base_dir``
+    folder ``<base_dir>_<name>`` (``<base_dir>_<name>_<suffix>`` with a ``suffix``, for a
+    variant with other overrides), its round 0 copied from the finished run ``base_dir``
     (:func:`causal_wsss.evidence.run_sharing_round0`), so every round 1 starts from the same
     baseline; ``benchmark`` are :func:`benchmark_config`'s keywords (``rounds`` is set to 1).
     Returns name -> (config, report, run folder); finished folders are read, not recomputed."""
@@ -166,7 +167,7 @@ def run_interventions(base_dir: str | os.PathLike, names: Sequence[str], preset:
         cfg = benchmark_config(preset, progress=progress, overrides=extra,
                                **{**benchmark, "rounds": 1})
         benchmark["overrides"] = extra[:-1]
-        run_dir = Path(f"{Path(base_dir)}_{name}")
+        run_dir = Path(f"{Path(base_dir)}_{name}" + (f"_{suffix}" if suffix else ""))
         out[name] = (cfg, run_sharing_round0(cfg, run_dir, base_dir, progress=progress), run_dir)
     return out
 

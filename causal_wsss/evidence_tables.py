@@ -27,6 +27,7 @@ from .evidence import (
     INTERVENTION_NAMES,
     LABELS,
     MAIN_RHO,
+    PER_CLASS_PREFIXES,
     PRIMARY,
     VARIANTS,
     Protocol,
@@ -177,6 +178,12 @@ def _interventions(reports: dict) -> dict[str, Any]:
                        for k in INTERVENTION_SECONDARY},
             "vs_conta": {k: _with_seeds(*_diff_in_diff(runs, conta, k)) for k in ENDPOINTS},
             "levels": {str(r): _levels(runs, r, ("fp_rate_preferred", PRIMARY)) for r in (0, 1)},
+            "vs_arms": {other: {k: _with_seeds(*_diff_in_diff(runs, reports[(other, rho)], k))
+                                for k in (PRIMARY, "fp_rate_preferred")}
+                        for other in INTERVENTION_NAMES
+                        if other != arm and reports.get((other, rho))},
+            "per_class": {k: _with_seeds(*_paired(runs, 1, runs, 0, k)) for k in sorted(
+                {k for e in runs.values() for k in e.get(1, {}) if k.startswith(PER_CLASS_PREFIXES)})},
             "gap": {}}
         for k in GAP_KEYS:
             s1, d_arm = _paired(runs, 1, runs, 0, k)
@@ -190,6 +197,95 @@ def _interventions(reports: dict) -> dict[str, Any]:
                                                      for a, b in zip(num, den)]}}
         out[f"{arm}@{rho}"] = row
     return out
+
+
+TARGET_SHARE, TARGET_FP_FACTOR, TARGET_COST = 0.5, 0.5, -1.0
+"""The interventions issue's target (docs/results.md section 7): close at least half of the gap
+at the strongest rho with the interval above 0, halve the false positives on the preferred
+context alone there, and cost at most one point of pseudo-mask mIoU at rho 0.5."""
+
+
+def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float = 0.5
+                         ) -> list[str]:
+    """One line per arm that reads no ground truth (diagnostics and controls are left out)
+    against the pre-registered target at ``main`` and ``harm``, then which arm is best (the
+    largest share of the gap closed at ``main``) and whether it meets all three."""
+    rows = res.get("interventions") or {}
+    arms = [a for a in INTERVENTION_NAMES if not a.startswith(("oracle_", "control_"))
+            and f"{a}@{main}" in rows]
+    lines, met, shares = [], {}, {}
+    for arm in arms:
+        row = rows[f"{arm}@{main}"]
+        closed = row["gap"][PRIMARY]["closed"]
+        if closed.get("ratio") is None:
+            share_ok, share = False, f"share of the gap unresolved ({closed.get('unresolved') or 'too few seeds'})"
+        else:
+            share_ok = closed["ratio"] >= TARGET_SHARE and (closed["lo"] or 0) > 0
+            shares[arm] = closed["ratio"]
+            share = (f"closes {closed['ratio']:.2f} [{closed['lo']:.2f}, {closed['hi']:.2f}] of "
+                     f"the gap (target >= {TARGET_SHARE}, interval above 0: {'met' if share_ok else 'not met'})")
+        fp0, fp1 = (row["levels"][r]["fp_rate_preferred"]["mean"] for r in ("0", "1"))
+        fp_ok = fp0 is not None and fp1 is not None and fp1 <= TARGET_FP_FACTOR * fp0
+        fp = ("false positives on the preferred context pending" if fp0 is None or fp1 is None
+              else f"false positives on the preferred context {100 * fp0:.0f}% -> {100 * fp1:.0f}%"
+                   f" (target halved: {'met' if fp_ok else 'not met'})")
+        low = rows.get(f"{arm}@{harm}")
+        cost_stat = low["paired"][PRIMARY] if low else None
+        if not cost_stat or cost_stat.get("mean") is None:
+            cost_ok, cost = False, f"rho {harm} pending"
+        else:
+            cost_ok = cost_stat["mean"] >= TARGET_COST
+            cost = (f"at rho {harm} {cost_stat['mean']:+.2f} points (n={cost_stat['n']}; "
+                    f"target >= {TARGET_COST:+.0f}: {'met' if cost_ok else 'not met'})")
+        met[arm] = share_ok and fp_ok and cost_ok
+        lines.append(f"{ARM_BY_NAME[arm].label} at rho {main}, n={row['paired'][PRIMARY]['n']}: "
+                     f"{share}; {fp}; {cost}")
+    if shares:
+        best = max(shares, key=shares.get)
+        lines.append(f"best arm without ground truth: {ARM_BY_NAME[best].label}; the target is "
+                     f"{'met' if met[best] else 'not met'}")
+    elif arms:
+        lines.append("no arm's share of the gap is resolved yet")
+    return lines
+
+
+def markdown_intervention_details(res: dict[str, Any], *, rho: float = 0.97) -> str:
+    """The arms against each other at each rho (differences of paired differences) and, at
+    ``rho``, each arm's per-class change of pseudo-mask IoU and of the false positives on the
+    class's preferred context (round 1 − round 0, mean over seeds)."""
+    rows = res.get("interventions") or {}
+    if not rows:
+        return ""
+    lines = ["**Interventions against each other** (row arm's round 1 − round 0 minus the "
+             "column arm's, paired by seed: pseudo-mask mIoU; false positives on the preferred "
+             "context in points of percentage)", "",
+             "| rho | arm | − arm | pseudo | FP preferred |", "|---|---|---|---|---|"]
+    for _, row in sorted(rows.items(), key=lambda kv: (-kv[1]["rho"], kv[0])):
+        for other, stat in sorted(row.get("vs_arms", {}).items()):
+            if INTERVENTION_NAMES.index(other) < INTERVENTION_NAMES.index(row["arm"]):
+                continue  # each pair once
+            fp = stat["fp_rate_preferred"]
+            fp = {**fp, **{k: 100 * fp[k] for k in ("mean", "sd", "lo", "hi")
+                           if fp.get(k) is not None}}
+            lines.append(f"| {row['rho']} | {ARM_BY_NAME[row['arm']].label} | "
+                         f"{ARM_BY_NAME[other].label} | {_fmt(stat[PRIMARY], 2)} | {_fmt(fp, 1)} |")
+    at = [r for r in rows.values() if r["rho"] == rho and r.get("per_class")]
+    classes = sorted({k.split("/", 1)[1] for r in at for k in r["per_class"]})
+    if at and classes:
+        lines += ["", f"**Per class at rho {rho}** (round 1 − round 0, mean over seeds: "
+                      "pseudo-mask IoU in points / false positives on the class's preferred "
+                      "context in points of percentage)", "",
+                  "| class | " + " | ".join(ARM_BY_NAME[r["arm"]].label for r in at) + " |",
+                  "|---|" + "---|" * len(at)]
+        for c in classes:
+            cells = []
+            for r in at:
+                iou = r["per_class"].get(f"pseudo_iou/{c}", {}).get("mean")
+                fp = r["per_class"].get(f"fp_preferred/{c}", {}).get("mean")
+                cells.append(("–" if iou is None else f"{iou:+.1f}") + " / "
+                             + ("–" if fp is None else f"{100 * fp:+.0f}"))
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_interventions(res: dict[str, Any]) -> str:
@@ -474,7 +570,11 @@ def markdown_tables(res: dict[str, Any]) -> str:
         lines += ["", esol]
     interventions = markdown_interventions(res)
     if interventions:
-        lines += ["", interventions]
+        lines += ["", interventions, "", markdown_intervention_details(res)]
+        verdict = intervention_verdict(res)
+        if verdict:
+            lines += ["", "**Against the target** (docs/results.md section 7):", "",
+                      *(f"- {v}" for v in verdict)]
     cost = cost_line(res)
     if cost:
         lines += ["", cost]

@@ -267,7 +267,7 @@ def protocol_main(args: argparse.Namespace) -> None:
                 save_figure(plot_evidence_sweep(res),
                             ROOT / "figures" / "07_conta_evidence_rho.png")
             if res.get("interventions"):
-                save_figure(plot_interventions(res), ROOT / "figures" / "07_interventions_gap.png")
+                save_figure(plot_interventions(res), ROOT / "figures" / "08_interventions_gap.png")
 
     if not args.tables_only:
         run_protocol(proto, only=args.only, progress=not args.no_progress, after_each=tables)

@@ -505,3 +505,54 @@ def test_per_class_values_are_read_from_the_round_records(tmp_path):
                                           "pseudo_iou/horse": 40.5, "fp_preferred/horse": 0.25}
     (tmp_path / "twin_eval.json").write_text("{broken")
     assert "fp_preferred/horse" not in per_class_values(tmp_path)
+
+
+def test_the_verdict_checks_each_arm_against_the_target_and_names_the_best(tmp_path):
+    """negatives: 0.8 of the gap in every seed, false positives 0.6 -> 0.2, -0.2 at rho 0.5:
+    the target is met; paste: 0.1 of the gap, false positives unchanged: not met. The detail
+    tables give each pair of arms once and the per-class changes."""
+    from causal_wsss.evidence import ENDPOINTS
+    from causal_wsss.evidence_tables import (
+        intervention_verdict,
+        markdown_intervention_details,
+        markdown_tables,
+    )
+
+    def run(arm, rho, seed, rounds):
+        folder = tmp_path / arm / f"rho{rho}_seed{seed}"
+        folder.mkdir(parents=True)
+        entries = [{"round": r, **{k: 0.0 for k in ENDPOINTS}, **e} for r, e in enumerate(rounds)]
+        (folder / "report.json").write_text(json.dumps({"rounds": entries}))
+        if len(rounds) > 1:  # per-class records of round 1 and round 0
+            for r in range(len(rounds)):
+                (folder / f"round_{r}").mkdir()
+                (folder / f"round_{r}" / "pseudo_eval.json").write_text(json.dumps(
+                    {"iou_per_class": {"horse": 30.0 + 5 * r * (arm == "negatives")}}))
+
+    gaps = {0.97: [8.0, 9.0, 10.0, 7.0], 0.5: [0.5, -0.5, 0.3, -0.2]}
+    share = {"negatives": 0.8, "paste": 0.1}
+    for rho, gap in gaps.items():
+        for seed, g in enumerate(gap):
+            base = 35.0 + seed
+            r0 = {"pseudo_miou": base, "fp_rate_preferred": 0.6}
+            run("conta", rho, seed, [r0, r0])
+            run("interventional", rho, seed, [{"pseudo_miou": base + g, "fp_rate_preferred": 0.1}])
+            for arm, f in share.items():
+                gain = f * g if rho == 0.97 else -0.2
+                fp1 = 0.2 if arm == "negatives" else 0.6
+                run(arm, rho, seed, [r0, {"pseudo_miou": base + gain, "fp_rate_preferred": fp1}])
+    res = collect(Protocol(tmp_path))
+    lines = intervention_verdict(res)
+    neg = next(v for v in lines if v.startswith("context negatives"))
+    paste = next(v for v in lines if v.startswith("paste"))
+    assert "closes 0.80" in neg and "60% -> 20% (target halved: met)" in neg
+    assert "at rho 0.5 -0.20 points" in neg and "target >= -1: met" in neg
+    assert "closes 0.10" in paste and "interval above 0: not met" in paste
+    assert "(target halved: not met)" in paste
+    assert lines[-1] == "best arm without ground truth: context negatives (W-OoD); the target is met"
+    details = markdown_intervention_details(res)
+    pair_rows = [line for line in details.splitlines() if line.startswith("| 0.97 |")]
+    assert len(pair_rows) == 1 and "| paste (re-composition, CDA) | context negatives" in pair_rows[0]
+    assert "-5.95" in pair_rows[0]  # (0.1 - 0.8) x the mean gap 8.5
+    assert "| horse | +5.0 / – | +0.0 / – |" in details  # negatives, then paste
+    assert "**Against the target**" in markdown_tables(res)
