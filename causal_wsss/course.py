@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,14 @@ from .interventions.negatives import BANK_FILE as NEGATIVE_BANK
 from .interventions.paste import BANK_FILE as PASTE_BANK
 from .interventions.paste import PasteTransform
 from .io import write_json
-from .irn import boundary_map, make_ir_labels, oracle_walk_labels, random_walk, walk_settings
+from .irn import (
+    boundary_map,
+    irn_epochs,
+    make_ir_labels,
+    oracle_walk_labels,
+    random_walk,
+    walk_settings,
+)
 from .metrics import ConfusionMatrix
 from .models.efficientnet_lite import MEAN, STD, imagenet_classifier
 from .models.seg_net import build_seg_net
@@ -293,6 +301,42 @@ def score_pseudo_masks(dataset, cache, variants: dict[str, tuple[Callable, float
 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 09 and 10: the full-scale run on a GPU
+
+
+def training_steps(cfg: ExperimentConfig, n_train: int) -> dict[str, int]:
+    """SGD steps of one round's three trainings on ``n_train`` training images, one process: the
+    CAM network (``cam.epochs`` epochs of ``cam.batch_size``), IRNet's boundary network
+    (:func:`causal_wsss.irn.irn_epochs` epochs of ``pseudo.irn_batch_size``: a fixed number of
+    epochs, or about ``pseudo.irn_steps`` steps) and segmentation (``seg.iterations``). A
+    loader drops its last incomplete batch unless the data set is smaller than one batch.
+
+    >>> training_steps(resolve("smoke"), 20)
+    {'CAM network': 4, 'boundary network': 2, 'segmentation': 20}
+    """
+    def batches(batch_size: int) -> int:
+        return max(1, int(n_train) // int(batch_size))
+
+    irn_batches = batches(cfg.pseudo.irn_batch_size)
+    return {"CAM network": cfg.cam.epochs * batches(cfg.cam.batch_size),
+            "boundary network": irn_epochs(cfg.pseudo, irn_batches) * irn_batches,
+            "segmentation": int(cfg.seg.iterations)}
+
+
+def forward_seconds(net: torch.nn.Module, sides: Sequence[int], *,
+                    repeats: int = 3) -> dict[int, float]:
+    """Mean wall time (seconds) of one forward pass of ``net`` without gradients on one random
+    square RGB image per side in ``sides``, after one warm-up pass (notebook 10's exercise)."""
+    net.eval()
+    out: dict[int, float] = {}
+    with torch.no_grad():
+        for side in sides:
+            x = torch.rand(1, 3, int(side), int(side))
+            net(x)
+            t0 = time.perf_counter()
+            for _ in range(max(1, int(repeats))):
+                net(x)
+            out[int(side)] = (time.perf_counter() - t0) / max(1, int(repeats))
+    return out
 
 
 def standin_root(work_dir: str | os.PathLike, *, seed: int, coco: bool = False,

@@ -288,16 +288,83 @@ def markdown_intervention_details(res: dict[str, Any], *, rho: float = 0.97) -> 
     return "\n".join(lines)
 
 
+def _share(stat: dict | None) -> str:
+    """A share of the gap closed, ``ratio [lo, hi]``, or why it has none."""
+    if not stat:
+        return "pending"
+    if stat.get("ratio") is None:
+        return "unresolved" if "contains 0" in (stat.get("unresolved") or "") else "–"
+    return f"{stat['ratio']:+.2f} [{stat['lo']:+.2f}, {stat['hi']:+.2f}]"
+
+
+def intervention_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The interventions' short table (notebook 11), one dict per arm and rho, strongest rho
+    first: the arm's label, rho, pseudo-mask mIoU round 1 − round 0 (mean [95% interval]), the
+    share of the interventional gap it closes ('unresolved' where the gap's interval contains
+    0) and the number of seeds. Empty before any intervention run."""
+    rows = res.get("interventions") or {}
+    out = []
+    for _, row in sorted(rows.items(), key=lambda kv: (-kv[1]["rho"], kv[0])):
+        p = row["paired"][PRIMARY]
+        diff = ("pending" if p.get("mean") is None else f"{p['mean']:+.2f}" if p.get("lo") is None
+                else f"{p['mean']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}]")
+        out.append({"arm": ARM_BY_NAME[row["arm"]].label, "rho": row["rho"],
+                    "pseudo r1 − r0": diff,
+                    "gap closed": _share(row["gap"][PRIMARY]["closed"]), "n": p.get("n")})
+    return out
+
+
+def findings(res: dict[str, Any]) -> list[str]:
+    """The course's findings read from the protocol's tables, one line each (notebook 11):
+    CONTA's primary endpoint, the interventional gap and the share of it CONTA closes at the
+    main rho, the confounded and interventional round 0's context reliance, CONTA's context
+    channel after round 1, and the sweep over rho. "pending" where a table lacks the entry."""
+    main = f"{MAIN_RHO}"
+    paired, rounds = res.get("paired", {}), res.get("rounds", {})
+    gap = paired.get(f"interventional@{main}", {}).get("0", {}).get(PRIMARY)
+    closed = res.get("sweep", {}).get(main, {}).get(PRIMARY, {}).get("gap_closed")
+    lines = [f"CONTA, round 1 − round 0, pseudo-mask mIoU at rho {main}: "
+             f"{_fmt(res.get('primary'), 2)}",
+             f"interventional − confounded round 0, pseudo-mask mIoU at rho {main}: "
+             f"{_fmt(gap, 2)}",
+             f"share of that gap CONTA closes: {_share(closed)}"]
+    levels = [rounds.get(f"{arm}@{main}", {}).get("0", {})
+              for arm in ("conta", "interventional")]
+
+    def level(key: str, scale: float, fmt: str) -> str:
+        means = [lv.get(key, {}).get("mean") for lv in levels]
+        if None in means:
+            return "pending"
+        return " → ".join(f"{scale * m:{fmt}}" for m in means)
+
+    lines += [f"round 0's context effect (logits), confounded → interventional: "
+              f"{level('context_effect', 1.0, '.2f')}",
+              f"round 0's false positives on the preferred context alone, confounded → "
+              f"interventional: {level('fp_rate_preferred', 100.0, '.0f')} (%)"]
+    mon = res.get("monitor", {}).get(f"conta@{main}", {})
+    if mon:
+        mean = {k: (mon.get(k) or {}).get("mean") for k in
+                ("w_m_abs_last", "alpha_max_mean_last", "alpha_uniform_last", "context_share")}
+        if None not in mean.values():
+            lines.append(f"CONTA's context channel after round 1: mean |w_M| "
+                         f"{mean['w_m_abs_last']:.4f}, mean largest alpha "
+                         f"{mean['alpha_max_mean_last']:.3f} (uniform: "
+                         f"{mean['alpha_uniform_last']:.3f}), context term "
+                         f"{mean['context_share']:.1e} of the CAMs")
+    for rho, row in sorted(res.get("sweep", {}).items(), key=lambda kv: float(kv[0])):
+        p = row.get(PRIMARY, {})
+        lines.append(f"rho {rho}: interventional gap {_fmt(p.get('interventional'), 2)}; "
+                     f"CONTA r1 − r0 {_fmt(p.get('conta'), 2)}; share closed "
+                     f"{_share(p.get('gap_closed'))}")
+    return lines
+
+
 def markdown_interventions(res: dict[str, Any]) -> str:
     """The interventions' table (empty before any intervention run)."""
     rows = res.get("interventions") or {}
     if not rows:
         return ""
-
-    def share(stat: dict) -> str:
-        if stat.get("ratio") is None:
-            return "unresolved" if "contains 0" in (stat.get("unresolved") or "") else "–"
-        return f"{stat['ratio']:+.2f} [{stat['lo']:+.2f}, {stat['hi']:+.2f}]"
+    share = _share
 
     lines = ["**Interventions** (docs/results.md section 7; `oracle_*` rows read the generator "
              "and are diagnostics): round 1 − round 0 (paired by seed), against CONTA (difference "

@@ -28,7 +28,8 @@
 # **Before this:** [01 · The causal graph](01_causal_graph.ipynb), which explains why such
 # co-occurrence confounds an image-level classifier.
 #
-# **Run time and hardware:** about 13 s on 2 CPU cores (measured 2026-12-01; under 10 s in smoke mode); no GPU. It
+# **Run time and hardware:** about 13 s on 2 CPU cores (measured 2026-12-01; under 10 s in smoke mode), plus a
+# few seconds for exercise 1's check (a fresh set of small images); no GPU. It
 # writes the benchmark `make demo` uses (500 images in `../data/synth`; reused if
 # present). With real data, add the time to read the labels: seconds for VOC, longer for COCO,
 # whose training annotation file is large.
@@ -48,6 +49,7 @@ N_VAL = 10 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
 TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
 WIDGET_IMAGES = 40 if SMOKE else 150  # images per rho value in the widget (96 px)
+CHECK_IMAGES = 300 if SMOKE else 1500  # exercise 1: images of its check set (64 px)
 PROGRESS = not SMOKE
 # Paths are relative to notebooks/, the kernel's working directory; ../data is git-ignored.
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_02_") if SMOKE else "../data/notebook02"
@@ -56,12 +58,13 @@ FIGURES_DIR = f"{WORK_DIR}/figures" if SMOKE else "../figures"
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from causal_wsss.data import build_dataset
 from causal_wsss.data.scenes import SPEC
 from causal_wsss.data.stats import conditional_probability, cooccurrence_stats, format_stats_table
-from causal_wsss.data.synthetic import generate_synthetic, measured_cooccurrence
+from causal_wsss.data.synthetic import generate_synthetic, load_meta, measured_cooccurrence
 from causal_wsss.errors import DataError
 from causal_wsss.viz import plot_bars, plot_cooccurrence, plot_image_mask_grid, save_figure
 from causal_wsss.widgets import RHO_GRID, CooccurrenceExplorer
@@ -215,47 +218,73 @@ explorer.widget(RHO_GRID, value=RHO)
 
 # %% [markdown]
 # Try `rho` = 0.2: the context no longer depends on the class (five contexts), yet the person
-# still follows the horse 20% of the time. At `rho` = 0 the horse never stands on grass and never
-# carries a rider. The person is then *less* likely with a horse than without one (in the
-# committed figure, made with the parameters above, $P(\text{person} \mid \text{horse})$ is
-# 0.08 against 0.20 without a horse): an anti-correlation, so the sign of the confounding
-# flips. It does not confound "just as much": the gap at `rho` = 0 (0.12) is about a quarter of
-# the gap at `rho` = 0.9 (0.84 against 0.40, 0.44), because persons keep coming into horse-free
-# images as boats' partners, as anchors and as extra objects whatever `rho` is. In between the
-# curves cross (near `rho` = 0.28 in that figure), and there a person says nothing about a
-# horse (exercise 1).
-#
+# still follows the horse, placed as its rider with probability `rho`. At `rho` = 0 the horse
+# never stands on grass and never carries a rider. The cell below prints, from the explorer's
+# cached sets, $P(\text{person} \mid \text{horse})$ and $P(\text{person} \mid \text{no horse})$
+# at these two values and at the benchmark's `rho`. At `rho` = 0 the person is *less* likely
+# with a horse than without one: an anti-correlation, so the sign of the confounding flips. It
+# does not confound "just as much": compare the gap between the two columns at `rho` = 0 with
+# the gap at the benchmark's `rho`. Persons keep coming into horse-free images as boats'
+# partners, as anchors and as extra objects whatever `rho` is. Somewhere in between the two
+# curves of the widget cross, and there a person says nothing about a horse. (In smoke mode
+# the sets are tiny and the numbers noisy.)
+
+# %%
+print(pd.DataFrame({"P(person | horse)": {r: explorer.snapshot(r).p_b_given_a("horse", "person")
+                                          for r in (0.0, 0.2, RHO)},
+                    "P(person | no horse)": {r: explorer.snapshot(r).p_b_given_not_a("horse", "person")
+                                             for r in (0.0, 0.2, RHO)}})
+      .rename_axis("rho").round(2).to_string())
+
+# %% [markdown]
 # ## Exercises
 #
-# **Exercise 1.** Find the `rho` at which $P(\text{person} \mid \text{horse})$ equals
-# $P(\text{person} \mid \text{no horse})$: use the explorer's cached snapshots
-# (`explorer.cached_rhos()`, `explorer.snapshot(rho).p_b_given_a(a, b)` and
-# `.p_b_given_not_a(a, b)`) and interpolate where the difference changes sign. Why is it not
-# `rho` = 0.2, where the context stops depending on the class?
+# **Exercise 1 (predict, then run).** At `rho` = 0.5, pick an image whose background is grass.
+# What is the probability that its anchor is a horse, $P(\text{anchor} = \text{horse} \mid
+# \text{grass})$? And is the share of grass images that show a horse *at all* larger or
+# smaller than that? Write your prediction down, with the reasoning, from the four steps of
+# section 2 and the table of preferred contexts (no class but the horse prefers grass). Then
+# put the number in `MY_PREDICTION` and run the cell below: it generates a fresh set at
+# `rho` = 0.5 (`CHECK_IMAGES` images of 64 px, a few seconds), reads each image's anchor,
+# context and objects from the sidecar, and prints the measured shares beside the exact value.
 #
 # **Exercise 2.** From the labels of the 400 training images (`cooccurrence_stats(train)`),
 # compute the *lift* $P(b \mid a) / P(b)$ of every pair and name the three largest. Which of
 # them did the generator plant?
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 1: the difference P(person | horse) - P(person | no horse) over the cached rhos, and
-# the linear interpolation of its first change of sign. The crossing is not at rho = 0.2: the
-# rider is placed with probability rho, not with the context's 1/5, and persons reach horse-free
-# images through boats and extra objects, so P(person | horse) must fall below their rate.
-import numpy as np
+# %%
+MY_PREDICTION = None  # your P(anchor = horse | context = grass) at rho = 0.5, e.g. 0.3
+check_rho = 0.5
+check_meta = load_meta(generate_synthetic(f"{WORK_DIR}/exercise1", n_train=CHECK_IMAGES, n_val=0,
+                                          rho=check_rho, seed=SEED + 1, size=64))
+on_grass = [img for img in check_meta["images"] if img["context"] == "grass"]
+others = len(SPEC.classes) - 1  # classes whose preferred context is not grass
+exact = check_rho / (check_rho + others * (1 - check_rho) / (len(SPEC.contexts) - 1))
+print(f"{len(on_grass)} of {len(check_meta['images'])} images on grass at rho = {check_rho}")
+print(f"P(anchor = horse | grass):    measured {np.mean([i['anchor'] == 'horse' for i in on_grass]):.2f},"
+      f" exact (Bayes) {exact:.2f}; your prediction: {MY_PREDICTION}")
+print(f"P(horse in image | grass):    measured "
+      f"{np.mean([any(o['class'] == 'horse' for o in i['objects']) for i in on_grass]):.2f}")
 
-rhos = np.array(explorer.cached_rhos())
-gap = np.array([explorer.snapshot(r).p_b_given_a("horse", "person")
-                - explorer.snapshot(r).p_b_given_not_a("horse", "person") for r in rhos])
-print(pd.DataFrame({"rho": rhos, "P(person|horse) - P(person|no horse)": gap}).round(2)
-      .to_string(index=False))
-flips = np.flatnonzero(np.diff(np.sign(gap)) != 0)
-if len(flips):
-    i = flips[0]
-    crossing = rhos[i] - gap[i] * (rhos[i + 1] - rhos[i]) / (gap[i + 1] - gap[i])
-    print(f"the curves cross near rho = {crossing:.2f}")
-else:
-    print("no crossing on this grid (in smoke mode the sets are tiny and noisy)")
+# %% [markdown]
+# <details><summary>Solution 1 (click to unfold)</summary>
+#
+# Bayes' rule over the anchor, which is uniform over the six classes. A horse anchor stands on
+# grass with probability $\rho$; an anchor of any of the other five classes lands on grass only
+# when its context is not its preferred one, with probability $1 - \rho$, and then picks grass
+# among its four other contexts:
+#
+# $$P(\text{anchor} = \text{horse} \mid \text{grass}) =
+#   \frac{\rho}{\rho + 5\,(1 - \rho)/4},$$
+#
+# the "exact" value the cell prints; the measured share differs from it by sampling noise only.
+# It is well above the horse's base rate of one in six, although at `rho` = 0.5 half of the
+# horses stand elsewhere: a context is evidence for a class even under mild confounding, since
+# no other class prefers grass. The share of grass images *showing* a horse is larger still:
+# with probability 0.35 an image gets one extra object of any class but the anchor's partner,
+# on the same background, so some grass images with another anchor carry a horse as well. A
+# classifier sees labels, not anchors, so the second number is the one it learns from.
+# </details>
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # Solution 2: lift = P(b | a) / P(b) from the label counts. The planted pairs (horse -> person,

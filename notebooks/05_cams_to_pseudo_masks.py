@@ -90,6 +90,7 @@ from causal_wsss.irn import (
     walk_settings,
 )
 from causal_wsss.pseudo_masks import cams_to_mask, refine_none, refine_threshold_crf
+from causal_wsss.results import PUBLISHED_MIOU
 from causal_wsss.runtime import choose_device
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.stages.models import build_cam_model
@@ -315,31 +316,28 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # the PNGs it wrote. `causal-wsss run --refine irn` (or `pseudo.refine=irn`, the default of the
 # `gpu` and `paper` presets) makes the IRNet variant the pseudo-masks of every round.
 #
-# In smoke mode the numbers are noise. What has been measured (`docs/results.md`, section 4):
+# In smoke mode the numbers are noise. At full size, read the table above (this run, seed 0)
+# and the appendix's row; what the three-seed comparison of `docs/results.md` section 4 adds
+# (`scripts/compare_refinement.py`, every difference paired by seed, its numbers there):
 #
-# - **The check with true boundaries (the appendix; `docs/results.md` section 4b; the `cpu` preset, one round
-#   0 of seed 0, 400 images):** perfect CAMs keep 97.9 mIoU through the walk on true boundaries
-#   (99.8 without a walk), so the check does not erase what it should keep. That round's CAMs
-#   walked on true boundaries reach **73.8** at a
-#   background threshold of 0.7, against 44.0 for the plain threshold: with the right boundaries
-#   the propagation works on these CAMs. At IRNet's 0.25 it gives 16.6: these CAMs leak onto the
-#   context, which lies in the background region, and the walk spreads that leak over the whole
-#   region, whose average then beats a quarter of the global maximum.
-# - **The IR labels at the `cpu` preset** (IRNet's 0.30 / 0.05 through the CRF; seed 0, first 40
-#   images): 51% of the pixels are "confident foreground", five times the true foreground, and
-#   only 19% of them are right; 2% are confident background. The boundary network learns from
-#   these, so IRN at IRNet's thresholds starts far from the truth. On the same 40 images the
-#   CRF lifts the threshold's 44.9 to 79.0.
-# - **IRN with IRNet's protocol** (IR-label CRF, 993 steps, the scaled walk), three seeds of
-#   the evidence protocol's round 0 (`docs/results.md` 4c, `scripts/compare_refinement.py`):
-#   threshold 0.7 gives 39.1 mIoU, the CRF **62.1** (+22.9 [+11.9, +34.0], every seed), IRN at
-#   IRNet's 0.25 **15.4** (−23.8 [−31.1, −16.5], every seed), the walk on true boundaries at
-#   0.25 16.0: at IRNet's threshold the learned boundaries are as good as true ones, and both
-#   fail, because the walk spreads the CAMs' leak over the context. At 0.7 the walk on true
-#   boundaries gains (62.1, +22.9), the walk on the *learned* boundaries loses (25.5, −13.7
-#   [−17.4, −10.0]): trained from IR labels that call 50-63% of the pixels confident
-#   foreground (the truth: 10.5%), the boundary network does not find the objects' edges. The
-#   figure below (IoU per class, from that script) shows the background collapsing under IRN.
+# - **The check with true boundaries** (the appendix; section 4b): perfect CAMs come through
+#   the walk on true boundaries nearly intact, so the check does not erase what it should
+#   keep. These CAMs walked on true boundaries beat the plain threshold at the pipeline's
+#   background threshold, and fail at IRNet's 0.25: the CAMs leak onto the context, which lies
+#   in the background region, and the walk spreads that leak over the whole region, whose
+#   average then beats a quarter of the global maximum.
+# - **The IR labels at the `cpu` preset** (IRNet's 0.30 / 0.05 through the CRF; exercise 2
+#   prints their coverage): they call several times the true foreground "confident
+#   foreground", and most of it is wrong. The boundary network learns from these, so IRN at
+#   IRNet's thresholds starts far from the truth.
+# - **IRN with IRNet's protocol** (IR-label CRF, 993 steps, the scaled walk; section 4c): in
+#   every seed the CRF gains over the plain threshold and IRN at IRNet's 0.25 loses, as much as
+#   the walk on true boundaries at 0.25: at IRNet's threshold the learned boundaries are as good
+#   as true ones, and both fail, because the walk spreads the CAMs' leak over the context. At the
+#   pipeline's threshold the two part: the walk on true boundaries gains, the walk on the
+#   *learned* boundaries loses, because the IR labels it learns from join objects to their
+#   context. The figure below (IoU per class, from that script) shows the background
+#   collapsing under IRN.
 #
 # ![IoU per class of each refinement](../figures/05_refinement_per_class.png)
 #
@@ -348,7 +346,15 @@ print(f"pipeline's pseudo-mask mIoU (pseudo.refine={p.refine}): "
 # context, the leaked region is confident "horse" and the walk fills it in, unless the threshold
 # after the walk is high enough to keep only regions whose *average* score is high. No refinement
 # removes the confounder, because every variant starts from the same biased CAMs. On VOC, with
-# the `paper` preset, IRNet lifts CAMs of 48.3 mIoU to pseudo-masks of 66.5 ([docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)).
+# the `paper` preset, IRNet lifts its CAMs to far better pseudo-masks: the published numbers,
+# printed below ([docs/method.md §8](../docs/method.md#8-irnet-the-baseline-contas-pseudo-masks-follow)).
+
+# %%
+irnet = next(row for row in PUBLISHED_MIOU["voc"] if row["method"] == "IRNet")
+print(f"IRNet on VOC train (published, {irnet['source']}): CAM {irnet['cam']} mIoU, "
+      f"pseudo-masks {irnet['pseudo']} mIoU")
+
+# %% [markdown]
 #
 # ## Exercises
 #
@@ -391,11 +397,11 @@ for fg in (0.3, 0.5, 0.7):
 #   random-walk inside regions (β = 10, a reach of 0.30 of the image: 2^8 steps at radius 5 on
 #   VOC, radius 3 here), thresholding at 0.25.
 # - (Appendix) A diagnostic must pass its own sanity check: on true boundaries placed outside the objects,
-#   perfect CAMs survive the walk, and these CAMs gain about 23 points at a threshold of 0.7
-#   (three seeds), but lose at IRNet's 0.25. Learned boundaries fall far short of true ones here
-#   (−13.7 points against the plain threshold at 0.7), because their teacher, the IR labels,
-#   joins objects to their context; on this benchmark the dense CRF is the refinement that
-#   works (+22.9). None of the variants removes the confounder itself, since they all start
+#   perfect CAMs survive the walk, and these CAMs gain at the pipeline's threshold (three
+#   seeds, `docs/results.md` section 4c), but lose at IRNet's 0.25. Learned boundaries fall far
+#   short of true ones here (they lose to the plain threshold), because their teacher, the IR
+#   labels, joins objects to their context; on this benchmark the dense CRF is the refinement
+#   that works. None of the variants removes the confounder itself, since they all start
 #   from the same biased CAMs.
 
 # %% [markdown]

@@ -204,8 +204,7 @@ plt.show()
 # less, and the aeroplane's 0.16 against 0.058; the boat's, car's and horse's are 1.3-1.6 times
 # their true size. The segmentation model, trained on pseudo-masks that had spread over the
 # sky, predicts "bird" over much of the sky: the confounder has leaked into the dictionary
-# itself, and $c_{\text{bird}}$ describes where sky is as much as where birds are. (With the
-# former from-scratch preset the bird's and the horse's entries filled nearly the whole frame.)
+# itself, and $c_{\text{bird}}$ describes where sky is as much as where birds are.
 # A dictionary built from confounded predictions stratifies partly by the context it should
 # adjust for, one reason the adjustment can do little on this benchmark (notebook 07; the
 # evidence protocol's ground-truth dictionary arm measures how much).
@@ -316,16 +315,15 @@ explorer.widget()
 #   down). This is the regime Eq. 3 is meant for;
 # - $\alpha$ peaked on **the same class for every image**: $m$ is again one constant map.
 #
-# Our two regimes landed in the first and the last. With the `cpu` preset (ImageNet
+# With the `cpu` preset (ImageNet
 # MobileNetV2 trunk, 2 epochs) $\alpha$ stays **uniform**: over the 8 seeds of the evidence
 # protocol the mean largest $\alpha$ is 0.169 against $1/6 = 0.167$ and the attention logits
 # spread by 0.01 across the dictionary (`docs/results.md` section 0.1); compare the lines
 # printed above. $W_1, W_2$ start near zero and the classification loss, the only teacher,
-# hardly moves them in 50 steps. With the former from-scratch preset (`cpu_scratch`, three
-# seeds, `docs/results.md` section 1) the attention **collapsed**: 98.8-100% of the 400 images
-# put their largest weight on the same class (mean largest $\alpha$ 0.99-1.00), and $m$ varied
-# across images by at most 8% of its mean, although the queries $X_m$ differ from image to
-# image. Through one channel the most $m$ can do for the loss is act as a per-class bias, which
+# hardly moves them in 50 steps. A network trained from scratch (the `cpu_scratch` preset,
+# `docs/results.md` section 1) lands in the last regime instead: the attention **collapses**
+# onto one class for every image, although the queries $X_m$ differ from image to image.
+# Through one channel the most $m$ can do for the loss is act as a per-class bias, which
 # one entry serves for all images.
 #
 # In both regimes the context channel carries no information about the image; it acts as a
@@ -363,22 +361,15 @@ print(f"m_scale='max' would multiply m by {(1 / m.flatten(1).amax(1)).mean():.0f
 # How to read these numbers: $m$ is at most $\max_i P(c_i)$, about 0.05 with VOC's 20 classes
 # (larger here, where few classes share the prior), while a ResNet-50 has 2048 post-ReLU feature
 # channels of order one. For the channel to matter, its weight $w_{k,M}$ must grow until the
-# context term is a sizeable share of the logit, and nothing in the training asks for that. In
-# an independent CPU prototype (ResNet-18 trunk trained from scratch, 400 images, faithful $m$) the
-# context term was about 0.06% of the CAM's magnitude, and in our runs of the former `cpu` preset (now `cpu_scratch`)
-# (three seeds, two rounds each) it was 0.02-0.05%; with the `cpu` preset's pretrained trunk
-# (8 seeds of the evidence protocol) it is 1.9e-6, i.e. 0.0002%. Compare the share printed above: the trunk, data and
+# context term is a sizeable share of the logit, and nothing in the training asks for that.
+# Compare the share printed above with the evidence protocol's over 8 seeds of the `cpu`
+# preset (the line on CONTA's context channel that notebook 11 prints): the trunk, data and
 # training length decide it, so smoke runs with their tiny trunk can show a much larger share
 # than a real network.
 #
 # `context.m_scale=max` (a deviation, off by default) divides $m$ by its maximum so that the
-# channel is of order one, by the factor printed above. Over three seeds of the former `cpu` preset it
-# raised the share to 0.12-0.40% and gained in round 1 (CAM +1.1 ± 0.3, segmentation +1.9 ± 0.9
-# mIoU), but not in round 2, and the attention still collapsed onto one class; a control with
-# uniform attention and the same scaling gained -0.1 ± 1.4 (CAM) and +1.1 ± 1.2 (segmentation),
-# the two not separable with three seeds (`docs/results.md`, section 1). With the pretrained
-# trunk the evidence protocol runs it again as its `m_scale=max` arm, 5 seeds, paired (notebook
-# 07, section 4). How the context term is scaled decides whether the adjustment can act at all,
+# channel is of order one, by the factor printed above. The evidence protocol runs it as its
+# `m_scale=max` arm, 5 seeds, paired (notebook 07, section 4). How the context term is scaled decides whether the adjustment can act at all,
 # and the paper does not say.
 #
 # ## Exercises
@@ -403,7 +394,7 @@ between = np.abs(learned - learned.mean(0)).mean((1, 2))
 print(f"uniform m: max {m_uniform.max():.4f}; learned m: max {learned.max():.4f}")
 print(f"mean |m - m_uniform| per image {to_uniform.mean():.2e}; mean |m - mean m| {between.mean():.2e}")
 # With uniform attention (the cpu preset) every image's m is the uniform map; with attention
-# collapsed onto one class k (the former from-scratch preset) it is P(c_k) c_k, far from the
+# collapsed onto one class k (the cpu_scratch preset) it is P(c_k) c_k, far from the
 # uniform map but the same for every image. Either way m hardly depends on the image.
 
 # %% [markdown]
@@ -436,11 +427,8 @@ pd.DataFrame({"round 0": [report["rounds"][0].get(k) for k in keys],
 # on the image. With the `cpu` preset the learned $\alpha$ is already uniform to about 0.002
 # (section 4), so the control is almost the same network, and its round 1 should match Eq. 3's
 # to the second decimal: the table printed by the solution cell above. Neither moves much from
-# round 0 either, because the context term is a vanishing share of the CAMs (section 5). With
-# the former from-scratch preset, where the attention collapsed onto one class, we measured over
-# three seeds (`docs/results.md` section 1) +0.1 ± 2.7 points of CAM mIoU at the best threshold
-# in round 1 with Eq. 3 and +0.9 ± 3.3 with the uniform control, with the same per-seed signs:
-# seed noise, not context. The powered version of this comparison (5 seeds, paired) is a row of
+# round 0 either, because the context term is a vanishing share of the CAMs (section 5). The
+# powered version of this comparison (5 seeds, paired) is a row of
 # the evidence protocol (notebook 07, section 4).
 #
 # </details>
@@ -460,8 +448,7 @@ pd.DataFrame({"round 0": [report["rounds"][0].get(k) for k in keys],
 # - Whether the adjustment acts depends on numbers we can measure: whether $\alpha$ changes with
 #   the image (otherwise $m$ is one constant map), and the context term's share of the logits.
 #   With the `cpu` preset (pretrained trunk) the attention stays uniform and the faithful $m$
-#   makes about 2e-6 of the CAMs' magnitude; with the former from-scratch preset it collapsed
-#   onto one class for every image and made under 0.1%. Either way the classifier all but
+#   makes a vanishing share of the CAMs' magnitude (section 5): the classifier all but
 #   ignores it.
 #
 # **Next:** run the rounds and compare the CAMs before and after the adjustment:

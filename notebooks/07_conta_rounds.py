@@ -261,9 +261,8 @@ else:
 #   and its approximation are both the baseline.
 # - **Not the optimiser, not the dictionary** (5 seeds each): AdamW at a learning
 #   rate of its own for the context parameters makes the attention collapse onto one entry
-#   (mean largest $\alpha$ 0.82), the failure of the from-scratch regime, which used AdamW; a
-#   ground-truth dictionary or $m$ scaled to its maximum leave the context term at most 3e-4 of
-#   the CAMs. Every variant stays within ±0.1 points of CONTA; the uniform control equals
+#   (mean largest $\alpha$ 0.82); a ground-truth dictionary or $m$ scaled to its maximum leave
+#   the context term at most 3e-4 of the CAMs. Every variant stays within ±0.1 points of CONTA; the uniform control equals
 #   Eq. 3's round 1 in every seed, and round 2 repeats it ($+0.01 \pm 0.02$, 5 seeds).
 # - **Not one confounding strength**: over `rho` (5 seeds each, 8 at 0.9; section 4's cell
 #   shows the sweep as it is committed) the interventional gap grows from $+0.3$ (rho 0.5) to
@@ -272,13 +271,6 @@ else:
 #   at any rho: its round-1 gain is $+0.01$, $+0.00$, $+0.00$ and $-0.03$ points, every
 #   interval within ±0.1. The stronger the confounding, the more there is to gain, and CONTA
 #   gains none of it.
-# - **Before the protocol** (`docs/results.md` section 1: the former, from-scratch `cpu`
-#   preset, three seeds with the data redrawn per seed): the same null, with a different
-#   failure (the attention collapsed onto one dictionary entry for every image), and a lesson
-#   about seeds: Eq. 3 and its uniform-attention control had the same per-seed signs (two
-#   seeds gained 2-3 points, one lost 4), because a paired difference still carries the luck of
-#   its own baseline. One seed's table, like `make demo`'s, can show a gain or a loss of
-#   several points that is noise.
 #
 # ### Why CONTA does nothing here
 #

@@ -65,10 +65,18 @@ from IPython.display import display
 
 from causal_wsss.config import resolve
 from causal_wsss.constants import COCO_CATEGORIES, COCO_CLASSES, COCO_ID_TO_LABEL
-from causal_wsss.course import check_gpu_run, run_or_read, show_run_figures, standin_root
+from causal_wsss.course import (
+    check_gpu_run,
+    forward_seconds,
+    run_or_read,
+    show_run_figures,
+    standin_root,
+)
+from causal_wsss.data.stats import conditional_probability, cooccurrence_stats
 from causal_wsss.errors import ConfigError, DataError
 from causal_wsss.results import PAPER_PRESET_SOURCES, config_sources_table, results_table
 from causal_wsss.stages.datasets import load_datasets
+from causal_wsss.stages.models import build_cam_model
 from causal_wsss.viz import plot_image_mask_grid, plot_results_table, save_figure
 
 pd.set_option("display.max_colwidth", None)
@@ -273,27 +281,69 @@ saved_figures = show_run_figures(report, run_dir, FIGURES_DIR, "10_ms_coco")
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1.** How many of the ids 1-90 does COCO leave unused, and which contiguous label
-# does the last category (id 90, "toothbrush") get? Use `COCO_ID_TO_LABEL`.
+# **Exercise 1 (predict, then run).** For which three categories $a$ is
+# $P(\text{person} \mid a)$ highest, i.e. which objects almost never appear without a person?
+# And for those three, is the reverse, $P(a \mid \text{person})$, high too? Predict before
+# running: on COCO (when `CAUSAL_WSSS_DATA` points at it) think of what people hold, wear or
+# ride; on the smoke stand-in, of the pairs notebook 02's generator plants. Write the
+# predictions down (in `MY_PREDICTION`, say), then run the cell: it counts the training set's
+# image-level labels with `cooccurrence_stats`, notebook 02's function (no image is decoded).
 #
-# **Exercise 2.** Scale notebook 09's per-round projection to COCO for the two stages whose cost
-# grows with the schedule: CAM training (5 epochs over the training images: 82,081 against
-# 10,582, about 10 minutes on VOC) and segmentation (100,000 iterations against 20,000, about
-# 46 minutes on VOC). Compare with section 3.
+# **Exercise 2 (predict, then run).** CAM inference passes every training image through the
+# CAM network at four scales and their flips, so its cost depends on the images' size, and
+# COCO's images are larger than the benchmark's. If you double an image's side, by what factor
+# does one forward pass take longer? Predict the factor for 128 → 256 px and for 256 → 512 px,
+# then run the second cell: it times the `cpu` preset's CAM network (MobileNetV2 with random
+# weights: the time does not depend on them) on this machine, in about a second.
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 1: ten ids are unused and the 80 categories fill labels 1-80.
-unused = sorted(set(range(1, 91)) - set(COCO_ID_TO_LABEL))
-print(f"{len(unused)} unused ids: {unused}; id 90 -> label {COCO_ID_TO_LABEL[90]}")
-assert len(unused) == 10 and COCO_ID_TO_LABEL[90] == 80
+# %%
+MY_PREDICTION = None  # e.g. (["horse", "bicycle", "skis"], "P(a | person) is high too")
+if sets is None:
+    print("no training set was read (section 1): nothing to count")
+else:
+    label_stats = cooccurrence_stats(sets["train"])
+    given = conditional_probability(label_stats)
+    counts = label_stats["image_counts"]
+    with_person = pd.DataFrame([{"category": a, "images": counts[a],
+                                 "P(person | a)": given[a]["person"],
+                                 "P(a | person)": given["person"][a]}
+                                for a in label_stats["classes"] if a != "person" and counts[a]])
+    display(with_person.set_index("category").sort_values("P(person | a)", ascending=False)
+            .head(5).round(2))
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 2: time grows with the number of crops or iterations.
-cam_h = 10 * 82_081 / 10_582 / 60
-seg_h = 46 * 100_000 / 20_000 / 60
-print(f"CAM training about {cam_h:.1f} h, segmentation about {seg_h:.1f} h per round "
-      "(section 3: about 1.3 h and 4 h)")
-assert 1.2 < cam_h < 1.4 and 3.7 < seg_h < 4.0
+# %% [markdown]
+# <details><summary>Solution 1 (click to unfold)</summary>
+#
+# On the stand-in the top rows are the generator's planted pairs: horse and boat take
+# a person along with probability `rho`, so $P(\text{person} \mid a)$ is high for them, while
+# $P(a \mid \text{person})$ stays low, because persons also appear as anchors and extra
+# objects in images without a horse or a boat (with 16 training images the numbers are noisy,
+# and a class seen in one or two images can top the list). On COCO the top categories are of
+# the same kind: things people carry, wear or ride, seen almost only with a person. The
+# reverse is small, since "person" is in a large share of all images: co-occurrence is
+# asymmetric, and a CAM for such a category learns "person pixels" as evidence for it, the
+# confounding of notebooks 01 and 02 at COCO's scale. Look at the `images` column before
+# trusting a row: a category seen in few images can reach 1.0 by chance.
+# </details>
+
+# %%
+MY_PREDICTION = None  # the factor per doubling of the side, e.g. 2
+timing_net = build_cam_model(resolve("cpu", ["cam.weights=none"]), len(COCO_CLASSES) - 1)
+seconds = forward_seconds(timing_net, (128, 256, 512))
+for small, big in ((128, 256), (256, 512)):
+    print(f"{small} -> {big} px: {seconds[big] / seconds[small]:.1f} times longer "
+          f"({1000 * seconds[small]:.0f} -> {1000 * seconds[big]:.0f} ms a pass)")
+
+# %% [markdown]
+# <details><summary>Solution 2 (click to unfold)</summary>
+#
+# A convolution's work grows with the number of pixels, the square of the side: about 4
+# times per doubling. Small images fall short of it, because fixed costs per call (dispatching
+# each layer, allocating memory) weigh more there; the larger pair comes closer to 4. So CAM
+# inference on an image set grows with its number of images times their pixels, and with the
+# number of scales, like every stage that passes over the images once (IR labels, the walk,
+# predictions); a training's cost instead follows its number of steps and its crop size.
+# </details>
 
 # %% [markdown]
 # ## What we saw

@@ -32,6 +32,36 @@ def test_benchmark_config_writes_the_data_and_an_absolute_root(tmp_path, monkeyp
     assert not (tmp_path / "unused").exists()
 
 
+def test_training_steps_follow_the_epochs_the_step_budget_and_the_iterations():
+    """CAM steps grow with the data set; IRNet's boundary network too under a fixed number of
+    epochs (paper), but stays near its step budget (cpu: irn_steps); segmentation never moves."""
+    from causal_wsss.config import resolve
+
+    paper = resolve("paper")
+    small, large = course.training_steps(paper, 1464), course.training_steps(paper, 2 * 1464)
+    assert small["CAM network"] == paper.cam.epochs * (1464 // paper.cam.batch_size)
+    assert large["CAM network"] == pytest.approx(2 * small["CAM network"], abs=paper.cam.epochs)
+    assert small["segmentation"] == large["segmentation"] == paper.seg.iterations
+    cpu = resolve("cpu")
+    steps = [course.training_steps(cpu, n)["boundary network"] for n in (400, 800)]
+    assert all(cpu.pseudo.irn_steps <= s < cpu.pseudo.irn_steps + 800 // cpu.pseudo.irn_batch_size
+               for s in steps)
+    assert course.training_steps(cpu, 3)["CAM network"] == cpu.cam.epochs  # one short batch
+
+
+def test_forward_seconds_times_each_side_once_warmed_up():
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[-1])
+            return x.mean()
+
+    seconds = course.forward_seconds(Recorder(), (8, 16), repeats=2)
+    assert list(seconds) == [8, 16] and all(s >= 0 for s in seconds.values())
+    assert calls == [8, 8, 8, 16, 16, 16]  # a warm-up, then the timed passes
+
+
 def test_upsample_unit_scales_to_one():
     up = course.upsample_unit(torch.tensor([[0.0, 2.0], [1.0, 0.5]]), (6, 6))
     assert up.shape == (6, 6) and up.max() == pytest.approx(1.0) and up.min() >= 0

@@ -493,6 +493,34 @@ def test_the_interventions_tables_split_the_gap_and_draw(tmp_path):
     assert jobs.index(iv[0]) > max(i for i, j in enumerate(jobs) if j.arm.startswith("esol"))
 
 
+def test_the_short_interventions_table_and_the_findings_read_the_tables(tmp_path):
+    """intervention_rows: one row per arm and rho, strongest rho first, the share closed or
+    'unresolved'; findings: one line per finding, 'pending' where the tables lack it."""
+    from causal_wsss.evidence_tables import findings, intervention_rows, published
+
+    runs = tmp_path / "runs"
+    gaps = {0.97: [8.0, 9.0, 10.0, 7.0], 0.5: [1.0, -1.0, 0.5, -0.4]}
+    for rho, gap in gaps.items():
+        for seed, g in enumerate(gap):
+            base = 35.0 + seed
+            _fake_run(runs, "conta", rho, seed, [base, base])
+            _fake_run(runs, "interventional", rho, seed, [base + g])
+            _fake_run(runs, "paste", rho, seed, [base, base + 0.5 * g])
+    res = collect(Protocol(runs))
+    rows = intervention_rows(res)
+    assert [(r["rho"], r["n"]) for r in rows] == [(0.97, 4), (0.5, 4)]
+    assert rows[0]["arm"].startswith("paste") and rows[0]["gap closed"].startswith("+0.50 [")
+    assert rows[0]["pseudo r1 − r0"].startswith(f"{0.5 * np.mean(gaps[0.97]):+.2f} [")
+    assert rows[1]["gap closed"] == "unresolved"
+    assert intervention_rows({"interventions": {}}) == []
+    assert any("pending" in line for line in findings(res))  # no rho 0.9 in this protocol
+    committed = published()
+    if committed is not None:
+        lines = findings(committed)
+        assert f"{committed['primary']['mean']:+.2f}" in lines[0]
+        assert sum(line.startswith("rho ") for line in lines) == len(committed["sweep"])
+
+
 def test_per_class_values_are_read_from_the_round_records(tmp_path):
     from causal_wsss.evidence import per_class_values
     from causal_wsss.io import write_json
