@@ -205,8 +205,8 @@ def intervention_examples(cfg: ExperimentConfig, paste_dir: str | os.PathLike | 
             after = sample["labels"]
             if torch.equal(after, before):
                 continue  # nothing absent had an object in the bank
-            names = [fg[k] for k in torch.flatnonzero(before).tolist()]
-            added = [fg[k] for k in torch.flatnonzero(after - before).tolist()]
+            names = [fg[k] for k in torch.nonzero(before).flatten().tolist()]
+            added = [fg[k] for k in torch.nonzero(after - before).flatten().tolist()]
             rows["paste"].append((sample["image"].permute(1, 2, 0).numpy(),
                                   f"{'+'.join(names)} + pasted {'+'.join(added)}"))
     if negatives_dir is not None:

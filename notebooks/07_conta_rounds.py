@@ -375,6 +375,5 @@ else:
 #   points: the confounding costs something, and Eq. 3 recovers none of it, for the three reasons
 #   of section 5.
 #
-# **Next:** the same loop at full scale on a GPU, with IRNet's recipe and DeepLab-v2:
-# [09 · Full PASCAL VOC 2012 experiment](09_pascal_voc.ipynb), then
-# [10 · Full MS-COCO 2014 experiment](10_ms_coco.ipynb).
+# **Next:** interventions that do change what the network learns from the context, each
+# measured against the same gap: [08 · Interventions](08_interventions.ipynb).

@@ -127,7 +127,7 @@ else:
 # What these results do *not* say: they hold for this benchmark, this preset and schedule;
 # they are not a verdict on CONTA with IRNet's or SEAM's recipe on PASCAL VOC.
 #
-# ## 2. The interventions (notebook 08)
+# ## 2. The interventions ([notebook 08](08_interventions.ipynb))
 #
 # Notebook 08 tests interventions built on those reasons: re-composing objects onto other
 # contexts, context crops as unlabelled negatives, and a dictionary of the context's
