@@ -1,5 +1,6 @@
-"""Two course widgets in a real browser: notebook 02's rho slider and notebook 01's
-confounding-strength slider, in JupyterLab 4 in headless Debian chromium (Playwright).
+"""Three course widgets in a real browser: notebook 02's rho slider, notebook 01's
+confounding-strength slider and notebook 08's comparison of round 0's, CONTA's and the
+interventions' CAMs, in JupyterLab 4 in headless Debian chromium (Playwright).
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the ``playwright`` pip package
 (no ``playwright install``: the system browser is used); skipped with the reason when either is
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_confounding_in_data.ipynb"
 NOTEBOOK_01 = REPO / "notebooks" / "01_causal_graph.ipynb"
+NOTEBOOK_08 = REPO / "notebooks" / "08_interventions.ipynb"
 TOKEN = "causal-wsss-browser-test"
 START_TIMEOUT_S = 60
 KERNEL_TIMEOUT_MS = 90_000  # open the notebook and connect the kernel (cold start, busy CI)
@@ -92,7 +94,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     (data / "kernels" / "python3" / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    for notebook in (NOTEBOOK, NOTEBOOK_01):
+    for notebook in (NOTEBOOK, NOTEBOOK_01, NOTEBOOK_08):
         shutil.copy(notebook, root / notebook.name)
 
     env = {k: v for k, v in os.environ.items()
@@ -161,6 +163,67 @@ def test_strength_slider_redraws_in_jupyterlab(lab: dict) -> None:
                     "strength")
 
 
+def test_intervention_cams_redraw_in_jupyterlab(lab: dict) -> None:
+    """Open notebook 08, run all cells (smoke mode: three intervention rounds on tiny data),
+    pick the second (image, class) in the dropdown and wait for the CAMs of round 0, CONTA and
+    every intervention to be redrawn for it."""
+    sync_playwright, chromium = lab["sync_playwright"], lab["chromium"]
+    notebook, shot = NOTEBOOK_08.name, lab["tmp"] / "browser_interventions_widget.png"
+    page_shot = lab["tmp"] / "browser_interventions_page.png"
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(lab["tmp"] / "profile08"), executable_path=chromium, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+        try:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            _open_and_run_all(page, lab, notebook)
+            outputs = page.locator(".widget-output")
+            outputs.filter(has_text="leakage: round 0=").first.wait_for(
+                timeout=3 * WIDGET_TIMEOUT_MS)  # three rounds 1 run first
+            errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+            assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
+            select = page.locator(".widget-dropdown select").first
+            second = select.evaluate("s => s.options[1].text").strip()  # innerText of an option is empty
+            select.select_option(index=1)
+            line = outputs.filter(has_text=f"pick={second} leakage: round 0=")
+            line.first.wait_for(timeout=3 * UPDATE_TIMEOUT_MS)  # the kernel may still be busy
+            text = line.first.text_content() or ""
+            for source in ("CONTA=", "paste=", "context_negatives=", "conta_appearance="):
+                assert source in text, text
+            image = line.first.locator("img").first
+            image.wait_for(timeout=UPDATE_TIMEOUT_MS)
+            image.evaluate("img => img.decode()")
+            assert image.evaluate("img => img.naturalWidth") > 400
+            line.first.evaluate("el => el.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(500)
+            line.first.screenshot(path=str(shot))
+        except Exception:
+            page.screenshot(path=str(page_shot))
+            print(f"page at the failure: {page_shot}\njupyter lab log ({lab['log']}):\n"
+                  f"{_log_tail(lab['log'])}")
+            raise
+        finally:
+            ctx.close()
+    assert shot.is_file() and shot.stat().st_size > 10_000, shot
+
+
+def _open_and_run_all(page, lab: dict, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab, wait for its kernel and run all its cells."""
+    page.goto(f"{lab['base']}/lab/tree/{notebook}?reset&token={TOKEN}", timeout=KERNEL_TIMEOUT_MS)
+    # A cold start shows an idle indicator before the kernel is connected, and "Run All" sent
+    # then does nothing: wait for the session itself, then for the kernel's info reply.
+    page.wait_for_function(
+        "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel",
+        timeout=KERNEL_TIMEOUT_MS)
+    path = page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path")
+    assert path == notebook, f"JupyterLab opened {path!r}, not {notebook!r}"
+    page.evaluate("async () => { const sc = window.jupyterapp.shell.currentWidget"
+                  ".sessionContext; await sc.ready; await sc.session.kernel.info; }")
+    # Fire and forget: a returned command promise can deadlock evaluate (a command that opens a
+    # dialog resolves only once the dialog is answered).
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+
 def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_after: str,
                     name: str) -> None:
     """Open ``notebook``, run all its cells, wait for a widget output holding ``before``, press
@@ -175,20 +238,7 @@ def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_a
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
         try:
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.goto(f"{lab['base']}/lab/tree/{notebook}?reset&token={TOKEN}",
-                      timeout=KERNEL_TIMEOUT_MS)
-            # A cold start shows an idle indicator before the kernel is connected, and "Run All"
-            # sent then does nothing: wait for the session itself, then for the kernel's info reply.
-            page.wait_for_function(
-                "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel",
-                timeout=KERNEL_TIMEOUT_MS)
-            path = page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path")
-            assert path == notebook, f"JupyterLab opened {path!r}, not {notebook!r}"
-            page.evaluate("async () => { const sc = window.jupyterapp.shell.currentWidget"
-                          ".sessionContext; await sc.ready; await sc.session.kernel.info; }")
-            # Fire and forget: a returned command promise can deadlock evaluate (a command that
-            # opens a dialog resolves only once the dialog is answered).
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            _open_and_run_all(page, lab, notebook)
             outputs = page.locator(".widget-output")
             outputs.filter(has_text=before).first.wait_for(timeout=WIDGET_TIMEOUT_MS)
             errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
