@@ -205,6 +205,34 @@ at the strongest rho with the interval above 0, halve the false positives on the
 context alone there, and cost at most one point of pseudo-mask mIoU at rho 0.5."""
 
 
+CONTROL_OF = {"negatives": "control_steps"}
+"""Each arm's control (docs/results.md section 7.1): what the arm changes besides its mechanism."""
+
+
+def beyond_control(row: dict[str, Any]) -> str:
+    """What an arm's row gains beyond its control, paired by seed: the share of the gap that
+    (arm − control) closes (ratio of means, 95% bootstrap) and the change of the false positives
+    on the preferred context; "" when the arm has no control or the control has no runs."""
+    control = CONTROL_OF.get(row["arm"])
+    vs = (row.get("vs_arms") or {}).get(control)
+    if not vs or not vs[PRIMARY].get("values"):
+        return ""
+    diff, gap = vs[PRIMARY], row["gap"][PRIMARY]["interventional"]
+    both = [s for s in diff["seeds"] if s in gap.get("seeds", [])]
+    num = [diff["values"][diff["seeds"].index(s)] for s in both]
+    den = [gap["values"][gap["seeds"].index(s)] for s in both]
+    share = ratio_interval(num, den)
+    text = f"pseudo-mask mIoU {_fmt(diff, 2)}; "
+    text += ("share of the gap unresolved" if share.get("ratio") is None else
+             f"closes {share['ratio']:.2f} [{share['lo']:.2f}, {share['hi']:.2f}] of the gap")
+    fp = vs["fp_rate_preferred"]
+    if fp.get("mean") is not None:
+        text += (f"; false positives on the preferred context {100 * fp['mean']:+.0f} points"
+                 + (f" [{100 * fp['lo']:+.0f}, {100 * fp['hi']:+.0f}]" if fp.get("lo") is not None
+                    else ""))
+    return text
+
+
 def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float = 0.5
                          ) -> list[str]:
     """One line per arm that reads no ground truth (diagnostics and controls are left out)
@@ -240,6 +268,9 @@ def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float
         met[arm] = share_ok and fp_ok and cost_ok
         lines.append(f"{ARM_BY_NAME[arm].label} at rho {main}, n={row['paired'][PRIMARY]['n']}: "
                      f"{share}; {fp}; {cost}")
+        control = beyond_control(row)
+        if control:
+            lines.append(f"  beyond its control ({ARM_BY_NAME[CONTROL_OF[arm]].label}): {control}")
     if shares:
         best = max(shares, key=shares.get)
         lines.append(f"best arm without ground truth: {ARM_BY_NAME[best].label}; the target is "

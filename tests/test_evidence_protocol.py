@@ -558,7 +558,7 @@ def test_the_verdict_checks_each_arm_against_the_target_and_names_the_best(tmp_p
                     {"iou_per_class": {"horse": 30.0 + 5 * r * (arm == "negatives")}}))
 
     gaps = {0.97: [8.0, 9.0, 10.0, 7.0], 0.5: [0.5, -0.5, 0.3, -0.2]}
-    share = {"negatives": 0.8, "paste": 0.1}
+    share = {"negatives": 0.8, "paste": 0.1, "control_steps": 0.3}
     for rho, gap in gaps.items():
         for seed, g in enumerate(gap):
             base = 35.0 + seed
@@ -566,6 +566,8 @@ def test_the_verdict_checks_each_arm_against_the_target_and_names_the_best(tmp_p
             run("conta", rho, seed, [r0, r0])
             run("interventional", rho, seed, [{"pseudo_miou": base + g, "fp_rate_preferred": 0.1}])
             for arm, f in share.items():
+                if arm == "control_steps" and rho != 0.97:
+                    continue
                 gain = f * g if rho == 0.97 else -0.2
                 fp1 = 0.2 if arm == "negatives" else 0.6
                 run(arm, rho, seed, [r0, {"pseudo_miou": base + gain, "fp_rate_preferred": fp1}])
@@ -578,9 +580,14 @@ def test_the_verdict_checks_each_arm_against_the_target_and_names_the_best(tmp_p
     assert "closes 0.10" in paste and "interval above 0: not met" in paste
     assert "(target halved: not met)" in paste
     assert lines[-1] == "best arm without ground truth: context negatives (W-OoD); the target is met"
+    beyond = lines[lines.index(neg) + 1]  # negatives minus its control: 0.8 - 0.3 of the gap
+    assert beyond.startswith("  beyond its control") and "closes 0.50" in beyond
+    assert "-40 points" in beyond  # false positives 0.2 against the control's 0.6
+    assert not any("control: negatives' extra steps at rho" in v for v in lines)  # not an arm
     details = markdown_intervention_details(res)
     pair_rows = [line for line in details.splitlines() if line.startswith("| 0.97 |")]
-    assert len(pair_rows) == 1 and "| paste (re-composition, CDA) | context negatives" in pair_rows[0]
-    assert "-5.95" in pair_rows[0]  # (0.1 - 0.8) x the mean gap 8.5
-    assert "| horse | +5.0 / – | +0.0 / – |" in details  # negatives, then paste
+    assert len(pair_rows) == 3  # each pair once
+    row = next(r for r in pair_rows if "| paste (re-composition, CDA) | context negatives" in r)
+    assert "-5.95" in row  # (0.1 - 0.8) x the mean gap 8.5
+    assert "| horse | +0.0 / – | +5.0 / – | +0.0 / – |" in details  # control, negatives, paste
     assert "**Against the target**" in markdown_tables(res)
