@@ -1195,7 +1195,11 @@ def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.0, 4.2))
     rows = res.get("interventions") or {}
     arms = [a for a in INTERVENTION_COLOURS if any(r["arm"] == a for r in rows.values())]
-    offsets = {a: 0.006 * (i - (len(arms) - 1) / 2) for i, a in enumerate(arms)}
+    # rho on an ordinal axis (0.5, 0.9, 0.97 are not evenly spaced and often only one is done),
+    # each arm at its own offset within the rho's slot; CONTA and the gap at the slot's centre
+    rhos = sorted({r["rho"] for r in rows.values()})
+    slot = {rho: float(i) for i, rho in enumerate(rhos)}
+    offsets = {a: 0.5 * (i + 1) / (len(arms) + 1) - 0.25 for i, a in enumerate(arms)}
 
     def errorbar(axis, xs, stats, colour, label, dashed=False):
         pts = sorted((x, st) for x, st in zip(xs, stats) if st.get("mean") is not None)
@@ -1212,21 +1216,20 @@ def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
         mine = sorted((r for r in rows.values() if r["arm"] == arm), key=lambda r: r["rho"])
         dx, colour, dashed = offsets[arm], INTERVENTION_COLOURS[arm], arm.startswith("oracle_")
         label = ARM_LABELS.get(arm, arm)
-        errorbar(ax, [r["rho"] + dx for r in mine], [r["paired"][key] for r in mine], colour,
-                 label, dashed)
+        errorbar(ax, [slot[r["rho"]] + dx for r in mine], [r["paired"][key] for r in mine],
+                 colour, label, dashed)
         shares = []
         for r in mine:
             c = r["gap"][key]["closed"]
-            ax.scatter([r["rho"] + dx] * len(r["paired"][key].get("values") or []),
+            ax.scatter([slot[r["rho"]] + dx] * len(r["paired"][key].get("values") or []),
                        r["paired"][key].get("values") or [], s=9, color=colour, alpha=0.45)
             vals = [v for v in c.get("per_seed") or [] if v is not None] if c["ratio"] is not None \
                 else []
-            bx.scatter([r["rho"] + dx] * len(vals), vals, s=9, color=colour, alpha=0.45)
+            bx.scatter([slot[r["rho"]] + dx] * len(vals), vals, s=9, color=colour, alpha=0.45)
             shares.append({"mean": c["ratio"], "lo": c["lo"], "hi": c["hi"]})
-        errorbar(bx, [r["rho"] + dx for r in mine], shares, colour, label, dashed)
+        errorbar(bx, [slot[r["rho"]] + dx for r in mine], shares, colour, label, dashed)
     sweep = res.get("sweep") or {}
-    rhos = sorted({r["rho"] for r in rows.values()})
-    refs = [(float(rho), sweep[str(rho)][key]) for rho in rhos
+    refs = [(slot[rho], sweep[str(rho)][key]) for rho in rhos
             if str(rho) in sweep and key in sweep[str(rho)]]
     errorbar(ax, [x for x, _ in refs], [row["conta"] for _, row in refs], "tab:blue",
              "CONTA round 1 − round 0")
@@ -1240,6 +1243,8 @@ def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
     for axis in (ax, bx):
         axis.axhline(0.0, color="black", lw=0.8)
         axis.set_xlabel("rho (confounding strength)")
+        axis.set_xticks(list(slot.values()), [f"{rho:g}" for rho in rhos])
+        axis.set_xlim(-0.5, len(rhos) - 0.5)
         axis.grid(alpha=0.3)
     ax.set_ylabel(f"{LABELS.get(key, key)}: round 1 − round 0\n(mean, 95% t interval; dots: seeds)")
     bx.set_ylabel("share of the interventional gap closed\n(ratio of means, 95% bootstrap)")

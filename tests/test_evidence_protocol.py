@@ -487,6 +487,8 @@ def test_the_interventions_tables_split_the_gap_and_draw(tmp_path):
     assert "paste (re-composition, CDA) | 0.97" in text and "unresolved" in text
     fig = plot_interventions(res)
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel().startswith("share")
+    # rho on an ordinal axis: one slot per rho, labelled with its value
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.5", "0.97"]
     jobs = Protocol(tmp_path).jobs()
     iv = [j for j in jobs if j.arm in ("paste", "negatives", "appearance")]
     assert iv[0] == Job("paste", 0.97, 0, 1) and {j.rho for j in iv} == {0.97, 0.9, 0.5}
