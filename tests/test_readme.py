@@ -73,3 +73,8 @@ def test_the_interventions_the_readme_quotes_are_the_tables():
     text = " ".join(README.replace("−", "-").split())
     missing = [q for q in quoted if q.replace("−", "-") not in text]
     assert not missing, f"README.md lacks (or misquotes) the interventions' figures: {missing}"
+    # docs/results.md section 7.2 quotes the same gain and shares
+    results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    section = " ".join(results.split("### 7.2")[1].split("## Run times")[0].replace("−", "-").split())
+    missing = [q for q in (quoted[0], quoted[1], share) if q.replace("−", "-") not in section]
+    assert not missing, f"docs/results.md 7.2 lacks (or misquotes) the tables' figures: {missing}"
