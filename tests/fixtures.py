@@ -200,3 +200,22 @@ def write_coco_tree(root: str | Path, seed: int = 0) -> dict[str, Any]:
         "COCO_val2014_000000000004": ([6], mask_of((6, _box(2, 10, 2, 12)))),
     }
     return {"root": root, "expected": expected}
+
+
+class InMemoryDataset:
+    """The part of the data contract that the CAM explorers read (names, classes, images,
+    masks, the label matrix), held in memory: ``classes`` with the background first."""
+
+    def __init__(self, names, images, masks, labels, classes) -> None:
+        self.names, self._images, self._masks, self._labels = names, images, masks, labels
+        self.classes = tuple(classes)
+        self.num_classes = len(self.classes)
+
+    def load_image(self, i):
+        return self._images[i]
+
+    def load_mask(self, i):
+        return self._masks[i]
+
+    def label_matrix(self):
+        return self._labels

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from fixtures import InMemoryDataset
 from matplotlib.container import ErrorbarContainer
 
 from causal_wsss.cam import CamCache, ImageCams
@@ -19,25 +20,6 @@ from causal_wsss.widgets import CamRoundsExplorer
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("background", "cat", "dog", "horse")
-
-
-class FakeDataset:
-    """The part of the data contract that the explorer reads."""
-
-    classes = CLASSES
-    num_classes = len(CLASSES)
-
-    def __init__(self, names, images, masks, labels):
-        self.names, self._images, self._masks, self._labels = names, images, masks, labels
-
-    def load_image(self, i):
-        return self._images[i]
-
-    def load_mask(self, i):
-        return self._masks[i]
-
-    def label_matrix(self):
-        return self._labels
 
 
 @pytest.fixture
@@ -53,7 +35,7 @@ def run(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2)]
     labels = np.array([[1, 0, 1], [0, 1, 0]], dtype=bool)
-    ds = FakeDataset(["a", "b"], images, [mask_a, mask_b], labels)
+    ds = InMemoryDataset(["a", "b"], images, [mask_a, mask_b], labels, CLASSES)
 
     cat0 = np.ones((h, w), np.float32)  # everywhere: 8 of 23 scored units inside
     cat1 = (mask_a == 1).astype(np.float32)  # exactly on the cat: no leakage

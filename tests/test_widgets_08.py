@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from fixtures import InMemoryDataset
 
 from causal_wsss.cam import CamCache, ImageCams
 from causal_wsss.errors import ConfigError, DataError
@@ -16,23 +17,6 @@ from causal_wsss.viz import overlay_cam, plot_cams_of_runs, run_cam_arrays
 from causal_wsss.widgets import RunCamsExplorer
 
 CLASSES = ("background", "boat", "horse", "person")
-
-
-class FakeDataset:
-    classes = CLASSES
-    num_classes = len(CLASSES)
-
-    def __init__(self, names, images, masks, labels):
-        self.names, self._images, self._masks, self._labels = names, images, masks, labels
-
-    def load_image(self, i):
-        return self._images[i]
-
-    def load_mask(self, i):
-        return self._masks[i]
-
-    def label_matrix(self):
-        return self._labels
 
 
 def _dataset():
@@ -48,7 +32,7 @@ def _dataset():
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(3)]
     labels = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 1]], dtype=bool)  # "empty", boat, horse+person
     labels[0] = [1, 1, 0]  # boat and horse: two classes, not a pair
-    return FakeDataset(["x", "b", "r"], images, [both, boat, rider], labels)
+    return InMemoryDataset(["x", "b", "r"], images, [both, boat, rider], labels, CLASSES)
 
 
 @pytest.fixture
