@@ -169,12 +169,12 @@ def run_interventions(base_dir: str | os.PathLike, names: Sequence[str], preset:
     Returns name -> (config, report, run folder); finished folders are read, not recomputed."""
     for name in names:
         get_intervention(name)  # an unknown name: one line, before any work
+    overrides = list(benchmark.pop("overrides", ()))
+    benchmark["rounds"] = 1
     out = {}
     for name in names:
-        extra = [*benchmark.pop("overrides", ()), f"context.intervention={name}"]
-        cfg = benchmark_config(preset, progress=progress, overrides=extra,
-                               **{**benchmark, "rounds": 1})
-        benchmark["overrides"] = extra[:-1]
+        cfg = benchmark_config(preset, progress=progress, **benchmark,
+                               overrides=[*overrides, f"context.intervention={name}"])
         run_dir = Path(f"{Path(base_dir)}_{name}" + (f"_{suffix}" if suffix else ""))
         out[name] = (cfg, run_sharing_round0(cfg, run_dir, base_dir, progress=progress), run_dir)
     return out

@@ -608,6 +608,16 @@ class AttentionExplorer:
 # Notebook 07: baseline vs de-confounded CAMs of the same images
 
 
+def cam_leakage(cams, target: torch.Tensor, present: torch.Tensor, key: int) -> float:
+    """The share of class ``key``'s CAM mass outside its object (:class:`LeakageMeter`, 255
+    ignored): ``cams`` an image's :class:`causal_wsss.cam.ImageCams`, ``target`` its (H, W)
+    ground truth, ``present`` its (K,) label vector, ``key`` a foreground class index."""
+    k = int(present.numel())
+    meter = LeakageMeter(k + 1)
+    meter.update(cams.dense(k).float(), target, present)
+    return meter.compute()["per_class"][key + 1]["leakage"]
+
+
 class CamRoundsExplorer:
     """The CAMs of the same images in several rounds of a run, with their leakage (notebook 07).
 
@@ -639,7 +649,6 @@ class CamRoundsExplorer:
         images = [n if isinstance(n, str) else n[0] for n in names]
         index = {n: i for i, n in enumerate(dataset.names)}
         labels = dataset.label_matrix()
-        k_fg = dataset.num_classes - 1
         leakage: dict[int, list[float]] = {int(r): [] for r in rounds}
         for name, mask, key in zip(images, arrays["masks"], arrays["keys"]):
             if mask is None:
@@ -648,9 +657,7 @@ class CamRoundsExplorer:
             target = torch.from_numpy(mask.astype(np.int64))  # (H, W)
             present = torch.from_numpy(labels[index[name]].astype(np.float32))  # (K,)
             for r, cams in caches.items():
-                meter = LeakageMeter(dataset.num_classes)
-                meter.update(cams.dense(k_fg).float(), target, present)
-                leakage[int(r)].append(meter.compute()["per_class"][key + 1]["leakage"])
+                leakage[int(r)].append(cam_leakage(cams, target, present, key))
         return cls([n if isinstance(n, str) else arrays["titles"][j] for j, n in enumerate(names)],
                    arrays, leakage)
 
@@ -691,16 +698,6 @@ class CamRoundsExplorer:
 
 # ---------------------------------------------------------------------------------------------
 # Notebook 08: round 0, CONTA and the interventions on the same images
-
-
-def cam_leakage(cams, target: torch.Tensor, present: torch.Tensor, key: int) -> float:
-    """The share of class ``key``'s CAM mass outside its object (:class:`LeakageMeter`, 255
-    ignored): ``cams`` an image's :class:`causal_wsss.cam.ImageCams`, ``target`` its (H, W)
-    ground truth, ``present`` its (K,) label vector, ``key`` a foreground class index."""
-    k = int(present.numel())
-    meter = LeakageMeter(k + 1)
-    meter.update(cams.dense(k).float(), target, present)
-    return meter.compute()["per_class"][key + 1]["leakage"]
 
 
 class RunCamsExplorer:

@@ -10,6 +10,7 @@ is explained in a comment where the test works around it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,36 +169,45 @@ def test_intervention_cams_redraw_in_jupyterlab(lab: dict) -> None:
     """Open notebook 08, run all cells (smoke mode: three intervention rounds on tiny data),
     pick the second (image, class) in the dropdown and wait for the CAMs of round 0, CONTA and
     every intervention to be redrawn for it."""
-    sync_playwright, chromium = lab["sync_playwright"], lab["chromium"]
-    notebook, shot = NOTEBOOK_08.name, lab["tmp"] / "browser_interventions_widget.png"
-    page_shot = lab["tmp"] / "browser_interventions_page.png"
-    with sync_playwright() as p:
+    shot = lab["tmp"] / "browser_interventions_widget.png"
+    with _notebook_page(lab, NOTEBOOK_08.name, "interventions") as page:
+        outputs = page.locator(".widget-output")
+        outputs.filter(has_text="leakage: round 0=").first.wait_for(
+            timeout=3 * WIDGET_TIMEOUT_MS)  # three rounds 1 run first
+        errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+        assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
+        select = page.locator(".widget-dropdown select").first
+        second = select.evaluate("s => s.options[1].text").strip()  # innerText of an option is empty
+        select.select_option(index=1)
+        line = outputs.filter(has_text=f"pick={second} leakage: round 0=")
+        line.first.wait_for(timeout=3 * UPDATE_TIMEOUT_MS)  # the kernel may still be busy
+        text = line.first.text_content() or ""
+        for source in ("CONTA=", "paste=", "context_negatives=", "conta_appearance="):
+            assert source in text, text
+        image = line.first.locator("img").first
+        image.wait_for(timeout=UPDATE_TIMEOUT_MS)
+        image.evaluate("img => img.decode()")
+        assert image.evaluate("img => img.naturalWidth") > 400
+        line.first.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
+        line.first.screenshot(path=str(shot))
+    assert shot.is_file() and shot.stat().st_size > 10_000, shot
+
+
+@contextlib.contextmanager
+def _notebook_page(lab: dict, notebook: str, name: str) -> Iterator[Any]:
+    """A headless chromium page on ``notebook`` in the lab, all its cells started; on a failure
+    inside the block, a screenshot of the page (``browser_<name>_page.png``) and the lab's log
+    tail are printed before the error goes on; the browser is closed in any case."""
+    page_shot = lab["tmp"] / f"browser_{name}_page.png"
+    with lab["sync_playwright"]() as p:
         ctx = p.chromium.launch_persistent_context(
-            str(lab["tmp"] / "profile08"), executable_path=chromium, headless=True,
+            str(lab["tmp"] / f"profile_{name}"), executable_path=lab["chromium"], headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
         try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
             _open_and_run_all(page, lab, notebook)
-            outputs = page.locator(".widget-output")
-            outputs.filter(has_text="leakage: round 0=").first.wait_for(
-                timeout=3 * WIDGET_TIMEOUT_MS)  # three rounds 1 run first
-            errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
-            assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
-            select = page.locator(".widget-dropdown select").first
-            second = select.evaluate("s => s.options[1].text").strip()  # innerText of an option is empty
-            select.select_option(index=1)
-            line = outputs.filter(has_text=f"pick={second} leakage: round 0=")
-            line.first.wait_for(timeout=3 * UPDATE_TIMEOUT_MS)  # the kernel may still be busy
-            text = line.first.text_content() or ""
-            for source in ("CONTA=", "paste=", "context_negatives=", "conta_appearance="):
-                assert source in text, text
-            image = line.first.locator("img").first
-            image.wait_for(timeout=UPDATE_TIMEOUT_MS)
-            image.evaluate("img => img.decode()")
-            assert image.evaluate("img => img.naturalWidth") > 400
-            line.first.evaluate("el => el.scrollIntoView({block: 'start'})")
-            page.wait_for_timeout(500)
-            line.first.screenshot(path=str(shot))
+            yield page
         except Exception:
             page.screenshot(path=str(page_shot))
             print(f"page at the failure: {page_shot}\njupyter lab log ({lab['log']}):\n"
@@ -204,7 +215,6 @@ def test_intervention_cams_redraw_in_jupyterlab(lab: dict) -> None:
             raise
         finally:
             ctx.close()
-    assert shot.is_file() and shot.stat().st_size > 10_000, shot
 
 
 def _open_and_run_all(page, lab: dict, notebook: str) -> None:
@@ -228,47 +238,33 @@ def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_a
                     name: str) -> None:
     """Open ``notebook``, run all its cells, wait for a widget output holding ``before``, press
     ArrowLeft on the first slider and wait for ``after`` and the slider's readout."""
-    sync_playwright, chromium = lab["sync_playwright"], lab["chromium"]
     shot, page_shot = (lab["tmp"] / f"browser_{name}_widget.png",
                        lab["tmp"] / f"browser_{name}_page.png")
     t0 = time.perf_counter()
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(lab["tmp"] / "profile"), executable_path=chromium, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
-        try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            _open_and_run_all(page, lab, notebook)
-            outputs = page.locator(".widget-output")
-            outputs.filter(has_text=before).first.wait_for(timeout=WIDGET_TIMEOUT_MS)
-            errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
-            assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
+    with _notebook_page(lab, notebook, name) as page:
+        outputs = page.locator(".widget-output")
+        outputs.filter(has_text=before).first.wait_for(timeout=WIDGET_TIMEOUT_MS)
+        errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+        assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
 
-            handle = page.locator(".widget-slider .noUi-handle").first
-            handle.focus()
-            page.keyboard.press("ArrowLeft")
-            # Wait for the printed line, not for the image: each key press sends its own update,
-            # so an image that just changed may still show an intermediate value.
-            outputs.filter(has_text=after).first.wait_for(timeout=UPDATE_TIMEOUT_MS)
-            readout = page.locator(".widget-slider .widget-readout").first.inner_text()
-            assert readout.strip() == readout_after, readout
-            image = outputs.filter(has_text=after).first.locator("img").first
-            image.wait_for(timeout=UPDATE_TIMEOUT_MS)
-            cell = page.locator(".jp-Cell").filter(has=page.locator(".widget-slider")).first
-            cell.evaluate("el => el.scrollIntoView({block: 'start'})")
-            image.evaluate("img => img.decode()")  # the PNG is painted before the screenshot
-            width = image.evaluate("img => img.naturalWidth")
-            assert width > 200, f"the redrawn figure is {width} px wide"
-            page.wait_for_timeout(500)
-            cell.screenshot(path=str(shot))
-            page.screenshot(path=str(page_shot))
-        except Exception:
-            page.screenshot(path=str(page_shot))
-            print(f"page at the failure: {page_shot}\njupyter lab log ({lab['log']}):\n"
-                  f"{_log_tail(lab['log'])}")
-            raise
-        finally:
-            ctx.close()
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        page.keyboard.press("ArrowLeft")
+        # Wait for the printed line, not for the image: each key press sends its own update,
+        # so an image that just changed may still show an intermediate value.
+        outputs.filter(has_text=after).first.wait_for(timeout=UPDATE_TIMEOUT_MS)
+        readout = page.locator(".widget-slider .widget-readout").first.inner_text()
+        assert readout.strip() == readout_after, readout
+        image = outputs.filter(has_text=after).first.locator("img").first
+        image.wait_for(timeout=UPDATE_TIMEOUT_MS)
+        cell = page.locator(".jp-Cell").filter(has=page.locator(".widget-slider")).first
+        cell.evaluate("el => el.scrollIntoView({block: 'start'})")
+        image.evaluate("img => img.decode()")  # the PNG is painted before the screenshot
+        width = image.evaluate("img => img.naturalWidth")
+        assert width > 200, f"the redrawn figure is {width} px wide"
+        page.wait_for_timeout(500)
+        cell.screenshot(path=str(shot))
+        page.screenshot(path=str(page_shot))
     assert shot.is_file() and shot.stat().st_size > 10_000, shot
     print(f"browser test ({notebook}): slider moved and redrawn in {time.perf_counter() - t0:.1f} s; "
           f"screenshots: {shot} (the widget cell), {page_shot} (the page)")
