@@ -235,3 +235,83 @@ def results_table(dataset: str, report: dict | None = None, measured: str = "") 
                          "seg_val": e["seg_miou"], "source": measured or "measured here"})
     table = pd.DataFrame(rows, columns=["method", *RESULT_COLUMNS, "source"])
     return table.rename(columns=RESULT_COLUMNS).set_index("method")
+
+
+GPU_STAGE_RATES: dict[str, dict[str, Any]] = {
+    "cam_train": {"rate": (86.0, 86.0), "unit": "crops/s",
+                  "source": "docs/benchmarks.md, the gpu preset end to end on one H200: "
+                            "cam_train at crop 512, batch 16"},
+    "cams": {"rate": (5.1, 210.0), "unit": "img/s",
+             "source": "docs/benchmarks.md: 5.1 img/s when every size differs (the gpu preset "
+                       "end to end), 210 img/s at a few repeated sizes (batched multi-scale CAMs "
+                       "on one H200)"},
+    "ir_crf": {"rate": (1 / 0.23, 1 / 0.11), "unit": "img/s",
+               "source": "an estimate, not measured: 0.11 to 0.23 s per image for the CRF on "
+                         "IRNet's labels on one CPU core"},
+    "irn_train": {"rate": (89.0, 89.0), "unit": "img/s",
+                  "source": "docs/benchmarks.md, the gpu preset end to end: irn_train"},
+    "pseudo": {"rate": (15.0, 15.0), "unit": "img/s",
+               "source": "docs/benchmarks.md, the gpu preset end to end: IRN boundaries, "
+                         "random walk and pseudo-mask PNGs"},
+    "seg_train": {"rate": (72.0, 72.0), "unit": "crops/s",
+                  "source": "docs/benchmarks.md, the gpu preset end to end: batch 10 at crop "
+                            "321 with DeepLabV3-ResNet-101 (DeepLab-v2 not timed)"},
+    "seg_predict": {"rate": (17.0, 17.0), "unit": "img/s",
+                    "source": "docs/benchmarks.md, the gpu preset end to end: seg_predict"},
+}
+"""Stage rates measured once on one NVIDIA H200 (``bench/gpu_check.sh``, 2026-11-26, the ``gpu``
+preset with random weights on 500 px synthetic images, so per-image costs like VOC's), as
+``(slow, fast)`` ranges; the CRF's is an estimate. :func:`gpu_round_projection` projects a
+round from them; ``tests/test_results.py`` checks each measured rate against
+``docs/benchmarks.md``."""
+
+
+def gpu_round_projection(n_train: int, n_val: int, *, cam_epochs: int, irn_epochs: int,
+                         seg_iterations: int, seg_batch: int) -> list[dict[str, Any]]:
+    """How long one round of the ``paper`` pipeline takes on one H200-class GPU, stage by stage,
+    projected from :data:`GPU_STAGE_RATES`: rows ``{"stage", "work", "rate", "minutes":
+    (low, high)}`` (the segmentation network's predictions cover the ``n_train`` training images
+    for the next dictionary and the ``n_val`` validation images for its score). A projection,
+    not a measurement: say so where it is shown."""
+    if min(n_train, n_val, cam_epochs, irn_epochs, seg_iterations, seg_batch) < 0:
+        raise ValueError("gpu_round_projection: counts must be >= 0")
+    work = {"cam_train": (cam_epochs * n_train, f"{cam_epochs} epochs of {n_train:,} crops"),
+            "cams": (n_train, f"{n_train:,} images, 4 scales + flips"),
+            "ir_crf": (n_train, f"{n_train:,} images"),
+            "irn_train": (irn_epochs * n_train, f"{irn_epochs} epochs of {n_train:,} images"),
+            "pseudo": (n_train, f"{n_train:,} images"),
+            "seg_train": (seg_iterations * seg_batch,
+                          f"{seg_iterations:,} iterations of batch {seg_batch}"),
+            "seg_predict": (n_train + n_val, f"{n_train + n_val:,} images (train + val)")}
+    rows = []
+    for stage, (count, what) in work.items():
+        info = GPU_STAGE_RATES[stage]
+        slow, fast = info["rate"]
+        rate = (f"{slow:.3g} {info['unit']}" if slow == fast
+                else f"{slow:.3g} to {fast:.3g} {info['unit']}")
+        rows.append({"stage": stage, "work": what, "rate": rate,
+                     "minutes": (count / fast / 60, count / slow / 60)})
+    return rows
+
+
+def gpu_projection_table(rows: list[dict[str, Any]]) -> Any:
+    """:func:`gpu_round_projection`'s rows as a pandas table with a total row (minutes, rounded)."""
+    import pandas as pd  # about 0.5 s: imported on use
+
+    low = sum(r["minutes"][0] for r in rows)
+    high = sum(r["minutes"][1] for r in rows)
+    shown = [{"stage": r["stage"], "work": r["work"], "measured rate (H200)": r["rate"],
+              "minutes (projection)": _span(*r["minutes"])} for r in rows]
+    shown.append({"stage": "round", "work": "", "measured rate (H200)": "",
+                  "minutes (projection)": _span(low, high)})
+    return pd.DataFrame(shown).set_index("stage")
+
+
+def _span(low: float, high: float) -> str:
+    return f"{low:.0f}" if round(low) == round(high) else f"{low:.0f} to {high:.0f}"
+
+
+def projection_hours(rows: list[dict[str, Any]], rounds: int = 1) -> tuple[float, float]:
+    """Total hours (low, high) of ``rounds`` rounds of :func:`gpu_round_projection`'s rows."""
+    return (rounds * sum(r["minutes"][0] for r in rows) / 60,
+            rounds * sum(r["minutes"][1] for r in rows) / 60)

@@ -33,8 +33,8 @@
 #
 # **Run time and hardware:** opening and running this notebook as it is takes seconds: it shows
 # the configuration and any results already in `../runs/voc_paper`. The experiment itself
-# (`FULL_SCALE = True`) needs VOC 2012 + SBD, one CUDA GPU and about 7 to 11 hours on an
-# H200-class GPU (section 3: stage rates measured on an H200, projected to VOC). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end
+# (`FULL_SCALE = True`) needs VOC 2012 + SBD and one CUDA GPU for hours (section 3 projects
+# how many on an H200-class GPU from stage rates measured there). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end
 # on a tiny generated set in the VOC layout, under a minute on a laptop CPU.
 
 # %% tags=["parameters"]
@@ -71,7 +71,13 @@ from causal_wsss.course import (
     training_steps,
 )
 from causal_wsss.errors import ConfigError, DataError
-from causal_wsss.results import config_sources_table, results_table
+from causal_wsss.results import (
+    config_sources_table,
+    gpu_projection_table,
+    gpu_round_projection,
+    projection_hours,
+    results_table,
+)
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.viz import plot_results_table, save_figure
 
@@ -178,21 +184,24 @@ config_sources_table(paper_cfg)
 # **Expected run time on one GPU.** No VOC run has been made. The stage rates below were measured
 # once on an H200 (`bench/gpu_check.sh`, `docs/benchmarks.md`): the `gpu` preset with random
 # weights on 500 px synthetic images, so the per-image costs match VOC's while the numbers say
-# nothing about accuracy. Projected to 10,582 `train_aug` images, per round:
-#
-# | stage | measured rate (H200) | per round on VOC (projection) |
-# |---|---|---|
-# | CAM training, crop 512, batch 16, 5 epochs | 86 crops/s | about 10 min |
-# | CAMs, 4 scales + flips | 210 img/s at a few repeated sizes (benchmark); 5 img/s when every size differs | 1 to 35 min |
-# | IR labels with the CRF (CPU) | not measured | 20-40 min (estimate) |
-# | relation network, 3 epochs | 89 img/s | about 6 min |
-# | boundary random walk and pseudo-mask PNGs | 15 img/s | about 12 min |
-# | segmentation, 20,000 iterations of batch 10 at 321 (measured with DeepLabV3-ResNet-101; DeepLab-v2 not timed) | 72 crops/s | about 46 min |
-# | predictions on the training images | 17 img/s | about 10 min |
-#
-# That makes **1.8 to 2.7 hours a round and 7 to 11 hours** for round 0 plus three CONTA rounds on
-# an H200-class GPU. The slowest unknowns are the CRF on the CPU and how well VOC's image sizes
-# batch. Older GPUs (V100) take about twice as long.
+# nothing about accuracy (`causal_wsss.results.GPU_STAGE_RATES` holds them with their sources).
+# Projected to `train_aug`'s 10,582 images and the `paper` preset's schedule, per round:
+
+# %%
+VOC_TRAIN_AUG, VOC_VAL = 10582, 1449  # images of train_aug and val
+projection = gpu_round_projection(VOC_TRAIN_AUG, VOC_VAL, cam_epochs=paper_cfg.cam.epochs,
+                                  irn_epochs=paper_cfg.pseudo.irn_epochs,
+                                  seg_iterations=paper_cfg.seg.iterations,
+                                  seg_batch=paper_cfg.seg.batch_size)
+display(gpu_projection_table(projection))
+low, high = projection_hours(projection)
+all_low, all_high = projection_hours(projection, rounds=1 + paper_cfg.rounds)
+print(f"one round: {low:.1f} to {high:.1f} hours; round 0 plus {paper_cfg.rounds} CONTA rounds: "
+      f"{all_low:.0f} to {all_high:.0f} hours on an H200-class GPU (a projection)")
+
+# %% [markdown]
+# The slowest unknowns are the CRF on the CPU (an estimate, not measured) and how well VOC's
+# image sizes batch (the CAMs' range). Older GPUs (V100) take about twice as long.
 #
 # Before starting, check that everything is in place. A missing data set is reported with the
 # loader's message and nothing runs.
@@ -315,8 +324,8 @@ for name, c in (("paper", paper_cfg), ("cpu", resolve("cpu"))):
 # - The `paper` preset is IRNet's CAM and relation stages plus CONTA's DeepLab-v2, with every
 #   value traced to `docs/method.md`; what the paper never specified (the dictionary, the prior, where
 #   the context enters) is our documented choice, not CONTA's.
-# - A full run is round 0 plus three CONTA rounds, each retraining everything: about 7-11 hours on
-#   one H200-class GPU, projected from stage rates measured there.
+# - A full run is round 0 plus three CONTA rounds, each retraining everything: hours on one
+#   H200-class GPU (section 3's projection, from stage rates measured there).
 # - The published gains of CONTA over IRNet and SEAM are +0.5 to +0.8 CAM, +1.4 to +1.8
 #   pseudo-mask and +1.6 to +1.8 segmentation mIoU, partly unverified and about as large as the
 #   spread between IRNet reproductions ([docs/method.md §7](../docs/method.md#7-pitfalls-from-issues-and-ambiguities-with-recommended-resolutions), pitfall 4): compare means over several

@@ -33,8 +33,8 @@
 # **Run time and hardware:** as it is, this notebook takes seconds, plus a few minutes and a
 # few GB of memory to read COCO's annotations when `CAUSAL_WSSS_DATA` points at them;
 # it shows the configuration and any results already in `../runs/coco_paper`. The experiment
-# itself (`FULL_SCALE = True`) needs COCO 2014, one CUDA GPU and about 2 to 3 days on
-# an H200-class GPU (section 3, projected from measured stage rates). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end on a
+# itself (`FULL_SCALE = True`) needs COCO 2014 and one CUDA GPU for days (section 3 projects
+# how many on an H200-class GPU from measured stage rates). In smoke mode (`CAUSAL_WSSS_SMOKE=1`) it runs the `smoke` preset end to end on a
 # tiny generated set in the COCO layout, under a minute on a laptop CPU.
 
 # %% tags=["parameters"]
@@ -74,7 +74,14 @@ from causal_wsss.course import (
 )
 from causal_wsss.data.stats import conditional_probability, cooccurrence_stats
 from causal_wsss.errors import ConfigError, DataError
-from causal_wsss.results import PAPER_PRESET_SOURCES, config_sources_table, results_table
+from causal_wsss.results import (
+    PAPER_PRESET_SOURCES,
+    config_sources_table,
+    gpu_projection_table,
+    gpu_round_projection,
+    projection_hours,
+    results_table,
+)
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.stages.models import build_cam_model
 from causal_wsss.viz import plot_image_mask_grid, plot_results_table, save_figure
@@ -226,12 +233,21 @@ config_sources_table(paper_cfg, coco_sources)
 # **Expected run time on one GPU.** No COCO run has been made. Projected from the stage rates
 # measured once on an H200 with random weights (`docs/benchmarks.md`; notebook 09, section 3):
 # COCO has about 8 times VOC's training images and a 5 times longer DeepLab schedule. Per round:
-# CAM training about 1.3 h (410,000 crops at 86/s), CAMs 7 min to 4.5 h (210 img/s when sizes
-# repeat, 5 img/s when every size differs), IR labels with the CRF 2.5-5 h (CPU, not measured),
-# the relation network about 45 min (89 img/s), the random walk about 1.5 h (15 img/s),
-# segmentation for 100,000 iterations about 4 h (72 crops/s, measured with DeepLabV3-ResNet-101),
-# predictions and evaluation about 2 h (17 img/s): 12 to 19 hours a round, **2 to 3 days** for
-# round 0 plus three CONTA rounds on an H200-class GPU. Disk: the float16 CAMs of 82,081 images take
+
+# %%
+COCO_TRAIN, COCO_VAL = 82081, 40504  # the annotated training images, every validation image
+projection = gpu_round_projection(COCO_TRAIN, COCO_VAL, cam_epochs=paper_cfg.cam.epochs,
+                                  irn_epochs=paper_cfg.pseudo.irn_epochs,
+                                  seg_iterations=paper_cfg.seg.iterations,
+                                  seg_batch=paper_cfg.seg.batch_size)
+display(gpu_projection_table(projection))
+low, high = projection_hours(projection)
+all_low, all_high = projection_hours(projection, rounds=1 + ROUNDS)
+print(f"one round: {low:.0f} to {high:.0f} hours; round 0 plus {ROUNDS} CONTA rounds: "
+      f"{all_low / 24:.1f} to {all_high / 24:.1f} days on an H200-class GPU (a projection)")
+
+# %% [markdown]
+# Disk: the float16 CAMs of 82,081 images take
 # roughly 150 GB a round (also an estimate); a finished round's `cams/` can be archived once
 # its figures are drawn, since later rounds read only its predictions. Try the setup first
 # with `data.max_images=2000` in `OVERRIDES` (every split truncated; a different experiment).
@@ -353,8 +369,8 @@ for small, big in ((128, 256), (256, 512)):
 #   that carry no annotation.
 # - The pipeline is the same as on VOC: `--dataset coco`, the `paper` preset, and CONTA's longer
 #   DeepLab schedule (`seg.iterations=100000`); there is no `train_aug`, so `train` is used.
-# - Four rounds on COCO take 2-3 days on one H200-class GPU (projected); try the setup on a truncated set
-#   first.
+# - Four rounds on COCO take days on one H200-class GPU (section 3's projection); try the setup
+#   on a truncated set first.
 # - The published COCO gain of CONTA is under one point of mIoU, and all but one of those numbers
 #   are unverified: only means over several seeds could show such a difference. In smoke mode
 #   the measured rows come from a tiny stand-in and say nothing about COCO.
