@@ -25,6 +25,19 @@ DEMO_INTERVENTION = "context_negatives"
 """The intervention `causal-wsss demo` runs beside CONTA: the arm that reads no ground truth with
 the largest share of the interventional gap closed at rho 0.97 in docs/results.md section 7."""
 
+DEMO_SIZES = {"n_train": 160, "n_val": 50, "twins": 10, "rho": 0.97}
+"""The quick demo's data set (``data/demo``): the benchmark's generator and image size with
+fewer images (160 training images: 10 CAM training steps an epoch) and the do(context) twins of
+10 validation images, at rho 0.97, the strength of confounding of the interventions' primary
+endpoint (docs/results.md section 7), so that ``make demo`` takes about 4 minutes on two idle
+cores. ``--full`` runs the benchmark itself (``data/synth``: 400 / 100 images, twins of 20, rho
+0.9), as the notebooks do."""
+
+DEMO_OVERRIDES = ("seg.iterations=30", "seg.last_round=false")
+"""The quick demo's changes to the preset: a shorter segmentation schedule for round 0 (whose
+predictions build CONTA's dictionary), and no segmentation network in the last round, whose
+comparison is on pseudo-masks and CAMs (the protocol's endpoints)."""
+
 EPILOG = """\
 examples:
   causal-wsss demo                                   # the CONTA demo on synthetic data (cpu preset)
@@ -126,18 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: CONTA and the best intervention on the "
                                     "synthetic benchmark (cpu preset)",
-                       description="Generates the synthetic confounded set (cached), runs round 0 "
+                       description="Generates a synthetic confounded set (cached), runs round 0 "
                                    "and one CONTA round (--rounds), then the same rounds with "
                                    "--intervention on the same round 0; prints both side by side "
-                                   "and writes the figures. Every stage is cached: rerun to resume.")
-    p.add_argument("--out", default="runs/demo", type=_folder,
-                   help="run directory (default runs/demo)")
-    p.add_argument("--data", default="data/synth", type=_folder,
-                   help="synthetic data folder (default data/synth)")
+                                   "and writes the figures. Every stage is cached: rerun to resume. "
+                                   "By default a quick version (160 training images at rho "
+                                   "0.97, about 4 minutes on 2 cores); --full runs the "
+                                   "benchmark itself.")
+    p.add_argument("--out", default=None, type=_folder,
+                   help="run directory (default runs/demo; runs/demo_full with --full)")
+    p.add_argument("--data", default=None, type=_folder,
+                   help="synthetic data folder (default data/demo; data/synth with --full)")
+    p.add_argument("--full", action="store_true",
+                   help="the benchmark at full size (400 training images at rho 0.9, twins of "
+                        "20, the preset's segmentation in every round), as the notebooks run "
+                        "it: about 13 minutes on 2 cores instead of 4")
     p.add_argument("--preset", default="cpu", help="cpu (default) or smoke")
     p.add_argument("--rounds", type=int, default=1,
-                   help="rounds after round 0 (default 1; on 2 cores about 4 minutes for "
-                        "round 0 and 3.3 for each later round of each of the two runs)")
+                   help="rounds after round 0 (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--intervention", default=DEMO_INTERVENTION, metavar="NAME",
                    help=f"also run this intervention's round 1 on the same round 0 and compare "
@@ -207,20 +226,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
+def run_demo(*, out: str | Path | None = None, data: str | Path | None = None,
              preset: str = "cpu", rounds: int = 1, seed: int = 0,
-             overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-             n_train: int = 400, n_val: int = 100, rho: float = 0.9, size: int | None = None,
-             twins: int | None = None, figures_dir: str | Path | None = None,
+             overrides: list[str] | tuple[str, ...] = (), progress: bool = True, full: bool = False,
+             n_train: int | None = None, n_val: int | None = None, rho: float | None = None,
+             size: int | None = None, twins: int | None = None,
+             figures_dir: str | Path | None = None,
              intervention: str | None = DEMO_INTERVENTION) -> dict:
     """The main job: synthetic confounded data (cached), round 0 + CONTA rounds into ``out``
     and, unless ``intervention`` is None or "none", the same rounds with
     ``context.intervention=intervention`` into ``<out>_<intervention>``, sharing round 0; the
     table of both and the figures. Returns CONTA's report.
 
-    The data are the benchmark (``size`` default ``BENCHMARK_SIZE`` px, do(context) twins of the
-    first ``BENCHMARK_TWINS`` validation images), so every round's report carries the context
-    effect, in/out-of-context CAM mIoU and the false positives on context alone. The figures
+    The data come from the benchmark's generator (``size`` default ``BENCHMARK_SIZE`` px, with
+    do(context) twins), so every round's report carries the context effect, in/out-of-context
+    CAM mIoU and the false positives on context alone. By default the quick demo:
+    :data:`DEMO_SIZES` in ``data/demo`` and :data:`DEMO_OVERRIDES` before ``overrides``;
+    ``full=True``: the benchmark itself in ``data/synth`` (400 / 100 images, twins of
+    ``BENCHMARK_TWINS``, rho 0.9), the preset unchanged, into ``runs/demo_full``. Explicit
+    ``n_train``, ``n_val``, ``twins``, ``rho`` override either. The figures
     (``viz.save_demo_figures``) are drawn here, in the command-line layer, so that the
     pipeline's computation never imports the plotting.
     """
@@ -233,18 +257,26 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
     intervention = None if intervention in (None, "none", "conta") else intervention
     if intervention is not None:
         get_intervention(intervention)  # an unknown name: one line, before any work
+    sizes = ({"n_train": 400, "n_val": 100, "twins": BENCHMARK_TWINS, "rho": 0.9} if full
+             else DEMO_SIZES)
+    rho = sizes["rho"] if rho is None else rho
+    n_train = sizes["n_train"] if n_train is None else n_train
+    n_val = sizes["n_val"] if n_val is None else n_val
+    twins = min(sizes["twins"], n_val) if twins is None else twins
+    out = Path(out if out is not None else ("runs/demo_full" if full else "runs/demo"))
+    data = Path(data if data is not None else ("data/synth" if full else "data/demo"))
+    overrides = [*(() if full else DEMO_OVERRIDES), *overrides]
     size = BENCHMARK_SIZE if size is None else size
     generate_synthetic(data, n_train=n_train, n_val=n_val, rho=rho, seed=seed, size=size,
-                       twins=min(BENCHMARK_TWINS, n_val) if twins is None else twins,
-                       progress=progress)
-    cfg = resolve(preset, [f"data.root={Path(data).resolve()}", *overrides], seed=seed,
+                       twins=twins, progress=progress)
+    cfg = resolve(preset, [f"data.root={data.resolve()}", *overrides], seed=seed,
                   rounds=rounds)
     report = run_experiment(cfg, out, progress=progress)
     print(format_report_table(report))
     arms = {}
     if intervention is not None and rounds >= 1:
-        arm_out = Path(out).parent / f"{Path(out).name}_{intervention}"
-        arm_cfg = resolve(preset, [f"data.root={Path(data).resolve()}", *overrides,
+        arm_out = out.parent / f"{out.name}_{intervention}"
+        arm_cfg = resolve(preset, [f"data.root={data.resolve()}", *overrides,
                                    f"context.intervention={intervention}"], seed=seed,
                           rounds=rounds)
         arm_report = run_sharing_round0(arm_cfg, arm_out, out, progress=progress)
@@ -255,6 +287,10 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
             {"round 0 (baseline)": report["rounds"][0], f"CONTA round {last}": report["rounds"][-1],
              f"{intervention} round {last}": arm_report["rounds"][-1]},
             title=f"the same round 0, then CONTA or {intervention} ({arm_out})"))
+    if not full and preset == "cpu":
+        print(f"\n(the quick demo: {n_train} training images at rho {rho}, one seed; "
+              "`causal-wsss demo --full` runs the benchmark of the notebooks, and "
+              "docs/results.md section 7 the same comparison over 5 seeds)")
     for path in save_demo_figures(report, out, figures_dir=figures_dir, arms=arms):
         print(f"figure: {path}")
     return report
@@ -262,7 +298,7 @@ def run_demo(*, out: str | Path = "runs/demo", data: str | Path = "data/synth",
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     run_demo(out=args.out, data=args.data, preset=args.preset, rounds=args.rounds, seed=args.seed,
-             overrides=args.overrides, progress=not args.no_progress,
+             overrides=args.overrides, progress=not args.no_progress, full=args.full,
              intervention=args.intervention)
     return 0
 

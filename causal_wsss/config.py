@@ -214,6 +214,11 @@ class SegConfig:
     optimizer: str = "sgd"
     amp: bool = True
     channels_last: bool = True
+    # Train and score the segmentation network in the last round too. Its predictions feed only a
+    # next round, so `false` ends the last round at its pseudo-masks (their mIoU is the evidence
+    # protocol's primary endpoint) and reports no segmentation mIoU for it; `causal-wsss demo`
+    # uses it. Earlier rounds always train it: the next round's dictionary is built from it.
+    last_round: bool = True
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ One round (method.md section 4, Fig. 4 of the paper):
 3. pseudo-masks (threshold, optionally CRF or IRN refinement) and their mIoU
    (:mod:`causal_wsss.stages.pseudo`);
 4. train the segmentation model on the pseudo-masks, evaluate on ``val``, predict the training
-   images for the next round's dictionary (:mod:`causal_wsss.stages.segmentation`).
+   images for the next round's dictionary (:mod:`causal_wsss.stages.segmentation`); in the last
+   round only if ``seg.last_round`` (the default).
 
 Every network is retrained from its initialisation in every round (method.md 7.10). Each stage
 writes ``round_k/<stage>.json`` when it is finished; a rerun skips finished stages and resumes an
@@ -170,9 +171,11 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
             seg_holder["model"] = load_seg_model(cfg, len(classes), round_dir, device=device)
         return seg_holder["model"]
 
-    timed("seg_train", seg_train)
-    seg_eval_res = timed("seg_eval", lambda: stage_seg_eval(
-        seg_model(), val_ds, device=device, dist_info=dist_info, progress=progress))
+    seg_eval_res = {"seg_miou": None}  # the last round with seg.last_round=false trains none
+    if r < cfg.rounds or cfg.seg.last_round:
+        timed("seg_train", seg_train)
+        seg_eval_res = timed("seg_eval", lambda: stage_seg_eval(
+            seg_model(), val_ds, device=device, dist_info=dist_info, progress=progress))
     if r < cfg.rounds:
         timed("seg_predict", lambda: stage_seg_predict(
             seg_model(), query_sets, round_dir / "pred", device=device, dist_info=dist_info,

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from causal_wsss.cli import main, run_demo
+from causal_wsss.cli import DEMO_OVERRIDES, DEMO_SIZES, main, run_demo
+from causal_wsss.config import resolve
 from causal_wsss.errors import ConfigError
 
 SMOKE = ["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
@@ -34,6 +35,30 @@ def test_demo_compares_conta_and_an_intervention_on_one_round0(tmp_path, capsys)
     assert f"{arm_report['rounds'][1]['pseudo_miou']:7.1f}" in rows[2]
     for name in ("demo_rounds.png", "demo_cams.png"):
         assert (out / "figures" / name).is_file() and (tmp_path / "figures" / name).is_file()
+    # the quick demo (DEMO_OVERRIDES): round 0 trains the segmentation network (its
+    # predictions build CONTA's dictionary), the last round stops at its pseudo-masks
+    for run in (out, arm):
+        assert (run / "round_0" / "seg_eval.json").is_file()
+        assert not (run / "round_1" / "seg_train.json").exists()
+        assert not (run / "round_1" / "seg_eval.json").exists()
+    assert report["rounds"][0]["seg_miou"] is not None
+    assert report["rounds"][1]["seg_miou"] is None and arm_report["rounds"][1]["seg_miou"] is None
+    assert rows[1].split()[7] == "n/a"  # the seg column: "CONTA round 1", CAM, best (t), pseudo, seg
+
+
+def test_demo_options_choose_the_quick_or_the_full_demo(monkeypatch):
+    import causal_wsss.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "run_demo", lambda **kw: calls.append(kw) or {})
+    assert main(["demo"]) == 0 and main(["demo", "--full", "--rounds", "2"]) == 0
+    assert calls[0]["full"] is False and calls[1]["full"] is True
+    assert calls[0]["out"] is None and calls[0]["data"] is None  # run_demo picks them by mode
+    assert calls[1]["rounds"] == 2
+    # the quick demo's changes are config keys the preset accepts
+    cfg = resolve("cpu", list(DEMO_OVERRIDES))
+    assert cfg.seg.last_round is False and cfg.seg.iterations < resolve("cpu").seg.iterations
+    assert DEMO_SIZES["n_train"] < 400 and DEMO_SIZES["rho"] == 0.97
 
 
 def test_demo_refuses_an_unknown_intervention_before_any_work(tmp_path, capsys):
