@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,7 +33,7 @@
 #
 # **Before this:** nothing in the course; conditional probability and Bayes' rule are enough.
 #
-# **Run time and hardware:** about 16 s on 2 CPU cores (measured 2026-12-01; under 10 s in smoke mode). No GPU and
+# **Run time and hardware:** seconds on 2 CPU cores (the README's course table; under 10 s in smoke mode). No GPU and
 # no data set needed: everything here is simulated.
 
 # %% tags=["parameters"]

@@ -28,10 +28,10 @@
 # **Before this:** [01 · The causal graph](01_causal_graph.ipynb), which explains why such
 # co-occurrence confounds an image-level classifier.
 #
-# **Run time and hardware:** about 13 s on 2 CPU cores (measured 2026-12-01; under 10 s in smoke mode), plus a
+# **Run time and hardware:** under a minute on 2 CPU cores (the README's course table; under 10 s in smoke mode), plus a
 # few seconds for exercise 1's check (a fresh set of small images); no GPU. It
-# writes the benchmark `make demo` uses (500 images in `../data/synth`; reused if
-# present). With real data, add the time to read the labels: seconds for VOC, longer for COCO,
+# writes the benchmark the later notebooks and `causal-wsss demo --full` use (500 images in
+# `../data/synth`; reused if present). With real data, add the time to read the labels: seconds for VOC, longer for COCO,
 # whose training annotation file is large.
 
 # %% tags=["parameters"]
@@ -44,10 +44,10 @@ SPLIT = "train"  # split whose labels are counted in VOC and COCO
 TOP_CLASSES = 20  # classes shown in the co-occurrence heat maps (COCO has 80)
 SEED = 0
 RHO = 0.9  # confounding strength of the benchmark
-N_TRAIN = 40 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo`
+N_TRAIN = 40 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark (also `causal-wsss demo --full`'s)
 N_VAL = 10 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
-TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of notebook 02)
 WIDGET_IMAGES = 40 if SMOKE else 150  # images per rho value in the widget (96 px)
 CHECK_IMAGES = 300 if SMOKE else 1500  # exercise 1: images of its check set (64 px)
 PROGRESS = not SMOKE

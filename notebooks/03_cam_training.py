@@ -34,8 +34,8 @@
 # their stride, global pooling). The notebooks explain everything specific to weak supervision.
 #
 # **Run time and hardware:** CPU only with the `cpu` preset: 2 epochs of an ImageNet MobileNetV2
-# fine-tuned on 400 images of about 280 px, then CAMs at four settings for 100 images. Measured on
-# two idle CPU cores with the data already written by `make demo`: 2.0 minutes (2026-12-01).
+# fine-tuned on 400 images of about 280 px, then CAMs at four settings for 100 images: a few
+# minutes on two idle CPU cores after notebook 02 (measured: the README's course table).
 # Smoke mode: about 15 s. The `gpu` and `paper` presets
 # on PASCAL VOC need a GPU (see the end). The trained network is saved in `RUN_DIR`
 # (`../runs/course_r0`), where notebooks 04 and 05 pick it up.
@@ -50,10 +50,10 @@ DATASET = "synthetic"  # synthetic (the benchmark of notebook 02) | voc (needs D
 PRESET = "smoke" if SMOKE else "cpu"  # smoke | cpu | gpu | paper
 SEED = 0
 RHO = 0.9  # confounding strength of the benchmark
-N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebook 02 and `make demo`
+N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebook 02 and `causal-wsss demo --full`
 N_VAL = 8 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
-TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of notebook 02)
 N_SHOW = 6  # columns (image, class) in the CAM figure
 N_COMPARE = 24 if SMOKE else 100  # images scored with single-scale vs multi-scale CAMs
 PROGRESS = not SMOKE

@@ -38,13 +38,12 @@
 #
 # **Run time and hardware:** CPU only. The first time it runs round 0 with the `cpu` preset: the
 # CAM network unless notebook 03 trained it, CAMs, pseudo-masks and a small segmentation network.
-# Measured on two idle CPU cores with notebook 03's network: 2.5 minutes (2026-12-01), most of
-# it training the segmentation network; well under a minute once `RUN_DIR` holds the round.
+# A few minutes on two idle CPU cores with notebook 03's network, most of it training the
+# segmentation network; well under a minute once `RUN_DIR` holds the round.
 # The optional appendix (ESOL; skip it on a first reading) runs round 0 once more with
-# `cam.method=esol` in its own folder (`ESOL_RUN_DIR`):
-# about 10 minutes on two CPU cores (measured 2026-12-01: 11.6 minutes, of which about 2 were
-# another process's load during the CAM training; the sampler trainings take 1 minute each, the
-# stage-0 and expansion CAMs of the diagnostics 3.3 minutes, the shrinkage CAMs 2.2).
+# `cam.method=esol` in its own folder (`ESOL_RUN_DIR`): most of the notebook's time in the
+# README's course table (the two sampler trainings, the stage-0 and expansion CAMs of the
+# diagnostics and the shrinkage CAMs).
 # Smoke mode: about 15 s, plus about a minute for the appendix.
 
 # %% tags=["parameters"]
@@ -60,7 +59,7 @@ RHO = 0.9  # confounding strength of the benchmark
 N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebooks 02 and 03
 N_VAL = 8 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
-TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of notebook 02)
 MAX_IMAGES = 0  # images loaded into the explorer (0 = the whole evaluation split)
 PROGRESS = not SMOKE
 TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fastest on tiny inputs)

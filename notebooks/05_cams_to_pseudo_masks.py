@@ -34,8 +34,8 @@
 # on; IoU and mIoU as defined in notebook 03.
 #
 # **Run time and hardware:** CPU only. With round 0 already in `RUN_DIR` (notebook 04 leaves it
-# there; otherwise add its run time): about 12 minutes on two CPU cores (measured 2026-12-01),
-# of which about 6 are the boundary network's training at the `cpu` preset's IRNet protocol
+# there; otherwise add its run time): the longest notebook (the README's course table), about
+# half of it the boundary network's training at the `cpu` preset's IRNet protocol
 # (993 SGD steps of 8 crops, 0.35 s a step; `IRN_STEPS = 100` shortens it, at the price of the
 # protocol) and the rest the CRF, the IR labels and the walks over 400 images. The optional
 # appendix (the walk on true boundaries) trains nothing: it walks the cached CAMs once more.
@@ -54,7 +54,7 @@ RHO = 0.9  # confounding strength of the benchmark
 N_TRAIN = 24 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebooks 02-04
 N_VAL = 8 if SMOKE else 100
 SIZE = 96 if SMOKE else 280
-TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of notebook 02)
 N_SHOW = 5  # images in the figures
 PROGRESS = not SMOKE
 TORCH_THREADS = 1 if SMOKE else 0  # torch CPU threads (0: its default; 1 is fastest on tiny inputs)

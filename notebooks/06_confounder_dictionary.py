@@ -32,11 +32,11 @@
 # adjustment and the NWGM. Prerequisites: PyTorch and convolutional networks, as from notebook
 # 03 on.
 #
-# **Run time and hardware:** about 7 minutes on 2 CPU cores, no GPU (measured 2026-12-01), when
-# notebooks 03-05 left round 0 in `../runs/course_r0` (about 3 minutes more otherwise): one
+# **Run time and hardware:** on 2 CPU cores, no GPU, the README's course table, when
+# notebooks 03-05 left round 0 in `../runs/course_r0` (a round more otherwise): one
 # CONTA round of the `cpu` preset on the 400-image benchmark of notebook 02, added to that run
-# (about 3 minutes; notebook 07 continues it; a finished round is only read), and the uniform
-# control of exercise 2's solution (about 3 minutes). In smoke mode (tests) under 90 s, on tiny images in a
+# (notebook 07 continues it; a finished round is only read), and the uniform control of
+# exercise 2's solution (a round more). In smoke mode (tests) under 90 s, on tiny images in a
 # temporary folder.
 
 # %% tags=["parameters"]
@@ -49,10 +49,10 @@ RHO = 0.9  # confounding strength of the benchmark (notebook 02)
 PRESET = "smoke" if SMOKE else "cpu"
 OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
              if SMOKE else [])  # key=value overrides, as on the command line
-N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo` and notebook 02
+N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebook 02 and `causal-wsss demo --full`
 N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 280
-TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of notebook 02)
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_06_")  # all output in smoke mode
 SYNTH_DIR = f"{WORK_DIR}/synth" if SMOKE else "../data/synth"

@@ -30,9 +30,9 @@
 # CONTA round adds to the baseline of notebooks 03-05). Prerequisites: PyTorch and convolutional
 # networks, as from notebook 03 on; a mean and a standard deviation over seeds.
 #
-# **Run time and hardware:** the `cpu` preset with `rounds=2` takes about 10 minutes on 2 CPU
-# cores, no GPU, from scratch (about 3 minutes a round); after notebooks 03-06 (rounds 0 and 1
-# cached in `../runs/course_r0`) only round 2 remains: 3.7 minutes (measured 2026-12-01). The protocol over seeds and `rho`
+# **Run time and hardware:** the `cpu` preset with `rounds=2`, three rounds of a few minutes
+# each on 2 CPU cores, no GPU, from scratch; after notebooks 03-06 (rounds 0 and 1 cached in
+# `../runs/course_r0`) only round 2 remains (the README's course table). The protocol over seeds and `rho`
 # runs outside the notebook (hours on a CPU); section 4 reads its committed tables. In smoke
 # mode (tests) under 90 s, on tiny images in a temporary folder, with one CONTA round.
 
@@ -47,10 +47,10 @@ PRESET = "smoke" if SMOKE else "cpu"
 ROUNDS = 1 if SMOKE else 2  # CONTA rounds after round 0 (the paper uses 3)
 OVERRIDES = (["seg.iterations=4", "cam_infer.scales=1.0", "cam_infer.sweep=0.05,0.6,0.05"]
              if SMOKE else [])  # key=value overrides, as on the command line
-N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of `make demo` and notebook 02
+N_TRAIN = 16 if SMOKE else 400  # 400 / 100 / 280 px: the benchmark of notebook 02 and `causal-wsss demo --full`
 N_VAL = 4 if SMOKE else 100
 SIZE = 64 if SMOKE else 280
-TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of `make demo`)
+TWINS = 2 if SMOKE else 20  # validation images with do(context) twins (the benchmark of notebook 02)
 N_SHOWN = 4 if SMOKE else 8  # columns (image, class) in the CAM comparison
 PROGRESS = not SMOKE
 WORK_DIR = tempfile.mkdtemp(prefix="causal_wsss_07_")  # all output in smoke mode

@@ -34,8 +34,8 @@
 #
 # **Run time and hardware:** CPU only. After 07 (round 0 cached in `../runs/course_r0`) the
 # notebook runs one round 1 for each of the three interventions, each sharing that round 0:
-# about 3.5 minutes each on two idle CPU cores (the protocol's median round, `docs/tables`),
-# so about 11 minutes; seconds once the folders exist. The five-seed protocol runs outside
+# a few minutes each on two idle CPU cores (the README's course table gives the whole
+# notebook); seconds once the folders exist. The five-seed protocol runs outside
 # the notebook (section 4 reads its committed tables). Smoke mode: about a minute, tiny
 # images in a temporary folder.
 

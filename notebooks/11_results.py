@@ -205,7 +205,7 @@ else:
 #
 # | folder | made by | figures redrawn here |
 # |---|---|---|
-# | `runs/demo` | `make demo` (cpu preset, synthetic benchmark) | `demo_rounds.png`, `demo_cams.png` |
+# | `runs/demo` | `make demo` (cpu preset, the quick synthetic set of `data/demo`) | `demo_rounds.png`, `demo_cams.png` |
 # | `runs/course_r0` | notebooks 03-07 (cpu preset, synthetic benchmark) | `07_conta_rounds_curves.png` |
 # | `runs/evidence` | `scripts/conta_evidence.py --protocol --publish` (every arm, seed and `rho` of the protocol; its tables are committed in `docs/tables/evidence.json`, which is what this notebook reads) | `07_conta_evidence_arms.png`, `07_conta_evidence_rho.png` |
 # | `runs/voc_paper` | notebook 09 / `causal-wsss run --dataset voc --preset paper` | `09_pascal_voc_{results,rounds,cams}.png` |

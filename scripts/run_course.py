@@ -7,8 +7,10 @@ course's figures in ``figures/`` (each notebook saves its own there when not in 
     python scripts/run_course.py --list
 
 Each executed copy goes to ``--out`` (default ``runs/course``), never over the committed
-notebook, and one line per notebook gives its wall time; ``--times FILE`` also writes them as
-JSON. Notebooks 09-11 read finished GPU runs or the committed tables and take seconds; they are
+notebook, and one line per notebook gives its wall time; ``--times FILE`` also records them in
+that JSON file (``{"notebooks": {name: seconds}, "machine": ..., "torch": ..., "date": ...}``,
+entries of notebooks not run kept): ``docs/tables/course_times.json`` is the file the README's
+course table is checked against (tests/test_readme.py). Time on idle cores, in order. Notebooks 09-11 read finished GPU runs or the committed tables and take seconds; they are
 included when named. A notebook that fails stops the run with its cell's error and the path of
 the executed copy, which holds the outputs up to that cell.
 """
@@ -38,18 +40,52 @@ def notebooks(prefixes: list[str]) -> list[Path]:
     return [known[p] for p in sorted(prefixes)]
 
 
+def short_poll_client():
+    """NotebookClient polling the shell channel in 1 s slices (nbclient#312); the tests use it too.
+
+    nbclient's Output-widget stand-in sends on the shell socket while the reply poll waits on
+    it, and the wake-up can be lost until the cell timeout; short polls recover at once.
+    """
+    import time
+    from queue import Empty
+
+    from nbclient import NotebookClient
+
+    class ShortPollClient(NotebookClient):
+        def async_start_new_kernel_client(self):
+            return self._wrap(super().async_start_new_kernel_client())
+
+        async def _wrap(self, coro):
+            kc = await coro
+            get_msg = kc.shell_channel.get_msg
+
+            async def sliced(timeout=None):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    left = 1.0 if deadline is None else deadline - time.monotonic()
+                    try:
+                        return await get_msg(timeout=max(0.0, min(1.0, left)))
+                    except Empty:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise
+
+            kc.shell_channel.get_msg = sliced
+            return kc
+
+    return ShortPollClient
+
+
 def run_one(path: Path, out_dir: Path, timeout: int) -> float:
     """Execute ``path`` with its folder as working directory; the executed copy goes to
     ``out_dir``. Returns the wall time in seconds."""
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     target = out_dir / path.name
     t0 = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        short_poll_client()(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(NB_DIR)}}).execute()
     except CellExecutionError as exc:
         nbformat.write(nb, target)
@@ -79,15 +115,50 @@ def main(argv: list[str] | None = None) -> int:
                          "full-size runs (unset it)")
     out_dir = (REPO / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    times = {}
+    record = _read_times(args.times) if args.times else {"notebooks": {}}
     for path in paths:
         print(f"{path.name} ...", flush=True)
-        times[path.name] = round(run_one(path, out_dir, args.timeout), 1)
-        print(f"{path.name}: {times[path.name]:.0f} s ({times[path.name] / 60:.1f} min)",
-              flush=True)
+        seconds = round(run_one(path, out_dir, args.timeout), 1)
+        print(f"{path.name}: {seconds:.0f} s ({seconds / 60:.1f} min)", flush=True)
         if args.times:
-            Path(args.times).write_text(json.dumps(times, indent=1) + "\n")
+            record["notebooks"][path.name] = seconds
+            record.update(_machine())
+            _write_json(Path(args.times), record)
     return 0
+
+
+def _read_times(path: str) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+        if isinstance(record.get("notebooks"), dict):
+            return record
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {"notebooks": {}}
+
+
+def _machine() -> dict:
+    import datetime
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"machine": f"{cpu}, {os.cpu_count()} cores", "torch": torch.__version__,
+            "date": datetime.date.today().isoformat()}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

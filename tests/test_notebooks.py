@@ -9,6 +9,9 @@ import jupytext
 import nbformat
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from run_course import short_poll_client  # noqa: E402  (scripts/: the course runner's client)
+
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -32,8 +35,8 @@ def test_course_has_notebooks():
 
 
 def test_notebooks_share_the_demo_benchmark():
-    """Notebooks 02-07 and `make demo` write the same `data/synth`: their full-size parameters
-    must be the benchmark's, or each would regenerate the other's data."""
+    """Notebooks 02-07 and `causal-wsss demo --full` write the same `data/synth`: their
+    full-size parameters must be the benchmark's, or each would regenerate the other's data."""
     import re
 
     from causal_wsss.constants import BENCHMARK_SIZE, BENCHMARK_TWINS
@@ -115,41 +118,6 @@ def python3_kernel(tmp_path_factory) -> str:
         yield "python3"
 
 
-def _short_poll_client():
-    """NotebookClient polling the shell channel in 1 s slices (nbclient#312).
-
-    nbclient's Output-widget stand-in sends on the shell socket while the reply poll waits on
-    it, and the wake-up can be lost until the cell timeout; short polls recover at once.
-    """
-    import time
-    from queue import Empty
-
-    from nbclient import NotebookClient
-
-    class ShortPollClient(NotebookClient):
-        def async_start_new_kernel_client(self):
-            return self._wrap(super().async_start_new_kernel_client())
-
-        async def _wrap(self, coro):
-            kc = await coro
-            get_msg = kc.shell_channel.get_msg
-
-            async def sliced(timeout=None):
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while True:
-                    left = 1.0 if deadline is None else deadline - time.monotonic()
-                    try:
-                        return await get_msg(timeout=max(0.0, min(1.0, left)))
-                    except Empty:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            raise
-
-            kc.shell_channel.get_msg = sliced
-            return kc
-
-    return ShortPollClient
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_notebook_runs_in_smoke_mode(path: Path, python3_kernel: str, tmp_path: Path,
@@ -161,7 +129,7 @@ def test_notebook_runs_in_smoke_mode(path: Path, python3_kernel: str, tmp_path: 
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' temp folders land here
     nb = nbformat.read(path, as_version=4)
     before = {name: _listing(REPO / name) for name in ("figures", "data")}
-    _short_poll_client()(nb, timeout=CELL_TIMEOUT_S, kernel_name=python3_kernel,
+    short_poll_client()(nb, timeout=CELL_TIMEOUT_S, kernel_name=python3_kernel,
                    resources={"metadata": {"path": str(NB_DIR)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs), \

@@ -78,3 +78,19 @@ def test_the_interventions_the_readme_quotes_are_the_tables():
     section = " ".join(results.split("### 7.2")[1].split("## Run times")[0].replace("−", "-").split())
     missing = [q for q in (quoted[0], quoted[1], share) if q.replace("−", "-") not in section]
     assert not missing, f"docs/results.md 7.2 lacks (or misquotes) the tables' figures: {missing}"
+
+
+def _run_time(seconds: float) -> str:
+    """How the README's course table shows a notebook's measured wall time."""
+    return f"{round(seconds)} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+def test_the_course_table_shows_the_measured_run_times():
+    times = json.loads((ROOT / "docs" / "tables" / "course_times.json").read_text())
+    rows = {m.group(1): m.group(2) for m in
+            re.finditer(r"^\| (\d\d) \| [^|]+ \| ([^|]+?) \|$", README, re.M)}
+    assert times["notebooks"], "docs/tables/course_times.json lists no notebook"
+    for name, seconds in times["notebooks"].items():
+        assert rows.get(name[:2]) == _run_time(seconds), \
+            f"README's course table: {name} should read {_run_time(seconds)} " \
+            f"(docs/tables/course_times.json, scripts/run_course.py)"
