@@ -259,14 +259,22 @@ def share_round0(src: Path, dst: Path, cfg) -> bool:
     images that the next round's dictionary needs; the variant's run adds them (seconds).
 
     Round 0 reads no key of :data:`ROUND0_FREE`, so only those may differ between the two configs
-    (else ConfigError naming the keys); the copied stage records are re-stamped with ``cfg``'s config
+    (else ConfigError naming the keys; a key of ``runfolder.LATER_KEYS`` that ``src`` predates
+    counts as its neutral value); the copied stage records are re-stamped with ``cfg``'s config
     fingerprint (their data fingerprint is checked as usual). Returns whether it copied.
     """
     done = (src / "round_0" / "seg_predict.json").is_file() or _finished(src, 0)
     if (dst / "round_0").exists() or not done:
         return False
+    from .runfolder import LATER_KEYS  # torch-bound: on use (the tables need no torch)
+
     theirs = json.loads((src / "config.json").read_text())
     ours = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as in config.json
+    for dotted, neutral in LATER_KEYS.items():  # a key added after src was written: its
+        section, key = dotted.split(".", 1)  # neutral value is what src's code did
+        for config in (theirs, ours):
+            if isinstance(config.get(section), dict):
+                config[section].setdefault(key, neutral)
     differ = sorted(k for k in set(theirs) | set(ours)
                     if k not in ROUND0_FREE and theirs.get(k) != ours.get(k))
     if differ:

@@ -157,6 +157,15 @@ for name, (_, _, run_dir) in arms.items():
 # truth involved); the benchmark draws five contexts, so a K near five means the trunk's
 # features of the background separate the contexts.
 #
+# Look closely at both rows: each intervention inherits round 0's pseudo-masks, and those
+# spread onto the context (notebook 05). A pasted object can carry a rim of its own context
+# (sky around an aeroplane, water around a boat, grass around a horse), so paste moves a piece
+# of the preferred context along with the object instead of separating them. A "context only"
+# crop can hold parts of an object the pseudo-mask missed (a horse's legs on grass), trained as
+# "no class". Both are likely reasons for what section 4 measures per class (paste raises the
+# false positives on the horse's grass; the negatives cut the horse's least), not tested
+# separately here.
+#
 # ## 3. The CAMs, side by side
 #
 # The same (image, class) columns for round 0, CONTA's round 1 and each intervention's round 1.

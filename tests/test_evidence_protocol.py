@@ -113,6 +113,15 @@ def test_share_round0_refuses_a_config_that_round0_reads(tmp_path):
     other = resolve("cpu", ["data.root=/d", "cam.epochs=3"], seed=0, rounds=1)
     with pytest.raises(ConfigError, match="cam"):
         share_round0(src, tmp_path / "other", other)
+    # a source written before a later key existed (its config.json lacks the key) shares its
+    # round 0 when the key is at its neutral value, and not otherwise
+    saved = json.loads((src / "config.json").read_text())
+    del saved["seg"]["last_round"]
+    (src / "config.json").write_text(json.dumps(saved))
+    assert share_round0(src, tmp_path / "later", variant)
+    quick = resolve("cpu", ["data.root=/d", "seg.last_round=false"], seed=0, rounds=1)
+    with pytest.raises(ConfigError, match="seg"):
+        share_round0(src, tmp_path / "quick", quick)
     # a round 0 run on its own (rounds=0: no seg_predict yet) is shared once its report says so
     alone = tmp_path / "alone"
     (alone / "round_0").mkdir(parents=True)
