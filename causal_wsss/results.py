@@ -113,6 +113,8 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "seg.optimizer": "docs/method.md §4: SGD",
     "seg.amp": "ours (bf16 autocast for speed)",
     "seg.channels_last": "ours (memory layout; no effect on results)",
+    "seg.last_round": "ours: true (every round trains and scores the segmentation network, as the "
+                      "paper does; false only in the quick demo)",
     "context.grid": "docs/method.md §2 [R]: 64 x 64 grid",
     "context.prior": "docs/method.md §2 and 7.4 [R]: empirical frequency",
     "context.query": "docs/method.md §2 [R] step 5: binary foreground map",
