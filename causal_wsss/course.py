@@ -47,7 +47,7 @@ from .models.efficientnet_lite import MEAN, STD, imagenet_classifier
 from .models.seg_net import build_seg_net
 from .pipeline import run_experiment
 from .report import format_report_table
-from .results import load_report
+from .results import gpu_projection_table, gpu_round_projection, load_report, projection_hours
 from .stages.datasets import load_datasets
 from .stages.models import build_cam_model
 from .viz import plot_rounds, plot_run_cams, save_figure
@@ -320,6 +320,23 @@ def training_steps(cfg: ExperimentConfig, n_train: int) -> dict[str, int]:
     return {"CAM network": cfg.cam.epochs * batches(cfg.cam.batch_size),
             "boundary network": irn_epochs(cfg.pseudo, irn_batches) * irn_batches,
             "segmentation": int(cfg.seg.iterations)}
+
+
+def gpu_projection(cfg: ExperimentConfig, n_train: int, n_val: int) -> tuple[Any, str]:
+    """Notebooks 09 and 10: how long one round of ``cfg`` (the ``paper`` preset) takes on one
+    H200-class GPU for ``n_train`` training and ``n_val`` validation images, stage by stage
+    (:func:`causal_wsss.results.gpu_round_projection`, from the rates measured once there), as
+    a table, and a line with one round and round 0 plus ``cfg.rounds`` CONTA rounds, in hours
+    and days. A projection, and the line says so."""
+    rows = gpu_round_projection(n_train, n_val, cam_epochs=cfg.cam.epochs,
+                                irn_epochs=cfg.pseudo.irn_epochs,
+                                seg_iterations=cfg.seg.iterations, seg_batch=cfg.seg.batch_size)
+    low, high = projection_hours(rows)
+    all_low, all_high = projection_hours(rows, rounds=1 + cfg.rounds)
+    line = (f"one round: {low:.1f} to {high:.1f} hours; round 0 plus {cfg.rounds} CONTA rounds: "
+            f"{all_low:.0f} to {all_high:.0f} hours ({all_low / 24:.1f} to {all_high / 24:.1f} "
+            f"days) on an H200-class GPU (a projection, not a measurement)")
+    return gpu_projection_table(rows), line
 
 
 def forward_seconds(net: torch.nn.Module, sides: Sequence[int], *,

@@ -65,19 +65,14 @@ from IPython.display import display
 from causal_wsss.config import resolve
 from causal_wsss.course import (
     check_gpu_run,
+    gpu_projection,
     run_or_read,
     show_run_figures,
     standin_root,
     training_steps,
 )
 from causal_wsss.errors import ConfigError, DataError
-from causal_wsss.results import (
-    config_sources_table,
-    gpu_projection_table,
-    gpu_round_projection,
-    projection_hours,
-    results_table,
-)
+from causal_wsss.results import config_sources_table, results_table
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.viz import plot_results_table, save_figure
 
@@ -189,15 +184,9 @@ config_sources_table(paper_cfg)
 
 # %%
 VOC_TRAIN_AUG, VOC_VAL = 10582, 1449  # images of train_aug and val
-projection = gpu_round_projection(VOC_TRAIN_AUG, VOC_VAL, cam_epochs=paper_cfg.cam.epochs,
-                                  irn_epochs=paper_cfg.pseudo.irn_epochs,
-                                  seg_iterations=paper_cfg.seg.iterations,
-                                  seg_batch=paper_cfg.seg.batch_size)
-display(gpu_projection_table(projection))
-low, high = projection_hours(projection)
-all_low, all_high = projection_hours(projection, rounds=1 + paper_cfg.rounds)
-print(f"one round: {low:.1f} to {high:.1f} hours; round 0 plus {paper_cfg.rounds} CONTA rounds: "
-      f"{all_low:.0f} to {all_high:.0f} hours on an H200-class GPU (a projection)")
+table, line = gpu_projection(paper_cfg, VOC_TRAIN_AUG, VOC_VAL)
+display(table)
+print(line)
 
 # %% [markdown]
 # The slowest unknowns are the CRF on the CPU (an estimate, not measured) and how well VOC's

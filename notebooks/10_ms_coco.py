@@ -67,6 +67,7 @@ from causal_wsss.config import resolve
 from causal_wsss.constants import COCO_CATEGORIES, COCO_CLASSES, COCO_ID_TO_LABEL
 from causal_wsss.course import (
     check_gpu_run,
+    gpu_projection,
     forward_seconds,
     run_or_read,
     show_run_figures,
@@ -74,14 +75,7 @@ from causal_wsss.course import (
 )
 from causal_wsss.data.stats import conditional_probability, cooccurrence_stats
 from causal_wsss.errors import ConfigError, DataError
-from causal_wsss.results import (
-    PAPER_PRESET_SOURCES,
-    config_sources_table,
-    gpu_projection_table,
-    gpu_round_projection,
-    projection_hours,
-    results_table,
-)
+from causal_wsss.results import PAPER_PRESET_SOURCES, config_sources_table, results_table
 from causal_wsss.stages.datasets import load_datasets
 from causal_wsss.stages.models import build_cam_model
 from causal_wsss.viz import plot_image_mask_grid, plot_results_table, save_figure
@@ -236,15 +230,9 @@ config_sources_table(paper_cfg, coco_sources)
 
 # %%
 COCO_TRAIN, COCO_VAL = 82081, 40504  # the annotated training images, every validation image
-projection = gpu_round_projection(COCO_TRAIN, COCO_VAL, cam_epochs=paper_cfg.cam.epochs,
-                                  irn_epochs=paper_cfg.pseudo.irn_epochs,
-                                  seg_iterations=paper_cfg.seg.iterations,
-                                  seg_batch=paper_cfg.seg.batch_size)
-display(gpu_projection_table(projection))
-low, high = projection_hours(projection)
-all_low, all_high = projection_hours(projection, rounds=1 + ROUNDS)
-print(f"one round: {low:.0f} to {high:.0f} hours; round 0 plus {ROUNDS} CONTA rounds: "
-      f"{all_low / 24:.1f} to {all_high / 24:.1f} days on an H200-class GPU (a projection)")
+table, line = gpu_projection(paper_cfg, COCO_TRAIN, COCO_VAL)
+display(table)
+print(line)
 
 # %% [markdown]
 # Disk: the float16 CAMs of 82,081 images take
