@@ -25,6 +25,7 @@ from .checkpoint import load_checkpoint
 from .config import ExperimentConfig, resolve
 from .constants import IGNORE_INDEX
 from .context_effects import twin_logits
+from .data.scenes import SPEC
 from .data.synthetic import generate_synthetic, load_meta
 from .errors import DataError, WeightsError
 from .evidence import run_sharing_round0
@@ -297,6 +298,35 @@ def score_pseudo_masks(dataset, cache, variants: dict[str, tuple[Callable, float
                                 "pixel accuracy (%)": 100 * s.compute().pixel_accuracy,
                                 "pixels labelled (%)": 100 * coverage[name]}
                          for name, s in scores.items()}).T
+
+
+def confounding_readings(shares: np.ndarray, rows: Sequence[str], cols: Sequence[str],
+                         leakage: dict[tuple[str, str], tuple[float, int]]) -> list[str]:
+    """Notebook 04's two readings of a round's CAMs, one line each: for every class of the
+    synthetic benchmark, the share of its CAM mass on its own object and on its preferred
+    context (``shares``, ``rows``, ``cols`` of ``CamExplorer.mass_shares``) and its mean
+    background leakage on that context against the others (``leakage``: (class, context) ->
+    (mean, pairs)); then, for each co-occurring pair, how much of each one's CAM mass falls on
+    the other. Classes or contexts the images lack are left out."""
+    share = {(r, c): float(shares[i, j]) for i, r in enumerate(rows) for j, c in enumerate(cols)}
+    lines = []
+    for cls, ctx in SPEC.preferred:
+        if (cls, cls) not in share or (cls, f"bg: {ctx}") not in share:
+            continue
+        line = (f"{cls}: {share[cls, cls]:.0%} of its CAM mass on its object, "
+                f"{share[cls, f'bg: {ctx}']:.0%} on {ctx}")
+        others = [m for (k, c), (m, _) in leakage.items() if k == cls and c != ctx]
+        if (cls, ctx) in leakage and others:
+            mean, n = leakage[cls, ctx]
+            span = (f"{min(others):.2f}" if min(others) == max(others)
+                    else f"{min(others):.2f}-{max(others):.2f}")
+            line += f"; background leakage on {ctx} {mean:.2f} ({n} pairs) against {span} elsewhere"
+        lines.append(line)
+    for anchor, partner in SPEC.pairs:
+        if (partner, anchor) in share and (anchor, partner) in share:
+            lines.append(f"{partner}'s CAM on {anchor}s: {share[partner, anchor]:.0%} of its "
+                         f"mass; {anchor}'s CAM on {partner}s: {share[anchor, partner]:.0%}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from causal_wsss.course import run_benchmark, twin_views
+from causal_wsss.course import confounding_readings, run_benchmark, twin_views
 from causal_wsss.report import format_report_table
 from causal_wsss.viz import (
     plot_bars,
@@ -326,19 +326,22 @@ pairs = pd.DataFrame(explorer.pair_table(threshold))
 cells = pairs.groupby(["class", "context"])["leakage_background"].agg(["mean", "count"])
 cells.apply(lambda c: f"{c['mean']:.2f} ({int(c['count'])})", axis=1).unstack(fill_value="")
 
+# %%
+# the two readings below, in this run's numbers (the matrix and the table above)
+leak = {key: (row["mean"], int(row["count"])) for key, row in cells.iterrows()}
+print("\n".join(confounding_readings(shares, rows, cols, leak)))
+
 # %% [markdown]
-# In smoke mode the network has barely trained and these numbers are noise. What our run of the
-# `cpu` preset showed (seed 0, torch 2.14.1; one seed, so an illustration):
+# In smoke mode the network has barely trained and these numbers are noise. With the `cpu`
+# preset (one seed, so an illustration):
 #
-# - **Context.** The bird's CAM put 69% of its mass on sky and 8% on the bird, the aeroplane's
-#   62% on sky, the boat's 59% on water, the car's 51% on road, the horse's 47% on grass (30% on
-#   the horse). Per context, the bird's CAM leaked more onto sky (0.94 of its mass) than onto any
-#   other background (0.72-0.90), the car's more onto road (0.72 against 0.58-0.71), the boat's
-#   more onto water (0.78 against 0.65-0.73); the horse's leaked onto grass (0.67) about as much
-#   as onto water (0.69, 11 pairs): the off-context cells are small, so read them as hints.
-# - **Co-occurrence.** The horse CAM barely touched its rider (3%). The leak ran the other way:
-#   the person's CAM put 8% of its mass on horses and 8% on boats, the objects persons
-#   co-occur with, the largest share on co-occurring objects of all classes.
+# - **Context.** Most of each class's CAM mass lies on its preferred context, more than on the
+#   object for the small ones (the bird on sky); and where the same class appears on other
+#   contexts, its CAM tends to leak more onto its preferred one, though the off-context cells
+#   hold few pairs: read them as hints.
+# - **Co-occurrence.** The leak between partners runs mostly one way: the person's CAM spreads
+#   onto the horses and boats persons come with, more than the horse's or the boat's onto the
+#   person.
 #
 # Both are evidence a pseudo-mask must not inherit. The next notebook turns the CAMs into
 # pseudo-masks and shows what refinement can and cannot repair.

@@ -146,3 +146,23 @@ def test_notebook_03s_training_is_the_pipelines_round_0(tmp_path):
     state = ours.get("model", ours)
     for key, value in theirs.get("model", theirs).items():
         assert torch.equal(value, state[key]), key
+
+
+def test_confounding_readings_read_the_matrix_and_the_leakage_table():
+    import numpy as np
+
+    from causal_wsss.course import confounding_readings
+
+    rows = ["bird", "horse", "person"]
+    cols = ["bird", "horse", "person", "bg: sky", "bg: grass"]
+    shares = np.array([[0.1, 0.0, 0.0, 0.7, 0.2],
+                       [0.0, 0.3, 0.05, 0.1, 0.55],
+                       [0.0, 0.08, 0.5, 0.2, 0.22]])
+    leakage = {("bird", "sky"): (0.94, 56), ("bird", "grass"): (0.85, 8),
+               ("horse", "grass"): (0.67, 61)}
+    lines = confounding_readings(shares, rows, cols, leakage)
+    assert lines[0] == ("bird: 10% of its CAM mass on its object, 70% on sky; background "
+                        "leakage on sky 0.94 (56 pairs) against 0.85 elsewhere")
+    assert lines[1] == "horse: 30% of its CAM mass on its object, 55% on grass"  # no other context
+    assert lines[2] == "person's CAM on horses: 8% of its mass; horse's CAM on persons: 5%"
+    assert len(lines) == 3  # no boat, no indoor column: left out
