@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from causal_wsss.io import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
 DEFAULT = ("01", "02", "03", "04", "05", "06", "07", "08")
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.times:
             record["notebooks"][path.name] = seconds
             record.update(_machine())
-            _write_json(Path(args.times), record)
+            write_json(args.times, record, indent=1)  # atomic
     return 0
 
 
@@ -153,12 +155,6 @@ def _machine() -> dict:
         pass
     return {"machine": f"{cpu}, {os.cpu_count()} cores", "torch": torch.__version__,
             "date": datetime.date.today().isoformat()}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
