@@ -462,11 +462,36 @@ def read_reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
                     rounds[r] = {**rounds[r], "seconds": seconds}
             for r in rounds:
                 rounds[r] = {**rounds[r], **per_class_values(run / f"round_{r}")}
+            numerics = numerics_of(run)
+            for r in rounds:
+                rounds[r] = {**rounds[r], "numerics": numerics}
             history = _round1_history(run)
             if history and 1 in rounds:
                 rounds[1] = {**rounds[1], "epoch_history": history}
             found.setdefault((arm.name, float(rho_s)), {})[int(seed_s)] = rounds
     return found
+
+
+NUMERICS = 2
+"""The numerics version of today's code. 1: before the speed issue (issue 29); 2: batch norm
+folded into the convolutions for inference and in frozen stems, the working size
+``cam_infer.work_long`` (docs/benchmarks.md), which moved a round-0 seed's pseudo-mask mIoU by
++0.5 to +0.7 points. A record without the stamp is version 1."""
+
+
+def numerics_of(run: Path) -> int:
+    """The numerics version a run folder's rounds were made with: 2 when its ``config.json``
+    has the ``cam_infer.work_long`` key (written only by the code of version 2), else 1."""
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return 1
+    return 2 if isinstance(cfg, dict) and "work_long" in (cfg.get("cam_infer") or {}) else 1
+
+
+def record_numerics(rec: dict) -> int:
+    """The oldest numerics version among an (archived or reduced) record's rounds."""
+    return min((int(e.get("numerics") or 1) for e in rec.get("rounds", {}).values()), default=1)
 
 
 def _round_seconds(run: Path, r: int, *, partial: bool = False) -> float | None:
@@ -541,7 +566,7 @@ INTERVENTION_KEYS = ("partner_effect", "cam_miou_in_context", "fp_rate_other",
                      "paste_objects", "negative_crops", "negative_samples", "appearance_k",
                      "repeat_samples")
 """What the interventions' rounds add to the archive (secondary figures and their banks' sizes)."""
-_ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds",
+_ROUND_KEYS = (*ENDPOINTS, "context_share", "seconds", "numerics",
                *(k for k in ESOL_KEYS if k not in ENDPOINTS), *INTERVENTION_KEYS)
 
 
@@ -598,8 +623,10 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
     machine (:func:`machine_id`'s session); a run folder holding rounds the record lacks, made
     elsewhere (e.g. round 2 after round 1 was archived by another session), *replaces* the
     record, the old one kept under ``previous``. A round already archived is otherwise never
-    overwritten (a rerun is compared with it: ``collect``'s reproduction check). Records of
-    runs that are not here are kept.
+    overwritten (a rerun is compared with it: ``collect``'s reproduction check), except by a
+    run folder made on newer numerics (:data:`NUMERICS`) that holds every round of the record:
+    it replaces the record, the old one kept under ``previous`` (so the reproduction check
+    still lists both). Records of runs that are not here are kept.
     """
     here = machine_id()
     runs = load_archive(path)
@@ -611,14 +638,16 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
             old = runs.get(key)
             new_rounds = set(rec["rounds"]) - set((old or {}).get("rounds", {}))
             mine = old is not None and old.get("machine", {}).get("session") == here["session"]
+            newer = (old is not None and not mine and record_numerics(rec) > record_numerics(old)
+                     and set(old["rounds"]) <= set(rec["rounds"]))
             # figures of this machine's rounds archived before they were kept (timings,
             # per-class values): added, never overwritten
             later = {r: {k: v for k, v in e.items() if k not in old["rounds"][r]}
                      for r, e in rec["rounds"].items() if mine and r in old["rounds"]}
             later = {r: e for r, e in later.items() if e}
-            if old is not None and not new_rounds and not later:
+            if old is not None and not new_rounds and not later and not newer:
                 continue
-            if not mine:
+            if not mine or newer:
                 previous = [] if old is None else [*old.pop("previous", []), old]
                 runs[key] = {"rounds": {}, "source": source, "machine": here,
                              **({"previous": previous} if previous else {})}

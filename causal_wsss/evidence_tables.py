@@ -34,6 +34,7 @@ from .evidence import (
     load_archive,
     machine_id,
     read_reports,
+    record_numerics,
     value_of,
 )
 from .stats import interval, ratio_interval
@@ -50,12 +51,22 @@ def _paired(a: dict[int, dict], ra: int, b: dict[int, dict], rb: int, key: str
     return seeds, diffs
 
 
-def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
+def _merge_archive(proto: Protocol, reports: dict, superseded: dict | None = None
+                   ) -> list[dict[str, Any]]:
     """Put the archive's runs into ``reports`` (in place), one source per run so that its
     rounds come from one machine: the archived record, unless the run folder here holds rounds
-    the record lacks (then the run folder's). Rounds held by both are returned as pairs (the
-    reproduction check). Tables of one's own runs only: ``Protocol(archive=None)``."""
+    the record lacks, or all of them on newer numerics (then the run folder's). Rounds held by
+    both are returned as pairs (the reproduction check). A record superseded by one on newer
+    numerics goes to ``superseded`` ({(arm, rho): {seed: {round: entry}}}), so that a
+    difference of levels can pair runs of one numerics (:func:`_matched`). Tables of one's own
+    runs only: ``Protocol(archive=None)``."""
     checks = []
+    superseded = {} if superseded is None else superseded
+
+    def entries_of(rec: dict) -> dict[int, dict]:
+        return {int(r): {**{k: v for k, v in values.items() if k != "torch"}, "archived": True}
+                for r, values in sorted(rec["rounds"].items())}
+
     session = machine_id()["session"]
     for key, rec in load_archive(proto.archive).items():
         arm, _, name = key.partition("/")
@@ -74,6 +85,8 @@ def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
         # a record replaced by a rerun elsewhere (archive_runs keeps it under "previous"): the
         # rounds both made, so the reproduction check survives the replacement
         for prev in rec.get("previous", []):
+            if record_numerics(prev) < record_numerics(rec):
+                superseded.setdefault((arm, float(rho_s)), {})[int(seed_s)] = entries_of(prev)
             for r_s, values in prev.get("rounds", {}).items():
                 old, new = values.get(PRIMARY), rec["rounds"].get(r_s, {}).get(PRIMARY)
                 if old is not None and new is not None:
@@ -83,6 +96,11 @@ def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
                                    "rerun_on": rec.get("machine")})
         if set(have) - {int(r) for r in rec["rounds"]}:
             continue  # the run folder has more: it is the run (one machine)
+        if have and set(rec["rounds"]) <= {str(r) for r in have} and \
+                record_numerics({"rounds": {str(r): e for r, e in have.items()}}) > \
+                record_numerics(rec):
+            superseded.setdefault((arm, float(rho_s)), {})[int(seed_s)] = entries_of(rec)
+            continue  # the run folder is made on newer numerics: it supersedes the record
         entries = {}
         for r_s, values in rec["rounds"].items():
             entry = {k: v for k, v in values.items() if k != "torch"}
@@ -96,6 +114,22 @@ def _merge_archive(proto: Protocol, reports: dict) -> list[dict[str, Any]]:
         runs.clear()
         runs.update(items)
     return checks
+
+
+def _matched(runs: dict[int, dict], older: dict[int, dict], base: dict[int, dict]
+             ) -> dict[int, dict]:
+    """Per seed, the version of ``runs`` (today's record or the one it superseded, ``older``)
+    whose round 0 was made on the numerics of ``base``'s round 0: a difference of levels
+    (interventional − confounded round 0) then never mixes numerics. Today's record where
+    neither matches."""
+    out = {}
+    for seed, rounds in runs.items():
+        want = int((base.get(seed, {}).get(0) or {}).get("numerics") or 1)
+        have = int((rounds.get(0) or {}).get("numerics") or 1)
+        alt = older.get(seed)
+        out[seed] = alt if have != want and alt is not None and \
+            int((alt.get(0) or {}).get("numerics") or 1) == want else rounds
+    return out
 
 
 def _diff_in_diff(a: dict[int, dict], b: dict[int, dict], key: str
@@ -112,7 +146,8 @@ def _diff_in_diff(a: dict[int, dict], b: dict[int, dict], key: str
 def collect(proto: Protocol) -> dict[str, Any]:
     """Every table's numbers from the finished runs and the archive (JSON-ready)."""
     reports = read_reports(proto)
-    reproduced = _merge_archive(proto, reports)
+    superseded: dict = {}
+    reproduced = _merge_archive(proto, reports, superseded)
     conta = reports.get(("conta", MAIN_RHO), {})
     result: dict[str, Any] = {"primary": None, "rounds": {}, "paired": {}, "vs_conta": {},
                               "sweep": {}, "monitor": {}, "endpoints": list(ENDPOINTS),
@@ -126,6 +161,7 @@ def collect(proto: Protocol) -> dict[str, Any]:
         result["rounds"][tag] = {str(r): _levels(runs, r, ENDPOINTS) for r in rounds}
         base = reports.get(("conta", rho), {})
         if arm == "interventional":  # interventional round 0 - confounded round 0, by seed
+            runs = _matched(runs, superseded.get((arm, rho), {}), base)
             result["paired"][tag] = {"0": {k: _with_seeds(*_paired(runs, 0, base, 0, k))
                                            for k in ENDPOINTS}}
             continue
@@ -139,7 +175,8 @@ def collect(proto: Protocol) -> dict[str, Any]:
     for (arm, rho), runs in reports.items():
         if arm != "conta":
             continue
-        inter = reports.get(("interventional", rho), {})
+        inter = _matched(reports.get(("interventional", rho), {}),
+                         superseded.get(("interventional", rho), {}), runs)
         row: dict[str, Any] = {}
         for k in (PRIMARY, "cam_miou_best", "context_effect"):
             s1, d_conta = _paired(runs, 1, runs, 0, k)
@@ -151,7 +188,7 @@ def collect(proto: Protocol) -> dict[str, Any]:
                       "gap_closed": ratio_interval(num, den)}
         result["sweep"][str(rho)] = row
     result["esol"] = _esol(reports)
-    result["interventions"] = _interventions(reports)
+    result["interventions"] = _interventions(reports, superseded)
     result["cost"] = _cost(proto, reports)
     return result
 
@@ -161,7 +198,7 @@ GAP_KEYS = (PRIMARY, "context_effect", "fp_rate_preferred")
 INTERVENTION_SECONDARY = (*ENDPOINTS, "partner_effect", "cam_miou_in_context")
 
 
-def _interventions(reports: dict) -> dict[str, Any]:
+def _interventions(reports: dict, superseded: dict | None = None) -> dict[str, Any]:
     """Per intervention arm and rho (docs/results.md section 7): round 1 − round 0 of every
     endpoint, the arm against CONTA (difference of paired differences), and the share of the
     interventional gap it closes (:func:`causal_wsss.stats.ratio_interval`: unresolved where
@@ -171,7 +208,8 @@ def _interventions(reports: dict) -> dict[str, Any]:
         if arm not in INTERVENTION_NAMES:
             continue
         conta = reports.get(("conta", rho), {})
-        inter = reports.get(("interventional", rho), {})
+        inter = _matched(reports.get(("interventional", rho), {}),
+                         (superseded or {}).get(("interventional", rho), {}), runs)
         row: dict[str, Any] = {
             "arm": arm, "rho": rho, "oracle": arm.startswith("oracle_"),
             "paired": {k: _with_seeds(*_paired(runs, 1, runs, 0, k))

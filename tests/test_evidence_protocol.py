@@ -602,3 +602,49 @@ def test_the_verdict_checks_each_arm_against_the_target_and_names_the_best(tmp_p
     assert "-5.95" in row  # (0.1 - 0.8) x the mean gap 8.5
     assert "| horse | +0.0 / – | +5.0 / – | +0.0 / – |" in details  # control, negatives, paste
     assert "**Against the target**" in markdown_tables(res)
+
+
+def test_a_rerun_on_newer_numerics_supersedes_the_record(tmp_path, monkeypatch):
+    """A run folder made by the code after the speed issue (its config has cam_infer.work_long)
+    replaces an archived record of older numerics when it holds all of its rounds, in the tables
+    and in the archive (the old record kept under "previous" and in the reproduction check); one
+    that lacks a round of the record does not (CONTA's round 1 stays the record). A difference
+    of levels pairs runs of one numerics: section 0's gap the old interventional round with the
+    old confounded round 0, an intervention's gap the new one with the arm's new round 0."""
+    from causal_wsss.evidence import NUMERICS, archive_runs, load_archive, numerics_of
+
+    def stamp(run):
+        (run / "config.json").write_text(json.dumps({"cam_infer": {"work_long": 280}}))
+        return run
+
+    def gaps(res):
+        return (res["paired"]["interventional@0.97"]["0"]["pseudo_miou"]["values"],
+                res["interventions"]["negatives@0.97"]["gap"]["pseudo_miou"]
+                ["interventional"]["values"])
+
+    arch = tmp_path / "evidence_runs.json"
+    _on_machine(monkeypatch, "AVX512", "first")
+    _fake_run(tmp_path / "a", "conta", 0.97, 0, [37.5, 37.5])
+    _fake_run(tmp_path / "a", "interventional", 0.97, 0, [45.0])
+    archive_runs(Protocol(tmp_path / "a"), arch)
+    _on_machine(monkeypatch, "AVX512", "second")
+    new_int = stamp(_fake_run(tmp_path / "b", "interventional", 0.97, 0, [45.6]))
+    stamp(_fake_run(tmp_path / "b", "conta", 0.97, 0, [38.0]))  # round 0 only
+    stamp(_fake_run(tmp_path / "b", "negatives", 0.97, 0, [38.0, 44.0]))
+    assert numerics_of(new_int) == NUMERICS == 2 and numerics_of(tmp_path / "a" / "conta") == 1
+    res = collect(Protocol(tmp_path / "b", archive=arch))
+    old_gap, new_gap = gaps(res)
+    assert old_gap == [pytest.approx(45.0 - 37.5)] and new_gap == [pytest.approx(45.6 - 38.0)]
+    assert [(c["run"], c["archived"], c["rerun"]) for c in res["reproduced"]] == \
+        [("conta/rho0.97_seed0", 37.5, 38.0), ("interventional/rho0.97_seed0", 45.0, 45.6)]
+    assert archive_runs(Protocol(tmp_path / "b"), arch) == 1 + 2  # interventional, negatives
+    runs = load_archive(arch)
+    rec = runs["interventional/rho0.97_seed0"]
+    assert rec["rounds"]["0"]["pseudo_miou"] == 45.6 and rec["rounds"]["0"]["numerics"] == 2
+    assert rec["previous"][0]["rounds"]["0"]["pseudo_miou"] == 45.0
+    assert runs["conta/rho0.97_seed0"]["rounds"]["1"]["pseudo_miou"] == 37.5  # kept
+    fresh = collect(Protocol(tmp_path / "fresh", archive=arch))
+    assert gaps(fresh) == (old_gap, new_gap)
+    assert ("interventional/rho0.97_seed0", 45.0, 45.6) in \
+        [(c["run"], c["archived"], c["rerun"]) for c in fresh["reproduced"]]
+    assert archive_runs(Protocol(tmp_path / "b"), arch) == 0  # published once
