@@ -276,12 +276,16 @@ class NegativesConfig:
     Our defaults [R]: square crops of side ``crop`` x the image's short side lying wholly on the
     previous round's predicted background, at most ``per_image`` from each training image, added
     so that about ``share`` of every batch is context alone (the epoch gets longer by
-    share / (1 - share)).
+    share / (1 - share)). ``margin`` (a fraction of the image's long side; 0 = none, the
+    pre-registered arm) also keeps every crop that far from the predicted foreground and the
+    unsure pixels: parts of an object that the pseudo-mask missed lie next to what it found
+    (docs/results.md section 7.3).
     """
 
     share: float = 0.2
     crop: float = 0.5
     per_image: int = 2
+    margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -735,6 +739,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "negatives.share": _number(0.0, 1.0, hi_open=True),
     "negatives.crop": _number(0.0, 1.0, lo_open=True),
     "negatives.per_image": _int_at_least(1),
+    "negatives.margin": _number(0.0, 0.5, hi_open=True),
 }
 """Allowed values per dotted key; keys not listed (new fields) are not range-checked."""
 

@@ -28,6 +28,7 @@ from .evidence import (
     LABELS,
     MAIN_RHO,
     PER_CLASS_PREFIXES,
+    POST_HOC,
     PRIMARY,
     VARIANTS,
     Protocol,
@@ -243,7 +244,7 @@ at the strongest rho with the interval above 0, halve the false positives on the
 context alone there, and cost at most one point of pseudo-mask mIoU at rho 0.5."""
 
 
-CONTROL_OF = {"negatives": "control_steps"}
+CONTROL_OF = {"negatives": "control_steps", "negatives_margin": "control_steps"}
 """Each arm's control (docs/results.md section 7.1): what the arm changes besides its mechanism."""
 
 
@@ -275,7 +276,9 @@ def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float
                          ) -> list[str]:
     """One line per arm that reads no ground truth (diagnostics and controls are left out)
     against the pre-registered target at ``main`` and ``harm``, then which arm is best (the
-    largest share of the gap closed at ``main``) and whether it meets all three."""
+    largest share of the gap closed at ``main``) and whether it meets all three. Post hoc arms
+    (:data:`~causal_wsss.evidence.POST_HOC`) get their lines, marked, but are not candidates
+    for the best pre-registered arm; a last line says whether one of them meets the target."""
     rows = res.get("interventions") or {}
     arms = [a for a in INTERVENTION_NAMES if not a.startswith(("oracle_", "control_"))
             and f"{a}@{main}" in rows]
@@ -304,17 +307,23 @@ def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float
             cost = (f"at rho {harm} {cost_stat['mean']:+.2f} points (n={cost_stat['n']}; "
                     f"target >= {TARGET_COST:+.0f}: {'met' if cost_ok else 'not met'})")
         met[arm] = share_ok and fp_ok and cost_ok
-        lines.append(f"{ARM_BY_NAME[arm].label} at rho {main}, n={row['paired'][PRIMARY]['n']}: "
+        lines.append(f"{'post hoc (section 7.3): ' if arm in POST_HOC else ''}"
+                     f"{ARM_BY_NAME[arm].label} at rho {main}, n={row['paired'][PRIMARY]['n']}: "
                      f"{share}; {fp}; {cost}")
         control = beyond_control(row)
         if control:
             lines.append(f"  beyond its control ({ARM_BY_NAME[CONTROL_OF[arm]].label}): {control}")
-    if shares:
-        best = max(shares, key=shares.get)
+    planned = {a: v for a, v in shares.items() if a not in POST_HOC}
+    if planned:
+        best = max(planned, key=planned.get)
         lines.append(f"best arm without ground truth: {ARM_BY_NAME[best].label}; the target is "
                      f"{'met' if met[best] else 'not met'}")
     elif arms:
         lines.append("no arm's share of the gap is resolved yet")
+    for arm in (a for a in arms if a in POST_HOC and a in shares):
+        lines.append(f"post hoc: {ARM_BY_NAME[arm].label}: the target is "
+                     f"{'met' if met[arm] else 'not met'} (an arm chosen after seeing results: "
+                     f"a lead to confirm, not a claim)")
     return lines
 
 

@@ -1183,7 +1183,8 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
 ARM_LABELS = {a.name: a.label for a in INTERVENTION_ARMS}
 INTERVENTION_COLOURS = {"paste": "tab:orange", "negatives": "tab:purple",
                         "appearance": "tab:brown", "oracle_negatives": "tab:pink",
-                        "oracle_appearance": "tab:olive", "control_steps": "tab:gray"}
+                        "oracle_appearance": "tab:olive", "control_steps": "tab:gray",
+                        "negatives_margin": "tab:red"}
 
 
 def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:

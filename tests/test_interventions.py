@@ -24,6 +24,7 @@ from causal_wsss.interventions.appearance import cluster_contexts, pooled_featur
 from causal_wsss.interventions.bank import CropBank
 from causal_wsss.interventions.negatives import (
     NegativesView,
+    audit_negative_bank,
     background_windows,
     build_negative_bank,
     extra_samples,
@@ -186,6 +187,33 @@ def test_context_negatives_contain_no_predicted_foreground(synth, tmp_path):
     assert found == crops
 
 
+def test_the_negatives_audit_finds_no_object_under_perfect_pseudo_masks(synth, tmp_path):
+    """The audit (which reads the ground truth) on the ground truth as pseudo-masks: no crop
+    holds an object; on all-background pseudo-masks it finds the objects; it counts what the
+    bank holds, per context."""
+    ds = build_dataset("synthetic", synth, "train")
+    for i, name in enumerate(ds.names):
+        gt = ds.load_mask(i)
+        _write_png(tmp_path / "gt" / "pseudo" / f"{name}.png", gt)
+        _write_png(tmp_path / "empty" / "pseudo" / f"{name}.png", np.zeros_like(gt))
+    perfect = audit_negative_bank(ds, tmp_path / "gt", crop=0.3, per_image=2, seed=0)
+    assert set(perfect) == set(ds.context_names)
+    assert sum(r["images"] for r in perfect.values()) == len(ds)
+    crops = sum(r["crops"] for r in perfect.values())
+    rec = build_negative_bank(ds, tmp_path / "gt", tmp_path / "n.npz", crop=0.3, per_image=2,
+                              seed=0)
+    assert crops == rec["crops"] > 0
+    assert sum(r["images_with_crops"] for r in perfect.values()) == rec["images_with_crops"]
+    assert all(r["crops_with_object"] == 0 and not r["by_class"] for r in perfect.values())
+    # the margin keeps crops off the predicted objects' surroundings: fewer crops
+    margin = audit_negative_bank(ds, tmp_path / "gt", crop=0.3, per_image=2, seed=0,
+                                 margin=0.1)
+    assert sum(r["crops"] for r in margin.values()) < crops
+    blind = audit_negative_bank(ds, tmp_path / "empty", crop=0.3, per_image=2, seed=0)
+    assert sum(r["crops_with_object"] for r in blind.values()) > 0
+    assert all(0 < (r["object_pixels"] or 1) <= 1 for r in blind.values())
+
+
 def test_background_windows_equal_a_brute_force_search():
     rng = np.random.default_rng(0)
     mask = (rng.random((9, 11)) < 0.08).astype(np.uint8) * 3
@@ -194,6 +222,13 @@ def test_background_windows_equal_a_brute_force_search():
     want = {(y, x) for y in range(7) for x in range(9) if not mask[y:y + 3, x:x + 3].any()}
     assert got == want
     assert background_windows(mask, 20).shape == (0, 2)
+    # with a margin: no pixel of the window within 2 pixels (Chebyshev) of a non-zero pixel
+    bad = np.argwhere(mask != 0)
+    far = {(y, x) for y in range(7) for x in range(9)
+           if all(max(abs(py - yy), abs(px - xx)) > 2 for py, px in bad
+                  for yy in range(y, y + 3) for xx in range(x, x + 3))}
+    assert {tuple(c) for c in background_windows(mask, 3, margin=2)} == far
+    assert far < got
 
 
 def test_negatives_view_adds_unlabelled_context_samples(synth):

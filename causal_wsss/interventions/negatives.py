@@ -4,7 +4,8 @@ W-OoD (Lee et al., CVPR 2022) does with background images; and its diagnostic
 
 Stage ``negative_bank`` collects square crops (side ``negatives.crop`` x the image's short side)
 that lie wholly on round t - 1's predicted background: no pixel of the crop is predicted as a
-class or left unsure (255) in its pseudo-mask. At most ``negatives.per_image`` crops per
+class or left unsure (255) in its pseudo-mask, nor, with ``negatives.margin`` > 0, within that
+fraction of the image's long side of such a pixel. At most ``negatives.per_image`` crops per
 training image, at positions drawn with a seed of their own among those that qualify. During
 round t's CAM training they are added to the training images as images with no label (an
 all-zero target of the multi-label loss), enough of them that about ``negatives.share`` of every
@@ -37,42 +38,109 @@ BANK_FILE = "negative_bank/bank.npz"
 ORACLE_BANK_FILE = "oracle_negative_bank/bank.npz"
 
 
-def background_windows(mask: np.ndarray, side: int) -> np.ndarray:
+def _box_any(bad: np.ndarray, radius: int) -> np.ndarray:
+    """``bad`` dilated by a square of half-side ``radius`` (Chebyshev distance <= radius)."""
+    if radius <= 0:
+        return bad
+    H, W = bad.shape
+    c = np.pad(bad.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    y0 = np.clip(np.arange(H) - radius, 0, H)
+    y1 = np.clip(np.arange(H) + radius + 1, 0, H)
+    x0 = np.clip(np.arange(W) - radius, 0, W)
+    x1 = np.clip(np.arange(W) + radius + 1, 0, W)
+    return (c[y1][:, x1] - c[y0][:, x1] - c[y1][:, x0] + c[y0][:, x0]) > 0
+
+
+def background_windows(mask: np.ndarray, side: int, margin: int = 0) -> np.ndarray:
     """``(n, 2)`` top-left corners ``(y, x)`` of every ``side`` x ``side`` window of ``mask`` whose
-    pixels are all 0 (predicted background; 255 = unsure does not count as background)."""
+    pixels are all 0 (predicted background; 255 = unsure does not count as background) and, with
+    ``margin`` > 0, whose pixels all lie more than ``margin`` pixels (Chebyshev distance) from
+    any pixel that is not 0."""
     H, W = mask.shape
     if side > min(H, W) or side < 1:
         return np.zeros((0, 2), np.int64)
-    bad = np.pad((mask != 0).astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    bad = np.pad(_box_any(mask != 0, margin).astype(np.int64),
+                 ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     sums = bad[side:, side:] - bad[:-side, side:] - bad[side:, :-side] + bad[:-side, :-side]
     return np.argwhere(sums == 0)  # (n, 2): corners whose window holds no foreground
 
 
-def build_negative_bank(train_ds, prev_dir: Path, out_path: Path, *, crop: float,
-                        per_image: int, seed: int, progress: bool = False) -> dict:
-    """Stage ``negative_bank`` from round t - 1's pseudo-masks (module docstring)."""
-    crops: list[tuple[np.ndarray, np.ndarray, int]] = []
-    images_with = 0
+def choose_crops(train_ds, prev_dir: Path, *, crop: float, per_image: int, seed: int,
+                 margin: float = 0.0, progress: bool = False) -> list[tuple[int, int, int, int]]:
+    """The bank's crops as ``(image index, y, x, side)``: at most ``per_image`` windows of side
+    ``crop`` x the short side lying wholly on round t - 1's predicted background (and, with
+    ``margin`` > 0, more than ``margin`` x the long side from anything else), at positions
+    drawn with a seed of their own (reads the pseudo-masks only)."""
+    chosen: list[tuple[int, int, int, int]] = []
     for i in progress_bar(range(len(train_ds)), desc="context crops", disable=not progress,
                           leave=False):
-        name = train_ds.names[i]
-        mask = read_pseudo_mask(prev_dir, name, train_ds.num_classes)
+        mask = read_pseudo_mask(prev_dir, train_ds.names[i], train_ds.num_classes)
         side = max(1, round(crop * min(mask.shape)))
-        corners = background_windows(mask, side)
+        corners = background_windows(mask, side, round(margin * max(mask.shape)))
         if not len(corners):
             continue
         rng = np.random.default_rng([stage_seed(seed, "negatives"), i])
-        chosen = corners[rng.choice(len(corners), size=min(per_image, len(corners)),
-                                    replace=False)]
-        image = train_ds.load_image(i)
-        images_with += 1
-        for y, x in chosen:
-            rgb = image[y:y + side, x:x + side]
-            crops.append((rgb, np.ones(rgb.shape[:2], bool), 0))
+        picks = corners[rng.choice(len(corners), size=min(per_image, len(corners)),
+                                   replace=False)]
+        chosen += [(i, int(y), int(x), side) for y, x in picks]
+    return chosen
+
+
+def build_negative_bank(train_ds, prev_dir: Path, out_path: Path, *, crop: float,
+                        per_image: int, seed: int, margin: float = 0.0,
+                        progress: bool = False) -> dict:
+    """Stage ``negative_bank`` from round t - 1's pseudo-masks (module docstring)."""
+    chosen = choose_crops(train_ds, prev_dir, crop=crop, per_image=per_image, seed=seed,
+                          margin=margin, progress=progress)
+    crops: list[tuple[np.ndarray, np.ndarray, int]] = []
+    images: dict[int, np.ndarray] = {}
+    for i, y, x, side in chosen:
+        if i not in images:
+            images = {i: train_ds.load_image(i)}  # crops come image by image
+        rgb = images[i][y:y + side, x:x + side]
+        crops.append((rgb, np.ones(rgb.shape[:2], bool), 0))
     bank = CropBank.from_crops(crops)
     bank.save(out_path)
-    return {"crops": len(bank), "images_with_crops": images_with, "images": len(train_ds),
-            "source": "pseudo-masks of the previous round"}
+    return {"crops": len(bank), "images_with_crops": len({c[0] for c in chosen}),
+            "images": len(train_ds), "source": "pseudo-masks of the previous round"}
+
+
+def audit_negative_bank(train_ds, prev_dir: Path, *, crop: float, per_image: int,
+                        seed: int, margin: float = 0.0) -> dict:
+    """What the bank of :func:`build_negative_bank` holds, measured against the **ground truth**
+    (an audit that explains a round, never an input to one): per context, how many training
+    images there are, how many give a crop, how many crops, and how many crops hold a pixel of
+    a ground-truth object (and of which class). Needs masks and, for the contexts, a synthetic
+    set (``train_ds.contexts``); without contexts every image counts under ``"all"``."""
+    if not getattr(train_ds, "has_masks", False):
+        raise ConfigError("the negatives' audit reads the ground-truth masks; this data set has "
+                          "none")
+    chosen = choose_crops(train_ds, prev_dir, crop=crop, per_image=per_image, seed=seed,
+                          margin=margin)
+    names = tuple(getattr(train_ds, "context_names", ("all",)))
+    ctx = np.asarray(getattr(train_ds, "contexts", np.zeros(len(train_ds), np.int64)))
+    classes = list(train_ds.classes)
+    rows = {c: {"images": 0, "images_with_crops": 0, "crops": 0, "crops_with_object": 0,
+                "object_pixels": 0.0, "by_class": {}} for c in names}
+    for i in range(len(train_ds)):
+        rows[names[int(ctx[i])]]["images"] += 1
+    gt: dict[int, np.ndarray] = {}
+    for i, y, x, side in chosen:
+        row = rows[names[int(ctx[i])]]
+        if i not in gt:
+            gt = {i: train_ds.load_mask(i)}
+            row["images_with_crops"] += 1
+        window = gt[i][y:y + side, x:x + side]
+        objects = (window > 0) & (window != 255)
+        row["crops"] += 1
+        row["object_pixels"] += float(objects.mean())
+        if objects.any():
+            row["crops_with_object"] += 1
+            for k in np.unique(window[objects]):
+                row["by_class"][classes[int(k)]] = row["by_class"].get(classes[int(k)], 0) + 1
+    for row in rows.values():
+        row["object_pixels"] = row["object_pixels"] / row["crops"] if row["crops"] else None
+    return rows
 
 
 def build_oracle_bank(train_ds, out_path: Path, *, count: int, seed: int,
@@ -163,7 +231,7 @@ def _prepare(round_: InterventionRound, *, oracle: bool) -> Intervened:
     else:
         record = round_.timed("negative_bank", lambda: build_negative_bank(
             train_ds, round_.prev_dir, path, crop=q.crop, per_image=q.per_image, seed=cfg.seed,
-            progress=round_.progress))
+            margin=q.margin, progress=round_.progress))
     bank = CropBank.load(path)
     cam_net = initial_cam_model(cfg, train_ds.num_classes - 1)
     view = NegativesView(train_ds, bank, extra)
