@@ -360,3 +360,30 @@ def test_the_appearance_dictionary_reads_pseudo_masks_not_the_truth(synth, tmp_p
     _pseudo_masks(ds, tmp_path / "prev", seed=5)
     _, c3 = pooled_features(net, ds, tmp_path / "prev", device=dev)
     assert not np.allclose(c1, c3, equal_nan=True)
+
+
+def test_the_audit_script_reads_an_evidence_folder(synth, tmp_path, capsys):
+    """scripts/negatives_audit.py on a negatives run whose round 0 pseudo-masks are the ground
+    truth: every training image counted once, no crop with an object; a bad folder is one
+    line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "negatives_audit", Path(__file__).resolve().parents[1] / "scripts" / "negatives_audit.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ds = build_dataset("synthetic", synth, "train")
+    run = tmp_path / "ev" / "negatives" / "rho0.9_seed0"
+    for i, name in enumerate(ds.names):
+        _write_png(run / "round_0" / "pseudo" / f"{name}.png", ds.load_mask(i))
+    (run / "config.json").write_text(json.dumps({
+        "seed": 0, "data": {"root": str(synth), "train_split": "train"},
+        "negatives": {"crop": 0.3, "per_image": 2, "share": 0.2}}))
+    assert script.main(["--out", str(tmp_path / "ev"), "--json", str(tmp_path / "a.json")]) == 0
+    got = json.loads((tmp_path / "a.json").read_text())["0.9"]
+    assert sum(r["images"] for r in got["contexts"].values()) == len(ds)
+    assert sum(r["crops"] for r in got["contexts"].values()) > 0
+    assert all(r["crops_with_object"] == 0 for r in got["contexts"].values())
+    assert "| context | preferred by |" in capsys.readouterr().out
+    assert script.main(["--out", str(tmp_path / "none")]) == 2
+    assert "holds no negatives runs" in capsys.readouterr().err
