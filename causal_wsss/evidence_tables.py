@@ -856,3 +856,32 @@ def published(path: str | Path | None = None) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); rewrite it with "
                         "scripts/conta_evidence.py --protocol --tables-only --publish") from exc
+
+
+def markdown_negatives_audit(result: dict[str, Any]) -> str:
+    """The tables of ``scripts/negatives_audit.py`` (what each negatives bank held, per context,
+    against the ground truth; docs/results.md section 7.3): one table per rho, the contexts'
+    images, the images that gave a crop, the crops, and the crops that hold a pixel of a true
+    object, with the classes found."""
+    lines: list[str] = []
+    for rho, entry in sorted(result.items(), key=lambda kv: -float(kv[0])):
+        seeds = ", ".join(str(s) for s in sorted(entry["seeds"]))
+        margin = f", margin {entry['margin']:g} of the long side" if entry.get("margin") else ""
+        lines += [f"**rho {rho}** (seeds {seeds}{margin})", "",
+                  "| context | preferred by | training images | images giving a crop | crops "
+                  "| crops per image | with an object | objects found in crops |",
+                  "|---|---|---|---|---|---|---|---|"]
+        owners: dict[str, list[str]] = {}
+        for cls, ctx in entry["preferred_by"].items():
+            owners.setdefault(ctx, []).append(cls)
+        for ctx, r in entry["contexts"].items():
+            share = f"{100 * r['images_with_crops'] / r['images']:.0f}%" if r["images"] else "-"
+            per = f"{r['crops'] / r['images']:.2f}" if r["images"] else "-"
+            dirty = f"{100 * r['crops_with_object'] / r['crops']:.0f}%" if r["crops"] else "-"
+            found = ", ".join(f"{c} {n}" for c, n in sorted(r["by_class"].items(),
+                                                            key=lambda kv: -kv[1])) or "none"
+            lines.append(f"| {ctx} | {', '.join(owners.get(ctx, [])) or '-'} | {r['images']} | "
+                         f"{r['images_with_crops']} ({share}) | {r['crops']} | {per} | "
+                         f"{r['crops_with_object']} ({dirty}) | {found} |")
+        lines.append("")
+    return "\n".join(lines)
