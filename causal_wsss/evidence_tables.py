@@ -843,12 +843,15 @@ def per_seed_table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLES_DIR = Path(__file__).resolve().parents[1] / "docs" / "tables"
+"""The committed tables of a source checkout (absent from an installed package)."""
+
+
 def published(path: str | Path | None = None) -> dict[str, Any] | None:
     """The committed tables of the protocol (``docs/tables/evidence.json`` of a source checkout,
     written by ``scripts/conta_evidence.py --protocol --publish``), or None when absent (e.g. an
     installed package without the repository)."""
-    path = Path(path) if path is not None else \
-        Path(__file__).resolve().parents[1] / "docs" / "tables" / "evidence.json"
+    path = Path(path) if path is not None else TABLES_DIR / "evidence.json"
     if not path.is_file():
         return None
     try:
