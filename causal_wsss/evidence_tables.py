@@ -29,6 +29,7 @@ from .evidence import (
     MAIN_RHO,
     PER_CLASS_PREFIXES,
     POST_HOC,
+    POST_HOC_RHOS,
     PRIMARY,
     VARIANTS,
     Protocol,
@@ -300,14 +301,16 @@ def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float
                    f" (target halved: {'met' if fp_ok else 'not met'})")
         low = rows.get(f"{arm}@{harm}")
         cost_stat = low["paired"][PRIMARY] if low else None
-        if not cost_stat or cost_stat.get("mean") is None:
+        if arm in POST_HOC and harm not in POST_HOC_RHOS:
+            cost_ok, cost = None, f"rho {harm} not run (section 7.3 registers rho {main} only)"
+        elif not cost_stat or cost_stat.get("mean") is None:
             cost_ok, cost = False, f"rho {harm} pending"
         else:
             cost_ok = cost_stat["mean"] >= TARGET_COST
             cost = (f"at rho {harm} {cost_stat['mean']:+.2f} points (n={cost_stat['n']}; "
                     f"target >= {TARGET_COST:+.0f}: {'met' if cost_ok else 'not met'})")
-        met[arm] = share_ok and fp_ok and cost_ok
-        lines.append(f"{'post hoc (section 7.3): ' if arm in POST_HOC else ''}"
+        met[arm] = share_ok and fp_ok and cost_ok is not False
+        lines.append(f"{'section 7.3: ' if arm in POST_HOC else ''}"
                      f"{ARM_BY_NAME[arm].label} at rho {main}, n={row['paired'][PRIMARY]['n']}: "
                      f"{share}; {fp}; {cost}")
         control = beyond_control(row)
@@ -321,7 +324,7 @@ def intervention_verdict(res: dict[str, Any], *, main: float = 0.97, harm: float
     elif arms:
         lines.append("no arm's share of the gap is resolved yet")
     for arm in (a for a in arms if a in POST_HOC and a in shares):
-        lines.append(f"post hoc: {ARM_BY_NAME[arm].label}: the target is "
+        lines.append(f"post hoc: {ARM_BY_NAME[arm].label}: the target at rho {main} is "
                      f"{'met' if met[arm] else 'not met'} (an arm chosen after seeing results: "
                      f"a lead to confirm, not a claim)")
     return lines

@@ -648,3 +648,24 @@ def test_a_rerun_on_newer_numerics_supersedes_the_record(tmp_path, monkeypatch):
     assert ("interventional/rho0.97_seed0", 45.0, 45.6) in \
         [(c["run"], c["archived"], c["rerun"]) for c in fresh["reproduced"]]
     assert archive_runs(Protocol(tmp_path / "b"), arch) == 0  # published once
+
+
+def test_a_post_hoc_arm_is_marked_and_never_the_best_pre_registered_arm(tmp_path):
+    from causal_wsss.evidence import POST_HOC
+    from causal_wsss.evidence_tables import intervention_verdict
+
+    assert "negatives_margin" in POST_HOC
+    for seed, (r0, neg, margin, inter) in enumerate([(40.0, 43.0, 46.0, 48.0),
+                                                     (41.0, 44.5, 47.0, 49.0),
+                                                     (39.0, 41.0, 45.5, 47.5)]):
+        _fake_run(tmp_path, "negatives", 0.97, seed, [r0, neg])
+        _fake_run(tmp_path, "negatives_margin", 0.97, seed, [r0, margin])
+        _fake_run(tmp_path, "interventional", 0.97, seed, [inter])
+    lines = intervention_verdict(collect(Protocol(tmp_path)))
+    margin_line = next(line for line in lines if "one-cell margin" in line and "n=3" in line)
+    assert margin_line.startswith("section 7.3: ")
+    assert "rho 0.5 not run (section 7.3 registers rho 0.97 only)" in margin_line
+    assert any(line.startswith("best arm without ground truth: context negatives (W-OoD);")
+               for line in lines)  # the margin arm closes more, but is post hoc
+    assert any(line.startswith("post hoc: context negatives, one-cell margin") and
+               "a lead to confirm, not a claim" in line for line in lines)
