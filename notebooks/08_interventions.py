@@ -73,6 +73,7 @@ from causal_wsss.course import intervention_examples, run_benchmark, run_interve
 from causal_wsss.evidence_tables import (
     TABLES_DIR,
     intervention_verdict,
+    markdown_intervention_details,
     markdown_interventions,
     markdown_negatives_audit,
     published,
@@ -213,6 +214,7 @@ if evidence is None or not evidence.get("interventions"):
     print("no intervention runs in docs/tables/evidence.json yet: run the protocol above")
 else:
     display(Markdown(markdown_interventions(evidence)))
+    display(Markdown(markdown_intervention_details(evidence)))  # arms vs arms; per class
     fig = plot_interventions(evidence)
     save_figure(fig, f"{FIGURES_DIR}/08_interventions_gap.png")
     plt.show()
@@ -275,7 +277,9 @@ else:
 # calls an object (`negatives.margin=0.057`, 16 px of a 280 px image: the scale at which a
 # CAM cannot place an edge; not tuned). The second table is its bank on the same pseudo-masks;
 # its five-seed row is `negatives_margin` in section 4's table, and its verdict line says
-# "post hoc": a lead to confirm on fresh data, not a claim.
+# "post hoc": a lead to confirm on fresh data, not a claim. Compare its row with the
+# negatives' in the arms-against-each-other table and in the per-class table: did the horse's
+# and the boat's false positives move?
 
 # %%
 for name, title in (("negatives_audit.json", "the pre-registered negatives"),
@@ -362,6 +366,10 @@ if RUN_EXERCISE_2:
 #   intervention that lowers the false positives on context alone; its pseudo-mask gain is
 #   matched by a control that only trains longer, so on this benchmark the gap in pseudo-mask
 #   mIoU is as much a matter of training length as of context.
+# - Where the negatives fail: the classes that come with a partner (the horse, the boat) keep
+#   most of their reliance under every arm. Their "context only" crops often hold a piece of
+#   the object (section 6's audit), but crops kept clear of the predicted objects (the post
+#   hoc margin) did not lower their false positives: the pieces are not the whole reason.
 # - Pasting objects and re-describing the confounder leave the context → label association of
 #   the training data in place.
 #
