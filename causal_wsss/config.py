@@ -286,6 +286,10 @@ class NegativesConfig:
     crop: float = 0.5
     per_image: int = 2
     margin: float = 0.0
+    # "" = crops of the last round's predicted background; a folder = your own photographs of
+    # the contexts without any of the data set's classes (W-OoD's curated background set): the
+    # bank is those images instead (their long side capped at 512 px)
+    folder: str = ""
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     check_context_config(cfg)
     get_method(cfg.cam.method)  # an unknown cam.method is refused before anything is written
     intervention = get_intervention(cfg.context.intervention)  # so is an unknown intervention
+    if intervention.check is not None:
+        intervention.check(cfg)  # and its own bad settings
     check_optional_packages(cfg)
     if cfg.cam.checkpoint and cfg.cam.method != "irn":
         raise ConfigError(f"config key 'cam.checkpoint' works with cam.method=irn only (this run "

@@ -209,6 +209,7 @@ LATER_KEYS: dict[str, Any] = {
     "cam_infer.amp": "same",
     "seg.last_round": True,
     "negatives.margin": 0.0,
+    "negatives.folder": "",
 }
 """Keys added after run folders began to carry config fingerprints, each with the value that
 does what the code did before the key existed. At that value a key is left out of the

@@ -18,7 +18,7 @@ from PIL import Image
 from causal_wsss.config import resolve
 from causal_wsss.data.registry import build_dataset
 from causal_wsss.data.synthetic import generate_synthetic
-from causal_wsss.errors import ConfigError
+from causal_wsss.errors import ConfigError, DataError
 from causal_wsss.interventions import INTERVENTIONS, get_intervention
 from causal_wsss.interventions.appearance import cluster_contexts, pooled_features
 from causal_wsss.interventions.bank import CropBank
@@ -26,6 +26,7 @@ from causal_wsss.interventions.negatives import (
     NegativesView,
     audit_negative_bank,
     background_windows,
+    build_folder_bank,
     build_negative_bank,
     extra_samples,
 )
@@ -387,3 +388,56 @@ def test_the_audit_script_reads_an_evidence_folder(synth, tmp_path, capsys):
     assert "| context | preferred by |" in capsys.readouterr().out
     assert script.main(["--out", str(tmp_path / "none")]) == 2
     assert "holds no negatives runs" in capsys.readouterr().err
+
+
+def test_a_folder_of_background_photographs_is_the_bank(tmp_path):
+    """negatives.folder: every image of the folder, sorted, as it is (long side capped at 512);
+    a missing or empty folder, or an unreadable file, is one error naming it, and the run
+    refuses a bad folder before any work."""
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "backgrounds"
+    photos.mkdir()
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(small).save(photos / "a.png")
+    Image.fromarray(rng.integers(0, 256, (600, 1024, 3), dtype=np.uint8)).save(photos / "b.jpg")
+    (photos / "notes.txt").write_text("not an image")
+    rec = build_folder_bank(photos, tmp_path / "bank.npz")
+    bank = CropBank.load(tmp_path / "bank.npz")
+    assert rec["crops"] == len(bank) == 2 and (bank.classes == 0).all()
+    assert np.array_equal(bank.crop(0)[0], small) and bank.crop(0)[1].all()
+    assert tuple(bank.crop(1)[0].shape) == (300, 512, 3)
+    with pytest.raises(ConfigError, match="is not a folder"):
+        build_folder_bank(tmp_path / "nope", tmp_path / "x.npz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no image"):
+        build_folder_bank(tmp_path / "empty", tmp_path / "x.npz")
+    (photos / "c.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match="c.png"):
+        build_folder_bank(photos, tmp_path / "x.npz")
+    cfg = resolve("smoke", ["data.root=/nowhere", "context.intervention=context_negatives",
+                            f"negatives.folder={tmp_path / 'nope'}"], seed=0, rounds=1)
+    with pytest.raises(ConfigError, match="negatives.folder"):
+        run_experiment(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_negatives_from_a_folder_run_a_round(synth, round0, tmp_path):
+    """context_negatives with negatives.folder (the user's background photographs; here the
+    synthetic set's context-only twins, copied): round 1 trains on them, its bank record says
+    where they came from."""
+    from causal_wsss.evidence import share_round0
+
+    photos = tmp_path / "backgrounds"
+    photos.mkdir()
+    twins = sorted((Path(synth) / "VOCdevkit").rglob("ctx_*.png"))
+    assert twins
+    for f in twins:
+        shutil.copy(f, photos / f.name)
+    cfg = resolve("smoke", [f"data.root={synth}", "context.intervention=context_negatives",
+                            f"negatives.folder={photos}"], seed=0, rounds=1)
+    out = tmp_path / "run"
+    assert share_round0(round0, out, cfg)
+    report = run_experiment(cfg, out, progress=False)
+    assert [e["round"] for e in report["rounds"]] == [0, 1]
+    record = json.loads((out / "round_1" / "negative_bank.json").read_text())
+    assert record["crops"] == len(twins) and record["source"] == f"folder {photos}"

@@ -57,7 +57,8 @@ class Intervened:
 @dataclass(frozen=True)
 class Intervention:
     """An intervention of rounds t >= 1: its name, a one-line description, its own stages (run
-    before ``cam_train``, in the order given) and ``prepare``. ``oracle=True`` marks a diagnostic
+    before ``cam_train``, in the order given), ``prepare`` and an optional ``check`` of the config,
+run before any work (a ConfigError naming the key). ``oracle=True`` marks a diagnostic
     that reads the data generator's record (never a method: its name starts with ``oracle_``)."""
 
     name: str
@@ -65,6 +66,7 @@ class Intervention:
     prepare: Callable[[InterventionRound], Intervened]
     stages: tuple[StageSpec, ...] = ()
     oracle: bool = False
+    check: Callable[[Any], None] | None = None  # (cfg) -> None: refuse a bad setting up front
 
     def __post_init__(self) -> None:
         if self.oracle != self.name.startswith("oracle_"):

@@ -12,6 +12,11 @@ all-zero target of the multi-label loss), enough of them that about ``negatives.
 batch is context alone (crops are reused when there are too few). The CAM network is the
 round-0 one; the epoch is longer by share / (1 - share).
 
+With ``negatives.folder`` set, the bank is instead the user's own photographs of the contexts
+without any of the data set's classes (W-OoD trains on such a curated background set): no
+ground truth of the training images is read, but the folder is a second, stronger kind of weak
+label ("none of these classes here") that the user vouches for.
+
 ``oracle_context_negatives`` reads the synthetic generator instead: its context-only images
 (each context drawn without objects, seeds apart from the data set's), standing for a user's
 own set of background photographs. It is a diagnostic (it reads the generator's record, which a
@@ -24,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from ..data.scenes import SPEC, draw_scene
 from ..data.synthetic import load_meta
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..runtime import progress_bar, stage_seed
 from ..stages.models import initial_cam_model
 from ..stages.spec import StageSpec
@@ -143,6 +149,57 @@ def audit_negative_bank(train_ds, prev_dir: Path, *, crop: float, per_image: int
     return rows
 
 
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+FOLDER_MAX_LONG = 512
+
+
+def folder_images(folder: str | Path) -> list[Path]:
+    """The images of ``negatives.folder``, sorted by name; ConfigError naming the folder when it
+    is not one or holds no image."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"negatives.folder={str(folder)!r} is not a folder (it should hold "
+                          "photographs of the contexts without any of the data set's classes)")
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES)
+    if not files:
+        raise ConfigError(f"negatives.folder={str(folder)!r} holds no image "
+                          f"({', '.join(FOLDER_SUFFIXES)})")
+    return files
+
+
+def check(cfg) -> None:
+    """Before any work: a ``negatives.folder`` that is not a folder of images is refused."""
+    if cfg.negatives.folder:
+        folder_images(cfg.negatives.folder)
+
+
+def build_folder_bank(folder: str | Path, out_path: Path, *, progress: bool = False) -> dict:
+    """``negatives.folder``: the bank is every image of ``folder`` (sorted by name; PNG, JPEG,
+    BMP, WebP), converted to RGB, its long side capped at 512 px (bicubic), each a context-only
+    sample: the user's own photographs of the contexts without the data set's classes, W-OoD's
+    setting. ConfigError naming the folder when it is not one or holds no image; DataError
+    naming a file that cannot be read."""
+    files = folder_images(folder)
+    crops = []
+    for f in progress_bar(files, desc="background photographs", disable=not progress,
+                          leave=False):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                scale = FOLDER_MAX_LONG / max(im.size)
+                if scale < 1:
+                    im = im.resize((max(1, round(im.width * scale)),
+                                    max(1, round(im.height * scale))), Image.BICUBIC)
+                rgb = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"negatives.folder: cannot read {f} ({exc})") from exc
+        crops.append((rgb, np.ones(rgb.shape[:2], bool), 0))
+    bank = CropBank.from_crops(crops)
+    bank.save(out_path)
+    return {"crops": len(bank), "images": len(files), "source": f"folder {Path(folder)}"}
+
+
 def build_oracle_bank(train_ds, out_path: Path, *, count: int, seed: int,
                       progress: bool = False) -> dict:
     """The generator's context-only images (``count`` of them, every context in turn) at the
@@ -228,6 +285,9 @@ def _prepare(round_: InterventionRound, *, oracle: bool) -> Intervened:
     if oracle:
         record = round_.timed("oracle_negative_bank", lambda: build_oracle_bank(
             train_ds, path, count=max(1, extra), seed=cfg.seed, progress=round_.progress))
+    elif q.folder:
+        record = round_.timed("negative_bank", lambda: build_folder_bank(
+            q.folder, path, progress=round_.progress))
     else:
         record = round_.timed("negative_bank", lambda: build_negative_bank(
             train_ds, round_.prev_dir, path, crop=q.crop, per_image=q.per_image, seed=cfg.seed,
@@ -258,6 +318,7 @@ INTERVENTION = Intervention(
                 "background",
     prepare=prepare,
     stages=(StageSpec("negative_bank", files=((BANK_FILE, "zip"),), inputs=((-1, "pseudo"),)),),
+    check=check,
 )
 
 ORACLE = Intervention(
