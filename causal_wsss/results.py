@@ -138,6 +138,10 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "negatives.share": "ours [R]: about a fifth of each batch is context alone (W-OoD: a share)",
     "negatives.crop": "ours [R]: crop side = half the image's short side",
     "negatives.per_image": "ours [R]: at most 2 context crops per training image",
+    "negatives.margin": "ours: 0 = crops may touch the predicted foreground (the pre-registered "
+                        "arm; docs/results.md 7.3 runs 0.057 post hoc)",
+    "negatives.folder": "ours: \"\" = crops of the predicted background; a folder of the user's "
+                        "background photographs is W-OoD's setting",
     "esol.sampler_op": "ours: grid_sample, equal to torchvision deform_conv2d, faster on CPUs",
     "esol.sampler": "ours: deformable = ESOL; identity = no sampler (a control, not ESOL)",
     "esol.r_max": "docs/esol.md [R]: offsets bounded to 8 feature cells (tanh)",

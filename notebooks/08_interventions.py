@@ -169,9 +169,9 @@ for name, (_, _, run_dir) in arms.items():
 # (sky around an aeroplane, water around a boat, grass around a horse), so paste moves a piece
 # of the preferred context along with the object instead of separating them. A "context only"
 # crop can hold parts of an object the pseudo-mask missed (a horse's legs on grass), trained as
-# "no class". Both are likely reasons for what section 4 measures per class (paste raises the
-# false positives on the horse's grass; the negatives cut the horse's least), not tested
-# separately here.
+# "no class". Both are candidate reasons for what section 4 measures per class (paste raises
+# the false positives on the horse's grass; the negatives cut the boat's least); section 6
+# audits the second.
 #
 # ## 3. The CAMs, side by side
 #
@@ -278,8 +278,9 @@ else:
 # CAM cannot place an edge; not tuned). The second table is its bank on the same pseudo-masks;
 # its five-seed row is `negatives_margin` in section 4's table, and its verdict line says
 # "post hoc": a lead to confirm on fresh data, not a claim. Compare its row with the
-# negatives' in the arms-against-each-other table and in the per-class table: did the horse's
-# and the boat's false positives move?
+# negatives' in the arms-against-each-other table and in the per-class table: did the boat's
+# false positives move? (Read a per-class change with its class's starting rate: the horse's
+# is 0% in four seeds of five, so its change says little.)
 
 # %%
 for name, title in (("negatives_audit.json", "the pre-registered negatives"),
@@ -366,10 +367,11 @@ if RUN_EXERCISE_2:
 #   intervention that lowers the false positives on context alone; its pseudo-mask gain is
 #   matched by a control that only trains longer, so on this benchmark the gap in pseudo-mask
 #   mIoU is as much a matter of training length as of context.
-# - Where the negatives fail: the classes that come with a partner (the horse, the boat) keep
-#   most of their reliance under every arm. Their "context only" crops often hold a piece of
-#   the object (section 6's audit), but crops kept clear of the predicted objects (the post
-#   hoc margin) did not lower their false positives: the pieces are not the whole reason.
+# - Where the negatives fail: the boat keeps nearly all of its reliance. Few crops show water
+#   without a piece of a boat (section 6's audit), and crops kept clear of the predicted
+#   objects (the post hoc margin) did not help; the generator's clean context images (the
+#   `oracle_negatives` diagnostic) remove it. With your own photographs of the contexts
+#   without the classes, `negatives.folder=DIR` trains on them instead of the crops.
 # - Pasting objects and re-describing the confounder leave the context → label association of
 #   the training data in place.
 #
