@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shutil
 import sys
 import time
@@ -56,7 +55,7 @@ from causal_wsss.data.synthetic import generate_synthetic, load_meta  # noqa: E4
 from causal_wsss.io import write_json  # noqa: E402
 from causal_wsss.models.seg_net import build_seg_net  # noqa: E402
 from causal_wsss.pipeline import run_experiment  # noqa: E402
-from causal_wsss.runtime import cpu_has_bf16, use_speedups  # noqa: E402
+from causal_wsss.runtime import cpu_has_bf16, cpu_model, use_speedups  # noqa: E402
 from causal_wsss.segmentation import segmentation_loss  # noqa: E402
 from causal_wsss.stages.datasets import load_datasets, query_datasets  # noqa: E402
 from causal_wsss.stages.models import build_cam_model  # noqa: E402
@@ -442,15 +441,7 @@ def run_path(cfg, out: Path, fast: bool) -> dict:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    return (f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
             f"bf16 units: {'yes' if cpu_has_bf16() else 'no'}")
 
 

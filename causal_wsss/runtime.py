@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import platform
 import random
 import time
 from collections.abc import Iterator
@@ -70,6 +71,19 @@ def cpu_has_bf16() -> bool:
     if forced in ("0", "false", "no", "off"):
         return False
     return _cpu_flags_have_bf16()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` says), for the
+    headers of timing tables."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)

@@ -141,19 +141,12 @@ def _read_times(path: str) -> dict:
 
 def _machine() -> dict:
     import datetime
-    import platform
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"machine": f"{cpu}, {os.cpu_count()} cores", "torch": torch.__version__,
+    from causal_wsss.runtime import cpu_model
+
+    return {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "torch": torch.__version__,
             "date": datetime.date.today().isoformat()}
 
 
