@@ -373,7 +373,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if origin is tuple:
             args = typing.get_args(hint)
             if isinstance(value, str):
-                value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+                # "1.0,0.5", "(1.0, 0.5)" and "[1.0, 0.5]" all read as a tuple
+                value = [v for v in re.sub(r"[()\[\]]", "", value).split(",") if v.strip()]
             items = list(value)
             if len(args) == 2 and args[1] is Ellipsis:
                 return tuple(_coerce(v, args[0], key) for v in items)

@@ -46,6 +46,12 @@ def test_overrides_parse_types():
     assert cfg.cam.resize_long == (30, 40)
 
 
+def test_tuple_overrides_accept_brackets():
+    """A list typed as Python or JSON writes it reads as the tuple it means."""
+    for text in ("[1.0,0.5]", "(1.0, 0.5)", "[1.0, 0.5]"):
+        assert apply_overrides(preset("smoke"), [f"cam_infer.scales={text}"]).cam_infer.scales == (1.0, 0.5)
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("cam.epochz=3", "cam.epochz"),
     ("nope=1", "nope"),
