@@ -3,12 +3,14 @@
     python bench/bench_compile_train.py                 # cpu preset, 8 steps of each, 2 threads
     python bench/bench_compile_train.py --steps 12 --nets cam
 
-Each network trains ``--steps`` SGD steps on one fixed random batch of the preset's size
+Each network trains SGD steps on one fixed random batch of the preset's size
 (``cam.batch_size`` crops of ``cam.crop_size``; ``seg.batch_size`` crops of ``seg.crop_size``),
-first eager, then compiled (``torch.compile``, inductor, default mode), in this one process. It
-prints the first step of each (the compiled one includes compiling: with a cold inductor cache
-the first run on a machine, warm after it) and the median of the others. Why the project does
-not compile its training stages is in docs/benchmarks.md ("Kept and dropped").
+in this one process: one eager step, one compiled step (``torch.compile``, inductor, default
+mode; this first call compiles: with a cold inductor cache on the first run on a machine, warm
+after it), then ``--steps`` pairs of steps, eager and compiled alternating, so that both see the
+same state of a shared machine. It prints the first steps, the median step of each path and the
+median of the pairs' ratios. Why the project does not compile its training stages is in
+docs/benchmarks.md ("Kept and dropped").
 """
 
 from __future__ import annotations
@@ -59,31 +61,44 @@ def step_times(params, module, loss_fn, steps: int) -> list[float]:
     return times
 
 
+def paired_steps(params, eager, compiled, loss_fn, pairs: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``pairs`` steps of each module, alternating eager and compiled."""
+    eager_times, compiled_times = [], []
+    for _ in range(pairs):
+        eager_times += step_times(params, eager, loss_fn, 1)
+        compiled_times += step_times(params, compiled, loss_fn, 1)
+    return eager_times, compiled_times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--steps", type=int, default=8, help="steps per path (at least 2)")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="pairs of steps (eager, compiled) after the first of each (at least 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     parser.add_argument("--nets", nargs="+", choices=("cam", "seg"), default=["cam", "seg"])
     args = parser.parse_args(argv)
     if args.steps < 2:
-        parser.error(f"--steps must be at least 2 (got {args.steps}): the first step is reported apart")
+        parser.error(f"--steps must be at least 2 (got {args.steps})")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = resolve(args.preset)
     print(f"preset {args.preset}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| network | eager first s | eager median s/step | compiled first s (compiling) "
-          "| compiled median s/step | speed-up |")
+    print("| network | eager first s | compiled first s (compiling) | eager median s/step "
+          "| compiled median s/step | speed-up: median of pairs (range) |")
     print("|---|---|---|---|---|---|")
     for name in args.nets:
         net, loss_fn = training_problem(cfg, name)
         params = [p for p in net.parameters() if p.requires_grad]
-        eager = step_times(params, net, loss_fn, args.steps)
-        compiled = step_times(params, torch.compile(net), loss_fn, args.steps)
-        e, c = statistics.median(eager[1:]), statistics.median(compiled[1:])
-        print(f"| {name} | {eager[0]:.2f} | {e:.3f} | {compiled[0]:.1f} | {c:.3f} | {e / c:.2f}x |",
-              flush=True)
+        compiled_net = torch.compile(net)
+        first_eager = step_times(params, net, loss_fn, 1)[0]
+        first_compiled = step_times(params, compiled_net, loss_fn, 1)[0]
+        eager, compiled = paired_steps(params, net, compiled_net, loss_fn, args.steps)
+        ratios = [e / c for e, c in zip(eager, compiled)]
+        print(f"| {name} | {first_eager:.2f} | {first_compiled:.1f} | {statistics.median(eager):.3f} "
+              f"| {statistics.median(compiled):.3f} | {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
     return 0
 
 

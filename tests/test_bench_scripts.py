@@ -75,5 +75,7 @@ def test_bench_compile_train_problems_match_the_preset():
         times = bench_compile_train.step_times(params, net, loss_fn, 2)
         assert len(times) == 2 and all(t > 0 for t in times)
         assert any(not (a == p.detach()).all() for a, p in zip(before, params))  # it trained
+        first, second = bench_compile_train.paired_steps(params, net, net, loss_fn, 2)
+        assert len(first) == len(second) == 2
     with pytest.raises(SystemExit):
         bench_compile_train.main(["--steps", "1"])
