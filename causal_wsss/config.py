@@ -114,7 +114,7 @@ class CamInferConfig:
     bg_threshold: float = 0.15  # IRNet cam_eval_thres
     sweep: tuple[float, float, float] = (0.05, 0.60, 0.01)  # start, stop (inclusive), step
     batch_size: int = 8
-    # 0 only: CAMs are computed at each image's native size. The key is kept (at 0) so that the
+    # 0 only (cam_infer.work_long sets the working size). The key is kept (at 0) so that the
     # config fingerprints of existing run folders, which include it, still match
     max_side: int = 0
     # the long side (px) the CAM network works at: every image is rescaled to it (aspect kept)
@@ -673,8 +673,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cam_infer.bg_threshold": _PROB,
     "cam_infer.sweep": _sweep(),
     "cam_infer.batch_size": _int_at_least(1),
-    "cam_infer.max_side": _int_between(0, 0, "0 (capping the long side is not implemented: "
-                                       "CAMs are computed at each image's native size)"),
+    "cam_infer.max_side": _int_between(0, 0, "0 (capping the long side is not implemented; "
+                                       "cam_infer.work_long sets the size the CAM network "
+                                       "works at)"),
     "cam_infer.work_long": _int_at_least(0, " (0 = the source size)"),
     "cam_infer.amp": _choice("same", "true", "false"),
     "pseudo.refine": _choice("none", "crf", "irn"),

@@ -194,7 +194,8 @@ def test_walk_steps_and_confounder_grid_are_bounded():
 
 @pytest.mark.parametrize("value", [1, 500])
 def test_max_side_other_than_zero_is_refused(value):
-    refused(f"cam_infer.max_side={value}", f"'cam_infer.max_side' is {value}", "not implemented")
+    refused(f"cam_infer.max_side={value}", f"'cam_infer.max_side' is {value}", "not implemented",
+            "cam_infer.work_long")
 
 
 def test_max_side_zero_keeps_the_fingerprint(tmp_path):
