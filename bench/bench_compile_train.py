@@ -1,6 +1,6 @@
 """Training steps of a preset's CAM and segmentation networks, eager beside ``torch.compile``.
 
-    python bench/bench_compile_train.py                 # cpu preset, 8 steps of each, 2 threads
+    python bench/bench_compile_train.py                 # cpu preset, 10 pairs of steps each, 2 threads
     python bench/bench_compile_train.py --steps 12 --nets cam
 
 Each network trains SGD steps on one fixed random batch of the preset's size

@@ -58,7 +58,7 @@ class Intervened:
 class Intervention:
     """An intervention of rounds t >= 1: its name, a one-line description, its own stages (run
     before ``cam_train``, in the order given), ``prepare`` and an optional ``check`` of the config,
-run before any work (a ConfigError naming the key). ``oracle=True`` marks a diagnostic
+    run before any work (a ConfigError naming the key). ``oracle=True`` marks a diagnostic
     that reads the data generator's record (never a method: its name starts with ``oracle_``)."""
 
     name: str
