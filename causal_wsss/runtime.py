@@ -158,6 +158,57 @@ def use_speedups(enabled: bool) -> Iterator[None]:
         _speedups.pop()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, device: torch.device | str) -> int:
+    """How many data-loader processes a stage that computes on ``device`` starts for
+    ``requested`` (``data.num_workers``).
+
+    On a GPU, all of them. On the CPU, with the speed-ups, only as many as the CPUs that torch's
+    compute threads leave free: a loader process that shares a core with a compute thread
+    stalls the whole thread team at every parallel region, which costs more than loading in the
+    main process (2 cores, 2 threads: the `cpu` preset's CAM training 1.17x and segmentation
+    training 1.3x faster with the loading inline; docs/benchmarks.md, "Loader processes"). The
+    data order and the augmentations are functions of the seed, epoch and index, so the number
+    of workers changes no result.
+    """
+    requested = max(0, int(requested))
+    if requested == 0 or torch.device(device).type != "cpu" or not speedups_enabled():
+        return requested
+    return max(0, min(requested, usable_cpus() - torch.get_num_threads()))
+
+
+def flush_denormal_grads(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself; with the speed-ups, on the CPU, its gradient will have every subnormal
+    value (non-zero, below float32's smallest normal 1.2e-38) set to zero before it flows on.
+
+    A softmax of confident logits has probabilities below 1e-38, so the gradient of a
+    cross-entropy holds subnormal numbers, and every multiply-add a CPU does with one goes
+    through a slow microcode path: in the `cpu` preset's segmentation training the backward
+    convolutions of the ASPP head took a quarter longer for a few hundred of them per step
+    (docs/benchmarks.md, "Subnormal gradients"). ``torch.set_flush_denormal`` would do it for
+    the whole process, but only on threads created after it is called, so not in a notebook
+    whose thread pool exists already. Values below 1.2e-38 change no float32 sum they join
+    (a round's report is the same byte for byte); GPUs compute subnormals at full speed, so
+    there nothing is registered.
+    """
+    if t.requires_grad and t.device.type == "cpu" and speedups_enabled():
+        t.register_hook(_zero_subnormals)
+    return t
+
+
+def _zero_subnormals(grad: torch.Tensor) -> torch.Tensor:
+    if not grad.is_floating_point():
+        return grad
+    return grad.masked_fill(grad.abs() < torch.finfo(grad.dtype).tiny, 0.0)
+
+
 def inference_context():
     """``torch.inference_mode()`` with the speed-ups, else ``torch.no_grad()`` (the old path)."""
     return torch.inference_mode() if speedups_enabled() else torch.no_grad()

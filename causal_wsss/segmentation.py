@@ -26,6 +26,7 @@ from .pseudo_masks import save_mask_png
 from .runtime import (
     DistInfo,
     autocast,
+    flush_denormal_grads,
     get_dist,
     inference_context,
     progress_bar,
@@ -53,7 +54,8 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
     is not used (a documented deviation from CONTA's deeplab-pytorch configuration).
     """
     target = resize_labels(masks, logits.shape[-2:])  # (B, h, w)
-    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+    logits = flush_denormal_grads(logits.float())  # subnormal gradients are slow on a CPU
+    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
 
 
 def _images_to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

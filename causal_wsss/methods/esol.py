@@ -39,7 +39,7 @@ from ..data.transforms import Compose, TrainTransform, TransformView, normalize
 from ..errors import ConfigError
 from ..models.context import ContextCamNet
 from ..models.esol_net import EsolCamNet, area_loss
-from ..runtime import DistInfo, seed_everything, stage_seed, wrap_ddp
+from ..runtime import DistInfo, loader_workers, seed_everything, stage_seed, wrap_ddp
 from ..stages.cam_train import cam_batch_forward
 from ..stages.cams import stage_cam_eval, stage_cams
 from ..stages.models import build_cam_model
@@ -136,7 +136,8 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
     dataset = TransformView(round_.train_set, Compose(round_.pre_transform, TrainTransform(
         c.crop_size, resize_long=c.resize_long, seed=cfg.seed)))
     loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
-                         num_workers=cfg.data.num_workers, dist_info=round_.dist_info,
+                         num_workers=loader_workers(cfg.data.num_workers, device),
+                         dist_info=round_.dist_info,
                          pin_memory=device.type == "cuda")
     checkpoint = round_.round_dir / f"cam_{phase}.pt"
     result: dict = {"phase": phase}
@@ -145,7 +146,8 @@ def stage_esol_train(cfg, model: nn.Module, phase: str, round_: CamRound) -> dic
         sampler.lambda_scale.fill_(e.lambda_rev_max)
         if e.clip_q > 0:  # every rank reads the same crops (an unsharded loader): same tau
             whole = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
-                                num_workers=cfg.data.num_workers, dist_info=DistInfo())
+                                num_workers=loader_workers(cfg.data.num_workers, device),
+                                dist_info=DistInfo())
             result["clip"] = calibrate_clip(net, whole, q=e.clip_q, images=e.clip_images,
                                             device=device, seed=cfg.seed)
             logger.info("esol clip: tau = %.3g on average (the %.2f-quantile of F1 over %d "

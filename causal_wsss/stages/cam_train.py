@@ -17,7 +17,7 @@ from ..data.transforms import Compose, TrainTransform, TransformView, normalize
 from ..errors import CausalWSSSError, ConfigError
 from ..io import torch_save
 from ..models.context import ContextCamNet
-from ..runtime import autocast, get_dist, setup_logging, wrap_ddp
+from ..runtime import autocast, get_dist, loader_workers, setup_logging, wrap_ddp
 from ..train import LogEpochs, fit, make_loader, poly_lambda, split_optimizer
 
 
@@ -37,7 +37,8 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
     dataset = TransformView(train_ds, Compose(pre_transform, TrainTransform(
         c.crop_size, resize_long=c.resize_long, seed=cfg.seed)))
     loader = make_loader(dataset, batch_size=c.batch_size, seed=cfg.seed,
-                         num_workers=cfg.data.num_workers, dist_info=dist_info,
+                         num_workers=loader_workers(cfg.data.num_workers, device),
+                         dist_info=dist_info,
                          pin_memory=device.type == "cuda")
     cam_net = model.cam_net if isinstance(model, ContextCamNet) else model
     model = model.to(device)

@@ -24,7 +24,7 @@ from ..metrics import (
     threshold_grid,
 )
 from ..models.context import ContextCamNet
-from ..runtime import progress_bar
+from ..runtime import loader_workers, progress_bar
 
 
 def context_fn_for(model: nn.Module, rows_by_name: dict[str, int]) -> Callable[[list[dict]], torch.Tensor]:
@@ -47,7 +47,7 @@ def stage_cams(cfg: ExperimentConfig, model: nn.Module, datasets: list, cache_di
     t0 = time.perf_counter()
     for ds in datasets:
         counts = make_cams(cam_net, ds, cache_dir, batch_size=cfg.cam_infer.batch_size,
-                           num_workers=cfg.data.num_workers,
+                           num_workers=loader_workers(cfg.data.num_workers, device),
                            scales=cfg.cam_infer.scales, flip=cfg.cam_infer.flip, device=device,
                            amp=cam_infer_amp(cfg), progress=progress, rank=dist_info.rank,
                            world_size=dist_info.world_size, context_fn=context_fn,

@@ -13,7 +13,7 @@ from ..config import ExperimentConfig
 from ..metrics import iou_by_class
 from ..models.seg_net import build_seg_net
 from ..pseudo_masks import PseudoMaskDataset
-from ..runtime import seed_everything, stage_seed
+from ..runtime import loader_workers, seed_everything, stage_seed
 from ..segmentation import evaluate_segmentation, predict_masks, train_segmentation
 
 
@@ -26,7 +26,7 @@ def stage_seg_train(cfg: ExperimentConfig, train_ds, pseudo_dir: Path, round_dir
     dataset = PseudoMaskDataset(train_ds, pseudo_dir)
     result = train_segmentation(model, dataset, s, device=device, out_dir=round_dir,
                                 seed=cfg.seed, progress=progress, dist_info=dist_info,
-                                num_workers=cfg.data.num_workers)
+                                num_workers=loader_workers(cfg.data.num_workers, device))
     return model, result
 
 

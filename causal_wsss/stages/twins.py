@@ -16,7 +16,7 @@ from ..config import ExperimentConfig, cam_infer_amp
 from ..context_effects import context_effects, twin_cam_miou, twin_logits
 from ..data.synthetic import load_meta
 from ..models.context import ContextCamNet
-from ..runtime import barrier, speedups_enabled
+from ..runtime import barrier, loader_workers, speedups_enabled
 
 
 def stage_twin_eval(cfg: ExperimentConfig, model: nn.Module, twins_ds, cache_dir: Path,
@@ -44,7 +44,8 @@ def stage_twin_eval(cfg: ExperimentConfig, model: nn.Module, twins_ds, cache_dir
     shared = speedups_enabled() and 1.0 in cfg.cam_infer.scales and dist_info.world_size == 1
     scores: dict[str, torch.Tensor] | None = {} if shared else None
     make_cams(cam_net, twin_view, cache_dir, batch_size=cfg.cam_infer.batch_size,
-              num_workers=cfg.data.num_workers, scales=cfg.cam_infer.scales,
+              num_workers=loader_workers(cfg.data.num_workers, device),
+              scales=cfg.cam_infer.scales,
               flip=cfg.cam_infer.flip, device=device, amp=amp, progress=progress,
               rank=dist_info.rank, world_size=dist_info.world_size, context_fn=context_fn,
               work_long=cfg.cam_infer.work_long, logits_out=scores)

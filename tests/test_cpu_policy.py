@@ -1,0 +1,82 @@
+"""The CPU speed-ups that change no result: subnormal gradients flushed at the loss, and
+data-loader processes started only on cores torch's compute threads leave free."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from causal_wsss import runtime
+from causal_wsss.runtime import flush_denormal_grads, loader_workers, use_speedups
+from causal_wsss.segmentation import segmentation_loss
+
+TINY = torch.finfo(torch.float32).tiny
+
+
+def subnormal_count(t: torch.Tensor) -> int:
+    return int(((t != 0) & (t.abs() < TINY)).sum())
+
+
+def confident_logits() -> torch.Tensor:
+    """(1, 3, 2, 2) logits whose softmax puts about 1e-40 on class 2: its gradient is subnormal."""
+    x = torch.zeros(1, 3, 2, 2)
+    x[:, 0] = 92.0
+    return x
+
+
+def test_cross_entropy_gradient_of_confident_logits_is_subnormal_without_the_flush():
+    # the premise of the speed-up: plain autograd hands the network subnormal numbers
+    logits = confident_logits().requires_grad_()
+    F.cross_entropy(logits, torch.zeros(1, 2, 2, dtype=torch.long)).backward()
+    assert subnormal_count(logits.grad) > 0
+
+
+def test_segmentation_loss_hands_back_no_subnormal_gradient():
+    masks = torch.zeros(1, 2, 2, dtype=torch.long)
+    for enabled, expect_subnormals in ((True, False), (False, True)):
+        with use_speedups(enabled):
+            leaf = confident_logits().requires_grad_()
+            logits = leaf * 1.0  # a non-leaf, as a network's output is
+            seen = {}
+            logits.register_hook(lambda g: seen.setdefault("g", g.clone()))
+            segmentation_loss(logits, masks).backward()
+        # hooks run in the order registered: the loss's flush is the later one, so what
+        # reaches the leaf (the network below) is what counts
+        assert (subnormal_count(leaf.grad) > 0) == expect_subnormals
+        if enabled:  # every other value is left exactly as it was
+            normal = seen["g"].abs() >= TINY
+            assert torch.equal(leaf.grad[normal], seen["g"][normal])
+
+
+def test_flush_keeps_normal_values_and_zeros_only_subnormal_ones():
+    x = torch.zeros(4, requires_grad=True)
+    with use_speedups(True):
+        y = flush_denormal_grads(x * 1.0)
+    grad = torch.tensor([1e-39, -1e-40, 2e-38, -3.0])
+    y.backward(grad)
+    assert x.grad.tolist() == [0.0, 0.0, grad[2].item(), -3.0]
+
+
+def test_flush_registers_nothing_without_grad_or_with_speedups_off():
+    t = torch.ones(3)
+    assert flush_denormal_grads(t) is t  # no grad: returned as it is
+    x = torch.zeros(2, requires_grad=True)
+    with use_speedups(False):
+        y = flush_denormal_grads(x * 1.0)
+    y.backward(torch.tensor([1e-40, 1.0]))
+    assert subnormal_count(x.grad) == 1
+
+
+def test_loader_workers_only_on_cores_the_compute_threads_leave_free(monkeypatch):
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    with use_speedups(True):
+        assert loader_workers(2, "cpu") == 0
+        assert loader_workers(2, torch.device("cuda")) == 2  # a GPU computes elsewhere
+        assert loader_workers(0, "cpu") == 0
+    with use_speedups(False):
+        assert loader_workers(2, "cpu") == 2  # the code path from before
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 8)
+    with use_speedups(True):
+        assert loader_workers(2, "cpu") == 2
+        assert loader_workers(8, "cpu") == 6
