@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+NUMERICS = 3
+"""The numerics version of today's code: which floating-point path a run's numbers come from.
+1: before the speed issue (issue 29); 2: batch norm folded into the convolutions for inference
+and in frozen stems, and the working size ``cam_infer.work_long``, which moved a round-0 seed's
+pseudo-mask mIoU by +0.5 to +0.7 points; 3: the CAM network trained channels_last on the CPU
+too (docs/benchmarks.md, "channels_last training"). ``CAUSAL_WSSS_SPEEDUPS`` selects an older
+one (:func:`causal_wsss.runtime.numerics_level`)."""
+
 IGNORE_INDEX = 255
 """Label of pixels that are scored by no metric and trained by no loss (VOC's void band)."""
 

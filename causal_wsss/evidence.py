@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve
-from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
+from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS, NUMERICS
 from .errors import ConfigError, DataError
 from .io import write_json
 
@@ -481,16 +481,17 @@ def read_reports(proto: Protocol) -> dict[tuple[str, float], dict[int, dict]]:
     return found
 
 
-NUMERICS = 2
-"""The numerics version of today's code. 1: before the speed issue (issue 29); 2: batch norm
-folded into the convolutions for inference and in frozen stems, the working size
-``cam_infer.work_long`` (docs/benchmarks.md), which moved a round-0 seed's pseudo-mask mIoU by
-+0.5 to +0.7 points. A record without the stamp is version 1."""
-
-
 def numerics_of(run: Path) -> int:
-    """The numerics version a run folder's rounds were made with: 2 when its ``config.json``
-    has the ``cam_infer.work_long`` key (written only by the code of version 2), else 1."""
+    """The numerics version (:data:`causal_wsss.constants.NUMERICS`) a run folder's rounds were
+    made with: the ``numerics`` stamp of its round-0 CAM training record (written from version 3
+    on); else 2 when its ``config.json`` has the ``cam_infer.work_long`` key (written only by
+    the code of version 2); else 1."""
+    try:
+        stamp = json.loads((run / "round_0" / "cam_train.json").read_text()).get("numerics")
+        if isinstance(stamp, int) and stamp >= 1:
+            return stamp
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
     try:
         cfg = json.loads((run / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -633,7 +634,7 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
     elsewhere (e.g. round 2 after round 1 was archived by another session), *replaces* the
     record, the old one kept under ``previous``. A round already archived is otherwise never
     overwritten (a rerun is compared with it: ``collect``'s reproduction check), except by a
-    run folder made on newer numerics (:data:`NUMERICS`) that holds every round of the record:
+    run folder made on newer numerics (:data:`~causal_wsss.constants.NUMERICS`) that holds every round of the record:
     it replaces the record, the old one kept under ``previous`` (so the reproduction check
     still lists both). Records of runs that are not here are kept.
     """

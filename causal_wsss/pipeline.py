@@ -40,7 +40,7 @@ from .interventions import Intervened, InterventionRound, get_intervention
 from .io import write_json
 from .methods import CamRound, get_method
 from .runfolder import check_out_folder, open_run_folder, read_record
-from .runtime import barrier, cpu_seconds, init_distributed, seed_everything
+from .runtime import barrier, cpu_seconds, init_distributed, numerics_level, seed_everything
 from .stages.cams import ROUND_CAM_KEYS, stage_cam_eval, stage_cams
 from .stages.confounders import check_context_config
 from .stages.datasets import (
@@ -110,6 +110,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         result = fn()
         result["seconds"] = result.get("seconds", time.perf_counter() - t0)
         result["cpu_seconds"] = cpu_seconds() - cpu0
+        result["numerics"] = numerics_level()  # which code path's floats (constants.NUMERICS)
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,

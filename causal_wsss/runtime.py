@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .constants import NUMERICS
 from .errors import ConfigError
 
 
@@ -131,31 +132,64 @@ def cpu_seconds() -> float:
 
 
 SPEEDUPS_ENV = "CAUSAL_WSSS_SPEEDUPS"
-_speedups: list[bool] = []  # the innermost use_speedups() block's value, if any
+_speedups: list[int] = []  # the innermost use_speedups() block's numerics level, if any
 
 
-def speedups_enabled() -> bool:
-    """Whether the speed-ups of issue 29 run (the default): batch-norm folding and
-    ``torch.inference_mode`` for inference, twins' scores taken from their CAM pass, the frozen
-    stem of the CAM network folded during training (docs/benchmarks.md, "A cpu round").
+def numerics_level() -> int:
+    """The numerics version (:data:`causal_wsss.constants.NUMERICS`) whose code path runs.
 
-    ``CAUSAL_WSSS_SPEEDUPS=0`` (or a :func:`use_speedups` block, innermost first) runs the code
-    path from before them instead, so that ``bench/bench_round.py`` times both in one process.
-    Folding moves floats by round-off only; the figures this changes are in docs/benchmarks.md.
+    Today's (the default) runs every speed-up of issue 29 (docs/benchmarks.md, "A cpu round").
+    ``CAUSAL_WSSS_SPEEDUPS=0`` runs the code path from before them (version 1) and
+    ``CAUSAL_WSSS_SPEEDUPS=2`` the path of version 2 (everything but channels_last CAM training
+    on the CPU), which reproduces the runs made on that code; a :func:`use_speedups` block
+    (innermost first) overrides the variable, so ``bench/bench_round.py`` times two paths in one
+    process. The speed-ups that change no result (inference mode, loader processes, subnormal
+    gradients) run from version 2 on.
     """
     if _speedups:
         return _speedups[-1]
-    return os.environ.get(SPEEDUPS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    value = os.environ.get(SPEEDUPS_ENV, "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return 1
+    if value == "2":
+        return 2
+    return NUMERICS
+
+
+def speedups_enabled() -> bool:
+    """Whether the speed-ups of issue 29 run (numerics version 2 or later, the default):
+    batch-norm folding and ``torch.inference_mode`` for inference, twins' scores taken from
+    their CAM pass, the frozen stem of the CAM network folded during training
+    (docs/benchmarks.md, "A cpu round"). Off with ``CAUSAL_WSSS_SPEEDUPS=0`` or in a
+    ``use_speedups(False)`` block (:func:`numerics_level`). Folding moves floats by round-off
+    only; the figures this changes are in docs/benchmarks.md.
+    """
+    return numerics_level() >= 2
 
 
 @contextlib.contextmanager
-def use_speedups(enabled: bool) -> Iterator[None]:
-    """Run the block with the speed-ups on or off (:func:`speedups_enabled`)."""
-    _speedups.append(bool(enabled))
+def use_speedups(enabled: bool | int) -> Iterator[None]:
+    """Run the block with the speed-ups on (``True``: today's numerics) or off (``False``), or
+    on the code path of numerics version ``enabled`` (an int, 1 to today's)."""
+    if isinstance(enabled, bool):
+        level = NUMERICS if enabled else 1
+    else:
+        level = int(enabled)
+        if not 1 <= level <= NUMERICS:
+            raise ConfigError(f"use_speedups: numerics version {enabled} is not one of 1 to "
+                              f"{NUMERICS}")
+    _speedups.append(level)
     try:
         yield
     finally:
         _speedups.pop()
+
+
+def train_channels_last(device: torch.device, configured: bool) -> bool:
+    """Whether a training network runs channels_last: as ``configured`` (``cam.channels_last``,
+    ``seg.channels_last``) on a GPU, and on the CPU from numerics version 3 on (before, the CAM
+    network trained contiguous on the CPU whatever the key said)."""
+    return bool(configured) and (device.type == "cuda" or numerics_level() >= 3)
 
 
 def usable_cpus() -> int:

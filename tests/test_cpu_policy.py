@@ -80,3 +80,38 @@ def test_loader_workers_only_on_cores_the_compute_threads_leave_free(monkeypatch
     with use_speedups(True):
         assert loader_workers(2, "cpu") == 2
         assert loader_workers(8, "cpu") == 6
+
+
+def test_numerics_level_follows_the_switch(monkeypatch):
+    from causal_wsss.constants import NUMERICS
+    from causal_wsss.runtime import numerics_level, speedups_enabled
+
+    monkeypatch.delenv(runtime.SPEEDUPS_ENV, raising=False)
+    assert numerics_level() == NUMERICS and speedups_enabled()
+    for value, level in (("0", 1), ("off", 1), ("2", 2), ("1", NUMERICS)):
+        monkeypatch.setenv(runtime.SPEEDUPS_ENV, value)
+        assert numerics_level() == level
+        assert speedups_enabled() == (level >= 2)
+    with use_speedups(2):  # a block overrides the variable, innermost first
+        assert numerics_level() == 2
+        with use_speedups(True):
+            assert numerics_level() == NUMERICS
+        with use_speedups(False):
+            assert numerics_level() == 1 and not speedups_enabled()
+    import pytest
+
+    from causal_wsss.errors import ConfigError
+    with pytest.raises(ConfigError, match="numerics version 9"):
+        with use_speedups(9):
+            pass
+
+
+def test_cam_training_runs_channels_last_on_the_cpu_from_numerics_3():
+    from causal_wsss.runtime import train_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    with use_speedups(3):
+        assert train_channels_last(cpu, True) and not train_channels_last(cpu, False)
+    with use_speedups(2):
+        assert not train_channels_last(cpu, True)  # numerics 2 trained contiguous on the CPU
+        assert train_channels_last(cuda, True)

@@ -631,7 +631,8 @@ def test_a_rerun_on_newer_numerics_supersedes_the_record(tmp_path, monkeypatch):
     new_int = stamp(_fake_run(tmp_path / "b", "interventional", 0.97, 0, [45.6]))
     stamp(_fake_run(tmp_path / "b", "conta", 0.97, 0, [38.0]))  # round 0 only
     stamp(_fake_run(tmp_path / "b", "negatives", 0.97, 0, [38.0, 44.0]))
-    assert numerics_of(new_int) == NUMERICS == 2 and numerics_of(tmp_path / "a" / "conta") == 1
+    assert numerics_of(new_int) == 2 and numerics_of(tmp_path / "a" / "conta") == 1
+    assert NUMERICS >= 3  # later code stamps its stage records instead
     res = collect(Protocol(tmp_path / "b", archive=arch))
     old_gap, new_gap = gaps(res)
     assert old_gap == [pytest.approx(45.0 - 37.5)] and new_gap == [pytest.approx(45.6 - 38.0)]

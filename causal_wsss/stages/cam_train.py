@@ -17,7 +17,14 @@ from ..data.transforms import Compose, TrainTransform, TransformView, normalize
 from ..errors import CausalWSSSError, ConfigError
 from ..io import torch_save
 from ..models.context import ContextCamNet
-from ..runtime import autocast, get_dist, loader_workers, setup_logging, wrap_ddp
+from ..runtime import (
+    autocast,
+    get_dist,
+    loader_workers,
+    setup_logging,
+    train_channels_last,
+    wrap_ddp,
+)
 from ..train import LogEpochs, fit, make_loader, poly_lambda, split_optimizer
 
 
@@ -42,7 +49,8 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
                          pin_memory=device.type == "cuda")
     cam_net = model.cam_net if isinstance(model, ContextCamNet) else model
     model = model.to(device)
-    if device.type == "cuda" and c.channels_last:
+    channels_last = train_channels_last(device, c.channels_last)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ctx_cfg = cfg.context
     optimizer = split_optimizer(
@@ -58,13 +66,15 @@ def stage_cam_train(cfg: ExperimentConfig, model: nn.Module, train_ds, round_dir
 
     def loss_fn(net: nn.Module, batch: dict) -> torch.Tensor:
         out = cam_batch_forward(net, batch, device, with_context=with_context,
-                                channels_last=device.type == "cuda" and c.channels_last)
+                                channels_last=channels_last)
         return F.multilabel_soft_margin_loss(out.logits.float(), batch["labels"].to(device))
 
     state = fit(wrapped, loader, optimizer, epochs=c.epochs, loss_fn=loss_fn, device=device,
                 scheduler=scheduler, checkpoint_path=round_dir / "cam_net.pt",
                 config=cfg.to_dict(), amp=c.amp, callbacks=[LogEpochs(logger, "cam"), *callbacks],
                 progress=progress, desc="cam epoch", dist_info=dist_info)
+    if channels_last:  # leave in the layout a resumed run loads the network in, so that the
+        model.to(memory_format=torch.contiguous_format)  # next stages compute the same floats
     final = state.history[-1]["loss"] if state.history else None  # NaN-free on a resumed run
     result = {"epochs": c.epochs, "final_loss": final, "history": state.history}
     if with_context:
