@@ -9,7 +9,7 @@ NUMERICS = 3
 1: before the speed issue (issue 29); 2: batch norm folded into the convolutions for inference
 and in frozen stems, and the working size ``cam_infer.work_long``, which moved a round-0 seed's
 pseudo-mask mIoU by +0.5 to +0.7 points; 3: the CAM network trained channels_last on the CPU
-too (docs/benchmarks.md, "channels_last training"). ``CAUSAL_WSSS_SPEEDUPS`` selects an older
+too (docs/benchmarks.md, "Second pass"). ``CAUSAL_WSSS_SPEEDUPS`` selects an older
 one (:func:`causal_wsss.runtime.numerics_level`)."""
 
 IGNORE_INDEX = 255

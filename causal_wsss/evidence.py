@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve
-from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS, NUMERICS
+from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
 from .errors import ConfigError, DataError
 from .io import write_json
 
@@ -634,8 +634,8 @@ def archive_runs(proto: Protocol, path: Path, *, source: str = "run folder") -> 
     elsewhere (e.g. round 2 after round 1 was archived by another session), *replaces* the
     record, the old one kept under ``previous``. A round already archived is otherwise never
     overwritten (a rerun is compared with it: ``collect``'s reproduction check), except by a
-    run folder made on newer numerics (:data:`~causal_wsss.constants.NUMERICS`) that holds every round of the record:
-    it replaces the record, the old one kept under ``previous`` (so the reproduction check
+    run folder made on newer numerics (:data:`~causal_wsss.constants.NUMERICS`) that holds every
+    round of the record: it replaces the record, the old one kept under ``previous`` (so the reproduction check
     still lists both). Records of runs that are not here are kept.
     """
     here = machine_id()

@@ -186,9 +186,9 @@ def use_speedups(enabled: bool | int) -> Iterator[None]:
 
 
 def train_channels_last(device: torch.device, configured: bool) -> bool:
-    """Whether a training network runs channels_last: as ``configured`` (``cam.channels_last``,
-    ``seg.channels_last``) on a GPU, and on the CPU from numerics version 3 on (before, the CAM
-    network trained contiguous on the CPU whatever the key said)."""
+    """Whether the CAM network trains channels_last: as ``configured`` (``cam.channels_last``)
+    on a GPU, and on the CPU from numerics version 3 on (before, it trained contiguous on the
+    CPU whatever the key said; 1.38x slower on an AVX-512 CPU, docs/benchmarks.md)."""
     return bool(configured) and (device.type == "cuda" or numerics_level() >= 3)
 
 
@@ -208,7 +208,7 @@ def loader_workers(requested: int, device: torch.device | str) -> int:
     compute threads leave free: a loader process that shares a core with a compute thread
     stalls the whole thread team at every parallel region, which costs more than loading in the
     main process (2 cores, 2 threads: the `cpu` preset's CAM training 1.17x and segmentation
-    training 1.3x faster with the loading inline; docs/benchmarks.md, "Loader processes"). The
+    training 1.3x faster with the loading inline; docs/benchmarks.md, "Second pass"). The
     data order and the augmentations are functions of the seed, epoch and index, so the number
     of workers changes no result.
     """
@@ -224,9 +224,9 @@ def flush_denormal_grads(t: torch.Tensor) -> torch.Tensor:
 
     A softmax of confident logits has probabilities below 1e-38, so the gradient of a
     cross-entropy holds subnormal numbers, and every multiply-add a CPU does with one goes
-    through a slow microcode path: in the `cpu` preset's segmentation training the backward
-    convolutions of the ASPP head took a quarter longer for a few hundred of them per step
-    (docs/benchmarks.md, "Subnormal gradients"). ``torch.set_flush_denormal`` would do it for
+    through a slow microcode path: a few hundred of them per step in the ASPP head's backward
+    convolutions made the `cpu` preset's segmentation training step 1.44x as long
+    (docs/benchmarks.md, "Second pass"). ``torch.set_flush_denormal`` would do it for
     the whole process, but only on threads created after it is called, so not in a notebook
     whose thread pool exists already. Values below 1.2e-38 change no float32 sum they join
     (a round's report is the same byte for byte); GPUs compute subnormals at full speed, so

@@ -38,7 +38,7 @@ def test_segmentation_loss_hands_back_no_subnormal_gradient():
             leaf = confident_logits().requires_grad_()
             logits = leaf * 1.0  # a non-leaf, as a network's output is
             seen = {}
-            logits.register_hook(lambda g: seen.setdefault("g", g.clone()))
+            logits.register_hook(lambda g, seen=seen: seen.setdefault("g", g.clone()))
             segmentation_loss(logits, masks).backward()
         # hooks run in the order registered: the loss's flush is the later one, so what
         # reaches the leaf (the network below) is what counts

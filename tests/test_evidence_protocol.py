@@ -611,7 +611,8 @@ def test_a_rerun_on_newer_numerics_supersedes_the_record(tmp_path, monkeypatch):
     that lacks a round of the record does not (CONTA's round 1 stays the record). A difference
     of levels pairs runs of one numerics: section 0's gap the old interventional round with the
     old confounded round 0, an intervention's gap the new one with the arm's new round 0."""
-    from causal_wsss.evidence import NUMERICS, archive_runs, load_archive, numerics_of
+    from causal_wsss.constants import NUMERICS
+    from causal_wsss.evidence import archive_runs, load_archive, numerics_of
 
     def stamp(run):
         (run / "config.json").write_text(json.dumps({"cam_infer": {"work_long": 280}}))
