@@ -4,6 +4,7 @@ achieved GFLOP/s and the share of these cores' measured peak for that work.
     python bench/bench_round.py                  # the benchmark data, old and new path, one run
     python bench/bench_round.py --no-compare     # the new path only
     python bench/bench_round.py --repeat 2       # best of 2 per stage, the paths alternating
+    python bench/bench_round.py --old-numerics 2 # old = the code path of numerics version 2
 
 The data are the benchmark (``causal-wsss synth``: 400 training and 100 validation images of
 about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once into
@@ -11,8 +12,10 @@ about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once
 (:func:`causal_wsss.pipeline.run_experiment`, ``rounds=0``) into a fresh folder under
 ``--out``, in this one process:
 
-- **old**: today's code path before issue 29: the speed-ups off
+- **old**: the code path before issue 29: the speed-ups off
   (:func:`causal_wsss.runtime.use_speedups`) and no working size (``cam_infer.work_long=0``);
+  with ``--old-numerics 2`` the path of numerics version 2 instead (the first pass's speed-ups,
+  the preset's working size), so the second pass's gain is measured alone;
 - **new**: the code as it is, with the preset's settings.
 
 With ``--repeat N`` the paths alternate (old, new, new, old, ...) and each stage keeps its
@@ -50,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from causal_wsss.cam import scaled_size, work_size_for  # noqa: E402
 from causal_wsss.config import apply_overrides, resolve  # noqa: E402
-from causal_wsss.constants import BENCHMARK_SIZE, BENCHMARK_TWINS  # noqa: E402
+from causal_wsss.constants import BENCHMARK_SIZE, BENCHMARK_TWINS, NUMERICS  # noqa: E402
 from causal_wsss.data.synthetic import generate_synthetic, load_meta  # noqa: E402
 from causal_wsss.io import write_json  # noqa: E402
 from causal_wsss.models.seg_net import build_seg_net  # noqa: E402
@@ -422,7 +425,7 @@ def run_ab(parts: dict, repeat: int) -> list[dict]:
 # the rounds
 
 
-def run_path(cfg, out: Path, fast: bool) -> dict:
+def run_path(cfg, out: Path, fast: bool | int) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
@@ -461,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                    help="also run today's code path (old) beside the new one (default: yes)")
+    p.add_argument("--old-numerics", type=int, default=1, choices=range(1, NUMERICS),
+                   help="the code path the old round runs: numerics version 1 (before the "
+                        "issue; default) or a later one (causal_wsss.constants.NUMERICS)")
     p.add_argument("--repeat", type=int, default=1, help="rounds per path; best time per stage")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--train", type=int, default=400)
@@ -476,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="write the table and figures to this file")
     p.add_argument("overrides", nargs="*", help="config overrides for both paths (key=value)")
     args = p.parse_args(argv)
+    if args.ab and args.old_numerics != 1:
+        p.error("--ab compares with the code path before the issue only (--old-numerics 1)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -484,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     root = data.parents[1] if data.name == "VOC2012" else data
     cfg_new = resolve(args.preset, [f"data.root={Path(root).resolve()}", *args.overrides],
                       rounds=0)
-    cfg_old = apply_overrides(cfg_new, ["cam_infer.work_long=0"])
+    cfg_old = apply_overrides(cfg_new, ["cam_infer.work_long=0"]) if args.old_numerics == 1 \
+        else cfg_new
     out = Path(args.out)
     if args.ab:
         print(f"machine: {machine()}", flush=True)
@@ -502,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "steps": args.ab_steps})
         return 0
     runs: dict[str, list[dict]] = defaultdict(list)
-    order = [("old", cfg_old, False), ("new", cfg_new, True)] if args.compare else \
+    order = [("old", cfg_old, args.old_numerics), ("new", cfg_new, True)] if args.compare else \
         [("new", cfg_new, True)]
     for rep in range(args.repeat):
         for name, cfg, fast in (order if rep % 2 == 0 else order[::-1]):

@@ -44,6 +44,34 @@ def test_bench_round_table(tmp_path, capsys):
     assert result["matmul_gflop_per_s"] > 0
 
 
+def test_old_numerics_runs_the_older_code_path_beside_the_new(tmp_path, capsys):
+    import pytest
+
+    from causal_wsss.constants import NUMERICS
+
+    tiny = ["--data", str(tmp_path / "data"), "--train", "8", "--val", "4", "--size", "64",
+            "--twins", "2", "--threads", "1"]
+    over = ["cam.epochs=1", "seg.iterations=1", "cam_infer.scales=1.0", "data.num_workers=0",
+            "cam.crop_size=64", "cam.resize_long=56,80", "cam.batch_size=4", "seg.crop_size=64",
+            "seg.batch_size=4", "data.twins_split="]
+    threads = torch.get_num_threads()
+    try:
+        assert bench_round.main([*tiny, "--out", str(tmp_path / "runs"), "--no-peak",
+                                 "--old-numerics", "2", *over]) == 0
+        with pytest.raises(SystemExit) as refused:  # --ab compares with version 1 only
+            bench_round.main([*tiny, "--out", str(tmp_path / "ab"), "--ab",
+                              "--old-numerics", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert refused.value.code == 2 and "--old-numerics 1" in capsys.readouterr().err
+    for name, level in (("old_0", 2), ("new_0", NUMERICS)):
+        record = json.loads((tmp_path / "runs" / name / "round_0" / "cam_train.json").read_text())
+        assert record["numerics"] == level
+    configs = [json.loads((tmp_path / "runs" / n / "config.json").read_text())
+               for n in ("old_0", "new_0")]
+    assert configs[0]["cam_infer"]["work_long"] == configs[1]["cam_infer"]["work_long"]
+
+
 def test_conv_backward_flops_count_groups():
     """torch's formula counts a depthwise convolution's weight gradient C times over."""
     x = torch.randn(1, 8, 10, 10, requires_grad=True)
