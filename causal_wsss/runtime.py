@@ -238,8 +238,6 @@ def flush_denormal_grads(t: torch.Tensor) -> torch.Tensor:
 
 
 def _zero_subnormals(grad: torch.Tensor) -> torch.Tensor:
-    if not grad.is_floating_point():
-        return grad
     return grad.masked_fill(grad.abs() < torch.finfo(grad.dtype).tiny, 0.0)
 
 
