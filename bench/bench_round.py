@@ -5,6 +5,9 @@ achieved GFLOP/s and the share of these cores' measured peak for that work.
     python bench/bench_round.py --no-compare     # the new path only
     python bench/bench_round.py --repeat 2       # best of 2 per stage, the paths alternating
     python bench/bench_round.py --old-numerics 2 # old = the code path of numerics version 2
+    python bench/bench_round.py --old-numerics 3 --old-cpu-amp off
+                                                 # today's code in fp32 beside bf16 (a CPU
+                                                 # with bf16 units: what they buy)
 
 The data are the benchmark (``causal-wsss synth``: 400 training and 100 validation images of
 about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once into
@@ -15,7 +18,9 @@ about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once
 - **old**: the code path before issue 29: the speed-ups off
   (:func:`causal_wsss.runtime.use_speedups`) and no working size (``cam_infer.work_long=0``);
   with ``--old-numerics 2`` the path of numerics version 2 instead (the first pass's speed-ups,
-  the preset's working size), so the second pass's gain is measured alone;
+  the preset's working size), so the second pass's gain is measured alone; with
+  ``--old-cpu-amp off`` in float32 on a CPU with bf16 units (``CAUSAL_WSSS_CPU_AMP=0``), so
+  with ``--old-numerics 3`` (today's code) the ratio is what the bf16 units buy;
 - **new**: the code as it is, with the preset's settings.
 
 With ``--repeat N`` the paths alternate (old, new, new, old, ...) and each stage keeps its
@@ -28,8 +33,11 @@ network: each training step, each image at each scale. The peak for a stage's wo
 here, in the same run: the aten convolutions (and their backward passes) of one representative
 unit of the stage (a training step, an image's multi-scale CAMs) are replayed one by one on
 random data, each in its faster layout (contiguous or channels_last), best of 3, and the peak is
-their FLOPs over their summed times; a large float32 matmul gives the cores' overall peak. The
-share of peak is then the achieved rate over that peak. Stages without network work (CAM
+their FLOPs over their summed times; a large matmul gives the cores' overall peak. Both are
+measured in the dtype the stage's network runs in on this machine: bfloat16 where the stage's
+``amp`` key is on and the CPU has bf16 units (:func:`causal_wsss.runtime.amp_dtype`; autocast
+runs the convolutions in bf16), else float32. The share of peak is then the achieved rate over
+that peak. Stages without network work (CAM
 evaluation, pseudo-masks and their scoring) count no FLOPs: they are shown with their seconds.
 """
 
@@ -58,7 +66,13 @@ from causal_wsss.data.synthetic import generate_synthetic, load_meta  # noqa: E4
 from causal_wsss.io import write_json  # noqa: E402
 from causal_wsss.models.seg_net import build_seg_net  # noqa: E402
 from causal_wsss.pipeline import run_experiment  # noqa: E402
-from causal_wsss.runtime import cpu_has_bf16, cpu_model, use_speedups  # noqa: E402
+from causal_wsss.runtime import (  # noqa: E402
+    CPU_AMP_ENV,
+    amp_dtype,
+    cpu_has_bf16,
+    cpu_model,
+    use_speedups,
+)
 from causal_wsss.segmentation import segmentation_loss  # noqa: E402
 from causal_wsss.stages.datasets import load_datasets, query_datasets  # noqa: E402
 from causal_wsss.stages.models import build_cam_model  # noqa: E402
@@ -68,11 +82,13 @@ STAGES = ("cam_train", "cams", "cam_eval", "twin_eval", "pseudo", "pseudo_eval",
 """The stages of a round 0 without IRN refinement, in running order."""
 
 COLUMNS = ("stage", "old_s", "new_s", "speedup", "old_cpu_s", "new_cpu_s", "cpu_speedup",
-           "gflop", "gflop_per_s", "peak_gflop_per_s", "share_of_peak", "share_of_matmul_peak")
+           "dtype", "gflop", "gflop_per_s", "peak_gflop_per_s", "share_of_peak", "share_of_matmul_peak")
 """The columns of the table (``--json`` writes one dict per stage with these keys)."""
 
 FIGURES = ("cam_miou", "cam_miou_best", "pseudo_miou", "seg_miou", "context_effect",
            "cam_miou_in_context", "cam_miou_out_of_context")
+
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 _CONV_OPS = {torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default}
 _MM_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
@@ -282,21 +298,21 @@ def _best(fn, repeat: int = 3) -> float:
     return best
 
 
-def _replay(func, spec, layout) -> float:
-    """Seconds of one recorded op on random float32 data, its 4-d tensors in ``layout``."""
+def _replay(func, spec, layout, dtype: torch.dtype = torch.float32) -> float:
+    """Seconds of one recorded op on random ``dtype`` data, its 4-d tensors in ``layout``."""
     def value(a):
         if not isinstance(a, Shape):
             return a
-        t = torch.randn(tuple(a))
+        t = torch.randn(tuple(a), dtype=dtype)
         return t.contiguous(memory_format=layout) if len(a) == 4 else t
 
     args = [value(a) for a in spec]
     return _best(lambda: func(*args))
 
 
-def peak_for(unit) -> tuple[float, float]:
-    """(GFLOP/s at the best layout of each op, GFLOP/s at the layout the network uses) of the
-    recorded ops of ``unit``; the network runs channels_last where the code asks for it."""
+def peak_for(unit, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+    """(GFLOP/s at the best layout of each op, FLOPs) of the recorded ops of ``unit``, replayed
+    in ``dtype``."""
     calls = census_of(unit)
     flops_by = {}
     total_flops = best_time = 0.0
@@ -304,7 +320,7 @@ def peak_for(unit) -> tuple[float, float]:
         key = (func, spec)
         if key not in flops_by:
             flops_by[key] = _op_flops(func, spec)
-            times = [_replay(func, spec, fmt)
+            times = [_replay(func, spec, fmt, dtype)
                      for fmt in (torch.contiguous_format, torch.channels_last)]
             flops_by[key] = (flops_by[key], min(times))
         flops, seconds = flops_by[key]
@@ -320,9 +336,51 @@ def _op_flops(func, spec) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n ** 3 / _best(lambda: a @ b) / 1e9
+
+
+def stage_dtypes(cfg) -> dict[str, torch.dtype]:
+    """The dtype each stage's convolutions run in on this machine (bf16 under autocast where
+    the stage's ``amp`` key is on and :func:`causal_wsss.runtime.amp_dtype` gives bf16)."""
+    from causal_wsss.config import cam_infer_amp
+
+    bf16 = amp_dtype(torch.device("cpu")) == torch.bfloat16
+    amp = {"cam_train": cfg.cam.amp, "cams": cam_infer_amp(cfg), "twin_eval": cam_infer_amp(cfg),
+           "seg_train": cfg.seg.amp, "seg_eval": cfg.seg.amp}
+    return {stage: torch.bfloat16 if bf16 and on else torch.float32 for stage, on in amp.items()}
+
+
+class cpu_amp_env:
+    """Within the block, ``CAUSAL_WSSS_CPU_AMP`` is ``value`` (``None``: left as it is)."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value, self.saved = value, None
+
+    def __enter__(self) -> None:
+        import os
+
+        self.saved = os.environ.get(CPU_AMP_ENV)
+        if self.value is not None:
+            os.environ[CPU_AMP_ENV] = self.value
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        if self.value is None:
+            return
+        if self.saved is None:
+            os.environ.pop(CPU_AMP_ENV, None)
+        else:
+            os.environ[CPU_AMP_ENV] = self.saved
+
+
+def os_env_amp() -> str | None:
+    """``CAUSAL_WSSS_CPU_AMP`` as it is now (for the tests: the old path restores it)."""
+    import os
+
+    return os.environ.get(CPU_AMP_ENV)
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,11 +483,11 @@ def run_ab(parts: dict, repeat: int) -> list[dict]:
 # the rounds
 
 
-def run_path(cfg, out: Path, fast: bool | int) -> dict:
+def run_path(cfg, out: Path, fast: bool | int, cpu_amp: str | None = None) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    with use_speedups(fast):
+    with use_speedups(fast), cpu_amp_env(cpu_amp):
         report = run_experiment(cfg, out, progress=False)
     total = time.perf_counter() - t0
     seconds, cpu = {}, {}
@@ -464,9 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                    help="also run today's code path (old) beside the new one (default: yes)")
-    p.add_argument("--old-numerics", type=int, default=1, choices=range(1, NUMERICS),
+    p.add_argument("--old-numerics", type=int, default=1, choices=range(1, NUMERICS + 1),
                    help="the code path the old round runs: numerics version 1 (before the "
-                        "issue; default) or a later one (causal_wsss.constants.NUMERICS)")
+                        "issue; default) or a later one (causal_wsss.constants.NUMERICS; "
+                        f"{NUMERICS}, today's, with --old-cpu-amp off only)")
+    p.add_argument("--old-cpu-amp", choices=("same", "off"), default="same",
+                   help="off: the old round runs float32 on a CPU with bf16 units "
+                        "(CAUSAL_WSSS_CPU_AMP=0), so the ratio includes what they buy; same "
+                        "(default): as this machine decides")
     p.add_argument("--repeat", type=int, default=1, help="rounds per path; best time per stage")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--train", type=int, default=400)
@@ -482,8 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="write the table and figures to this file")
     p.add_argument("overrides", nargs="*", help="config overrides for both paths (key=value)")
     args = p.parse_args(argv)
-    if args.ab and args.old_numerics != 1:
-        p.error("--ab compares with the code path before the issue only (--old-numerics 1)")
+    if args.ab and (args.old_numerics != 1 or args.old_cpu_amp != "same"):
+        p.error("--ab compares with the code path before the issue only (--old-numerics 1, "
+                "--old-cpu-amp same)")
+    if args.old_numerics == NUMERICS and args.old_cpu_amp == "same":
+        p.error(f"--old-numerics {NUMERICS} is today's code path: it needs --old-cpu-amp off")
+    if args.old_cpu_amp == "off" and not cpu_has_bf16():
+        p.error("--old-cpu-amp off compares float32 with bf16, but this CPU has no bf16 units "
+                "(both paths would run float32)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -511,12 +580,13 @@ def main(argv: list[str] | None = None) -> int:
                                    "steps": args.ab_steps})
         return 0
     runs: dict[str, list[dict]] = defaultdict(list)
-    order = [("old", cfg_old, args.old_numerics), ("new", cfg_new, True)] if args.compare else \
-        [("new", cfg_new, True)]
+    old_amp = "0" if args.old_cpu_amp == "off" else None
+    order = [("old", cfg_old, args.old_numerics, old_amp), ("new", cfg_new, True, None)] \
+        if args.compare else [("new", cfg_new, True, None)]
     for rep in range(args.repeat):
-        for name, cfg, fast in (order if rep % 2 == 0 else order[::-1]):
+        for name, cfg, fast, amp in (order if rep % 2 == 0 else order[::-1]):
             print(f"[bench] {name} path, round {rep + 1}/{args.repeat} ...", flush=True)
-            runs[name].append(run_path(cfg, out / f"{name}_{rep}", fast))
+            runs[name].append(run_path(cfg, out / f"{name}_{rep}", fast, amp))
             print(f"[bench] {name}: {runs[name][-1]['total']:.1f} s", flush=True)
 
     def best(name: str, stage: str, key: str = "seconds") -> float | None:
@@ -524,13 +594,14 @@ def main(argv: list[str] | None = None) -> int:
         return min(values) if values else None
 
     rows = []
-    matmul = math.nan
+    matmul: dict = {}
     work: dict = {}
+    dtypes = stage_dtypes(cfg_new)
     if not args.no_peak:
         print("[bench] counting FLOPs and measuring the peak ...", flush=True)
         sets = load_datasets(cfg_new)
         work = stage_work(cfg_new, sets, shared_twin_scores=True)
-        matmul = matmul_peak()
+        matmul = {dtype: matmul_peak(dtype=dtype) for dtype in set(dtypes.values())}
     for stage in STAGES:
         old, new = best("old", stage), best("new", stage)
         if new is None:
@@ -540,21 +611,26 @@ def main(argv: list[str] | None = None) -> int:
                "speedup": old / new if old is not None and new else None,
                "old_cpu_s": old_cpu, "new_cpu_s": new_cpu,
                "cpu_speedup": old_cpu / new_cpu if old_cpu is not None and new_cpu else None,
+               "dtype": DTYPE_NAMES[dtypes[stage]] if stage in dtypes else None,
                "gflop": None, "gflop_per_s": None, "peak_gflop_per_s": None,
                "share_of_peak": None, "share_of_matmul_peak": None}
         if stage in work:
             flops = work[stage]["flops"]
-            peak, _ = peak_for(work[stage]["unit"])
+            peak, _ = peak_for(work[stage]["unit"], dtypes[stage])
             rate = flops / new / 1e9
             row.update(gflop=flops / 1e9, gflop_per_s=rate, peak_gflop_per_s=peak,
-                       share_of_peak=rate / peak, share_of_matmul_peak=rate / matmul)
+                       share_of_peak=rate / peak,
+                       share_of_matmul_peak=rate / matmul[dtypes[stage]])
         rows.append(row)
     totals = {name: min(r["total"] for r in rs) for name, rs in runs.items()}
     stage_sums = {name: sum(best(name, s) or 0.0 for s in STAGES) for name in runs}
 
     print(f"\nmachine: {machine()}")
     print(f"preset {args.preset}, {args.train} training images of about {args.size} px; best of "
-          f"{args.repeat} per stage; matmul peak {fmt(matmul)} GFLOP/s (2048^3 float32)\n")
+          f"{args.repeat} per stage; matmul peak "
+          + (", ".join(f"{fmt(v)} GFLOP/s (2048^3 {DTYPE_NAMES[d]})" for d, v in matmul.items())
+             or "not measured")
+          + (f"; old path float32 ({CPU_AMP_ENV}=0)" if old_amp else "") + "\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for row in rows:
@@ -562,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                  fmt(row["speedup"], 2) + ("x" if row["speedup"] else ""),
                  fmt(row["old_cpu_s"]), fmt(row["new_cpu_s"]),
                  fmt(row["cpu_speedup"], 2) + ("x" if row["cpu_speedup"] else ""),
-                 fmt(row["gflop"], 0), fmt(row["gflop_per_s"]), fmt(row["peak_gflop_per_s"]),
+                 fmt(row["dtype"]), fmt(row["gflop"], 0), fmt(row["gflop_per_s"]), fmt(row["peak_gflop_per_s"]),
                  fmt(None if row["share_of_peak"] is None else 100 * row["share_of_peak"], 0)
                  + ("%" if row["share_of_peak"] is not None else ""),
                  fmt(None if row["share_of_matmul_peak"] is None
@@ -576,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{fmt(old_total / new_total if old_total else None, 2)}"
           f"{'x' if old_total else ''} | {fmt(old_cpu)} | {fmt(cpu_sums['new'])} | "
           f"{fmt(old_cpu / cpu_sums['new'] if old_cpu else None, 2)}{'x' if old_cpu else ''} "
-          "| | | | | |")
+          "| | | | | | |")
     print(f"\nstages alone: old {fmt(stage_sums.get('old'))} s, new {fmt(stage_sums['new'])} s "
           "(the round adds loading the data and the networks); CPU s: the stage's CPU time "
           "(all threads, data-loader workers included), what a shared machine does not inflate")
@@ -587,7 +663,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: " + ", ".join(f"{n} {fmt(v, 3)}" for n, v in vals.items()))
     if args.json:
         write_json(args.json, {"machine": machine(), "preset": args.preset, "rows": rows,
-                               "totals": totals, "cpu_totals": cpu_sums, "matmul_gflop_per_s": matmul,
+                               "totals": totals, "cpu_totals": cpu_sums,
+                               "matmul_gflop_per_s": {DTYPE_NAMES[d]: v for d, v in matmul.items()},
+                               "old_cpu_amp": args.old_cpu_amp, "old_numerics": args.old_numerics,
                                "figures": {n: [r["figures"] for r in rs] for n, rs in runs.items()},
                                "runs": runs})
     return 0

@@ -40,7 +40,14 @@ from .interventions import Intervened, InterventionRound, get_intervention
 from .io import write_json
 from .methods import CamRound, get_method
 from .runfolder import check_out_folder, open_run_folder, read_record
-from .runtime import barrier, cpu_seconds, init_distributed, numerics_level, seed_everything
+from .runtime import (
+    amp_dtype,
+    barrier,
+    cpu_seconds,
+    init_distributed,
+    numerics_level,
+    seed_everything,
+)
 from .stages.cams import ROUND_CAM_KEYS, stage_cam_eval, stage_cams
 from .stages.confounders import check_context_config
 from .stages.datasets import (
@@ -111,6 +118,9 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         result["seconds"] = result.get("seconds", time.perf_counter() - t0)
         result["cpu_seconds"] = cpu_seconds() - cpu0
         result["numerics"] = numerics_level()  # which code path's floats (constants.NUMERICS)
+        # and which dtype the amp=true keys run in here: bf16 on a CPU with bf16 units, fp32 on
+        # one without (runtime.amp_dtype), so records made on different CPUs can be told apart
+        result["autocast_dtype"] = str(amp_dtype(device) or torch.float32).removeprefix("torch.")
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,
