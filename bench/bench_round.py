@@ -5,9 +5,9 @@ achieved GFLOP/s and the share of these cores' measured peak for that work.
     python bench/bench_round.py --no-compare     # the new path only
     python bench/bench_round.py --repeat 2       # best of 2 per stage, the paths alternating
     python bench/bench_round.py --old-numerics 2 # old = the code path of numerics version 2
-    python bench/bench_round.py --old-numerics 3 --old-cpu-amp off
-                                                 # today's code in fp32 beside bf16 (a CPU
-                                                 # with bf16 units: what they buy)
+    python bench/bench_round.py --old-numerics 3 --old-cpu-amp on
+                                                 # today's code in bf16 beside fp32 (a CPU
+                                                 # with bf16 units: what they would buy)
 
 The data are the benchmark (``causal-wsss synth``: 400 training and 100 validation images of
 about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once into
@@ -19,8 +19,10 @@ about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once
   (:func:`causal_wsss.runtime.use_speedups`) and no working size (``cam_infer.work_long=0``);
   with ``--old-numerics 2`` the path of numerics version 2 instead (the first pass's speed-ups,
   the preset's working size), so the second pass's gain is measured alone; with
-  ``--old-cpu-amp off`` in float32 on a CPU with bf16 units (``CAUSAL_WSSS_CPU_AMP=0``), so
-  with ``--old-numerics 3`` (today's code) the ratio is what the bf16 units buy;
+  ``--old-cpu-amp on`` under bf16 autocast on the CPU (``CAUSAL_WSSS_CPU_AMP=1``, the default
+  on CPUs with bf16 units before they were measured), so with ``--old-numerics 3`` (today's
+  code) the ratio is what bf16 buys (``off``: float32, against a new path run with the
+  variable set);
 - **new**: the code as it is, with the preset's settings.
 
 With ``--repeat N`` the paths alternate (old, new, new, old, ...) and each stage keeps its
@@ -525,11 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--old-numerics", type=int, default=1, choices=range(1, NUMERICS + 1),
                    help="the code path the old round runs: numerics version 1 (before the "
                         "issue; default) or a later one (causal_wsss.constants.NUMERICS; "
-                        f"{NUMERICS}, today's, with --old-cpu-amp off only)")
-    p.add_argument("--old-cpu-amp", choices=("same", "off"), default="same",
-                   help="off: the old round runs float32 on a CPU with bf16 units "
-                        "(CAUSAL_WSSS_CPU_AMP=0), so the ratio includes what they buy; same "
-                        "(default): as this machine decides")
+                        f"{NUMERICS}, today's, with a different --old-cpu-amp only)")
+    p.add_argument("--old-cpu-amp", choices=("same", "on", "off"), default="same",
+                   help="on: the old round runs bf16 autocast on the CPU "
+                        "(CAUSAL_WSSS_CPU_AMP=1; needs a CPU with bf16 units), off: float32; "
+                        "same (default): as this process's environment says")
     p.add_argument("--repeat", type=int, default=1, help="rounds per path; best time per stage")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--train", type=int, default=400)
@@ -548,11 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.ab and (args.old_numerics != 1 or args.old_cpu_amp != "same"):
         p.error("--ab compares with the code path before the issue only (--old-numerics 1, "
                 "--old-cpu-amp same)")
-    if args.old_numerics == NUMERICS and args.old_cpu_amp == "same":
-        p.error(f"--old-numerics {NUMERICS} is today's code path: it needs --old-cpu-amp off")
-    if args.old_cpu_amp == "off" and not cpu_has_bf16():
-        p.error("--old-cpu-amp off compares float32 with bf16, but this CPU has no bf16 units "
-                "(both paths would run float32)")
+    new_bf16 = amp_dtype(torch.device("cpu")) == torch.bfloat16
+    old_bf16 = {"same": new_bf16, "on": True, "off": False}[args.old_cpu_amp]
+    if args.old_numerics == NUMERICS and old_bf16 == new_bf16:
+        p.error(f"--old-numerics {NUMERICS} is today's code path: it needs an --old-cpu-amp "
+                f"that differs from the new path's ({'on' if new_bf16 else 'off'})")
+    if (old_bf16 or new_bf16) and not cpu_has_bf16():
+        p.error("a path would run bf16 autocast, but this CPU has no bf16 units (torch would "
+                f"emulate it, 8-15x slower): use --old-cpu-amp same and unset {CPU_AMP_ENV}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -580,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "steps": args.ab_steps})
         return 0
     runs: dict[str, list[dict]] = defaultdict(list)
-    old_amp = "0" if args.old_cpu_amp == "off" else None
+    old_amp = {"same": None, "on": "1", "off": "0"}[args.old_cpu_amp]
     order = [("old", cfg_old, args.old_numerics, old_amp), ("new", cfg_new, True, None)] \
         if args.compare else [("new", cfg_new, True, None)]
     for rep in range(args.repeat):
@@ -630,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.repeat} per stage; matmul peak "
           + (", ".join(f"{fmt(v)} GFLOP/s (2048^3 {DTYPE_NAMES[d]})" for d, v in matmul.items())
              or "not measured")
-          + (f"; old path float32 ({CPU_AMP_ENV}=0)" if old_amp else "") + "\n")
+          + (f"; old path {'bfloat16' if old_bf16 else 'float32'} ({CPU_AMP_ENV}={old_amp})"
+             if old_amp else "") + "\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for row in rows:

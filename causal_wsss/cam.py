@@ -271,9 +271,10 @@ def extract_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     (``CamBatch.logits``), so that a caller needing both (the twins) runs one pass.
     The network sees channels_last inputs. ``amp``: bf16 autocast of the network (fp16 on GPUs
     without bf16), for speed; not IRNet's: it moves the normalised CAMs of a trained network by
-    up to 6.5e-3 on a CPU and 4.8e-2 on an H200. On a CPU without bf16 units it is a no-op (fp32),
-    because emulated bf16 runs 8-12 times slower (:func:`causal_wsss.runtime.cpu_has_bf16`;
-    docs/benchmarks.md). ``amp=False`` runs IRNet's fp32.
+    up to 6.5e-3 on a CPU and 4.8e-2 on an H200. On a CPU it is a no-op (fp32) unless
+    ``CAUSAL_WSSS_CPU_AMP=1`` (:func:`causal_wsss.runtime.cpu_amp_enabled`: measured to cost
+    0.30 points of pseudo-mask mIoU for 1.2x even with bf16 units; docs/benchmarks.md).
+    ``amp=False`` runs IRNet's fp32.
     """
     net = unwrap_parallel(model)
     if (images.dim() != 4 or images.shape[1] != 3

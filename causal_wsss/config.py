@@ -67,7 +67,7 @@ class CamConfig:
     weight_decay: float = 1e-4
     momentum: float = 1e-4  # IRNet quirk: weight decay lands in SGD's momentum slot (method.md 7.5)
     poly_power: float = 0.9
-    amp: bool = True  # bf16 autocast on CUDA, and on CPUs with bf16 units (else fp32)
+    amp: bool = True  # bf16 autocast on CUDA; fp32 on a CPU unless CAUSAL_WSSS_CPU_AMP=1
     channels_last: bool = True
     method: str = "irn"  # CAM method (causal_wsss.methods registry): irn | esol
     # a cam_net.pt trained elsewhere: round 0 evaluates it on this data set instead of training
@@ -121,7 +121,7 @@ class CamInferConfig:
     # for its CAMs and twin scores, which come back at the image's own size, so masks,
     # pseudo-masks and scores stay at the source size; 0 = the source size (IRNet)
     work_long: int = 0
-    # bf16 autocast of CAM inference (where it pays: GPUs, CPUs with bf16 units): same (follow
+    # bf16 autocast of CAM inference (GPUs; a CPU only with CAUSAL_WSSS_CPU_AMP=1): same (follow
     # cam.amp, as before this key) | true | false (fp32, IRNet's CAMs, whatever cam.amp says)
     amp: str = "same"
 

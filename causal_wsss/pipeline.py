@@ -43,6 +43,7 @@ from .runfolder import check_out_folder, open_run_folder, read_record
 from .runtime import (
     amp_dtype,
     barrier,
+    cpu_amp_enabled,
     cpu_seconds,
     init_distributed,
     numerics_level,
@@ -118,8 +119,8 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         result["seconds"] = result.get("seconds", time.perf_counter() - t0)
         result["cpu_seconds"] = cpu_seconds() - cpu0
         result["numerics"] = numerics_level()  # which code path's floats (constants.NUMERICS)
-        # and which dtype the amp=true keys run in here: bf16 on a CPU with bf16 units, fp32 on
-        # one without (runtime.amp_dtype), so records made on different CPUs can be told apart
+        # and which dtype the amp=true keys run in here (runtime.amp_dtype: fp32 on a CPU unless
+        # CAUSAL_WSSS_CPU_AMP=1), so records made in different precisions can be told apart
         result["autocast_dtype"] = str(amp_dtype(device) or torch.float32).removeprefix("torch.")
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -233,6 +234,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     if intervention.check is not None:
         intervention.check(cfg)  # and its own bad settings
     check_optional_packages(cfg)
+    cpu_amp_enabled()  # a bad CAUSAL_WSSS_CPU_AMP is refused before anything is written
     if cfg.cam.checkpoint and cfg.cam.method != "irn":
         raise ConfigError(f"config key 'cam.checkpoint' works with cam.method=irn only (this run "
                           f"has cam.method={cfg.cam.method!r})")

@@ -68,8 +68,9 @@ PAPER_PRESET_SOURCES: dict[str, str] = {
     "cam.poly_power": "docs/method.md §4: poly 0.9",
     "cam.amp": "ours, a speed setting that is not IRNet's: bf16 autocast in CAM training and "
                "CAM inference (IRNet runs both in fp32); it moves a trained network's "
-               "normalised CAMs by up to 6.5e-3 on a CPU, 4.8e-2 on an H200, and is slower than "
-               "fp32 on CPUs without bf16 instructions (docs/benchmarks.md); cam.amp=false "
+               "normalised CAMs by up to 6.5e-3 on a CPU, 4.8e-2 on an H200; on a CPU it runs fp32 "
+               "unless CAUSAL_WSSS_CPU_AMP=1 (measured: no faster training and 0.87 points of "
+               "pseudo-mask mIoU lost even with bf16 units; docs/benchmarks.md); cam.amp=false "
                "gives IRNet's fp32",
     "cam.channels_last": "ours (memory layout; no effect on results)",
     "cam.method": "ours: the CAM method; irn = IRNet's CAM as in CONTA (esol: docs/esol.md)",

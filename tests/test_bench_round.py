@@ -43,14 +43,14 @@ def test_bench_round_table(tmp_path, capsys):
     assert set(result["figures"]) == {"old", "new"}
     assert result["matmul_gflop_per_s"] and all(v > 0 for v in result["matmul_gflop_per_s"].values())
     dtypes = {rows[s]["dtype"] for s in ("cam_train", "cams", "twin_eval", "seg_train", "seg_eval")}
-    assert dtypes == {"bfloat16" if bench_round.cpu_has_bf16() else "float32"}  # amp=true here
+    assert dtypes == {"float32"}  # amp=true runs fp32 on a CPU unless CAUSAL_WSSS_CPU_AMP=1
     assert set(result["matmul_gflop_per_s"]) == dtypes
 
 
-def test_old_cpu_amp_off_runs_the_old_path_in_float32(tmp_path, capsys, monkeypatch):
-    """``--old-numerics 3 --old-cpu-amp off``: today's code in float32 beside bf16 (forced here
-    with CAUSAL_WSSS_CPU_AMP=1 so that it runs on any CPU); the records say which dtype ran, and
-    the option is refused where it compares nothing."""
+def test_old_cpu_amp_on_runs_the_old_path_in_bf16(tmp_path, capsys, monkeypatch):
+    """``--old-numerics 3 --old-cpu-amp on``: today's code in bf16 beside float32 (the bf16
+    units are pretended here, so that it runs on any CPU); the records say which dtype ran, and
+    the option is refused where it compares nothing or would emulate bf16."""
     import pytest
 
     from causal_wsss.constants import NUMERICS
@@ -62,30 +62,33 @@ def test_old_cpu_amp_off_runs_the_old_path_in_float32(tmp_path, capsys, monkeypa
             "cam.crop_size=64", "cam.resize_long=56,80", "cam.batch_size=4", "seg.crop_size=64",
             "seg.batch_size=4", "data.twins_split=", "cam_infer.work_long=64"]
     threads = torch.get_num_threads()
-    monkeypatch.setenv(CPU_AMP_ENV, "1")
+    monkeypatch.delenv(CPU_AMP_ENV, raising=False)
+    monkeypatch.setattr(bench_round, "cpu_has_bf16", lambda: True)
     try:
         assert bench_round.main([*tiny, "--out", str(tmp_path / "runs"), "--old-numerics",
-                                 str(NUMERICS), "--old-cpu-amp", "off", *over]) == 0
-        assert bench_round.os_env_amp() == "1"  # restored after the old path
+                                 str(NUMERICS), "--old-cpu-amp", "on", *over]) == 0
+        assert bench_round.os_env_amp() is None  # restored after the old path
         refusals = []
         for args in (["--old-numerics", str(NUMERICS)],  # today's path beside itself
-                     ["--ab", "--old-cpu-amp", "off"]):
+                     ["--old-numerics", str(NUMERICS), "--old-cpu-amp", "off"],
+                     ["--ab", "--old-cpu-amp", "on"]):
             with pytest.raises(SystemExit) as refused:
                 bench_round.main([*tiny, "--out", str(tmp_path / "no"), *args])
             refusals.append((refused.value.code, capsys.readouterr().err))
-        monkeypatch.setenv(CPU_AMP_ENV, "0")  # a CPU without bf16 units: nothing to compare
+        monkeypatch.setattr(bench_round, "cpu_has_bf16", lambda: False)  # would emulate bf16
         with pytest.raises(SystemExit) as refused:
             bench_round.main([*tiny, "--out", str(tmp_path / "no"), "--old-numerics",
-                              str(NUMERICS), "--old-cpu-amp", "off"])
+                              str(NUMERICS), "--old-cpu-amp", "on"])
         refusals.append((refused.value.code, capsys.readouterr().err))
     finally:
         torch.set_num_threads(threads)
-    assert [code for code, _ in refusals] == [2, 2, 2]
-    assert "needs --old-cpu-amp off" in refusals[0][1]
-    assert "--old-cpu-amp same" in refusals[1][1]
-    assert "no bf16 units" in refusals[2][1]
+    assert [code for code, _ in refusals] == [2, 2, 2, 2]
+    assert "differs from the new path's (off)" in refusals[0][1]
+    assert "differs from the new path's (off)" in refusals[1][1]
+    assert "--old-cpu-amp same" in refusals[2][1]
+    assert "no bf16 units" in refusals[3][1]
     assert not (tmp_path / "no").exists()
-    for name, dtype in (("old_0", "float32"), ("new_0", "bfloat16")):
+    for name, dtype in (("old_0", "bfloat16"), ("new_0", "float32")):
         for stage in ("cam_train", "cams", "seg_train"):
             record = json.loads((tmp_path / "runs" / name / "round_0" / f"{stage}.json").read_text())
             assert record["numerics"] == NUMERICS and record["autocast_dtype"] == dtype

@@ -69,6 +69,14 @@ def test_seed_flag_beyond_int64_is_one_line(capsys, data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_bad_cpu_amp_variable_is_one_line_before_writing(capsys, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAUSAL_WSSS_CPU_AMP", "bf16")
+    one_error_line(capsys, ["run", "--root", str(data), "--preset", "smoke", "--rounds", "0",
+                            "--out", str(tmp_path / "run"), "--no-progress"],
+                   "CAUSAL_WSSS_CPU_AMP", "'bf16'")
+    assert not (tmp_path / "run").exists()
+
+
 def test_largest_seed_seeds_every_consumer():
     """SEED_MAX goes through everything a run seeds: the global generators, the stage seeds,
     the samplers' generators at any epoch, the augmentation generators."""
