@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2,
                         help="timed rounds (each path once per round, after one warm-up)")
     parser.add_argument("--no-amp", action="store_true",
-                        help="skip the bf16 path (slow on CPUs without bf16 instructions, where it "
-                             "runs fp32 unless CAUSAL_WSSS_CPU_AMP=1 forces emulated bf16)")
+                        help="skip the bf16 path (on a CPU it runs fp32 unless "
+                             "CAUSAL_WSSS_CPU_AMP=1, and that bf16 is emulated, slow, on CPUs "
+                             "without bf16 instructions)")
     parser.add_argument("--old-resize", action="store_true",
                         help="also run the batched fp32 path with the resize it had before "
                              "issue 18 (bilinear on the float image, antialiased when "
