@@ -57,6 +57,42 @@ from .viz import plot_rounds, plot_run_cams, save_figure
 # Notebooks 03-07: the synthetic benchmark and its configuration
 
 
+def short_poll_client():
+    """NotebookClient polling the shell channel in 1 s slices (nbclient#312): what executes a
+    notebook from a script (scripts/run_course.py), the tests and notebook 11's re-execution.
+
+    nbclient's Output-widget stand-in sends on the shell socket while the reply poll waits on
+    it, and the wake-up can be lost until the cell timeout; short polls recover at once.
+    """
+    import time
+    from queue import Empty
+
+    from nbclient import NotebookClient
+
+    class ShortPollClient(NotebookClient):
+        def async_start_new_kernel_client(self):
+            return self._wrap(super().async_start_new_kernel_client())
+
+        async def _wrap(self, coro):
+            kc = await coro
+            get_msg = kc.shell_channel.get_msg
+
+            async def sliced(timeout=None):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    left = 1.0 if deadline is None else deadline - time.monotonic()
+                    try:
+                        return await get_msg(timeout=max(0.0, min(1.0, left)))
+                    except Empty:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise
+
+            kc.shell_channel.get_msg = sliced
+            return kc
+
+    return ShortPollClient
+
+
 def benchmark_config(preset: str, *, synth_dir: str | os.PathLike, rho: float, seed: int,
                      n_train: int, n_val: int, size: int, twins: int, rounds: int = 0,
                      dataset: str = "synthetic", data: str | os.PathLike = "",

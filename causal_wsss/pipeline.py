@@ -69,6 +69,46 @@ from .stages.segmentation import (
 from .stages.twins import ROUND_TWIN_KEYS, stage_twin_eval
 
 
+def autocast_name(device: torch.device) -> str:
+    """The dtype the ``amp=true`` keys run in on ``device`` here, as a record stores it."""
+    return str(amp_dtype(device) or torch.float32).removeprefix("torch.")
+
+
+_MIXED_HINTS = {
+    "numerics": "run it with CAUSAL_WSSS_SPEEDUPS set to that level, or start a new folder",
+    "autocast_dtype": "resume it on the same kind of device, with CAUSAL_WSSS_CPU_AMP as it was "
+                      "(1 for bfloat16 on a CPU, unset for float32), or start a new folder",
+}
+
+
+def warn_mixed_numerics(out: Path, device: torch.device, logger) -> list[str]:
+    """On a resumed run: one warning per stamp when finished stages were computed on another
+    code path (``numerics``) or in another precision (``autocast_dtype``) than this process
+    runs, since the stages still to come would mix the two. Records without the stamps (made
+    before them) and unreadable ones (the stage check names those) are passed over. Returns the
+    warnings."""
+    import json
+
+    now = {"numerics": numerics_level(), "autocast_dtype": autocast_name(device)}
+    first: dict[str, tuple[str, object]] = {}
+    for path in sorted(out.glob("round_*/*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        for key, value in now.items():
+            if key in record and record[key] != value and key not in first:
+                first[key] = (str(path.relative_to(out)), record[key])
+    notes = []
+    for key, (path, value) in first.items():
+        notes.append(f"resuming: {path} was computed with {key}={value}, this process runs "
+                     f"{key}={now[key]}, so the run would mix the two: {_MIXED_HINTS[key]}")
+        logger.warning("%s", notes[-1])
+    return notes
+
+
 class StageLog:
     """Reads and writes ``round_k/<stage>.json``: a stage is done when its file exists.
 
@@ -121,7 +161,7 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         result["numerics"] = numerics_level()  # which code path's floats (constants.NUMERICS)
         # and which dtype the amp=true keys run in here (runtime.amp_dtype: fp32 on a CPU unless
         # CAUSAL_WSSS_CPU_AMP=1), so records made in different precisions can be told apart
-        result["autocast_dtype"] = str(amp_dtype(device) or torch.float32).removeprefix("torch.")
+        result["autocast_dtype"] = autocast_name(device)
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,
@@ -254,6 +294,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
         logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d, process group %s",
                     cfg.data.dataset, len(sets["train"]), len(sets["eval"]), len(sets["val"]),
                     device, dist_info.world_size, backend)
+        warn_mixed_numerics(out, device, logger)
         report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
         if cfg.rounds > 0:  # which intervention rounds >= 1 ran; oracle: it read the generator
             report.update(intervention=intervention.name, oracle=intervention.oracle)

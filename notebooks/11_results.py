@@ -67,9 +67,8 @@ import matplotlib.pyplot as plt
 import nbformat
 import pandas as pd
 from IPython.display import display
-from nbclient import NotebookClient
 
-from causal_wsss.course import smoke_runs
+from causal_wsss.course import short_poll_client, smoke_runs
 from causal_wsss.evidence_tables import findings, intervention_rows, published
 from causal_wsss.report import format_report_table
 from causal_wsss.results import PUBLISHED_MIOU, collect_reports, results_table
@@ -335,8 +334,8 @@ display(inventory.set_index("figure") if len(inventory) else f"no figures in {FI
 for name in REBUILD:
     t0 = time.perf_counter()
     notebook = nbformat.read(f"{name}.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=3600, kernel_name="python3",
-                   resources={"metadata": {"path": "."}}).execute()
+    short_poll_client()(notebook, timeout=3600, kernel_name="python3",
+                        resources={"metadata": {"path": "."}}).execute()
     print(f"{name}: executed in {time.perf_counter() - t0:.0f} s; its figures are rewritten")
 
 # %% [markdown]

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from causal_wsss.course import short_poll_client
 from causal_wsss.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,41 +41,6 @@ def notebooks(prefixes: list[str]) -> list[Path]:
         raise SystemExit(f"run_course: no notebook {', '.join(missing)} in {NB_DIR}; "
                          f"known: {', '.join(sorted(known))}")
     return [known[p] for p in sorted(prefixes)]
-
-
-def short_poll_client():
-    """NotebookClient polling the shell channel in 1 s slices (nbclient#312); the tests use it too.
-
-    nbclient's Output-widget stand-in sends on the shell socket while the reply poll waits on
-    it, and the wake-up can be lost until the cell timeout; short polls recover at once.
-    """
-    import time
-    from queue import Empty
-
-    from nbclient import NotebookClient
-
-    class ShortPollClient(NotebookClient):
-        def async_start_new_kernel_client(self):
-            return self._wrap(super().async_start_new_kernel_client())
-
-        async def _wrap(self, coro):
-            kc = await coro
-            get_msg = kc.shell_channel.get_msg
-
-            async def sliced(timeout=None):
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while True:
-                    left = 1.0 if deadline is None else deadline - time.monotonic()
-                    try:
-                        return await get_msg(timeout=max(0.0, min(1.0, left)))
-                    except Empty:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            raise
-
-            kc.shell_channel.get_msg = sliced
-            return kc
-
-    return ShortPollClient
 
 
 def run_one(path: Path, out_dir: Path, timeout: int) -> float:

@@ -117,3 +117,39 @@ def test_cam_training_runs_channels_last_on_the_cpu_from_numerics_3():
     with use_speedups(2):
         assert not train_channels_last(cpu, True)  # numerics 2 trained contiguous on the CPU
         assert train_channels_last(cuda, True)
+
+
+def test_a_resumed_run_warns_when_its_stages_were_made_in_another_precision(tmp_path,
+                                                                            monkeypatch):
+    """A run folder finished on one code path or precision and resumed on another: one warning
+    per stamp, naming the first record, both values and what to do; nothing for matching or
+    unstamped records, nor for an unreadable one (the stage check names those)."""
+    import json
+    import logging
+
+    from causal_wsss.constants import NUMERICS
+    from causal_wsss.pipeline import warn_mixed_numerics
+    from causal_wsss.runtime import CPU_AMP_ENV
+
+    monkeypatch.delenv(CPU_AMP_ENV, raising=False)
+    monkeypatch.delenv(runtime.SPEEDUPS_ENV, raising=False)
+    cpu, logger = torch.device("cpu"), logging.getLogger("test_mixed")
+    r0 = tmp_path / "round_0"
+    r0.mkdir()
+    (r0 / "cams.json").write_text(json.dumps({"numerics": NUMERICS, "autocast_dtype": "float32"}))
+    (r0 / "pseudo.json").write_text(json.dumps({"seconds": 1.0}))  # made before the stamps
+    (r0 / "broken.json").write_text("{not json")
+    assert warn_mixed_numerics(tmp_path, cpu, logger) == []
+    (r0 / "cam_train.json").write_text(json.dumps({"numerics": 2, "autocast_dtype": "bfloat16"}))
+    (tmp_path / "round_1").mkdir()
+    (tmp_path / "round_1" / "cams.json").write_text(json.dumps({"numerics": 2}))
+    notes = warn_mixed_numerics(tmp_path, cpu, logger)
+    assert len(notes) == 2  # one per stamp, not one per record
+    assert "round_0/cam_train.json" in notes[0] and "numerics=2" in notes[0]
+    assert f"numerics={NUMERICS}" in notes[0] and "CAUSAL_WSSS_SPEEDUPS" in notes[0]
+    assert "autocast_dtype=bfloat16" in notes[1] and "autocast_dtype=float32" in notes[1]
+    assert CPU_AMP_ENV in notes[1]
+    monkeypatch.setenv(CPU_AMP_ENV, "1")  # the same folder resumed with bf16 on the CPU
+    monkeypatch.setenv(runtime.SPEEDUPS_ENV, "2")
+    notes = warn_mixed_numerics(tmp_path, cpu, logger)
+    assert len(notes) == 2 and "round_0/cams.json" in notes[0] and "round_0/cams.json" in notes[1]

@@ -9,8 +9,7 @@ import jupytext
 import nbformat
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from run_course import short_poll_client  # noqa: E402  (scripts/: the course runner's client)
+from causal_wsss.course import short_poll_client
 
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
