@@ -25,6 +25,7 @@ per finished round, mIoU in percent (:func:`causal_wsss.report.format_report_tab
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -87,8 +88,6 @@ def warn_mixed_numerics(out: Path, device: torch.device, logger) -> list[str]:
     runs, since the stages still to come would mix the two. Records without the stamps (made
     before them) and unreadable ones (the stage check names those) are passed over. Returns the
     warnings."""
-    import json
-
     now = {"numerics": numerics_level(), "autocast_dtype": autocast_name(device)}
     first: dict[str, tuple[str, object]] = {}
     for path in sorted(out.glob("round_*/*.json")):
