@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test layers lint browser-deps crf-deps clean
+.PHONY: venv demo test layers lint browser-deps crf-deps alloc-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) alloc-deps
 	$(BIN)/causal-wsss demo
 
-test: $(STAMP) browser-deps crf-deps layers
+test: $(STAMP) browser-deps crf-deps alloc-deps layers
 	$(BIN)/python -m pytest -q
 
 # The import contracts of pyproject.toml ([tool.importlinter]): layers, no cycles, computation
@@ -31,6 +31,12 @@ layers: $(STAMP)
 browser-deps: $(STAMP)
 	-@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	-@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q "playwright>=1.45"
+
+# tcmalloc (Debian's libtcmalloc-minimal4): the command line re-executes itself with it
+# preloaded, 1.1-1.3x a CPU round with the same numbers (docs/benchmarks.md, "The memory
+# allocator"); without it (no root, no apt, not Linux) everything runs on malloc.
+alloc-deps:
+	-@$(PY) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('tcmalloc_minimal'))" 2>/dev/null || (apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null))
 
 # The dense CRF (pseudo.refine=crf, pseudo.ir_crf=true) is an optional extra built from source
 # (pydensecrf2, about 2 minutes); if it cannot be built its tests are skipped with the reason.

@@ -70,6 +70,7 @@ from causal_wsss.models.seg_net import build_seg_net  # noqa: E402
 from causal_wsss.pipeline import run_experiment  # noqa: E402
 from causal_wsss.runtime import (  # noqa: E402
     CPU_AMP_ENV,
+    allocator_name,
     amp_dtype,
     cpu_has_bf16,
     cpu_model,
@@ -505,7 +506,7 @@ def run_path(cfg, out: Path, fast: bool | int, cpu_amp: str | None = None) -> di
 
 def machine() -> str:
     return (f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"bf16 units: {'yes' if cpu_has_bf16() else 'no'}")
+            f"bf16 units: {'yes' if cpu_has_bf16() else 'no'}; allocator {allocator_name()}")
 
 
 def fmt(value, digits: int = 1) -> str:
@@ -678,4 +679,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from causal_wsss.errors import ConfigError
+    from causal_wsss.runtime import reexec_with_tcmalloc
+
+    try:  # tcmalloc where installed (docs/benchmarks.md, "The memory allocator")
+        reexec_with_tcmalloc([sys.executable, *sys.argv])
+    except ConfigError as exc:
+        raise SystemExit(f"bench_round: error: {exc}") from None
     raise SystemExit(main())

@@ -320,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if argv is None:  # the program itself, not a call from Python: a faster allocator
+            from .runtime import reexec_with_tcmalloc  # torch: not for --help
+
+            reexec_with_tcmalloc([sys.executable, "-m", "causal_wsss", *sys.argv[1:]])
         return COMMANDS[args.command](args)
     except CausalWSSSError as exc:
         print(f"causal-wsss {args.command}: error: {exc}", file=sys.stderr)

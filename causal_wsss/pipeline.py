@@ -42,6 +42,7 @@ from .io import write_json
 from .methods import CamRound, get_method
 from .runfolder import check_out_folder, open_run_folder, read_record
 from .runtime import (
+    allocator_name,
     amp_dtype,
     barrier,
     cpu_amp_enabled,
@@ -290,9 +291,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     with open_run_folder(out, cfg, sets, is_main=dist_info.is_main) as folder:
         logger = folder.logger
         backend = torch.distributed.get_backend() if dist_info.group else "none"
-        logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d, process group %s",
-                    cfg.data.dataset, len(sets["train"]), len(sets["eval"]), len(sets["val"]),
-                    device, dist_info.world_size, backend)
+        logger.info("data: %s train=%d eval=%d val=%d; device %s, world size %d, process group %s; "
+                    "allocator %s", cfg.data.dataset, len(sets["train"]), len(sets["eval"]),
+                    len(sets["val"]), device, dist_info.world_size, backend, allocator_name())
         warn_mixed_numerics(out, device, logger)
         report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
         if cfg.rounds > 0:  # which intervention rounds >= 1 ran; oracle: it read the generator

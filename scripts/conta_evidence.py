@@ -364,4 +364,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from causal_wsss.errors import ConfigError
+    from causal_wsss.runtime import reexec_with_tcmalloc
+
+    try:  # tcmalloc where installed (docs/benchmarks.md, "The memory allocator")
+        reexec_with_tcmalloc([sys.executable, *sys.argv])
+    except ConfigError as exc:
+        raise SystemExit(f"conta_evidence: error: {exc}") from None
     main()
