@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -362,28 +363,17 @@ class cpu_amp_env:
         self.value, self.saved = value, None
 
     def __enter__(self) -> None:
-        import os
-
         self.saved = os.environ.get(CPU_AMP_ENV)
         if self.value is not None:
             os.environ[CPU_AMP_ENV] = self.value
 
     def __exit__(self, *exc) -> None:
-        import os
-
         if self.value is None:
             return
         if self.saved is None:
             os.environ.pop(CPU_AMP_ENV, None)
         else:
             os.environ[CPU_AMP_ENV] = self.saved
-
-
-def os_env_amp() -> str | None:
-    """``CAUSAL_WSSS_CPU_AMP`` as it is now (for the tests: the old path restores it)."""
-    import os
-
-    return os.environ.get(CPU_AMP_ENV)
 
 
 # --------------------------------------------------------------------------------------------

@@ -308,6 +308,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAINING_COMMANDS = ("run", "demo")
+"""The commands re-executed with tcmalloc (:func:`causal_wsss.runtime.reexec_with_tcmalloc`)."""
+
 COMMANDS = {"synth": _cmd_synth, "stats": _cmd_stats, "run": _cmd_run, "demo": _cmd_demo,
             "config": _cmd_config}
 
@@ -320,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if argv is None:  # the program itself, not a call from Python: a faster allocator
-            from .runtime import reexec_with_tcmalloc  # torch: not for --help
+        if argv is None and args.command in TRAINING_COMMANDS:  # the program itself, not a
+            # call from Python, and a command that trains: a faster allocator
+            from .runtime import reexec_with_tcmalloc  # imports torch: not for the quick ones
 
             reexec_with_tcmalloc([sys.executable, "-m", "causal_wsss", *sys.argv[1:]])
         return COMMANDS[args.command](args)

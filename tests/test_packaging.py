@@ -31,7 +31,8 @@ def test_environment_yml_covers_pyproject():
     named = conda | pip
     missing = {n for n in core if CONDA_NAMES.get(n, n) not in named}
     assert not missing, f"environment.yml lacks {sorted(missing)}"
-    extra = {n for n in named - {"python", "pip", "cuda-version", "pycocotools"}
+    # gperftools: tcmalloc, a C library the command line preloads (no Python package)
+    extra = {n for n in named - {"python", "pip", "cuda-version", "pycocotools", "gperftools"}
              if n not in {CONDA_NAMES.get(c, c) for c in core}}
     assert not extra, f"environment.yml has packages pyproject does not name: {sorted(extra)}"
     assert any("-e ." in str(d) for d in env["dependencies"][-1]["pip"])
