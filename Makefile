@@ -33,7 +33,7 @@ browser-deps: $(STAMP)
 	-@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q "playwright>=1.45"
 
 # tcmalloc (Debian's libtcmalloc-minimal4): the command line re-executes itself with it
-# preloaded, 1.1-1.3x a CPU round with the same numbers (docs/benchmarks.md, "The memory
+# preloaded, 1.11x a CPU round with the same numbers (docs/benchmarks.md, "The memory
 # allocator"); without it (no root, no apt, not Linux) everything runs on malloc.
 alloc-deps:
 	-@$(PY) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('tcmalloc_minimal'))" 2>/dev/null || (apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null))

@@ -136,11 +136,10 @@ def tcmalloc_wanted(environ: dict | None = None) -> bool:
 def tcmalloc_reexec_env(environ: dict, *, cuda: bool) -> dict | None:
     """The environment to re-execute a command with tcmalloc preloaded, or ``None`` to run on.
 
-    Measured (docs/benchmarks.md, "The memory allocator"): a CPU round is 1.1x faster with
-    tcmalloc than with glibc's malloc on its own and 1.2-1.3x in a process that runs two
-    (glibc maps every block above its mmap threshold, at most 32 MiB, afresh, so a step's
-    large activations pay their page faults again at every step); the numbers are the same
-    byte for byte. ``None`` when the variable says 0, on a machine with CUDA (not
+    Measured (docs/benchmarks.md, "The memory allocator"): a CPU round is 1.11x faster with
+    tcmalloc than with glibc's malloc (alternating processes), whose training steps take
+    100 times the page faults (it maps blocks above its mmap threshold, at most 32 MiB,
+    afresh); the numbers are the same byte for byte. ``None`` when the variable says 0, on a machine with CUDA (not
     measured there), when tcmalloc is already loaded or this process is the re-executed one,
     or when no tcmalloc is installed.
     """
