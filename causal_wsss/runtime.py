@@ -140,14 +140,14 @@ def tcmalloc_reexec_env(environ: dict, *, cuda: bool) -> dict | None:
     tcmalloc than with glibc's malloc (alternating processes), whose training steps take
     100 times the page faults (it maps blocks above its mmap threshold, at most 32 MiB,
     afresh); the numbers are the same byte for byte. ``None`` when the variable says 0, on a machine with CUDA (not
-    measured there), when tcmalloc is already loaded or this process is the re-executed one,
-    or when no tcmalloc is installed.
+    measured there), when the user preloads an allocator (tcmalloc, jemalloc, mimalloc) or this
+    process is the re-executed one, or when no tcmalloc is installed.
     """
     if not tcmalloc_wanted(environ) or cuda or environ.get(REEXEC_ENV):
         return None
     preload = environ.get("LD_PRELOAD", "")
-    if "tcmalloc" in preload:
-        return None
+    if any(name in preload for name in ("tcmalloc", "jemalloc", "mimalloc")):
+        return None  # an allocator the user chose
     lib = tcmalloc_path()
     if lib is None:
         return None

@@ -32,7 +32,8 @@ def test_reexec_env_preloads_tcmalloc_once_and_only_where_it_applies(installed, 
     for environ, cuda in (({TCMALLOC_ENV: "0"}, False),  # asked not to
                           ({}, True),  # a CUDA machine: not measured there
                           ({REEXEC_ENV: "1"}, False),  # the re-executed process itself
-                          ({"LD_PRELOAD": "/usr/lib/libtcmalloc.so.4"}, False)):  # loaded
+                          ({"LD_PRELOAD": "/usr/lib/libtcmalloc.so.4"}, False),  # loaded
+                          ({"LD_PRELOAD": "libjemalloc.so.2"}, False)):  # the user's choice
         assert tcmalloc_reexec_env(environ, cuda=cuda) is None, environ
     monkeypatch.setattr(runtime, "tcmalloc_path", lambda: None)  # not installed
     assert tcmalloc_reexec_env({}, cuda=False) is None
