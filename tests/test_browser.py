@@ -174,13 +174,14 @@ def test_intervention_cams_redraw_in_jupyterlab(lab: dict) -> None:
         outputs = page.locator(".widget-output")
         outputs.filter(has_text="leakage: round 0=").first.wait_for(
             timeout=3 * WIDGET_TIMEOUT_MS)  # three rounds 1 run first
+        _wait_all_cells_done(page)
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
         select = page.locator(".widget-dropdown select").first
         second = select.evaluate("s => s.options[1].text").strip()  # innerText of an option is empty
         select.select_option(index=1)
         line = outputs.filter(has_text=f"pick={second} leakage: round 0=")
-        line.first.wait_for(timeout=3 * UPDATE_TIMEOUT_MS)  # the kernel may still be busy
+        line.first.wait_for(timeout=UPDATE_TIMEOUT_MS)
         text = line.first.text_content() or ""
         for source in ("CONTA=", "paste=", "context_negatives=", "conta_appearance="):
             assert source in text, text
@@ -234,6 +235,22 @@ def _open_and_run_all(page, lab: dict, notebook: str) -> None:
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
+def _wait_all_cells_done(page) -> None:
+    """Wait until every cell of the notebook has run (no "[*]" prompt left, kernel idle).
+
+    A widget moved while the cells after it were still queued got its figure drawn half blank
+    in the kernel (notebook 08, ipykernel 7.4: the first PNG the callback rendered was 2-16 kB
+    instead of 83 kB, a second rendering right after it whole; cause not found), which is what
+    made this test flaky. A reader moves the widgets once the notebook has run, so the test
+    does the same; the figure itself is tested in tests/test_widgets_08.py.
+    """
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp.shell.currentWidget;"
+        " return w.sessionContext.session.kernel.status === 'idle' && !w.content.widgets.some("
+        "c => c.model.type === 'code' && (c.promptNode?.textContent || '').includes('*')); }",
+        timeout=3 * WIDGET_TIMEOUT_MS, polling=500)
+
+
 def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_after: str,
                     name: str) -> None:
     """Open ``notebook``, run all its cells, wait for a widget output holding ``before``, press
@@ -244,6 +261,7 @@ def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_a
     with _notebook_page(lab, notebook, name) as page:
         outputs = page.locator(".widget-output")
         outputs.filter(has_text=before).first.wait_for(timeout=WIDGET_TIMEOUT_MS)
+        _wait_all_cells_done(page)
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, f"a cell raised:\n{errors.first.inner_text()}"
 
