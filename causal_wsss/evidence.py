@@ -34,7 +34,7 @@ from typing import Any
 from .config import resolve
 from .constants import BENCHMARK_SIZE, BENCHMARK_TWINS
 from .errors import ConfigError, DataError
-from .io import write_json
+from .io import file_lock, write_json
 
 PRIMARY = "pseudo_miou"
 """The primary endpoint: pseudo-mask mIoU on the training images (round 1 minus round 0)."""
@@ -234,16 +234,56 @@ class Protocol:
         return out
 
 
+def shard_key(job: Job) -> tuple:
+    """The jobs that must run in one process, one after the other: a (rho, seed) shares its
+    CONTA round 0 with every variant and intervention of it, and ESOL's stages with its
+    ablations; an interventional training serves every transfer of its seed."""
+    return ("interventional", job.seed) if job.arm == "interventional" else (job.rho, job.seed)
+
+
+def shard_jobs(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    """The jobs of shard ``index`` (1..``count``), in their order in ``jobs``.
+
+    Whole :func:`shard_key` groups are dealt out, the costliest first, each to the shard with
+    the least work so far (a job's work: its rounds, round 0 not counted where it is shared);
+    the deal depends only on ``jobs``, so every shard of one command line, and a resumed one,
+    computes the same split.
+    """
+    if not (isinstance(count, int) and isinstance(index, int) and 1 <= index <= count):
+        raise ConfigError(f"shard {index}/{count}: expected K/N with 1 <= K <= N")
+    cost: dict[tuple, int] = {}
+    seen: set[tuple] = set()
+    for job in jobs:
+        start = 1 if job.arm in VARIANTS or job.arm in INTERVENTION_NAMES else 0
+        rounds = {(job.arm, job.rho, job.seed, r) for r in range(start, job.rounds + 1)} - seen
+        seen |= rounds
+        key = shard_key(job)
+        cost[key] = cost.get(key, 0) + max(1, len(rounds))
+    load = [0] * count
+    owner: dict[tuple, int] = {}
+    order = {key: i for i, key in enumerate(cost)}
+    for key in sorted(cost, key=lambda k: (-cost[k], order[k])):
+        shard = min(range(count), key=lambda i: (load[i], i))
+        owner[key] = shard
+        load[shard] += cost[key]
+    return [job for job in jobs if owner[shard_key(job)] == index - 1]
+
+
 def _generate(proto: Protocol, rho: float | None, progress: bool) -> Path:
+    root = proto.data_root(rho)
+    with file_lock(proto.out / ".generate.lock"):  # shards may need the same set
+        _generate_unlocked(proto, root, rho, progress)
+    return root
+
+
+def _generate_unlocked(proto: Protocol, root: Path, rho: float | None, progress: bool) -> None:
     from .data.synthetic import generate_synthetic  # torch-bound: on use (the tables need no torch)
 
-    root = proto.data_root(rho)
     generate_synthetic(root, n_train=proto.n_train, n_val=proto.n_val,
                        rho=MAIN_RHO if rho is None else rho, seed=proto.data_seed,
                        size=proto.size or BENCHMARK_SIZE,
                        twins=min(BENCHMARK_TWINS, proto.n_val) if proto.twins is None
                        else proto.twins, interventional=rho is None, progress=progress)
-    return root
 
 
 def job_config(proto: Protocol, job: Job):
@@ -376,19 +416,22 @@ def restamp_records(round_dir: Path, cfg, *, shared_from: Path | None = None) ->
 
 
 def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress: bool = True,
-                 after_each: Callable[[], None] | None = None, max_jobs: int | None = None) -> int:
+                 after_each: Callable[[], None] | None = None, max_jobs: int | None = None,
+                 shard: tuple[int, int] | None = None) -> int:
     """Run (or resume) every job of ``proto`` in order; returns how many ran to completion.
 
     ``only``: restrict to these arm names. ``after_each()`` runs after every job (the script
     rewrites its tables there). A job whose report already has its rounds costs a few seconds.
+    ``shard=(k, n)``: only shard k of n (:func:`shard_jobs`), for n processes sharing ``out``.
     """
     from .pipeline import run_experiment  # torch-bound: on use (the tables need no torch)
 
     archived = load_archive(proto.archive) if proto.skip_archived else {}
     done = 0
-    for job in proto.jobs():
-        if only and job.arm not in only:
-            continue
+    jobs = [job for job in proto.jobs() if not only or job.arm in only]
+    if shard is not None:
+        jobs = shard_jobs(jobs, *shard)
+    for job in jobs:
         if max_jobs is not None and done >= max_jobs:
             break
         run_dir = proto.run_dir(job)

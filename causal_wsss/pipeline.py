@@ -80,16 +80,20 @@ _MIXED_HINTS = {
     "numerics": "run it with CAUSAL_WSSS_SPEEDUPS set to that level, or start a new folder",
     "autocast_dtype": "resume it on the same kind of device, with CAUSAL_WSSS_CPU_AMP as it was "
                       "(1 for bfloat16 on a CPU, unset for float32), or start a new folder",
+    "torch_threads": "resume it with as many torch threads (OMP_NUM_THREADS), or start a new "
+                     "folder (a CPU's floats depend on how many threads add them up)",
 }
 
 
 def warn_mixed_numerics(out: Path, device: torch.device, logger) -> list[str]:
     """On a resumed run: one warning per stamp when finished stages were computed on another
-    code path (``numerics``) or in another precision (``autocast_dtype``) than this process
-    runs, since the stages still to come would mix the two. Records without the stamps (made
-    before them) and unreadable ones (the stage check names those) are passed over. Returns the
-    warnings."""
+    code path (``numerics``), in another precision (``autocast_dtype``) or, on a CPU, with
+    another number of torch threads (``torch_threads``) than this process runs, since the
+    stages still to come would mix the two. Records without the stamps (made before them) and
+    unreadable ones (the stage check names those) are passed over. Returns the warnings."""
     now = {"numerics": numerics_level(), "autocast_dtype": autocast_name(device)}
+    if device.type == "cpu":
+        now["torch_threads"] = torch.get_num_threads()
     first: dict[str, tuple[str, object]] = {}
     for path in sorted(out.glob("round_*/*.json")):
         try:
@@ -162,6 +166,9 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         # and which dtype the amp=true keys run in here (runtime.amp_dtype: fp32 on a CPU unless
         # CAUSAL_WSSS_CPU_AMP=1), so records made in different precisions can be told apart
         result["autocast_dtype"] = autocast_name(device)
+        # a CPU's floats also depend on the thread count (docs/benchmarks.md, "Rounds side by
+        # side": 1 and 2 threads move segmentation mIoU by up to 0.8 points)
+        result["torch_threads"] = torch.get_num_threads()
         if on_cuda:  # this process's peak GPU memory in the stage, for sizing a run
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             logger.info("round %d: %s took %.1f s, peak GPU memory %.0f MiB", r, stage,

@@ -214,14 +214,14 @@ def compare(variants: dict[str, Path], rho: float | None = None) -> tuple[str, d
 
 def protocol_main(args: argparse.Namespace) -> None:
     """``--protocol``: run (or resume) the whole protocol, rewriting the tables after each run."""
-    from causal_wsss.evidence import ARM_BY_NAME, Protocol, archive_runs, run_protocol
+    from causal_wsss.evidence import ARM_BY_NAME, Protocol, archive_runs, run_protocol, shard_jobs
     from causal_wsss.evidence_tables import (
         collect,
         markdown_tables,
         per_seed_table,
         reproduction_table,
     )
-    from causal_wsss.io import write_json, write_text
+    from causal_wsss.io import file_lock, write_json, write_text
 
     bad = [a for a in args.only or () if a not in ARM_BY_NAME]
     if bad:
@@ -233,12 +233,19 @@ def protocol_main(args: argparse.Namespace) -> None:
                      rhos=tuple(args.rhos) if args.rhos is not None else None,
                      archive=None if args.no_archive else ARCHIVE,
                      skip_archived=args.skip_archived)
+    if args.shard and args.tables_only:
+        raise SystemExit("error: --shard runs jobs; --tables-only runs none (drop --shard)")
     if args.list:
-        for i, job in enumerate(j for j in proto.jobs() if not args.only or j.arm in args.only):
+        jobs = [j for j in proto.jobs() if not args.only or j.arm in args.only]
+        for i, job in enumerate(shard_jobs(jobs, *args.shard) if args.shard else jobs):
             print(f"{i:3d} {job.arm:15s} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}")
         return
 
     def tables() -> None:
+        with file_lock(proto.out / ".tables.lock"):  # shards on this --out take turns
+            write_tables()
+
+    def write_tables() -> None:
         if args.publish:
             # the tables read the archive as the record: archive first, then read it. A record
             # a rerun here replaces keeps its first run under "previous", so the reproduction
@@ -270,14 +277,27 @@ def protocol_main(args: argparse.Namespace) -> None:
                 save_figure(plot_interventions(res), ROOT / "figures" / "08_interventions_gap.png")
 
     if not args.tables_only:
-        run_protocol(proto, only=args.only, progress=not args.no_progress, after_each=tables)
+        run_protocol(proto, only=args.only, progress=not args.no_progress, after_each=tables,
+                     shard=args.shard)
     tables()
     print((proto.out / "evidence.md").read_text())
 
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT / "docs" / "tables" / "evidence_runs.json"
-PROTOCOL_ONLY = ("only", "tables_only", "publish", "list", "skip_archived", "no_archive")
+PROTOCOL_ONLY = ("only", "tables_only", "publish", "list", "skip_archived", "no_archive",
+                 "shard")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> (K, N), 1 <= K <= N (argparse type of ``--shard``)."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: expected K/N, e.g. 1/2") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N with 1 <= K <= N, e.g. 2/2")
+    return k, n
 
 
 def main() -> None:
@@ -295,6 +315,10 @@ def main() -> None:
     p.add_argument("--publish", action="store_true",
                    help="with --protocol: also write docs/tables/evidence.* and the figures")
     p.add_argument("--list", action="store_true", help="with --protocol: print the jobs")
+    p.add_argument("--shard", default=None, metavar="K/N", type=parse_shard,
+                   help="with --protocol: run only shard K of N (1 <= K <= N); start N "
+                        "processes on the same --out, each with OMP_NUM_THREADS=1 on 2 cores "
+                        "(docs/benchmarks.md, \"Rounds side by side\")")
     p.add_argument("--skip-archived", action="store_true",
                    help="with --protocol: skip the jobs whose results docs/tables/"
                    "evidence_runs.json already holds (default: rerun them, and tabulate both)")

@@ -153,3 +153,26 @@ def test_a_resumed_run_warns_when_its_stages_were_made_in_another_precision(tmp_
     monkeypatch.setenv(runtime.SPEEDUPS_ENV, "2")
     notes = warn_mixed_numerics(tmp_path, cpu, logger)
     assert len(notes) == 2 and "round_0/cams.json" in notes[0] and "round_0/cams.json" in notes[1]
+
+
+def test_a_resumed_run_warns_when_its_stages_ran_on_another_thread_count(tmp_path):
+    """A CPU's floats depend on the thread count: the records stamp it and a resume on another
+    count warns once, naming what to set; matching or unstamped records and GPUs say nothing."""
+    import json
+    import logging
+
+    from causal_wsss.pipeline import warn_mixed_numerics
+
+    cpu, logger = torch.device("cpu"), logging.getLogger("test_threads")
+    r0 = tmp_path / "round_0"
+    r0.mkdir()
+    now = torch.get_num_threads()
+    (r0 / "cams.json").write_text(json.dumps({"torch_threads": now}))
+    (r0 / "pseudo.json").write_text(json.dumps({"seconds": 1.0}))
+    assert warn_mixed_numerics(tmp_path, cpu, logger) == []
+    (r0 / "seg_train.json").write_text(json.dumps({"torch_threads": now + 1}))
+    (r0 / "seg_eval.json").write_text(json.dumps({"torch_threads": now + 1}))
+    notes = warn_mixed_numerics(tmp_path, cpu, logger)
+    assert len(notes) == 1 and f"torch_threads={now + 1}" in notes[0]
+    assert f"torch_threads={now}" in notes[0] and "OMP_NUM_THREADS" in notes[0]
+    assert warn_mixed_numerics(tmp_path, torch.device("cuda"), logger) == []

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from causal_wsss.errors import ConfigError
 from causal_wsss.evidence import Job, Protocol, run_protocol
 from causal_wsss.evidence_tables import collect, markdown_tables, per_seed_table
 from causal_wsss.stats import interval, ratio_interval
@@ -671,3 +673,80 @@ def test_a_post_hoc_arm_is_marked_and_never_the_best_pre_registered_arm(tmp_path
                for line in lines)  # the margin arm closes more, but is post hoc
     assert any(line.startswith("post hoc: context negatives, one-cell margin") and
                "a lead to confirm, not a claim" in line for line in lines)
+
+
+def test_shards_deal_whole_groups_and_balance_the_work(tmp_path):
+    from causal_wsss.evidence import shard_jobs, shard_key
+
+    jobs = Protocol(tmp_path / "ev").jobs()
+    for n in (1, 2, 3):
+        parts = [shard_jobs(jobs, k, n) for k in range(1, n + 1)]
+        assert sorted(map(repr, sum(parts, []))) == sorted(map(repr, jobs))  # each job once
+        owners = {}
+        for k, part in enumerate(parts):
+            assert part == [j for j in jobs if j in part]  # the protocol's order kept
+            for job in part:  # a (rho, seed) and an interventional seed never split
+                assert owners.setdefault(shard_key(job), k) == k
+        work = [sum(j.rounds + 1 for j in part) for part in parts]
+        assert max(work) <= 1.1 * sum(work) / n
+    assert shard_jobs(jobs, 2, 2) == shard_jobs(list(jobs), 2, 2)  # the same deal every time
+    with pytest.raises(ConfigError, match="3/2"):
+        shard_jobs(jobs, 3, 2)
+
+
+def _run_shard(out: str, k: int, n: int) -> None:  # a spawned process: one shard
+    import torch
+
+    torch.set_num_threads(1)
+    run_protocol(_tiny_two_seeds(out), progress=False, shard=(k, n))
+
+
+def _tiny_two_seeds(out) -> Protocol:
+    return Protocol(Path(out), preset="smoke", main_seeds=(0, 1), other_seeds=(), round2_seeds=(),
+                    sweep_rhos=(), variants=(), n_train=24, n_val=8, size=96, twins=2,
+                    esol_seeds=(), interventions=())
+
+
+def test_two_shards_side_by_side_run_the_protocol_once(tmp_path):
+    """Two processes, one shard each, on one folder: both need the same two data sets (made
+    once, under a lock); between them every job runs once and the tables can be written."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_run_shard, args=(str(tmp_path / "ev"), k, 2)) for k in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+    assert [p.exitcode for p in procs] == [0, 0]
+    proto = _tiny_two_seeds(tmp_path / "ev")
+    assert run_protocol(proto, progress=False) == 0  # nothing left to run
+    assert sorted(p.name for p in (tmp_path / "ev" / "data").iterdir() if p.is_dir()) == [
+        "interventional", "rho0.9"]
+    res = collect(proto)
+    assert res["primary"]["n"] == 2 and res["paired"]["interventional@0.9"]["0"][
+        "pseudo_miou"]["n"] == 2
+
+
+def test_file_lock_is_exclusive(tmp_path):
+    import threading
+    import time
+
+    from causal_wsss.io import file_lock
+
+    order = []
+    held = threading.Event()
+
+    def first() -> None:
+        with file_lock(tmp_path / "x.lock"):
+            held.set()
+            time.sleep(0.3)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    held.wait(5)
+    with file_lock(tmp_path / "x.lock"):  # waits for the other holder
+        order.append("second in")
+    t.join()
+    assert order == ["first out", "second in"]

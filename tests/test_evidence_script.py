@@ -58,3 +58,12 @@ def test_reuse_round0_only_when_the_configs_allow_it(tmp_path):
     assert copied == {"cam_train.json", "cam_net.pt", "cams.json", "cams"}
     with pytest.raises(SystemExit, match="cam"):
         conta_evidence.reuse_round0(src, dst / "c", resolve("cpu", ["data.root=/d", "cam.epochs=3"]))
+
+
+def test_shard_reads_k_of_n_and_names_a_bad_value():
+    import argparse
+
+    assert conta_evidence.parse_shard("2/3") == (2, 3)
+    for bad in ("x", "0/2", "3/2", "1/2/3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="K/N"):
+            conta_evidence.parse_shard(bad)
