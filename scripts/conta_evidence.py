@@ -12,7 +12,10 @@ background if you like, and rewrites ``OUT/evidence.md`` / ``OUT/evidence.json``
 rhos (one seed of one row, in minutes: ``--only exact --seeds 0``, which first runs the conta
 round 0 it is paired with); ``--list`` prints the jobs in order. After the protocol proper
 come the ESOL extension's jobs (docs/results.md section 6: ``cam.method=esol`` rounds 0-1 and
-its ablations' round 0, seeds 0-2), e.g. ``--only esol --seeds 0``.
+its ablations' round 0, seeds 0-2), e.g. ``--only esol --seeds 0``. ``--shard K/N`` runs shard K
+of N, for N processes side by side on one ``--out`` (on 2 cores: two shards with
+OMP_NUM_THREADS=1, docs/benchmarks.md "Rounds side by side"; such one-thread rounds differ
+slightly from two-thread ones).
 
 Every finished round's table entries are archived in ``docs/tables/evidence_runs.json`` by
 ``--publish`` (a few kilobytes per run: a run folder is a gigabyte and lives on one machine).
