@@ -269,21 +269,24 @@ def shard_jobs(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
     return [job for job in jobs if owner[shard_key(job)] == index - 1]
 
 
+def select_jobs(proto: Protocol, only: Sequence[str] | None = None,
+                shard: tuple[int, int] | None = None) -> list[Job]:
+    """``proto``'s jobs in order, restricted to the arms ``only`` and to shard ``(k, n)``."""
+    jobs = [job for job in proto.jobs() if not only or job.arm in only]
+    return shard_jobs(jobs, *shard) if shard is not None else jobs
+
+
 def _generate(proto: Protocol, rho: float | None, progress: bool) -> Path:
-    root = proto.data_root(rho)
-    with file_lock(proto.out / ".generate.lock"):  # shards may need the same set
-        _generate_unlocked(proto, root, rho, progress)
-    return root
-
-
-def _generate_unlocked(proto: Protocol, root: Path, rho: float | None, progress: bool) -> None:
     from .data.synthetic import generate_synthetic  # torch-bound: on use (the tables need no torch)
 
-    generate_synthetic(root, n_train=proto.n_train, n_val=proto.n_val,
-                       rho=MAIN_RHO if rho is None else rho, seed=proto.data_seed,
-                       size=proto.size or BENCHMARK_SIZE,
-                       twins=min(BENCHMARK_TWINS, proto.n_val) if proto.twins is None
-                       else proto.twins, interventional=rho is None, progress=progress)
+    root = proto.data_root(rho)
+    with file_lock(proto.out / ".generate.lock"):  # shards may need the same set
+        generate_synthetic(root, n_train=proto.n_train, n_val=proto.n_val,
+                           rho=MAIN_RHO if rho is None else rho, seed=proto.data_seed,
+                           size=proto.size or BENCHMARK_SIZE,
+                           twins=min(BENCHMARK_TWINS, proto.n_val) if proto.twins is None
+                           else proto.twins, interventional=rho is None, progress=progress)
+    return root
 
 
 def job_config(proto: Protocol, job: Job):
@@ -428,10 +431,7 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
 
     archived = load_archive(proto.archive) if proto.skip_archived else {}
     done = 0
-    jobs = [job for job in proto.jobs() if not only or job.arm in only]
-    if shard is not None:
-        jobs = shard_jobs(jobs, *shard)
-    for job in jobs:
+    for job in select_jobs(proto, only, shard):
         if max_jobs is not None and done >= max_jobs:
             break
         run_dir = proto.run_dir(job)

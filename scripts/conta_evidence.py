@@ -217,7 +217,7 @@ def compare(variants: dict[str, Path], rho: float | None = None) -> tuple[str, d
 
 def protocol_main(args: argparse.Namespace) -> None:
     """``--protocol``: run (or resume) the whole protocol, rewriting the tables after each run."""
-    from causal_wsss.evidence import ARM_BY_NAME, Protocol, archive_runs, run_protocol, shard_jobs
+    from causal_wsss.evidence import ARM_BY_NAME, Protocol, archive_runs, run_protocol, select_jobs
     from causal_wsss.evidence_tables import (
         collect,
         markdown_tables,
@@ -239,8 +239,7 @@ def protocol_main(args: argparse.Namespace) -> None:
     if args.shard and args.tables_only:
         raise SystemExit("error: --shard runs jobs; --tables-only runs none (drop --shard)")
     if args.list:
-        jobs = [j for j in proto.jobs() if not args.only or j.arm in args.only]
-        for i, job in enumerate(shard_jobs(jobs, *args.shard) if args.shard else jobs):
+        for i, job in enumerate(select_jobs(proto, args.only, args.shard)):
             print(f"{i:3d} {job.arm:15s} rho={job.rho} seed={job.seed} rounds 0..{job.rounds}")
         return
 
