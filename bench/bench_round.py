@@ -13,7 +13,7 @@ The data are the benchmark (``causal-wsss synth``: 400 training and 100 validati
 about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once into
 ``--data``, the demo's folder by default). Each path runs a whole round 0 of the preset
 (:func:`causal_wsss.pipeline.run_experiment`, ``rounds=0``) into a fresh folder under
-``--out``, in this one process:
+``--out`` (in this process, or each in its own, see "Allocator" below):
 
 - **old**: the code path before issue 29: the speed-ups off
   (:func:`causal_wsss.runtime.use_speedups`) and no working size (``cam_infer.work_long=0``);
@@ -27,6 +27,14 @@ about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once
 
 With ``--repeat N`` the paths alternate (old, new, new, old, ...) and each stage keeps its
 best time, so the ratios compare like with like on a shared machine.
+
+**Allocator.** The command line (and this script) preloads tcmalloc where it is installed
+(:func:`causal_wsss.runtime.reexec_with_tcmalloc`), one of the issue's speed-ups; the code
+before the issue ran on the C library's malloc, which a process cannot switch back to. So by
+default (``--old-allocator auto`` with ``--old-numerics 1``) every round runs in a fresh process
+of its own (``--processes``), the old ones on malloc and the new ones on tcmalloc, and the table
+says which allocator each path had. ``--old-allocator same`` keeps both paths on this process's
+allocator (and in it, unless ``--processes``).
 
 FLOPs are those of ``torch.utils.flop_counter`` (convolutions and matrix products, forward and
 backward; with the weight gradient of a grouped convolution counted per group, which torch's
@@ -50,6 +58,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -71,6 +80,8 @@ from causal_wsss.models.seg_net import build_seg_net  # noqa: E402
 from causal_wsss.pipeline import run_experiment  # noqa: E402
 from causal_wsss.runtime import (  # noqa: E402
     CPU_AMP_ENV,
+    REEXEC_ENV,
+    TCMALLOC_ENV,
     allocator_name,
     amp_dtype,
     cpu_has_bf16,
@@ -477,6 +488,8 @@ def run_ab(parts: dict, repeat: int) -> list[dict]:
 
 
 def run_path(cfg, out: Path, fast: bool | int, cpu_amp: str | None = None) -> dict:
+    """One round 0 of ``cfg`` into a fresh ``out`` on the code path ``fast``
+    (:func:`use_speedups`); its seconds and CPU seconds per stage, total, figures, allocator."""
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
@@ -491,7 +504,37 @@ def run_path(cfg, out: Path, fast: bool | int, cpu_amp: str | None = None) -> di
             seconds[stage], cpu[stage] = record["seconds"], record.get("cpu_seconds")
     entry = report["rounds"][0]
     return {"total": total, "seconds": seconds, "cpu_seconds": cpu,
-            "figures": {k: entry.get(k) for k in FIGURES if k in entry}}
+            "figures": {k: entry.get(k) for k in FIGURES if k in entry},
+            "allocator": allocator_name()}
+
+
+def malloc_env(environ: dict) -> dict:
+    """``environ`` for a child process on the C library's malloc: tcmalloc taken out of
+    ``LD_PRELOAD`` and ``CAUSAL_WSSS_TCMALLOC=0``, so that it does not re-execute itself."""
+    env = dict(environ)
+    preload = [lib for lib in env.get("LD_PRELOAD", "").split(":") if lib and "tcmalloc" not in lib]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    else:
+        env.pop("LD_PRELOAD", None)
+    env.pop(REEXEC_ENV, None)
+    env[TCMALLOC_ENV] = "0"
+    return env
+
+
+def run_path_in_child(argv: list[str], name: str, rep: int, out: Path, *, malloc: bool) -> dict:
+    """:func:`run_path` for path ``name`` in a fresh process (this script with ``--one-path``),
+    on malloc where ``malloc`` else on this process's allocator; its result as run_path's."""
+    result = out / f"{name}_{rep}.result.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), *argv,
+               "--one-path", name, "--one-rep", str(rep)]
+    env = malloc_env(os.environ) if malloc else dict(os.environ)
+    done = subprocess.run(command, env=env, check=False)
+    if done.returncode != 0 or not result.is_file():
+        raise SystemExit(f"bench_round: error: the {name} round in its own process failed "
+                         f"(exit status {done.returncode}): {' '.join(command)}")
+    return json.loads(result.read_text())
 
 
 def machine() -> str:
@@ -535,6 +578,16 @@ def main(argv: list[str] | None = None) -> int:
                         "inputs, old and new alternating, best of --repeat (default 3)")
     p.add_argument("--ab-images", type=int, default=48, help="--ab: images for the CAMs")
     p.add_argument("--ab-steps", type=int, default=4, help="--ab: training steps per part")
+    p.add_argument("--old-allocator", choices=("auto", "same", "malloc"), default="auto",
+                   help="malloc: the old rounds run on the C library's malloc, as the code "
+                        "before the issue did (the command line now preloads tcmalloc where "
+                        "installed); same: on this process's allocator; auto (default): malloc "
+                        "for --old-numerics 1, same otherwise")
+    p.add_argument("--processes", action=argparse.BooleanOptionalAction, default=None,
+                   help="run every round in a fresh process of its own (default: only where "
+                        "the old path needs another allocator than this process has)")
+    p.add_argument("--one-path", choices=("old", "new"), help=argparse.SUPPRESS)
+    p.add_argument("--one-rep", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--json", default="", help="write the table and figures to this file")
     p.add_argument("overrides", nargs="*", help="config overrides for both paths (key=value)")
     args = p.parse_args(argv)
@@ -577,13 +630,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs: dict[str, list[dict]] = defaultdict(list)
     old_amp = {"same": None, "on": "1", "off": "0"}[args.old_cpu_amp]
-    order = [("old", cfg_old, args.old_numerics, old_amp), ("new", cfg_new, True, None)] \
-        if args.compare else [("new", cfg_new, True, None)]
+    paths = {"old": (cfg_old, args.old_numerics, old_amp), "new": (cfg_new, True, None)}
+    if args.one_path:  # a child of run_path_in_child: one round, its result as JSON
+        cfg, fast, amp = paths[args.one_path]
+        write_json(out / f"{args.one_path}_{args.one_rep}.result.json",
+                   run_path(cfg, out / f"{args.one_path}_{args.one_rep}", fast, amp))
+        return 0
+    old_allocator = args.old_allocator
+    if old_allocator == "auto":
+        old_allocator = "malloc" if args.old_numerics == 1 else "same"
+    old_malloc = args.compare and old_allocator == "malloc" and allocator_name() != "malloc"
+    processes = old_malloc if args.processes is None else args.processes
+    if old_malloc and not processes:
+        p.error("--old-allocator malloc needs --processes: this process runs "
+                f"{allocator_name()}, which cannot be unloaded")
+    child_argv = list(sys.argv[1:] if argv is None else argv)
+    order = ["old", "new"] if args.compare else ["new"]
     for rep in range(args.repeat):
-        for name, cfg, fast, amp in (order if rep % 2 == 0 else order[::-1]):
+        for name in (order if rep % 2 == 0 else order[::-1]):
             print(f"[bench] {name} path, round {rep + 1}/{args.repeat} ...", flush=True)
-            runs[name].append(run_path(cfg, out / f"{name}_{rep}", fast, amp))
-            print(f"[bench] {name}: {runs[name][-1]['total']:.1f} s", flush=True)
+            if processes:
+                out.mkdir(parents=True, exist_ok=True)
+                malloc = (name == "old" and old_malloc) or allocator_name() == "malloc"
+                runs[name].append(run_path_in_child(child_argv, name, rep, out, malloc=malloc))
+            else:
+                runs[name].append(run_path(paths[name][0], out / f"{name}_{rep}", *paths[name][1:]))
+            print(f"[bench] {name}: {runs[name][-1]['total']:.1f} s "
+                  f"({runs[name][-1]['allocator']})", flush=True)
 
     def best(name: str, stage: str, key: str = "seconds") -> float | None:
         values = [r[key][stage] for r in runs.get(name, []) if r[key].get(stage) is not None]
@@ -627,7 +700,9 @@ def main(argv: list[str] | None = None) -> int:
           + (", ".join(f"{fmt(v)} GFLOP/s (2048^3 {DTYPE_NAMES[d]})" for d, v in matmul.items())
              or "not measured")
           + (f"; old path {'bfloat16' if old_bf16 else 'float32'} ({CPU_AMP_ENV}={old_amp})"
-             if old_amp else "") + "\n")
+             if old_amp else "")
+          + "; allocator " + ", ".join(f"{name} {runs[name][0]['allocator']}" for name in runs)
+          + ("; every round in its own process" if processes else "") + "\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for row in rows:
@@ -663,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
                                "totals": totals, "cpu_totals": cpu_sums,
                                "matmul_gflop_per_s": {DTYPE_NAMES[d]: v for d, v in matmul.items()},
                                "old_cpu_amp": args.old_cpu_amp, "old_numerics": args.old_numerics,
+                               "allocators": {n: rs[0]["allocator"] for n, rs in runs.items()},
+                               "processes": processes,
                                "figures": {n: [r["figures"] for r in rs] for n, rs in runs.items()},
                                "runs": runs})
     return 0

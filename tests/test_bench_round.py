@@ -131,3 +131,41 @@ def test_conv_backward_flops_count_groups():
         torch.nn.functional.conv2d(x, w, padding=1, groups=8).sum().backward()
     forward = 2 * 8 * 10 * 10 * 9
     assert counter.get_total_flops() == 3 * forward  # forward, input and weight gradients
+
+
+def test_rounds_in_processes_of_their_own(tmp_path, capsys, monkeypatch):
+    """``--processes``: each round runs in a fresh child (this script with ``--one-path``), its
+    result comes back as the in-process one does, and a child meant for malloc gets an
+    environment without tcmalloc; the old path on malloc in this process is refused where this
+    process runs another allocator."""
+    import pytest
+
+    from causal_wsss.runtime import REEXEC_ENV, TCMALLOC_ENV
+
+    tiny = ["--data", str(tmp_path / "data"), "--train", "8", "--val", "4", "--size", "64",
+            "--twins", "2", "--threads", "1", "--no-peak"]
+    over = ["cam.epochs=1", "seg.iterations=1", "cam_infer.scales=1.0", "data.num_workers=0",
+            "cam.crop_size=64", "cam.resize_long=56,80", "cam.batch_size=4", "seg.crop_size=64",
+            "seg.batch_size=4", "data.twins_split=", "cam_infer.work_long=64"]
+    threads = torch.get_num_threads()
+    try:
+        assert bench_round.main([*tiny, "--out", str(tmp_path / "runs"), "--processes",
+                                 "--json", str(tmp_path / "bench.json"), *over]) == 0
+        monkeypatch.setattr(bench_round, "allocator_name", lambda: "tcmalloc")
+        with pytest.raises(SystemExit) as refused:
+            bench_round.main([*tiny, "--out", str(tmp_path / "no"), "--no-processes", *over])
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr()
+    assert "every round in its own process" in printed.out
+    assert refused.value.code == 2 and "--old-allocator malloc needs --processes" in printed.err
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["processes"] is True
+    assert result["allocators"] == {"old": "malloc", "new": "malloc"}  # as this process
+    for name in ("old", "new"):
+        assert (tmp_path / "runs" / f"{name}_0" / "round_0" / "seg_eval.json").is_file()
+        assert set(result["runs"][name][0]["seconds"]) == set(bench_round.STAGES) - {"twin_eval"}
+    env = bench_round.malloc_env({"LD_PRELOAD": "/x/libtcmalloc_minimal.so.4:/y/libfoo.so",
+                                  REEXEC_ENV: "1", "PATH": "/bin"})
+    assert env == {"LD_PRELOAD": "/y/libfoo.so", TCMALLOC_ENV: "0", "PATH": "/bin"}
+    assert "LD_PRELOAD" not in bench_round.malloc_env({"LD_PRELOAD": "/x/libtcmalloc.so"})
