@@ -7,6 +7,7 @@ notebooks display the figure, scripts save it (:func:`save_figure`, atomic).
 from __future__ import annotations
 
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,42 @@ from .evidence import ARMS, INTERVENTION_ARMS, LABELS
 from .io import atomic_path
 from .results import RESULT_COLUMNS, results_table
 
+_SUBPLOTS_KEYS = ("sharex", "sharey", "squeeze", "width_ratios", "height_ratios", "subplot_kw",
+                  "gridspec_kw")
+
+
+def new_figure(**fig_kw: Any) -> Figure:
+    """``plt.figure(**fig_kw)`` on the main thread; on any other thread a figure that pyplot
+    does not know (``matplotlib.figure.Figure``), which its caller displays itself.
+
+    Why: JupyterLab (4.4 and later) sends widget messages over a kernel subshell, and ipykernel
+    7 then runs a widget's callback in that subshell's thread while cells run in the main
+    thread. pyplot's list of open figures is one for the process, and after every cell the
+    inline backend draws and closes all of them: a figure a callback was drawing in its own
+    thread was drawn by both threads at once (a partly blank image, and a stray copy in the
+    running cell's output). A figure made off the main thread stays out of that list.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return plt.figure(**fig_kw)
+    return Figure(**fig_kw)
+
+
+def new_subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+    """``plt.subplots(nrows, ncols, **kwargs)``, with the figure made by :func:`new_figure`
+    (outside pyplot when called off the main thread, e.g. in a widget's callback)."""
+    if threading.current_thread() is threading.main_thread():
+        return plt.subplots(nrows, ncols, **kwargs)
+    grid_kw = {k: kwargs.pop(k) for k in _SUBPLOTS_KEYS if k in kwargs}
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, **grid_kw)
+
+
+def close_figure(fig: Figure) -> None:
+    """``plt.close(fig)`` for a figure pyplot knows; nothing for one :func:`new_figure` made off
+    the main thread (pyplot's list is not touched from another thread)."""
+    if threading.current_thread() is threading.main_thread():
+        plt.close(fig)
+
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG atomically; returns the path."""
@@ -39,7 +76,7 @@ def plot_graph(graph: Any, layout: dict[str, tuple[float, float]] | None = None,
                ax: Any = None) -> Figure:
     """Draw a causal DAG (networkx) with node descriptions; ``highlight`` edges drawn in red."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        fig, ax = new_subplots(figsize=(5.5, 3.6))
     else:
         fig = ax.figure
     pos = layout or nx.spring_layout(graph, seed=0)
@@ -98,7 +135,7 @@ def plot_cooccurrence(stats: dict, *, conditional: bool = True, ax: Any = None,
         np.fill_diagonal(values, np.nan)
     if ax is None:
         size = 1.2 + 0.38 * len(classes)
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        fig, ax = new_subplots(figsize=(size + 1.2, size))
     else:
         fig = ax.figure
     top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
@@ -154,7 +191,7 @@ def plot_imagenet_cams(photos: Sequence[tuple[np.ndarray, dict]], *, size: float
     :func:`causal_wsss.course.imagenet_cams` result over it, titled with the class and its
     probability; one colour bar for the CAM scale."""
     ncols = 1 + max(len(r["classes"]) for _, r in photos)
-    fig, axes = plt.subplots(len(photos), ncols, figsize=(size * ncols + 0.6, size * 0.8 * len(photos)),
+    fig, axes = new_subplots(len(photos), ncols, figsize=(size * ncols + 0.6, size * 0.8 * len(photos)),
                              squeeze=False)
     for i, (image, res) in enumerate(photos):
         axes[i, 0].imshow(image)
@@ -190,7 +227,7 @@ def plot_cam_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.ndar
     """
     n = len(images)
     nrows = 1 + (masks is not None) + len(rows)
-    fig, axes = plt.subplots(nrows, n, figsize=(figsize_per * n, figsize_per * nrows * 0.85),
+    fig, axes = new_subplots(nrows, n, figsize=(figsize_per * n, figsize_per * nrows * 0.85),
                              squeeze=False)
     bars: list[tuple[list[Any], Any, str]] = []  # (the row's axes, mappable, label)
     overlay_axes: list[Any] = []
@@ -264,7 +301,7 @@ def plot_twins(images: Sequence[np.ndarray], contexts: Sequence[str],
     the star. The dashed line is logit 0 (probability 0.5, where a class is called present).
     """
     n = len(images)
-    fig = plt.figure(figsize=(2.1 * n + 1.2, 5.4))
+    fig = new_figure(figsize=(2.1 * n + 1.2, 5.4))
     grid = fig.add_gridspec(2, n, height_ratios=[1.0, 1.25])
     top = [fig.add_subplot(grid[0, j]) for j in range(n)]
     ax = fig.add_subplot(grid[1, :])
@@ -313,7 +350,7 @@ def plot_dictionary(masks: np.ndarray, classes: Sequence[str], prior: np.ndarray
     n = max(1, len(idx))
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols + 0.8, 2.0 * nrows),
+    fig, axes = new_subplots(nrows, ncols, figsize=(1.9 * ncols + 0.8, 2.0 * nrows),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -339,7 +376,7 @@ def plot_attention(alpha: np.ndarray, classes: Sequence[str], prior: np.ndarray 
     marks uniform attention, 1 / (number of entries that receive any: the dictionary's valid
     classes, the others being masked out of the softmax)."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 2.8))
+        fig, ax = new_subplots(figsize=(6, 2.8))
     else:
         fig = ax.figure
     alpha = np.asarray(alpha, dtype=np.float64)
@@ -365,7 +402,7 @@ def plot_rounds(reports: dict[str, dict] | dict) -> Figure:
     """Per-round mIoU (CAM, pseudo-mask, segmentation) and CAM leakage of one or more reports."""
     if "rounds" in reports:
         reports = {"": reports}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = new_subplots(1, 2, figsize=(10, 3.6))
     for label, report in reports.items():
         rounds = [e["round"] for e in report["rounds"]]
         prefix = f"{label} " if label else ""
@@ -493,7 +530,7 @@ def plot_curves(x: Sequence[float], curves: dict[str, Sequence[float]], *,
     """Several curves over one shared x axis (``curves`` maps a legend label to len(x) values);
     ``marker`` draws a vertical line at the current x (the slider position of a widget)."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        fig, ax = new_subplots(figsize=(5.2, 3.4))
     else:
         fig = ax.figure
     styles = styles or {}
@@ -516,7 +553,7 @@ def plot_bars(groups: Sequence[str], series: dict[str, Sequence[float]], *,
     (``series`` maps a legend label to len(groups) values), each bar labelled with its value;
     ``reference`` draws a dashed horizontal line (a target such as the true effect or rho)."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.5, 1.0 + 0.5 * len(groups) * max(1, len(series))), 3.4))
+        fig, ax = new_subplots(figsize=(max(4.5, 1.0 + 0.5 * len(groups) * max(1, len(series))), 3.4))
     else:
         fig = ax.figure
     x = np.arange(len(groups))
@@ -547,7 +584,7 @@ def plot_image_mask_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarra
                          f"one), got {len(images)} images and {len(masks)} masks")
     ncols = min(ncols, len(images))
     blocks = int(np.ceil(len(images) / ncols))
-    fig, axes = plt.subplots(2 * blocks, ncols, figsize=(size * ncols, 2 * size * blocks * 0.9),
+    fig, axes = new_subplots(2 * blocks, ncols, figsize=(size * ncols, 2 * size * blocks * 0.9),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -592,7 +629,7 @@ def plot_loss_history(steps: Sequence[int], losses: Sequence[float], *,
     mean, none is averaged across a gap. Without steps (a finished checkpoint reloaded) only
     the epoch means are drawn, against the epoch."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.0, 3.4))
+        fig, ax = new_subplots(figsize=(6.0, 3.4))
     else:
         fig = ax.figure
     steps, losses = np.asarray(steps, float), np.asarray(losses, float)
@@ -627,7 +664,7 @@ def plot_threshold_sweep(curves: dict[str, Sequence[tuple[float, float]]], *,
     ``[(threshold, miou), ...]``): a star on each curve's best threshold and a dotted line at
     the ``fixed`` one (IRNet's 0.15, method.md section 5), both labelled with their values."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+        fig, ax = new_subplots(figsize=(6.0, 3.6))
     else:
         fig = ax.figure
     if fixed is not None:
@@ -672,7 +709,7 @@ def plot_leakage_split(per_class: dict[str, dict], *, title: str = "", ax: Any =
     pixels), a black tick across its bar marks it, the reference a CAM must get below."""
     names = [c for c, v in per_class.items() if v.get("pairs", 0) > 0]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(names) + 2.5), 3.4))
+        fig, ax = new_subplots(figsize=(max(4.5, 0.75 * len(names) + 2.5), 3.4))
     else:
         fig = ax.figure
     x = np.arange(len(names))
@@ -705,7 +742,7 @@ def plot_share_matrix(values: np.ndarray, rows: Sequence[str], cols: Sequence[st
     each class's CAM mass lands)."""
     values = np.asarray(values, float)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.4 + 0.62 * len(cols), 1.2 + 0.45 * len(rows)))
+        fig, ax = new_subplots(figsize=(1.4 + 0.62 * len(cols), 1.2 + 0.45 * len(rows)))
     else:
         fig = ax.figure
     im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
@@ -729,7 +766,7 @@ def plot_label_grid(images: Sequence[np.ndarray], rows: dict[str, Sequence[np.nd
     (a row title -> one (H, W) label map per image, VOC palette, 255 = void/ignore). With
     ``classes`` (the label names) a colour legend of the labels shown goes under the grid."""
     n = len(images)
-    fig, axes = plt.subplots(1 + len(rows), n, squeeze=False,
+    fig, axes = new_subplots(1 + len(rows), n, squeeze=False,
                              figsize=(figsize_per * n, figsize_per * (1 + len(rows)) * 0.85))
     for j, image in enumerate(images):
         axes[0, j].imshow(image)
@@ -774,7 +811,7 @@ def plot_cam_inspection(image: np.ndarray, cam: np.ndarray, predicted: np.ndarra
     """One image and one class: the image, its CAM overlaid, the class's mask at the threshold
     (``predicted`` bool (H, W); with ``truth`` bool (H, W) drawn as :func:`error_map`) and the
     ground-truth label map ``labels`` (H, W) (panel left blank when None)."""
-    fig, axes = plt.subplots(1, 4, figsize=(11.0, 3.1))
+    fig, axes = new_subplots(1, 4, figsize=(11.0, 3.1))
     axes[0].imshow(image)
     axes[1].imshow(overlay_cam(image, cam))
     if truth is not None:
@@ -813,7 +850,7 @@ def plot_context_panel(image: np.ndarray, query: np.ndarray, alpha: np.ndarray, 
     """One image through Eq. 3 (method.md section 3): the image (H, W, 3), its query X_m (h, w)
     on the dictionary grid, the attention alpha (n,) over the classes (``plot_attention``) and
     the resulting m = sum_i alpha_i P(c_i) c_i (h, w), on its own colour scale."""
-    fig = plt.figure(figsize=(13.0, 3.1))
+    fig = new_figure(figsize=(13.0, 3.1))
     grid = fig.add_gridspec(1, 4, width_ratios=[1.0, 1.0, 2.3, 1.25])
     ax_img, ax_q, ax_a, ax_m = (fig.add_subplot(grid[0, i]) for i in range(4))
     ax_img.imshow(image)
@@ -837,7 +874,7 @@ def plot_cam_rounds(image: np.ndarray, mask: np.ndarray | None, cams: dict[str, 
     """One image in a row: the image, its ground truth (VOC palette, if given) and one CAM
     overlay (H, W) in [0, 1] per entry of ``cams``, titled by its key (notebook 07)."""
     n = 1 + (mask is not None) + len(cams)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
+    fig, axes = new_subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     axes = axes[0]
     axes[0].imshow(image)
     axes[0].set_title(title or "image", fontsize=9)
@@ -871,7 +908,7 @@ def plot_evidence(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS) -> Figure:
     ``summary``: ``{rho: {round: {key: (mean, std, n_seeds)}}}``, as ``summarise()`` of
     ``scripts/conta_evidence.py`` returns it. Round 0 is the baseline.
     """
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
+    fig, axes = new_subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for rho in sorted(summary):
             rounds = sorted(summary[rho])
@@ -912,7 +949,7 @@ def plot_rho_sweep(summary: dict, keys: Sequence[str] = EVIDENCE_KEYS, rounds: S
     ``summary``: ``{rho: {round: {key: (mean, std, n_seeds)}}}`` (``summarise()`` of
     ``scripts/conta_evidence.py``); rounds a rho lacks are skipped.
     """
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
+    fig, axes = new_subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for r in rounds:
             rhos = [rho for rho in sorted(summary) if r in summary[rho]]
@@ -936,7 +973,7 @@ def plot_paired_deltas(deltas: dict[str, dict], keys: Sequence[str] = EVIDENCE_K
     the bar is the mean with its standard deviation; the dashed line is "no change".
     """
     columns = [(variant, r) for variant, per in deltas.items() for r in sorted(per)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.4), squeeze=False)
+    fig, axes = new_subplots(1, len(keys), figsize=(3.4 * len(keys), 3.4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     variant_color = {v: colors[i % len(colors)] for i, v in enumerate(deltas)}
     for ax, key in zip(axes[0], keys):
@@ -963,7 +1000,7 @@ def plot_results_table(table: Any, *, title: str = "") -> Figure:
     reported metric, NaN left out); our measured rows are labelled in bold."""
     metrics = [c for c in RESULT_COLUMNS.values() if c in table and table[c].notna().any()]
     methods = list(table.index)
-    fig, ax = plt.subplots(figsize=(8.0, 1.0 + 0.22 * len(methods) * max(2, len(metrics))))
+    fig, ax = new_subplots(figsize=(8.0, 1.0 + 0.22 * len(methods) * max(2, len(metrics))))
     y = np.arange(len(methods))
     height = 0.8 / max(1, len(metrics))
     for k, column in enumerate(metrics):
@@ -1054,7 +1091,7 @@ def plot_thumbnails(paths: Sequence[str | Path], *, ncols: int = 4, size: float 
         raise ValueError("plot_thumbnails: expected at least one image path, got none")
     ncols = min(ncols, len(paths))
     nrows = int(np.ceil(len(paths) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, 0.8 * size * nrows),
+    fig, axes = new_subplots(nrows, ncols, figsize=(size * ncols, 0.8 * size * nrows),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -1085,7 +1122,7 @@ def plot_evidence_arms(res: dict[str, Any], keys: Sequence[str] = EVIDENCE_ARM_P
         if stats:
             rows.append((arm.label if arm.name != "interventional"
                          else "interventional (upper bound)", stats))
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 0.55 * max(3, len(rows)) + 1.4),
+    fig, axes = new_subplots(1, len(keys), figsize=(3.6 * len(keys), 0.55 * max(3, len(rows)) + 1.4),
                              sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
         for y, (label, stats) in enumerate(rows):
@@ -1118,7 +1155,7 @@ def plot_evidence_sweep(res: dict[str, Any], key: str = "pseudo_miou") -> Figure
     and the interventional baseline evaluated on the same images); right, the paired
     differences that the claims rest on (CONTA round 1 − round 0 and interventional − confounded
     round 0, same seed), each seed a dot. Means with 95% t intervals over the training seeds."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    fig, (ax, bx) = new_subplots(1, 2, figsize=(11.0, 4.0))
     # only the rhos with a confounded round 0: the interventional point is compared with it
     based = {tag.split("@")[1] for tag, rounds in res["rounds"].items()
              if tag.startswith("conta@") and ((rounds.get("0") or {}).get(key) or {}).get("mean")
@@ -1193,7 +1230,7 @@ def plot_interventions(res: dict[str, Any], key: str = "pseudo_miou") -> Figure:
     seed a dot); right, the share of the gap each arm closes (ratio of means with its 95%
     bootstrap, per-seed ratios as dots; none where the gap's interval contains 0), with CONTA's
     share and the upper bound (1) as references. ``oracle_*`` arms are dashed: diagnostics."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.0, 4.2))
+    fig, (ax, bx) = new_subplots(1, 2, figsize=(12.0, 4.2))
     rows = res.get("interventions") or {}
     arms = [a for a in INTERVENTION_COLOURS if any(r["arm"] == a for r in rows.values())]
     # rho on an ordinal axis (0.5, 0.9, 0.97 are not evenly spaced and often only one is done),
@@ -1305,7 +1342,7 @@ def plot_example_rows(rows: dict[str, Sequence[tuple[np.ndarray, str]]], *, size
     if not rows:
         raise ConfigError("plot_example_rows: no rows to draw")
     ncols = max(1, *(len(v) for v in rows.values()))
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * 0.95 * len(rows)),
+    fig, axes = new_subplots(len(rows), ncols, figsize=(size * ncols, size * 0.95 * len(rows)),
                              squeeze=False)
     for i, (label, items) in enumerate(rows.items()):
         for j in range(ncols):

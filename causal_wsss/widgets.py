@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import display
+from IPython.display import clear_output, display
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from tqdm.auto import tqdm
@@ -38,6 +37,8 @@ from .simulate import default_scm
 from .stages.datasets import load_datasets
 from .viz import (
     cam_comparison_arrays,
+    close_figure,
+    new_subplots,
     plot_bars,
     plot_cam_inspection,
     plot_cam_rounds,
@@ -54,11 +55,34 @@ RHO_GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolis
 """Values of ``rho`` offered by notebook 02's slider (precomputed once)."""
 
 
+def _interactive_output(f, controls: dict) -> widgets.Output:
+    """``ipy_interactive_output(f, controls)`` without its pyplot flushes.
+
+    ipywidgets' version calls matplotlib-inline's ``flush_figures`` before and after ``f``: it
+    draws, displays and closes every figure pyplot has open. JupyterLab (4.4 and later) runs a
+    widget's callbacks in a kernel subshell's thread while cells run in the main thread, so that
+    flush took the running cell's half-made figures (a blank image in the widget, the figure
+    missing from the cell). ``f`` here displays its own figure (:func:`_show`), made outside
+    pyplot off the main thread (:func:`causal_wsss.viz.new_subplots`).
+    """
+    out = widgets.Output()
+
+    def observer(_change: dict | None = None) -> None:
+        with out:
+            clear_output(wait=True)
+            f(**{name: control.value for name, control in controls.items()})
+
+    for control in controls.values():
+        control.observe(observer, names="value")
+    observer()
+    return out
+
+
 def _show(fig: Figure, line: str) -> str:
     """Print ``line`` (the text a browser test waits for), display ``fig`` inline, close it."""
     print(line)
     display(fig)
-    plt.close(fig)
+    close_figure(fig)
     return line
 
 
@@ -101,7 +125,7 @@ def confounding_figure(strength: float,
     ``strength=S naive=... adjusted=... true=...``."""
     now = effect_summary(strength)
     sweep = [effect_summary(s) for s in grid]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.6))
+    fig, (left, right) = new_subplots(1, 2, figsize=(10.5, 3.6))
     plot_curves(list(grid), {"naive P(Y|X) contrast": [e.naive for e in sweep],
                              "backdoor sum over C": [e.adjusted for e in sweep],
                              "true P(Y|do(X)) contrast": [e.truth for e in sweep]},
@@ -129,7 +153,7 @@ def confounding_widget(value: float = 1.0) -> widgets.VBox:
     slider = widgets.FloatSlider(value=value, min=0.0, max=1.0, step=0.05,
                                  description="strength", readout_format=".2f",
                                  continuous_update=False)
-    out = widgets.interactive_output(show_confounding, {"strength": slider})
+    out = _interactive_output(show_confounding, {"strength": slider})
     return widgets.VBox([slider, out])
 
 
@@ -219,7 +243,7 @@ class CooccurrenceExplorer:
         snap = self.snapshot(rho)
         rhos = self.cached_rhos()
         snaps = [self._snapshots[r] for r in rhos]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.3),
+        fig, (left, right) = new_subplots(1, 2, figsize=(11.0, 4.3),
                                           gridspec_kw={"width_ratios": [1.1, 1.0]})
         plot_cooccurrence(snap.stats, conditional=True, ax=left)
         shown = [c for c in snap.stats["classes"] if snap.stats["image_counts"][c] >= 1]
@@ -256,7 +280,7 @@ class CooccurrenceExplorer:
                                      readout_format=".2f", continuous_update=False)
         dropdown = widgets.Dropdown(options=[(f"P({b} | {a})", (a, b)) for a, b in pairs],
                                     value=pairs[0], description="pair")
-        out = widgets.interactive_output(self.show, {"rho": slider, "pair": dropdown})
+        out = _interactive_output(self.show, {"rho": slider, "pair": dropdown})
         return widgets.VBox([widgets.HBox([slider, dropdown]), out])
 
 
@@ -600,7 +624,7 @@ class AttentionExplorer:
         """An image dropdown over :meth:`show`."""
         dropdown = widgets.Dropdown(options=self.names, value=value or self.names[0],
                                     description="image")
-        out = widgets.interactive_output(self.show, {"name": dropdown})
+        out = _interactive_output(self.show, {"name": dropdown})
         return widgets.VBox([dropdown, out])
 
 
@@ -692,7 +716,7 @@ class CamRoundsExplorer:
         buttons = widgets.ToggleButtons(options=[(f"round {k}", k) for k in self.rounds],
                                         value=self.rounds[-1] if r is None else r,
                                         description="compare")
-        out = widgets.interactive_output(self.show, {"name": dropdown, "r": buttons})
+        out = _interactive_output(self.show, {"name": dropdown, "r": buttons})
         return widgets.VBox([widgets.HBox([dropdown, buttons]), out])
 
 
@@ -763,5 +787,5 @@ class RunCamsExplorer:
         """A dropdown over the columns ("image: class") above :meth:`show`."""
         dropdown = widgets.Dropdown(options=[(t, i) for i, t in enumerate(self.titles)], value=j,
                                     description="image")
-        out = widgets.interactive_output(self.show, {"j": dropdown})
+        out = _interactive_output(self.show, {"j": dropdown})
         return widgets.VBox([dropdown, out])
