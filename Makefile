@@ -13,12 +13,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
-venv: $(STAMP)
+# JupyterLab settings of this environment (notebooks/README.md, "Widgets while cells run"):
+# widget messages on the main shell, not on a kernel subshell's thread beside the running cell.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/causal-wsss.json
+
+$(LAB_SETTINGS): notebooks/lab-settings/causal-wsss.json $(STAMP)
+	mkdir -p $(dir $@)
+	cp $< $@
+
+venv: $(STAMP) $(LAB_SETTINGS)
 
 demo: $(STAMP) alloc-deps
 	$(BIN)/causal-wsss demo
 
-test: $(STAMP) browser-deps crf-deps alloc-deps layers
+test: $(STAMP) $(LAB_SETTINGS) browser-deps crf-deps alloc-deps layers
 	$(BIN)/python -m pytest -q
 
 # The import contracts of pyproject.toml ([tool.importlinter]): layers, no cycles, computation

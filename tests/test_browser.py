@@ -239,10 +239,11 @@ def _wait_all_cells_done(page) -> None:
     """Wait until every cell of the notebook has run (no "[*]" prompt left, kernel idle).
 
     A widget moved while the cells after it were still queued got its figure drawn half blank
-    in the kernel (notebook 08, ipykernel 7.4: the first PNG the callback rendered was 2-16 kB
-    instead of 83 kB, a second rendering right after it whole; cause not found), which is what
-    made this test flaky. A reader moves the widgets once the notebook has run, so the test
-    does the same; the figure itself is tested in tests/test_widgets_08.py.
+    (notebook 08): JupyterLab sent the message over a kernel subshell, whose thread drew the
+    callback's figure beside the main thread's cells. The package and the environment's lab
+    settings now prevent that (tests/test_widget_threads.py and
+    test_widget_messages_stay_on_the_main_shell below); the test still moves a widget after Run
+    All has finished, as a reader does, so that its time limits do not depend on the cells'.
     """
     page.wait_for_function(
         "() => { const w = window.jupyterapp.shell.currentWidget;"
@@ -286,3 +287,18 @@ def _slider_redraws(lab: dict, notebook: str, before: str, after: str, readout_a
     assert shot.is_file() and shot.stat().st_size > 10_000, shot
     print(f"browser test ({notebook}): slider moved and redrawn in {time.perf_counter() - t0:.1f} s; "
           f"screenshots: {shot} (the widget cell), {page_shot} (the page)")
+
+
+def test_widget_messages_stay_on_the_main_shell(lab: dict) -> None:
+    """The environment's JupyterLab (``make venv`` copies notebooks/lab-settings/ into its
+    settings folder) sends widget messages on the main shell, not over a kernel subshell whose
+    thread would run a callback beside the running cell (notebooks/README.md)."""
+    name = "@jupyterlab/apputils-extension:kernels-settings"
+    shipped = json.loads((REPO / "notebooks" / "lab-settings" / "causal-wsss.json").read_text())
+    assert shipped[name] == {"commsOverSubshells": "disabled"}
+    reply = json.loads(_get(f"{lab['base']}/lab/api/settings/{name}?token={TOKEN}"))
+    composite = reply["settings"].get("commsOverSubshells",
+                                      reply["schema"]["properties"]["commsOverSubshells"]["default"])
+    assert composite == "disabled", (
+        f"JupyterLab uses commsOverSubshells={composite!r}: run `make venv` (it installs "
+        f"{sys.prefix}/share/jupyter/lab/settings/overrides.d/causal-wsss.json)")
