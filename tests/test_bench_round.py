@@ -16,6 +16,16 @@ bench_round = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_round)
 
 
+def _tiny_round(tmp_path) -> tuple[list[str], list[str]]:
+    """Options and overrides for a round of seconds on 8 images of 64 px, no FLOPs or peak."""
+    tiny = ["--data", str(tmp_path / "data"), "--train", "8", "--val", "4", "--size", "64",
+            "--twins", "2", "--threads", "1", "--no-peak"]
+    over = ["cam.epochs=1", "seg.iterations=1", "cam_infer.scales=1.0", "data.num_workers=0",
+            "cam.crop_size=64", "cam.resize_long=56,80", "cam.batch_size=4", "seg.crop_size=64",
+            "seg.batch_size=4", "data.twins_split=", "cam_infer.work_long=64"]
+    return tiny, over
+
+
 def test_bench_round_table(tmp_path, capsys):
     threads = torch.get_num_threads()
     try:
@@ -57,11 +67,7 @@ def test_old_cpu_amp_on_runs_the_old_path_in_bf16(tmp_path, capsys, monkeypatch)
     from causal_wsss.constants import NUMERICS
     from causal_wsss.runtime import CPU_AMP_ENV
 
-    tiny = ["--data", str(tmp_path / "data"), "--train", "8", "--val", "4", "--size", "64",
-            "--twins", "2", "--threads", "1", "--no-peak"]
-    over = ["cam.epochs=1", "seg.iterations=1", "cam_infer.scales=1.0", "data.num_workers=0",
-            "cam.crop_size=64", "cam.resize_long=56,80", "cam.batch_size=4", "seg.crop_size=64",
-            "seg.batch_size=4", "data.twins_split=", "cam_infer.work_long=64"]
+    tiny, over = _tiny_round(tmp_path)
     threads = torch.get_num_threads()
     monkeypatch.delenv(CPU_AMP_ENV, raising=False)
     monkeypatch.setattr(bench_round, "cpu_has_bf16", lambda: True)
@@ -142,11 +148,7 @@ def test_rounds_in_processes_of_their_own(tmp_path, capsys, monkeypatch):
 
     from causal_wsss.runtime import REEXEC_ENV, TCMALLOC_ENV
 
-    tiny = ["--data", str(tmp_path / "data"), "--train", "8", "--val", "4", "--size", "64",
-            "--twins", "2", "--threads", "1", "--no-peak"]
-    over = ["cam.epochs=1", "seg.iterations=1", "cam_infer.scales=1.0", "data.num_workers=0",
-            "cam.crop_size=64", "cam.resize_long=56,80", "cam.batch_size=4", "seg.crop_size=64",
-            "seg.batch_size=4", "data.twins_split=", "cam_infer.work_long=64"]
+    tiny, over = _tiny_round(tmp_path)
     threads = torch.get_num_threads()
     try:
         assert bench_round.main([*tiny, "--out", str(tmp_path / "runs"), "--processes",
