@@ -189,6 +189,9 @@ def test_intervention_cams_redraw_in_jupyterlab(lab: dict) -> None:
         image.wait_for(timeout=UPDATE_TIMEOUT_MS)
         image.evaluate("img => img.decode()")
         assert image.evaluate("img => img.naturalWidth") > 400
+        # whole: a 111 kB data URL here; the half-blank ones of a widget moved on a subshell's
+        # thread beside running cells were 13-26 kB
+        assert image.evaluate("img => img.src.length") > 60_000
         line.first.evaluate("el => el.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(500)
         line.first.screenshot(path=str(shot))
@@ -240,10 +243,11 @@ def _wait_all_cells_done(page) -> None:
 
     A widget moved while the cells after it were still queued got its figure drawn half blank
     (notebook 08): JupyterLab sent the message over a kernel subshell, whose thread drew the
-    callback's figure beside the main thread's cells. The package and the environment's lab
-    settings now prevent that (tests/test_widget_threads.py and
-    test_widget_messages_stay_on_the_main_shell below); the test still moves a widget after Run
-    All has finished, as a reader does, so that its time limits do not depend on the cells'.
+    callback's figure beside the main thread's cells. The environment's lab settings now keep
+    widget messages on the main shell (test_widget_messages_stay_on_the_main_shell below; with
+    them, 4 of 4 picks made with 2-4 cells still queued were whole, without them 0 of 5); the
+    test still moves a widget after Run All has finished, as a reader does, so that its time
+    limits do not depend on the cells'.
     """
     page.wait_for_function(
         "() => { const w = window.jupyterapp.shell.currentWidget;"
