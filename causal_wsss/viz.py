@@ -49,10 +49,8 @@ def new_figure(**fig_kw: Any) -> Figure:
 def new_subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
     """``plt.subplots(nrows, ncols, **kwargs)``, with the figure made by :func:`new_figure`
     (outside pyplot when called off the main thread, e.g. in a widget's callback)."""
-    if threading.current_thread() is threading.main_thread():
-        return plt.subplots(nrows, ncols, **kwargs)
     grid_kw = {k: kwargs.pop(k) for k in _SUBPLOTS_KEYS if k in kwargs}
-    fig = Figure(**kwargs)
+    fig = new_figure(**kwargs)  # what plt.subplots does: figure(**fig_kw).subplots(...)
     return fig, fig.subplots(nrows, ncols, **grid_kw)
 
 

@@ -56,7 +56,7 @@ RHO_GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolis
 
 
 def _interactive_output(f, controls: dict) -> widgets.Output:
-    """``ipy_interactive_output(f, controls)`` without its pyplot flushes.
+    """``ipywidgets.interactive_output(f, controls)`` without its pyplot flushes.
 
     ipywidgets' version calls matplotlib-inline's ``flush_figures`` before and after ``f``: it
     draws, displays and closes every figure pyplot has open. JupyterLab (4.4 and later) runs a
