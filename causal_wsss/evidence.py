@@ -8,7 +8,9 @@ a 95% t interval and the per-seed values. The arms, in the order they run:
 1. ``conta``: round 0 (the baseline) and CONTA rounds 1 (and 2) as specified (Eq. 3).
 2. ``interventional``: the baseline's CAM network trained on the *interventional* set (context
    independent of the class; same size and generator), then evaluated on the confounded set's
-   images (``cam.checkpoint``): the upper bound of what removing the confounding can give.
+   images (``cam.checkpoint``): the upper bound of what removing the confounding can give. Only
+   the training runs on the interventional set (:func:`causal_wsss.pipeline.train_cam_network`):
+   nothing reads the rest of a round there.
 3. controls and variants of round 1, each sharing ``conta``'s round 0: the uniform-attention
    control, ``m_scale=max``, W1/W2/w_M under AdamW at a learning rate of their own, the exact
    backdoor sum at the head (our addition), the ground-truth dictionary.
@@ -427,7 +429,7 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
     rewrites its tables there). A job whose report already has its rounds costs a few seconds.
     ``shard=(k, n)``: only shard k of n (:func:`shard_jobs`), for n processes sharing ``out``.
     """
-    from .pipeline import run_experiment  # torch-bound: on use (the tables need no torch)
+    from .pipeline import run_experiment, train_cam_network  # torch-bound: on use
 
     archived = load_archive(proto.archive) if proto.skip_archived else {}
     done = 0
@@ -437,9 +439,19 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
         run_dir = proto.run_dir(job)
         if _finished(run_dir, job.rounds) or is_archived(archived, proto, job):
             continue
+        if job.rho is None:  # the interventional CAM training: its network is all that is used
+            if _trained(run_dir):
+                continue
+            _generate(proto, None, progress)
+            print(f"[evidence] interventional CAM training, seed={job.seed}", flush=True)
+            train_cam_network(job_config(proto, job), run_dir, progress=progress)
+            done += 1
+            if after_each is not None:
+                after_each()
+            continue
         if job.arm == "interventional" and job.rho is not None:
             src = proto.run_dir(Job("interventional", None, job.seed, 0))
-            if not (src / "round_0" / "cam_net.pt").is_file():
+            if not _trained(src):
                 continue  # its training job comes first in the order; skipped under --only
         _generate(proto, job.rho, progress)
         cfg = job_config(proto, job)
@@ -464,6 +476,12 @@ def run_protocol(proto: Protocol, *, only: Sequence[str] | None = None, progress
         if after_each is not None:
             after_each()
     return done
+
+
+def _trained(run_dir: Path) -> bool:
+    """Whether round 0's CAM training in ``run_dir`` is finished (its record is written last)."""
+    return (run_dir / "round_0" / "cam_train.json").is_file() and \
+        (run_dir / "round_0" / "cam_net.pt").is_file()
 
 
 def _finished(run_dir: Path, rounds: int) -> bool:

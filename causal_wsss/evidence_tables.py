@@ -520,8 +520,8 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
     """Median wall minutes per kind of round over every timed round (archived or here; rounds
     timed on a loaded machine included: the median resists them), and the whole protocol at
     those medians: each job counted by the rounds it adds (a variant adds round 1 on conta's
-    shared round 0; the interventional CAM training is a round 0, its transfer to each rho
-    skips CAM training)."""
+    shared round 0; the interventional CAM training runs only the training, its transfer to
+    each rho the rest of a round 0, so a training costs a round 0 less a transfer)."""
     times: dict[str, list[float]] = {k: [] for k in COST_KINDS}
     for (arm, _), runs in reports.items():
         for rounds in runs.values():
@@ -532,11 +532,12 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
     count = dict.fromkeys(COST_KINDS, 0)
     done: dict[tuple[str, float | None, int], int] = {}
     interventions = 0  # later rounds of the interventions' extension (round 0 is conta's)
+    trainings = 0  # interventional CAM trainings (pipeline.train_cam_network)
     for job in proto.jobs():
         if job.arm in INTERVENTION_NAMES:
             interventions += 1
         elif job.rho is None:
-            count[COST_KINDS[0]] += 1
+            trainings += 1
         elif job.arm in VARIANTS:
             count[COST_KINDS[1]] += 1
         else:
@@ -546,14 +547,20 @@ def _cost(proto: Protocol, reports: dict) -> dict[str, Any]:
             done[(job.arm, job.rho, job.seed)] = job.rounds
     median = {k: float(np.median(v)) if v else None for k, v in times.items()}
 
-    def hours(kinds: Sequence[str]) -> float | None:
-        if any(count[k] and median[k] is None for k in kinds):
+    first, transfer = median[COST_KINDS[0]], median[COST_KINDS[2]]
+    training = None if first is None or transfer is None else max(first - transfer, 0.0)
+
+    def hours(kinds: Sequence[str], extra: float | None = 0.0) -> float | None:
+        if extra is None or any(count[k] and median[k] is None for k in kinds):
             return None
-        return sum(count[k] * median[k] for k in kinds if count[k]) / 60.0
+        return (sum(count[k] * median[k] for k in kinds if count[k]) + extra) / 60.0
 
     later = median[COST_KINDS[1]]
     return {"median_minutes": median, "timed": {k: len(v) for k, v in times.items()},
-            "rounds": count, "protocol_hours": hours(COST_KINDS[:3]),
+            "rounds": count, "trainings": trainings, "training_minutes": training,
+            "protocol_hours": hours(COST_KINDS[:3],
+                                    None if trainings and training is None
+                                    else trainings * (training or 0.0)),
             "esol_hours": hours(COST_KINDS[3:]), "intervention_rounds": interventions,
             "intervention_hours": None if later is None else interventions * later / 60.0}
 
@@ -622,8 +629,11 @@ def cost_line(res: dict[str, Any]) -> str:
              for k in COST_KINDS if cost["timed"][k]]
     n = cost["rounds"]
     line = ("**Cost** (median wall time per round on 2 CPU cores, over the timed runs): "
-            + ", ".join(parts) + f". The protocol is {n[COST_KINDS[0]]} rounds 0 (the "
-            f"interventional CAM trainings included), {n[COST_KINDS[1]]} later rounds and "
+            + ", ".join(parts) + f". The protocol is {n[COST_KINDS[0]]} rounds 0, "
+            f"{cost['trainings']} interventional CAM trainings (nothing else of a round runs on "
+            "the interventional set: a round 0 less a transfer"
+            + (f", {cost['training_minutes']:.1f} min" if cost["training_minutes"] is not None
+               else "") + f"), {n[COST_KINDS[1]]} later rounds and "
             f"{n[COST_KINDS[2]]} interventional transfers")
     if cost["protocol_hours"] is not None:
         line += f": about {cost['protocol_hours']:.1f} hours at these medians"

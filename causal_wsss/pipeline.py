@@ -135,8 +135,10 @@ class StageLog:
 
 
 def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: torch.device,
-              dist_info, progress: bool, logger, inputs: dict | None = None) -> dict:
-    """Run (or resume) round ``r``; returns its report entry. ``inputs``: stored in each record."""
+              dist_info, progress: bool, logger, inputs: dict | None = None,
+              cam_only: bool = False) -> dict | None:
+    """Run (or resume) round ``r``; returns its report entry. ``inputs``: stored in each record.
+    ``cam_only``: stop once the CAM method has trained its network(s) and return None."""
     round_dir = out / f"round_{r}"
     round_dir.mkdir(parents=True, exist_ok=True)
     log = StageLog(round_dir, dist_info.is_main, inputs)
@@ -196,6 +198,8 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
         timed=timed, device=device, dist_info=dist_info, progress=progress, logger=logger,
         rows_by_name=rows_by_name, train_set=done.train_set, pre_transform=done.pre_transform,
         context_fn=done.context_fn))
+    if cam_only:
+        return None
     cam_train, model = trained.record, trained.model
     ctx_fn = done.context_fn(model) if done.context_fn is not None else None
     cache_dir = round_dir / "cams"
@@ -259,6 +263,24 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in entry.items()}
 
 
+def train_cam_network(cfg: ExperimentConfig, out: str | Path, *, progress: bool = True) -> Path:
+    """Only round 0's CAM training of ``cfg`` (the ``cam_train`` stage, and a CAM method's own
+    training stages) into the run folder ``out``; returns the trained ``round_0/cam_net.pt``.
+
+    For a network that is only used elsewhere (``cam.checkpoint`` of another run: the evidence
+    protocol's interventional CAM training, evaluated on the confounded sets). The folder is the
+    one :func:`run_experiment` would make with ``cfg``, and the network is the one it would train
+    (the same seed, data and order: nothing that runs later draws from the generators first),
+    so ``run_experiment`` on the same folder resumes from it into a whole round. Its report has
+    no round until then.
+    """
+    if cfg.cam.checkpoint:
+        raise ConfigError(f"train_cam_network: config key 'cam.checkpoint' is "
+                          f"{cfg.cam.checkpoint!r}; there is nothing to train")
+    _, folder = _run(cfg, out, progress=progress, cam_only=True)
+    return folder / "round_0" / "cam_net.pt"
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Run round 0 and CONTA rounds 1..``cfg.rounds`` into ``out``; returns the report.
 
@@ -272,6 +294,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
     against the data and config (:func:`causal_wsss.runfolder.check_stages`): changed inputs
     are refused, and stages whose files are missing or unreadable are redone.
     """
+    return _run(cfg, out, progress=progress, cam_only=False)[0]
+
+
+def _run(cfg: ExperimentConfig, out: str | Path, *, progress: bool,
+         cam_only: bool) -> tuple[dict, Path]:
+    """:func:`run_experiment` (``cam_only``: :func:`train_cam_network`); returns the report and
+    the run folder's checked path."""
     if cfg.data.root:
         cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
     check_config(cfg)
@@ -305,10 +334,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, progress: bool = T
         report = {"dataset": cfg.data.dataset, "preset": cfg.preset, "seed": cfg.seed, "rounds": []}
         if cfg.rounds > 0:  # which intervention rounds >= 1 ran; oracle: it read the generator
             report.update(intervention=intervention.name, oracle=intervention.oracle)
+        if cam_only:
+            run_round(cfg, 0, out, sets, device=device, dist_info=dist_info, progress=progress,
+                      logger=logger, inputs=folder.inputs, cam_only=True)
+            return folder.report(report), out
         for r in range(cfg.rounds + 1):
             report["rounds"].append(run_round(cfg, r, out, sets, device=device,
                                               dist_info=dist_info, progress=progress,
                                               logger=logger, inputs=folder.inputs))
             if dist_info.is_main:
                 write_json(out / "report.json", folder.report(report))
-        return folder.report(report)
+        return folder.report(report), out

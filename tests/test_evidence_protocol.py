@@ -87,6 +87,9 @@ def test_tiny_protocol_end_to_end(tmp_path):
     record = json.loads((tmp_path / "ev" / "interventional" / "rho0.9_seed1" / "round_0"
                          / "cam_train.json").read_text())
     assert record["transferred_from"].endswith("interventional_train/seed1/round_0/cam_net.pt")
+    # on the interventional set only the CAM network is trained: nothing reads the rest
+    trained = tmp_path / "ev" / "interventional_train" / "seed1" / "round_0"
+    assert sorted(p.name for p in trained.iterdir()) == ["cam_net.pt", "cam_train.json"]
     text = markdown_tables(res) + per_seed_table(res)
     assert "Primary endpoint" in text and "pending" in text  # the arms not run are pending
     assert res["sweep"]["0.9"]["pseudo_miou"]["interventional"]["n"] == 2
@@ -342,15 +345,18 @@ def test_round_seconds_are_archived_and_give_the_protocol_cost(tmp_path):
     assert cost["median_minutes"] == {COST_KINDS[0]: 3.0, COST_KINDS[1]: 2.5, COST_KINDS[2]: 2.0,
                                       COST_KINDS[3]: None, COST_KINDS[4]: None,
                                       COST_KINDS[5]: None}
-    # rounds 0: conta at 0.9 and 0.5, the interventional training; later: conta r1 at 0.9 and
+    # rounds 0: conta at 0.9 and 0.5 (the interventional training apart); later: conta r1 at 0.9 and
     # 0.5, uniform r1, conta r2; transfers: 0.9 and 0.5; ESOL: rounds 0 of esol and the
     # ablation (a kind of its own: it shares ESOL's first stages), round 1 of esol (not timed
     # yet: the ESOL hours are unknown, the rest is not)
-    assert cost["rounds"] == {COST_KINDS[0]: 3, COST_KINDS[1]: 4, COST_KINDS[2]: 2,
+    assert cost["rounds"] == {COST_KINDS[0]: 2, COST_KINDS[1]: 4, COST_KINDS[2]: 2,
                               COST_KINDS[3]: 1, COST_KINDS[4]: 1, COST_KINDS[5]: 1}
+    # the interventional CAM training runs only the training: a round 0 less a transfer
+    assert cost["trainings"] == 1 and cost["training_minutes"] == pytest.approx(1.0)
     assert cost["esol_hours"] is None and "expansion) (not yet timed)" in cost_line(res)
-    assert cost["protocol_hours"] == pytest.approx((3 * 3.0 + 4 * 2.5 + 2 * 2.0) / 60)
-    assert "round 0 3.0 min (n=1)" in cost_line(res) and "0.4 hours" in cost_line(res)
+    assert cost["protocol_hours"] == pytest.approx((2 * 3.0 + 1.0 + 4 * 2.5 + 2 * 2.0) / 60)
+    assert "round 0 3.0 min (n=1)" in cost_line(res) and "about 0.3 hours" in cost_line(res)
+    assert "1 interventional CAM trainings (" in cost_line(res) and "1.0 min)" in cost_line(res)
     # the archive keeps the timings, so a clone without the run folders gives the same cost
     arch = tmp_path / "arch.json"
     archive_runs(proto, arch)

@@ -121,6 +121,35 @@ def test_interrupted_cam_training_resumes_to_the_same_weights(synth, tmp_path, m
         torch.testing.assert_close(full[key], resumed[key], rtol=0, atol=0, msg=key)
 
 
+def test_cam_training_alone_trains_the_network_of_a_whole_round(synth, tmp_path):
+    """train_cam_network (the evidence protocol's interventional training) stops after the CAM
+    training, with the very weights a whole round 0 trains, and a later run resumes from it."""
+    from causal_wsss.errors import ConfigError
+    from causal_wsss.pipeline import train_cam_network
+
+    cfg = _cfg(synth, rounds=0)
+    whole = run_experiment(cfg, tmp_path / "whole", progress=False)
+    path = train_cam_network(cfg, tmp_path / "alone", progress=False)
+    assert path == (tmp_path / "alone" / "round_0" / "cam_net.pt").resolve()
+    assert sorted(p.name for p in path.parent.glob("*.json")) == ["cam_train.json"]
+    assert not (tmp_path / "alone" / "report.json").exists()  # no round is finished
+    ours = torch.load(path, map_location="cpu", weights_only=False)
+    theirs = torch.load(tmp_path / "whole" / "round_0" / "cam_net.pt", map_location="cpu",
+                        weights_only=False)
+    for key in theirs["model"]:
+        torch.testing.assert_close(ours["model"][key], theirs["model"][key], rtol=0, atol=0,
+                                   msg=key)
+    stamp = path.stat().st_mtime_ns
+    assert train_cam_network(cfg, tmp_path / "alone", progress=False) == path  # done: no work
+    assert path.stat().st_mtime_ns == stamp
+    # the same folder then runs the rest of the round on that network, to the same figures
+    assert run_experiment(cfg, tmp_path / "alone", progress=False)["rounds"] == whole["rounds"]
+    assert path.stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train_cam_network(_cfg(synth, f"cam.checkpoint={path}", rounds=0), tmp_path / "c",
+                          progress=False)
+
+
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "causal_wsss", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
