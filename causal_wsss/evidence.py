@@ -243,25 +243,51 @@ def shard_key(job: Job) -> tuple:
     return ("interventional", job.seed) if job.arm == "interventional" else (job.rho, job.seed)
 
 
+ROUND_WORK = {"round 0": 1.0, "later round": 1.1, "transfer": 0.8, "training": 0.27,
+              "esol round 0": 2.4, "esol later round": 2.5, "esol ablation round 0": 1.9}
+"""What a round of each kind costs, a round 0 counting 1: measured on the protocol's own rounds
+(docs/benchmarks.md, "Against the targets": one thread each, two shards side by side, 214 s a
+round 0, 238 s a later round, 170 s a transfer, 57 s an interventional CAM training; ESOL's
+from the medians of docs/tables/evidence.md's Cost line). Only the shards' deal reads it."""
+
+
+def job_work(job: Job, seen: set[tuple]) -> float:
+    """The work ``job`` adds to the rounds in ``seen`` (which it extends), in :data:`ROUND_WORK`
+    units: a variant's or an intervention's round 0 is conta's, a later job of a run only adds
+    its new rounds, an ESOL ablation shares ESOL's first stages."""
+    if job.rho is None:
+        return ROUND_WORK["training"]
+    if job.arm == "interventional":
+        return ROUND_WORK["transfer"]
+    start = 1 if job.arm in VARIANTS or job.arm in INTERVENTION_NAMES else 0
+    rounds = {(job.arm, job.rho, job.seed, r) for r in range(start, job.rounds + 1)} - seen
+    seen |= rounds
+    work = 0.0
+    for *_, r in rounds:
+        if job.arm in ESOL_ABLATIONS:
+            work += ROUND_WORK["esol ablation round 0"]
+        elif job.arm.startswith("esol"):
+            work += ROUND_WORK["esol round 0" if r == 0 else "esol later round"]
+        else:
+            work += ROUND_WORK["round 0" if r == 0 else "later round"]
+    return work
+
+
 def shard_jobs(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
     """The jobs of shard ``index`` (1..``count``), in their order in ``jobs``.
 
     Whole :func:`shard_key` groups are dealt out, the costliest first, each to the shard with
-    the least work so far (a job's work: its rounds, round 0 not counted where it is shared);
-    the deal depends only on ``jobs``, so every shard of one command line, and a resumed one,
-    computes the same split.
+    the least work so far (a group's work: :func:`job_work` of its jobs); the deal depends only
+    on ``jobs``, so every shard of one command line, and a resumed one, computes the same split.
     """
     if not (isinstance(count, int) and isinstance(index, int) and 1 <= index <= count):
         raise ConfigError(f"shard {index}/{count}: expected K/N with 1 <= K <= N")
-    cost: dict[tuple, int] = {}
+    cost: dict[tuple, float] = {}
     seen: set[tuple] = set()
     for job in jobs:
-        start = 1 if job.arm in VARIANTS or job.arm in INTERVENTION_NAMES else 0
-        rounds = {(job.arm, job.rho, job.seed, r) for r in range(start, job.rounds + 1)} - seen
-        seen |= rounds
         key = shard_key(job)
-        cost[key] = cost.get(key, 0) + max(1, len(rounds))
-    load = [0] * count
+        cost[key] = cost.get(key, 0.0) + job_work(job, seen)
+    load = [0.0] * count
     owner: dict[tuple, int] = {}
     order = {key: i for i, key in enumerate(cost)}
     for key in sorted(cost, key=lambda k: (-cost[k], order[k])):

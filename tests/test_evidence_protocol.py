@@ -681,20 +681,34 @@ def test_a_post_hoc_arm_is_marked_and_never_the_best_pre_registered_arm(tmp_path
                "a lead to confirm, not a claim" in line for line in lines)
 
 
-def test_shards_deal_whole_groups_and_balance_the_work(tmp_path):
-    from causal_wsss.evidence import shard_jobs, shard_key
+def _work(part) -> float:
+    from causal_wsss.evidence import job_work
 
-    jobs = Protocol(tmp_path / "ev").jobs()
-    for n in (1, 2, 3):
-        parts = [shard_jobs(jobs, k, n) for k in range(1, n + 1)]
-        assert sorted(map(repr, sum(parts, []))) == sorted(map(repr, jobs))  # each job once
-        owners = {}
-        for k, part in enumerate(parts):
-            assert part == [j for j in jobs if j in part]  # the protocol's order kept
-            for job in part:  # a (rho, seed) and an interventional seed never split
-                assert owners.setdefault(shard_key(job), k) == k
-        work = [sum(j.rounds + 1 for j in part) for part in parts]
-        assert max(work) <= 1.1 * sum(work) / n
+    seen: set = set()
+    return sum(job_work(j, seen) for j in part)
+
+
+def test_shards_deal_whole_groups_and_balance_the_work(tmp_path):
+    from causal_wsss.evidence import INTERVENTION_NAMES, ROUND_WORK, shard_jobs, shard_key
+
+    every = Protocol(tmp_path / "ev").jobs()
+    proper = [j for j in every if not j.arm.startswith("esol") and j.arm not in INTERVENTION_NAMES]
+    for jobs in (every, proper):
+        for n in (1, 2, 3):
+            parts = [shard_jobs(jobs, k, n) for k in range(1, n + 1)]
+            assert sorted(map(repr, sum(parts, []))) == sorted(map(repr, jobs))  # each job once
+            owners = {}
+            for k, part in enumerate(parts):
+                assert part == [j for j in jobs if j in part]  # the protocol's order kept
+                for job in part:  # a (rho, seed) and an interventional seed never split
+                    assert owners.setdefault(shard_key(job), k) == k
+            work = [_work(part) for part in parts]
+            assert max(work) <= 1.03 * sum(work) / n
+    # the protocol proper: 23 rounds 0, 53 later rounds, 23 transfers, 8 trainings
+    assert _work(proper) == pytest.approx(23 + 53 * ROUND_WORK["later round"]
+                                          + 23 * ROUND_WORK["transfer"]
+                                          + 8 * ROUND_WORK["training"])
+    jobs = every
     assert shard_jobs(jobs, 2, 2) == shard_jobs(list(jobs), 2, 2)  # the same deal every time
     with pytest.raises(ConfigError, match="3/2"):
         shard_jobs(jobs, 3, 2)
