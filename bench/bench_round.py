@@ -22,7 +22,8 @@ about 280 px, rho 0.9, do(context) twins of 20 validation images; generated once
   ``--old-cpu-amp on`` under bf16 autocast on the CPU (``CAUSAL_WSSS_CPU_AMP=1``, the default
   on CPUs with bf16 units before they were measured), so with ``--old-numerics 3`` (today's
   code) the ratio is what bf16 buys (``off``: float32, against a new path run with the
-  variable set);
+  variable set). By default (``auto``) the old path runs as it ran on this CPU: versions 1 and
+  2 in bf16 where the CPU has bf16 units, in float32 where it has none;
 - **new**: the code as it is, with the preset's settings.
 
 With ``--repeat N`` the paths alternate (old, new, new, old, ...) and each stage keeps its
@@ -550,6 +551,18 @@ def fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
+def old_cpu_amp(choice: str, old_numerics: int, has_bf16: bool, *, ab: bool = False) -> str:
+    """``--old-cpu-amp`` with ``auto`` resolved: the old path's precision as it ran on this CPU.
+    Until numerics version 3 ``amp=true`` ran bf16 autocast on every CPU with bf16 units (float32
+    on every CPU is a decision of the version-3 code, docs/benchmarks.md "On a CPU with bf16
+    units"), so the code before the issue ran bf16 there: against it in float32 the ratio would
+    flatter today's code (on the CPU of that section 1.75x, against 1.37x as it ran). ``--ab``
+    runs both paths in this process's precision."""
+    if choice != "auto":
+        return choice
+    return "on" if old_numerics < 3 and has_bf16 and not ab else "same"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -562,10 +575,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the code path the old round runs: numerics version 1 (before the "
                         "issue; default) or a later one (causal_wsss.constants.NUMERICS; "
                         f"{NUMERICS}, today's, with a different --old-cpu-amp only)")
-    p.add_argument("--old-cpu-amp", choices=("same", "on", "off"), default="same",
+    p.add_argument("--old-cpu-amp", choices=("auto", "same", "on", "off"), default="auto",
                    help="on: the old round runs bf16 autocast on the CPU "
                         "(CAUSAL_WSSS_CPU_AMP=1; needs a CPU with bf16 units), off: float32; "
-                        "same (default): as this process's environment says")
+                        "same: as this process's environment says; auto (default): as the old "
+                        "code path ran on this CPU (--old-numerics 1 and 2: bf16 where the CPU "
+                        "has bf16 units, their default then; today's: same)"),
     p.add_argument("--repeat", type=int, default=1, help="rounds per path; best time per stage")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--train", type=int, default=400)
@@ -591,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="write the table and figures to this file")
     p.add_argument("overrides", nargs="*", help="config overrides for both paths (key=value)")
     args = p.parse_args(argv)
+    args.old_cpu_amp = old_cpu_amp(args.old_cpu_amp, args.old_numerics, cpu_has_bf16(),
+                                   ab=args.ab)
     if args.ab and (args.old_numerics != 1 or args.old_cpu_amp != "same"):
         p.error("--ab compares with the code path before the issue only (--old-numerics 1, "
                 "--old-cpu-amp same)")

@@ -101,6 +101,16 @@ def test_old_cpu_amp_on_runs_the_old_path_in_bf16(tmp_path, capsys, monkeypatch)
             assert record["numerics"] == NUMERICS and record["autocast_dtype"] == dtype
 
 
+def test_the_old_path_runs_in_the_precision_it_had_on_this_cpu():
+    """auto: the code before the issue ran bf16 autocast on a CPU with bf16 units (float32 on
+    every CPU came with numerics 3), so that is what the default compares with."""
+    resolve = bench_round.old_cpu_amp
+    assert resolve("auto", 1, True) == "on" and resolve("auto", 2, True) == "on"
+    assert resolve("auto", 1, False) == "same" and resolve("auto", 3, True) == "same"
+    assert resolve("auto", 1, True, ab=True) == "same"  # --ab: one process, one precision
+    assert resolve("off", 1, True) == "off" and resolve("on", 3, False) == "on"
+
+
 def test_old_numerics_runs_the_older_code_path_beside_the_new(tmp_path, capsys):
     import pytest
 
