@@ -169,6 +169,26 @@ def test_evaluation_miou_by_hand(batch_size):
     assert scores.pixels == 21
 
 
+class TiedNet(nn.Module):
+    """Logits of few levels (most pixels tie between classes), whatever the input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(x.shape[-1]))
+        return torch.randint(0, 3, (x.shape[0], 21, *x.shape[-2:]), generator=g).float()
+
+
+def test_label_maps_are_the_argmax_ties_included():
+    """predict_labels takes max's indices (faster on a CPU): the labels argmax gives, the first
+    maximal class wherever classes tie."""
+    from causal_wsss.segmentation import predict_labels
+
+    images = [torch.zeros(3, 37, 53, dtype=torch.uint8), torch.zeros(3, 64, 48, dtype=torch.uint8)]
+    for image in images:
+        labels = predict_labels(TiedNet(), [image], device="cpu")[0]
+        logits = TiedNet()(image[None].float())
+        assert torch.equal(labels, logits.argmax(1)[0])
+
+
 def test_predict_masks_writes_label_pngs(tmp_path):
     dataset = _hand_toy()
     counts = predict_masks(ColourNet(), dataset, tmp_path, device="cpu", progress=False,
