@@ -264,8 +264,8 @@ def run_round(cfg: ExperimentConfig, r: int, out: Path, sets: dict, *, device: t
 
 
 def train_cam_network(cfg: ExperimentConfig, out: str | Path, *, progress: bool = True) -> Path:
-    """Only round 0's CAM training of ``cfg`` (the ``cam_train`` stage, and a CAM method's own
-    training stages) into the run folder ``out``; returns the trained ``round_0/cam_net.pt``.
+    """Only round 0's CAM training of ``cfg`` (the ``cam_train`` stage; ``cam.method=irn``) into
+    the run folder ``out``; returns the trained ``round_0/cam_net.pt``.
 
     For a network that is only used elsewhere (``cam.checkpoint`` of another run: the evidence
     protocol's interventional CAM training, evaluated on the confounded sets). The folder is the
@@ -277,6 +277,9 @@ def train_cam_network(cfg: ExperimentConfig, out: str | Path, *, progress: bool 
     if cfg.cam.checkpoint:
         raise ConfigError(f"train_cam_network: config key 'cam.checkpoint' is "
                           f"{cfg.cam.checkpoint!r}; there is nothing to train")
+    if cfg.cam.method != "irn":  # another method's network is not the one in cam_net.pt
+        raise ConfigError(f"train_cam_network works with cam.method=irn only (this config has "
+                          f"cam.method={cfg.cam.method!r})")
     _, folder = _run(cfg, out, progress=progress, cam_only=True)
     return folder / "round_0" / "cam_net.pt"
 

@@ -148,6 +148,10 @@ def test_cam_training_alone_trains_the_network_of_a_whole_round(synth, tmp_path)
     with pytest.raises(ConfigError, match="nothing to train"):
         train_cam_network(_cfg(synth, f"cam.checkpoint={path}", rounds=0), tmp_path / "c",
                           progress=False)
+    with pytest.raises(ConfigError, match="cam.method=irn only"):
+        train_cam_network(_cfg(synth, "cam.method=esol", rounds=0), tmp_path / "c",
+                          progress=False)
+    assert not (tmp_path / "c").exists()
 
 
 def _cli(*args, env=None):
