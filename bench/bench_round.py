@@ -556,7 +556,7 @@ def old_cpu_amp(choice: str, old_numerics: int, has_bf16: bool, *, ab: bool = Fa
     Until numerics version 3 ``amp=true`` ran bf16 autocast on every CPU with bf16 units (float32
     on every CPU is a decision of the version-3 code, docs/benchmarks.md "On a CPU with bf16
     units"), so the code before the issue ran bf16 there: against it in float32 the ratio would
-    flatter today's code (on the CPU of that section 1.75x, against 1.37x as it ran). ``--ab``
+    flatter today's code (on that CPU, one run of each: 1.75x, against 1.54x as it ran). ``--ab``
     runs both paths in this process's precision."""
     if choice != "auto":
         return choice

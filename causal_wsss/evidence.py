@@ -243,12 +243,14 @@ def shard_key(job: Job) -> tuple:
     return ("interventional", job.seed) if job.arm == "interventional" else (job.rho, job.seed)
 
 
-ROUND_WORK = {"round 0": 1.0, "later round": 1.1, "transfer": 0.8, "training": 0.27,
+ROUND_WORK = {"round 0": 1.0, "later round": 0.94, "transfer": 0.7, "training": 0.25,
               "esol round 0": 2.4, "esol later round": 2.5, "esol ablation round 0": 1.9}
 """What a round of each kind costs, a round 0 counting 1: measured on the protocol's own rounds
-(docs/benchmarks.md, "Against the targets": one thread each, two shards side by side, 214 s a
-round 0, 238 s a later round, 170 s a transfer, 57 s an interventional CAM training; ESOL's
-from the medians of docs/tables/evidence.md's Cost line). Only the shards' deal reads it."""
+(docs/benchmarks.md, "Against the targets", the two slices: one thread each, two shards side by
+side; a round 0, which also predicts the training images for the next round, 232 and 269 s, a
+last later round 221 and 247 s, a transfer 170 and 172 s, an interventional CAM training 58
+and 66 s); ESOL's from the medians of docs/tables/evidence.md's Cost line. Only the shards'
+deal reads it."""
 
 
 def job_work(job: Job, seen: set[tuple]) -> float:
